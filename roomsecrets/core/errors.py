@@ -1,0 +1,300 @@
+"""Every error roomsecrets raises, under one root: :class:`RoomSecretsError`.
+
+Each class carries a machine-readable ``code`` (a class attribute, stable across
+releases) so callers and the server can branch on it without parsing messages.
+Adapters translate their libraries' exceptions into these at the boundary.
+
+Messages are built only from values that are safe to show: error codes, HTTP
+statuses, content types, lengths, identifiers. Token values, refresh tokens,
+authorization codes, PKCE verifiers and client secrets never reach a message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Optional
+
+__all__ = [
+    "AccessDenied",
+    "ConfigurationError",
+    "GrantDenied",
+    "InsecureEndpointError",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidInput",
+    "InvalidRequest",
+    "InvalidScope",
+    "LeaseLost",
+    "OAuthError",
+    "ProviderError",
+    "ProviderResponseError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "ResponseTooLarge",
+    "RoomSecretsError",
+    "ServerError",
+    "StoreError",
+    "TemporarilyUnavailable",
+    "TransportError",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+    "UnsupportedResponseType",
+    "VersionConflict",
+    "oauth_error_from_response",
+    "safe_text",
+]
+
+
+class RoomSecretsError(Exception):
+    """Root of every roomsecrets error."""
+
+    #: Stable machine-readable identifier of the error kind.
+    code: ClassVar[str] = "roomsecrets_error"
+    #: True when trying the same operation again later may succeed.
+    retryable: ClassVar[bool] = False
+
+
+class InvalidInput(RoomSecretsError, ValueError):
+    """A caller passed a value that cannot be used (bad URL, bad verifier, ...)."""
+
+    code = "invalid_input"
+
+
+class InsecureEndpointError(InvalidInput):
+    """An OAuth endpoint is not https (RFC 6749 §3.1, §3.2) and is not loopback."""
+
+    code = "insecure_endpoint"
+
+
+class ConfigurationError(RoomSecretsError):
+    """The client or service is configured in a way that cannot work."""
+
+    code = "configuration_error"
+
+
+class StoreError(RoomSecretsError):
+    """A storage backend failed (I/O error, service error). Retryable."""
+
+    code = "store_error"
+    retryable = True
+
+
+class VersionConflict(RoomSecretsError):
+    """A compare-and-swap write or delete found another version than expected."""
+
+    code = "version_conflict"
+
+    def __init__(self, message: str, *, expected: Optional[int], actual: Optional[int]) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message)
+
+
+class LeaseLost(RoomSecretsError):
+    """A lease was renewed after it expired or was taken by another holder."""
+
+    code = "lease_lost"
+
+
+class GrantDenied(RoomSecretsError, PermissionError):
+    """The caller's :class:`SecretsGrant` does not allow the operation."""
+
+    code = "grant_denied"
+
+
+# --- OAuth errors returned by a provider (RFC 6749 §5.2, §4.1.2.1) ---------------
+
+# RFC 6749 §5.2: error and error_description are limited to these characters
+# (%x20-21 / %x23-5B / %x5D-7E). Anything else is dropped, so a hostile provider
+# cannot smuggle control characters or long payloads into our logs.
+_UNSAFE_CHARS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_MAX_TEXT = 200
+
+
+def safe_text(value: object, limit: int = _MAX_TEXT) -> Optional[str]:
+    """Return ``value`` reduced to RFC 6749 §5.2 characters and ``limit`` chars, or None."""
+    if not isinstance(value, str):
+        return None
+    cleaned = _UNSAFE_CHARS.sub("", value)
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 3] + "..."
+    return cleaned or None
+
+
+class OAuthError(RoomSecretsError):
+    """An OAuth error response from a provider (RFC 6749 §5.2 or §4.1.2.1).
+
+    ``error`` is the provider's error code as sent (sanitised), ``description``
+    and ``uri`` its optional ``error_description`` and ``error_uri``, ``status``
+    the HTTP status it came with (None when it did not come over HTTP, e.g. an
+    error on the authorization redirect).
+    """
+
+    code = "oauth_error"
+
+    def __init__(
+        self,
+        error: Optional[str] = None,
+        description: Optional[str] = None,
+        uri: Optional[str] = None,
+        status: Optional[int] = None,
+    ) -> None:
+        self.error: str = safe_text(error, 64) or self.code
+        self.description: Optional[str] = safe_text(description)
+        self.uri: Optional[str] = safe_text(uri, 300)
+        self.status: Optional[int] = status
+        message = self.error
+        if status is not None:
+            message += f" (HTTP {status})"
+        if self.description:
+            message += f": {self.description}"
+        super().__init__(message)
+
+
+class InvalidRequest(OAuthError):
+    """RFC 6749 §5.2 ``invalid_request``."""
+
+    code = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 §5.2 ``invalid_client``: a configuration problem, never the user's."""
+
+    code = "invalid_client"
+
+
+class InvalidGrant(OAuthError):
+    """RFC 6749 §5.2 ``invalid_grant``: the only error meaning "the user must approve again"."""
+
+    code = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    """RFC 6749 §5.2 ``unauthorized_client``."""
+
+    code = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    """RFC 6749 §5.2 ``unsupported_grant_type``."""
+
+    code = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    """RFC 6749 §5.2 ``invalid_scope``."""
+
+    code = "invalid_scope"
+
+
+class AccessDenied(OAuthError):
+    """RFC 6749 §4.1.2.1 ``access_denied``: the person (or provider) refused."""
+
+    code = "access_denied"
+
+
+class UnsupportedResponseType(OAuthError):
+    """RFC 6749 §4.1.2.1 ``unsupported_response_type``."""
+
+    code = "unsupported_response_type"
+
+
+class ServerError(OAuthError):
+    """RFC 6749 §4.1.2.1 ``server_error``; some providers also send it from the token endpoint."""
+
+    code = "server_error"
+    retryable = True
+
+
+class TemporarilyUnavailable(OAuthError):
+    """RFC 6749 §4.1.2.1 ``temporarily_unavailable``."""
+
+    code = "temporarily_unavailable"
+    retryable = True
+
+
+_OAUTH_ERRORS: dict[str, type[OAuthError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        InvalidClient,
+        InvalidGrant,
+        UnauthorizedClient,
+        UnsupportedGrantType,
+        InvalidScope,
+        AccessDenied,
+        UnsupportedResponseType,
+        ServerError,
+        TemporarilyUnavailable,
+    )
+}
+
+
+def oauth_error_from_response(
+    error: object,
+    description: object = None,
+    uri: object = None,
+    status: Optional[int] = None,
+) -> OAuthError:
+    """Map a provider's ``error`` code to its class; unknown codes give :class:`OAuthError`."""
+    cls = _OAUTH_ERRORS.get(error, OAuthError) if isinstance(error, str) else OAuthError
+    return cls(
+        error if isinstance(error, str) else None,
+        description if isinstance(description, str) else None,
+        uri if isinstance(uri, str) else None,
+        status,
+    )
+
+
+# --- Provider failures that are not OAuth errors: retryable ----------------------
+
+
+class ProviderError(RoomSecretsError):
+    """The provider could not be reached or did not answer usefully.
+
+    This family is retryable: a later attempt may succeed. It never means the
+    user must approve again.
+    """
+
+    code = "provider_error"
+    retryable = True
+
+    def __init__(self, message: str, *, status: Optional[int] = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ProviderUnavailable(ProviderError):
+    """HTTP 5xx or 429 without an OAuth error body; ``retry_after`` in seconds if sent."""
+
+    code = "provider_unavailable"
+
+    def __init__(
+        self, message: str, *, status: Optional[int] = None, retry_after: Optional[float] = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status)
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered with something we cannot parse (HTML, garbage, no token)."""
+
+    code = "provider_bad_response"
+
+
+class ResponseTooLarge(ProviderResponseError):
+    """The response body exceeded the size cap; it was not parsed."""
+
+    code = "response_too_large"
+
+
+class TransportError(ProviderError):
+    """The network failed: connection refused, reset, DNS, TLS."""
+
+    code = "transport_error"
+
+
+class ProviderTimeout(TransportError):
+    """The provider did not answer within the timeout."""
+
+    code = "provider_timeout"
