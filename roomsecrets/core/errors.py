@@ -12,12 +12,14 @@ authorization codes, PKCE verifiers and client secrets never reach a message.
 from __future__ import annotations
 
 import re
+from enum import Enum
 from typing import ClassVar, Optional
 
 __all__ = [
     "AccessDenied",
     "ConfigurationError",
     "GrantDenied",
+    "IllegalTransition",
     "InsecureEndpointError",
     "InvalidClient",
     "InvalidGrant",
@@ -25,6 +27,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "LeaseLost",
+    "NotAddressedToYou",
     "OAuthError",
     "ProviderError",
     "ProviderResponseError",
@@ -33,10 +36,13 @@ __all__ = [
     "ResponseTooLarge",
     "RoomSecretsError",
     "ServerError",
+    "StateMismatch",
     "StoreError",
     "TemporarilyUnavailable",
+    "TooManyPendingRequests",
     "TransportError",
     "UnauthorizedClient",
+    "UnknownRequest",
     "UnsupportedGrantType",
     "UnsupportedResponseType",
     "VersionConflict",
@@ -101,6 +107,60 @@ class GrantDenied(RoomSecretsError, PermissionError):
 
     code = "grant_denied"
 
+
+
+# --- Pending authorization requests (core/pending.py, core/pending_registry.py) --
+
+
+class IllegalTransition(RoomSecretsError):
+    """The pending-request state table has no entry for this input in this state.
+
+    Nothing changed. ``state`` is the :class:`~roomsecrets.core.pending.PendingState`
+    the request was in, ``event`` the :class:`~roomsecrets.core.pending.PendingInput`
+    that was refused; the message names only these two.
+    """
+
+    code = "illegal_transition"
+
+    def __init__(self, state: Enum, event: Enum) -> None:
+        self.state = state
+        self.event = event
+        super().__init__(f"{event.name} is not allowed in state {state.name}")
+
+
+class UnknownRequest(RoomSecretsError, LookupError):
+    """No open pending request matches: it never existed, or it has already ended."""
+
+    code = "unknown_request"
+
+
+class NotAddressedToYou(GrantDenied):
+    """Only the participant a pending request is addressed to may answer it."""
+
+    code = "not_addressed_to_you"
+
+
+class StateMismatch(InvalidInput):
+    """The ``state`` sent with an answer is not the request's (RFC 6749 §10.12).
+
+    The request stays pending, so the right answer can still arrive.
+    """
+
+    code = "state_mismatch"
+
+
+class TooManyPendingRequests(RoomSecretsError):
+    """A participant already has the most open pending requests allowed; ``limit`` is that bound.
+
+    Retryable: the bound frees up as open requests end.
+    """
+
+    code = "too_many_pending_requests"
+    retryable = True
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        self.limit = limit
+        super().__init__(message)
 
 # --- OAuth errors returned by a provider (RFC 6749 §5.2, §4.1.2.1) ---------------
 

@@ -1,0 +1,76 @@
+"""Checks on the URLs we send people and secrets to.
+
+RFC 6749 §3.1 and §3.2 require TLS for the authorization and token endpoints.
+Plain http is allowed only for loopback hosts (local development and tests,
+as RFC 8252 §7.3 does for redirect URIs), or when the caller says so.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import SplitResult, urlsplit
+
+from .errors import InsecureEndpointError, InvalidInput
+
+__all__ = ["check_endpoint", "check_redirect_uri", "is_loopback_host"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: object, *, what: str, allow_insecure_http: bool = False) -> SplitResult:
+    """Validate an OAuth endpoint URL and return it split.
+
+    Raises :class:`InvalidInput` for a malformed URL or one with a fragment
+    (RFC 6749 §3.1: "The endpoint URI MUST NOT include a fragment component"),
+    and :class:`InsecureEndpointError` for ``http`` on a non-loopback host
+    unless ``allow_insecure_http``.
+    """
+    if not isinstance(url, str) or not url:
+        raise InvalidInput(f"{what} must be a non-empty URL string")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        raise InvalidInput(f"{what} is not a valid URL") from None
+    del port
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidInput(f"{what} must be an absolute http(s) URL with a host")
+    if parts.fragment or url.endswith("#"):
+        raise InvalidInput(f"{what} must not contain a fragment (RFC 6749 §3.1)")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(f"{what} must not contain credentials")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise InsecureEndpointError(
+            f"{what} must use https (RFC 6749 §3.1, §3.2); http is allowed only for "
+            f"loopback hosts, got host {parts.hostname!r}"
+        )
+    return parts
+
+
+def check_redirect_uri(uri: object) -> str:
+    """Validate a redirect URI: absolute, no fragment (RFC 6749 §3.1.2).
+
+    Custom schemes (``com.example.app:/cb``) are allowed for native apps
+    (RFC 8252 §7.1).
+    """
+    if not isinstance(uri, str) or not uri:
+        raise InvalidInput("redirect_uri must be a non-empty absolute URI")
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        raise InvalidInput("redirect_uri is not a valid URI") from None
+    if not parts.scheme:
+        raise InvalidInput("redirect_uri must be an absolute URI (RFC 6749 §3.1.2)")
+    if parts.fragment or "#" in uri:
+        raise InvalidInput("redirect_uri must not contain a fragment (RFC 6749 §3.1.2)")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise InvalidInput("redirect_uri must name a host")
+    return uri

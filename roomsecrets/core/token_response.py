@@ -1,0 +1,207 @@
+"""Parsing token endpoint responses (RFC 6749 §5.1, §5.2, §6) into a TokenSet.
+
+Provider quirks are normal input here, not exceptions to the rule:
+
+* GitHub answers form-encoded unless asked otherwise (we always ask for JSON,
+  but parse ``application/x-www-form-urlencoded`` bodies as a fallback) and
+  separates granted scopes with commas.
+* Salesforce sends no ``expires_in``: the configurable ``default_lifetime``
+  applies (None means "never expires").
+* Some providers send ``expires_in`` as a string (``"3600"``) or a float.
+* Some send an ``error`` object with HTTP 200.
+* Proxies answer with HTML error pages; some endpoints stream huge bodies.
+
+Every outcome is a :class:`TokenSet` or a typed error; nothing in a message
+comes from the body except the sanitised OAuth ``error`` fields.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Optional
+from urllib.parse import parse_qsl
+
+from .errors import (
+    ProviderResponseError,
+    ProviderUnavailable,
+    ResponseTooLarge,
+    oauth_error_from_response,
+)
+from .http import Headers, header_value
+from .tokens import TokenSet
+
+__all__ = [
+    "DEFAULT_LIFETIME",
+    "MAX_TOKEN_RESPONSE_BYTES",
+    "parse_retry_after",
+    "parse_token_response",
+]
+
+#: Lifetime assumed when a provider sends no usable ``expires_in`` (seconds).
+DEFAULT_LIFETIME = 3600.0
+
+#: Token responses are a few KB at most (an id_token included); anything over
+#: this is refused unparsed.
+MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
+
+_KNOWN_FIELDS = frozenset(
+    {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
+)
+_SCOPE_SEPARATORS = re.compile(r"[\s,]+")
+
+
+def parse_token_response(
+    *,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    now: float,
+    requested_scopes: Optional[Sequence[str]] = None,
+    previous_refresh_token: Optional[str] = None,
+    default_lifetime: Optional[float] = DEFAULT_LIFETIME,
+    max_body: int = MAX_TOKEN_RESPONSE_BYTES,
+) -> TokenSet:
+    """Turn a token endpoint response into a :class:`TokenSet` or raise.
+
+    ``now`` is the receipt time (from the injected clock). ``requested_scopes``
+    stand in when the provider omits ``scope`` (RFC 6749 §5.1: it may, when
+    the grant matches the request). ``previous_refresh_token`` is kept when a
+    refresh response carries no new one (RFC 6749 §6).
+
+    Raises:
+        OAuthError subclass: the body carries an OAuth ``error`` (any status,
+            HTTP 200 included).
+        ProviderUnavailable: 5xx or 429 without an OAuth error (retryable;
+            ``retry_after`` from the ``Retry-After`` header).
+        ResponseTooLarge: the body is over ``max_body`` bytes.
+        ProviderResponseError: anything else we cannot use (HTML, garbage,
+            non-OAuth 4xx, no ``access_token``).
+    """
+    content_type = (header_value(headers, "Content-Type") or "").split(";")[0].strip().lower()
+    if len(body) > max_body:
+        raise ResponseTooLarge(
+            f"token response of {len(body)} bytes exceeds the {max_body}-byte cap",
+            status=status,
+        )
+    fields = _decode_fields(content_type, body)
+    if fields is not None and "error" in fields:
+        raise oauth_error_from_response(
+            fields.get("error"), fields.get("error_description"), fields.get("error_uri"), status
+        )
+    described = f"HTTP {status}, {content_type or 'no content type'}, {len(body)} bytes"
+    if status >= 500 or status == 429:
+        raise ProviderUnavailable(
+            f"token endpoint unavailable ({described})",
+            status=status,
+            retry_after=parse_retry_after(header_value(headers, "Retry-After"), now),
+        )
+    if not 200 <= status < 300:
+        raise ProviderResponseError(
+            f"token endpoint answered without an OAuth error body ({described})", status=status
+        )
+    if fields is None:
+        raise ProviderResponseError(f"token response is not JSON or form data ({described})",
+                                    status=status)
+    access_token = fields.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise ProviderResponseError(
+            f"token response has no access_token ({described})", status=status
+        )
+    lifetime = _parse_expires_in(fields.get("expires_in"))
+    if lifetime is None:
+        lifetime = default_lifetime
+    refresh_token = fields.get("refresh_token")
+    if not isinstance(refresh_token, str) or not refresh_token:
+        refresh_token = previous_refresh_token
+    id_token = fields.get("id_token")
+    return TokenSet(
+        access_token=access_token,
+        token_type=_parse_token_type(fields.get("token_type")),
+        refresh_token=refresh_token,
+        issued_at=now,
+        expires_at=None if lifetime is None else now + lifetime,
+        scopes=_parse_scope(fields.get("scope"), requested_scopes),
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+        extra={k: v for k, v in fields.items() if k not in _KNOWN_FIELDS},
+    )
+
+
+def _decode_fields(content_type: str, body: bytes) -> Optional[dict[str, Any]]:
+    """The body as a dict of fields, or None when it is neither JSON nor a form."""
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or text.startswith("<"):
+        return None  # empty, or an HTML/XML page from a proxy or error handler
+    if content_type == "application/json" or content_type.endswith("+json") or text[0] in "{[":
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    if "=" not in text:
+        return None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return None
+    fields: dict[str, Any] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)  # RFC 6749 §3.1: a parameter appears once
+    return fields
+
+
+def _parse_expires_in(value: object) -> Optional[float]:
+    """Seconds from ``expires_in`` as int, float or numeric string; None if unusable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _parse_token_type(value: object) -> str:
+    # RFC 6749 §5.1 requires token_type; it is case-insensitive (§7.1), and some
+    # providers omit it for bearer tokens.
+    if not isinstance(value, str) or not value.strip():
+        return "Bearer"
+    value = value.strip()
+    return "Bearer" if value.lower() == "bearer" else value
+
+
+def _parse_scope(value: object, requested: Optional[Sequence[str]]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        # RFC 6749 §3.3 separates scopes with spaces; GitHub uses commas.
+        return tuple(s for s in _SCOPE_SEPARATORS.split(value) if s)
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return tuple(s for s in value if s)
+    return tuple(requested or ())
+
+
+def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 §10.2.3), or None.
+
+    Accepts delta-seconds or an HTTP-date (relative to ``now``); never negative.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:  # pragma: no cover - older Pythons return None instead of raising
+        return None
+    return max(0.0, when.timestamp() - now)

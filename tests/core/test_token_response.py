@@ -1,0 +1,199 @@
+import json
+
+import pytest
+
+from roomsecrets.core import errors
+from roomsecrets.core.token_response import parse_retry_after, parse_token_response
+
+NOW = 1_700_000_000.0
+JSON = (("Content-Type", "application/json;charset=UTF-8"),)
+FORM = (("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),)
+HTML = (("Content-Type", "text/html"),)
+
+
+def parse(body, status=200, headers=JSON, **kw):
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    return parse_token_response(status=status, headers=headers, body=body, now=NOW, **kw)
+
+
+def test_standard_json_response():
+    tokens = parse(
+        {"access_token": "AT", "token_type": "bearer", "expires_in": 3600,
+         "refresh_token": "RT", "scope": "read write", "id_token": "IDT", "foo": 1}
+    )
+    assert tokens.access_token == "AT"
+    assert tokens.token_type == "Bearer"
+    assert tokens.refresh_token == "RT"
+    assert tokens.issued_at == NOW
+    assert tokens.expires_at == NOW + 3600
+    assert tokens.scopes == ("read", "write")
+    assert tokens.id_token == "IDT"
+    assert tokens.extra == {"foo": 1}
+
+
+def test_github_form_encoded_response_with_comma_scopes():
+    body = b"access_token=gho_16C7e42F292c6912E7710c838347Ae178B4a&scope=repo%2Cgist&token_type=bearer"
+    tokens = parse(body, headers=FORM)
+    assert tokens.access_token == "gho_16C7e42F292c6912E7710c838347Ae178B4a"
+    assert tokens.scopes == ("repo", "gist")
+    assert tokens.token_type == "Bearer"
+
+
+def test_form_body_is_parsed_even_when_mislabelled_text_plain():
+    tokens = parse(b"access_token=AT&expires_in=60", headers=(("Content-Type", "text/plain"),))
+    assert tokens.expires_at == NOW + 60
+
+
+def test_salesforce_missing_expires_in_uses_default_lifetime():
+    body = {"access_token": "00D!AT", "instance_url": "https://na1.salesforce.com",
+            "id": "https://login.salesforce.com/id/00D/005", "token_type": "Bearer",
+            "issued_at": "1278448832702", "signature": "sig"}
+    assert parse(body).expires_at == NOW + 3600
+    assert parse(body, default_lifetime=7200).expires_at == NOW + 7200
+    assert parse(body, default_lifetime=None).expires_at is None
+    assert parse(body).extra["instance_url"] == "https://na1.salesforce.com"
+
+
+@pytest.mark.parametrize(
+    ("raw", "lifetime"),
+    [("3600", 3600.0), (" 3600 ", 3600.0), (3599.5, 3599.5), ("59.9", 59.9), (0, 0.0)],
+)
+def test_expires_in_as_string_float_or_int(raw, lifetime):
+    assert parse({"access_token": "AT", "expires_in": raw}).expires_at == NOW + lifetime
+
+
+@pytest.mark.parametrize("raw", ["soon", None, True, -5, float("nan"), "inf", [], {}])
+def test_unusable_expires_in_falls_back_to_default(raw):
+    body = json.dumps({"access_token": "AT", "expires_in": raw}, allow_nan=True).encode()
+    assert parse(body, default_lifetime=100).expires_at == NOW + 100
+
+
+def test_error_inside_http_200_is_an_oauth_error():
+    with pytest.raises(errors.InvalidGrant) as info:
+        parse({"error": "invalid_grant", "error_description": "Bad code"}, status=200)
+    assert info.value.status == 200
+    assert info.value.description == "Bad code"
+    assert info.value.code == "invalid_grant"
+
+
+def test_github_form_encoded_error_inside_200():
+    body = b"error=bad_verification_code&error_description=The+code+passed+is+incorrect+or+expired."
+    with pytest.raises(errors.OAuthError) as info:
+        parse(body, headers=FORM)
+    assert info.value.error == "bad_verification_code"
+    assert type(info.value) is errors.OAuthError
+
+
+@pytest.mark.parametrize(
+    ("code", "cls", "status"),
+    [
+        ("invalid_request", errors.InvalidRequest, 400),
+        ("invalid_client", errors.InvalidClient, 401),
+        ("invalid_grant", errors.InvalidGrant, 400),
+        ("unauthorized_client", errors.UnauthorizedClient, 400),
+        ("unsupported_grant_type", errors.UnsupportedGrantType, 400),
+        ("invalid_scope", errors.InvalidScope, 400),
+        ("access_denied", errors.AccessDenied, 400),
+        ("server_error", errors.ServerError, 500),
+        ("temporarily_unavailable", errors.TemporarilyUnavailable, 503),
+        ("made_up_code", errors.OAuthError, 400),
+    ],
+)
+def test_rfc6749_error_codes_map_to_classes(code, cls, status):
+    with pytest.raises(cls) as info:
+        parse({"error": code, "error_uri": "https://as.example/err"}, status=status)
+    assert type(info.value) is cls
+    assert info.value.error == code
+    assert info.value.uri == "https://as.example/err"
+    assert info.value.status == status
+
+
+def test_html_502_page_is_retryable_provider_unavailable():
+    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        parse(page, status=502, headers=HTML)
+    assert info.value.retryable
+    assert info.value.status == 502
+    assert "nginx" not in str(info.value)
+
+
+def test_html_page_with_200_is_a_bad_response():
+    with pytest.raises(errors.ProviderResponseError) as info:
+        parse(b"<!doctype html><p>Sign in</p>", status=200, headers=HTML)
+    assert "Sign in" not in str(info.value)
+
+
+def test_429_with_retry_after_seconds():
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        parse(b"slow down", status=429, headers=(("Retry-After", "7"),))
+    assert info.value.retry_after == 7.0
+
+
+def test_503_with_retry_after_http_date():
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        parse(b"", status=503, headers=(("Retry-After", "Tue, 14 Nov 2023 22:13:40 GMT"),))
+    assert info.value.retry_after == pytest.approx(20.0)
+
+
+def test_ten_megabyte_body_is_refused_unparsed():
+    body = b'{"access_token": "' + b"A" * (10 * 1024 * 1024) + b'"}'
+    with pytest.raises(errors.ResponseTooLarge) as info:
+        parse(body)
+    assert isinstance(info.value, errors.ProviderResponseError)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"garbage", b"\xff\xfe\x00", b"[1,2]", b'"AT"', b"{not json", b'{"token_type":"bearer"}',
+     b'{"access_token": ""}', b'{"access_token": 12}', b"a=b&&&=="],
+)
+def test_garbage_or_tokenless_bodies_are_bad_responses(body):
+    with pytest.raises(errors.ProviderResponseError):
+        parse(body)
+
+
+def test_non_oauth_4xx_is_a_bad_response_not_an_oauth_error():
+    with pytest.raises(errors.ProviderResponseError) as info:
+        parse(b"Not Found", status=404, headers=(("Content-Type", "text/plain"),))
+    assert info.value.status == 404
+
+
+def test_granted_scope_different_from_request_is_recorded_not_an_error():
+    tokens = parse({"access_token": "AT", "scope": "read"}, requested_scopes=["read", "write"])
+    assert tokens.scopes == ("read",)
+
+
+def test_missing_scope_means_as_requested():
+    tokens = parse({"access_token": "AT"}, requested_scopes=["read", "write"])
+    assert tokens.scopes == ("read", "write")
+
+
+def test_scope_as_json_list_is_accepted():
+    assert parse({"access_token": "AT", "scope": ["a", "b"]}).scopes == ("a", "b")
+
+
+def test_refresh_response_without_refresh_token_keeps_the_old_one():
+    tokens = parse({"access_token": "AT2"}, previous_refresh_token="RT1")
+    assert tokens.refresh_token == "RT1"
+    rotated = parse({"access_token": "AT2", "refresh_token": "RT2"}, previous_refresh_token="RT1")
+    assert rotated.refresh_token == "RT2"
+
+
+def test_error_messages_never_contain_token_values():
+    with pytest.raises(errors.ProviderResponseError) as info:
+        parse(b"access_token_oops=SECRETVALUE", status=200)
+    assert "SECRETVALUE" not in str(info.value)
+
+
+def test_error_description_is_sanitised_and_bounded():
+    with pytest.raises(errors.InvalidGrant) as info:
+        parse({"error": "invalid_grant", "error_description": "bad\r\nX-Injected: 1" + "x" * 500})
+    assert "\r" not in str(info.value) and "\n" not in str(info.value)
+    assert len(info.value.description) <= 200
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), ("abc", None), ("0", 0.0), ("120", 120.0)])
+def test_parse_retry_after(value, seconds):
+    assert parse_retry_after(value, NOW) == seconds
