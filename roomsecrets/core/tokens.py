@@ -43,10 +43,10 @@ class TokenSet:
     """
 
     access_token: str
-    token_type: str = "Bearer"
-    refresh_token: Optional[str] = None
     #: When the token was received (clock seconds).
     issued_at: float
+    token_type: str = "Bearer"
+    refresh_token: Optional[str] = None
     #: Absolute expiry (clock seconds); None when the token does not expire.
     expires_at: Optional[float] = None
     #: Scopes the token carries: as granted when the provider said, else as requested.

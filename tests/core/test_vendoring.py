@@ -72,7 +72,10 @@ def test_core_imports_only_stdlib_and_itself_relatively():
             if isinstance(node, ast.Import):
                 problems += [f"{path.name}: {a.name}" for a in node.names
                              if a.name.split(".")[0] not in stdlib]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                if (node.module or "").split(".")[0] not in stdlib:
-                    problems.append(f"{path.name}: from {node.module}")
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and (node.module or "").split(".")[0] not in stdlib
+            ):
+                problems.append(f"{path.name}: from {node.module}")
     assert problems == []

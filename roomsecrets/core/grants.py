@@ -1,0 +1,440 @@
+"""Grants: what a participant may do with secrets, and the pure check against them.
+
+A :class:`SecretsGrant` is data. It round-trips through :meth:`SecretsGrant.to_dict`
+and :meth:`SecretsGrant.from_dict` (plain JSON types), so it can ride in a
+participant token. The check functions take a grant and a request and return a
+:class:`GrantDecision` with a specific, human-readable reason; they read no clock
+and do no I/O. :func:`authorize` is the one step the service takes with a
+decision: send it to the audit sink, then raise
+:class:`~roomsecrets.core.errors.GrantDenied` if it is a denial. The check runs
+before anything changes, so a denial changes nothing.
+
+Matching uses :func:`fnmatch.fnmatchcase` glob patterns (``*``, ``?``, ``[seq]``),
+case-sensitive, over the whole string. ``*`` matches any characters *including*
+``/``, so ``https://accounts.example.com/*`` covers every path on that host. It
+also means a host wildcard is loose: ``https://*.example.com/*`` matches
+``https://evil.test/x.example.com/`` too. Name hosts exactly and put wildcards
+only in the path.
+
+Reasons contain only participant ids, client ids, endpoints, scope names and
+patterns, never a token, code or client secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
+from typing import Any, Optional
+
+from .audit import AuditEvent, AuditSink
+from .errors import GrantDenied, InvalidInput
+from .values import frozen_value
+
+__all__ = [
+    "GRANT_FORMAT_VERSION",
+    "GrantDecision",
+    "OAuthRule",
+    "SecretsGrant",
+    "authorize",
+    "check_answer_prompt",
+    "check_manage_own_secrets",
+    "check_oauth_request",
+    "decision_event",
+]
+
+#: The ``"version"`` written by :meth:`SecretsGrant.to_dict`; the only one read.
+GRANT_FORMAT_VERSION = 1
+
+#: Longest value quoted in a reason; longer ones are cut so reasons stay readable.
+_MAX_QUOTED = 120
+
+_RULE_PATTERNS = ("client_id", "authorization_endpoint", "token_endpoint")
+_RULE_LISTS = ("scopes", "participants")
+_RULE_KEYS = frozenset((*_RULE_PATTERNS, *_RULE_LISTS))
+_GRANT_FLAGS = ("manage_own_secrets", "answer_prompts")
+_GRANT_KEYS = frozenset(("version", "oauth", *_GRANT_FLAGS))
+
+
+@frozen_value
+class OAuthRule:
+    """One kind of OAuth request a participant may make of others.
+
+    Every field is a glob pattern (or a list of them) and a request must match
+    every field. ``scopes``: every scope requested must match at least one
+    pattern; ``None`` allows any scopes, ``()`` allows only requests naming no
+    scope. ``participants``: the participant being asked (the one who approves,
+    ``from_participant_id`` / ``delegated_by``) must match one pattern; ``None``
+    allows anyone. Lists are stored as tuples.
+
+    Raises :class:`~roomsecrets.core.errors.InvalidInput` naming the field when a
+    pattern is not a non-empty string, or a list field is not a list of them.
+
+    >>> rule = OAuthRule(client_id="mail-app", scopes=["mail.*"], participants=["alice"])
+    >>> rule.scopes
+    ('mail.*',)
+    """
+
+    client_id: str = "*"
+    authorization_endpoint: str = "*"
+    token_endpoint: str = "*"
+    # Typed as Sequence so a list type-checks; always stored as a tuple.
+    scopes: Optional[Sequence[str]] = None
+    participants: Optional[Sequence[str]] = None
+
+    def __post_init__(self) -> None:
+        for name in _RULE_PATTERNS:
+            _check_pattern(getattr(self, name), f"OAuthRule.{name}")
+        for name in _RULE_LISTS:
+            object.__setattr__(self, name, _pattern_list(getattr(self, name), f"OAuthRule.{name}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return this rule as plain JSON types (lists for tuples)."""
+        return {
+            "client_id": self.client_id,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "scopes": None if self.scopes is None else list(self.scopes),
+            "participants": None if self.participants is None else list(self.participants),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> OAuthRule:
+        """Build a rule from :meth:`to_dict` output; missing keys take their defaults.
+
+        Raises :class:`~roomsecrets.core.errors.InvalidInput` naming the field on
+        an unknown key or a value of the wrong type.
+        """
+        return _rule_from_dict(data, "OAuthRule")
+
+
+@frozen_value
+class SecretsGrant:
+    """What a participant may do with secrets in a room.
+
+    The default grant allows managing one's own secrets and answering prompts
+    addressed to oneself, and denies asking anyone for a token: add
+    :class:`OAuthRule` entries to ``oauth`` to allow that, or use
+    :meth:`allow_all`. ``oauth`` may be given as a list; it is stored as a tuple.
+
+    >>> SecretsGrant(oauth=[OAuthRule(client_id="mail-app")]).oauth[0].client_id
+    'mail-app'
+    """
+
+    #: OAuth requests this participant may make of others; the first match wins.
+    #: Typed as Sequence so a list type-checks; always stored as a tuple.
+    oauth: Sequence[OAuthRule] = ()
+    #: May list, read, write and delete the participant's own secrets.
+    manage_own_secrets: bool = True
+    #: May provide or reject OAuth prompts addressed to the participant.
+    answer_prompts: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.oauth, (str, bytes, Mapping)) or not isinstance(self.oauth, Iterable):
+            raise InvalidInput("SecretsGrant.oauth must be a list of OAuthRule")
+        rules = tuple(self.oauth)
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, OAuthRule):
+                raise InvalidInput(
+                    f"SecretsGrant.oauth[{index}] must be an OAuthRule, got {type(rule).__name__}"
+                )
+        object.__setattr__(self, "oauth", rules)
+        for name in _GRANT_FLAGS:
+            _check_bool(getattr(self, name), f"SecretsGrant.{name}")
+
+    @classmethod
+    def allow_all(cls) -> SecretsGrant:
+        """A grant that allows everything: any OAuth request of anyone, both flags on."""
+        return cls(oauth=(OAuthRule(),), manage_own_secrets=True, answer_prompts=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return this grant as plain JSON types, with ``"version": 1``.
+
+        >>> SecretsGrant().to_dict()
+        {'version': 1, 'oauth': [], 'manage_own_secrets': True, 'answer_prompts': True}
+        """
+        return {
+            "version": GRANT_FORMAT_VERSION,
+            "oauth": [rule.to_dict() for rule in self.oauth],
+            "manage_own_secrets": self.manage_own_secrets,
+            "answer_prompts": self.answer_prompts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SecretsGrant:
+        """Build a grant from :meth:`to_dict` output (e.g. after ``json.loads``).
+
+        Missing keys take their defaults (a missing ``"version"`` means 1). Raises
+        :class:`~roomsecrets.core.errors.InvalidInput` naming the field on an
+        unknown key, a value of the wrong type, or a version other than 1.
+        """
+        fields = _mapping(data, "SecretsGrant", _GRANT_KEYS)
+        version = fields.pop("version", GRANT_FORMAT_VERSION)
+        if type(version) is not int or version != GRANT_FORMAT_VERSION:
+            raise InvalidInput(
+                f"SecretsGrant.version: unsupported grant format {_quote(version)}, "
+                f"expected {GRANT_FORMAT_VERSION}"
+            )
+        if "oauth" in fields:
+            rules = fields["oauth"]
+            if not isinstance(rules, (list, tuple)):
+                raise InvalidInput(f"SecretsGrant.oauth must be a list, got {type(rules).__name__}")
+            fields["oauth"] = tuple(
+                _rule_from_dict(rule, f"SecretsGrant.oauth[{index}]")
+                for index, rule in enumerate(rules)
+            )
+        return cls(**fields)
+
+
+@frozen_value
+class GrantDecision:
+    """The outcome of a grant check: allowed or not, and exactly why.
+
+    ``rule_index`` is the index of the :class:`OAuthRule` that allowed an OAuth
+    request; None for denials and for checks that are not about OAuth rules.
+    """
+
+    allowed: bool
+    #: Specific and human-readable, e.g. ``"allowed by oauth rule 1"``.
+    reason: str
+    rule_index: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check_bool(self.allowed, "GrantDecision.allowed")
+        if not isinstance(self.reason, str):
+            raise InvalidInput("GrantDecision.reason must be a string")
+        if self.rule_index is not None and (
+            not self.allowed
+            or isinstance(self.rule_index, bool)
+            or not isinstance(self.rule_index, int)
+        ):
+            raise InvalidInput("GrantDecision.rule_index must be an int on an allowed decision")
+
+
+def check_oauth_request(
+    grant: SecretsGrant,
+    *,
+    target: str,
+    client_id: str,
+    authorization_endpoint: str,
+    token_endpoint: str,
+    scopes: Optional[Iterable[str]],
+) -> GrantDecision:
+    """May the holder of ``grant`` ask ``target`` for a token from this provider?
+
+    ``target`` is the participant being asked (``from_participant_id`` or
+    ``delegated_by``). ``scopes`` is the requested scope list (None for none);
+    each entry is split on whitespace first, so ``["a b"]`` is checked as the two
+    scope tokens the provider would see (RFC 6749 §3.3). The first rule that
+    matches every field allows the request; when none does, the reason says why
+    each rule failed.
+
+    Raises :class:`~roomsecrets.core.errors.InvalidInput` when an argument has
+    the wrong type.
+
+    >>> check_oauth_request(SecretsGrant(), target="alice", client_id="c",
+    ...     authorization_endpoint="https://a/auth", token_endpoint="https://a/token",
+    ...     scopes=None).reason
+    'no oauth rule matches: the grant has no oauth rules'
+    """
+    _check_arg(target, "target")
+    _check_arg(client_id, "client_id")
+    _check_arg(authorization_endpoint, "authorization_endpoint")
+    _check_arg(token_endpoint, "token_endpoint")
+    tokens = _scope_tokens(scopes)
+    if not grant.oauth:
+        return GrantDecision(
+            allowed=False, reason="no oauth rule matches: the grant has no oauth rules"
+        )
+    failures = []
+    for index, rule in enumerate(grant.oauth):
+        why = _rule_mismatch(
+            rule,
+            target=target,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=tokens,
+        )
+        if why is None:
+            return GrantDecision(
+                allowed=True, reason=f"allowed by oauth rule {index}", rule_index=index
+            )
+        failures.append(f"rule {index} {why}")
+    return GrantDecision(allowed=False, reason="no oauth rule matches: " + "; ".join(failures))
+
+
+def check_manage_own_secrets(grant: SecretsGrant) -> GrantDecision:
+    """May the holder of ``grant`` list, read, write and delete its own secrets?"""
+    if grant.manage_own_secrets:
+        return GrantDecision(allowed=True, reason="the grant allows managing own secrets")
+    return GrantDecision(allowed=False, reason="the grant does not allow managing own secrets")
+
+
+def check_answer_prompt(grant: SecretsGrant) -> GrantDecision:
+    """May the holder of ``grant`` provide or reject prompts addressed to it?"""
+    if grant.answer_prompts:
+        return GrantDecision(allowed=True, reason="the grant allows answering prompts")
+    return GrantDecision(allowed=False, reason="the grant does not allow answering prompts")
+
+
+def decision_event(
+    decision: GrantDecision,
+    *,
+    action: str,
+    room: str,
+    actor: str,
+    at: float,
+    details: Iterable[tuple[str, str]] = (),
+) -> AuditEvent:
+    """Return the audit event for ``decision``: outcome ``"allowed"`` or ``"denied"``.
+
+    A ``("rule_index", "<n>")`` detail is appended when a rule allowed it.
+    """
+    pairs = tuple(details)
+    if decision.rule_index is not None:
+        pairs += (("rule_index", str(decision.rule_index)),)
+    return AuditEvent(
+        action=action,
+        room=room,
+        actor=actor,
+        outcome="allowed" if decision.allowed else "denied",
+        reason=decision.reason,
+        at=at,
+        details=pairs,
+    )
+
+
+def authorize(
+    decision: GrantDecision,
+    *,
+    sink: AuditSink,
+    action: str,
+    room: str,
+    actor: str,
+    at: float,
+    details: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Send ``decision`` to ``sink``, then raise if it is a denial.
+
+    Call it before changing anything. Raises
+    :class:`~roomsecrets.core.errors.GrantDenied` (a ``PermissionError``) with
+    the decision's reason when denied. An exception from ``sink`` propagates
+    instead, so an operation whose audit could not be written does not proceed.
+    """
+    sink(decision_event(decision, action=action, room=room, actor=actor, at=at, details=details))
+    if not decision.allowed:
+        raise GrantDenied(decision.reason)
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _quote(value: object) -> str:
+    # repr escapes control characters; the cut keeps a hostile value from
+    # flooding a reason (and so the audit log).
+    text = repr(value)
+    if len(text) > _MAX_QUOTED:
+        text = text[: _MAX_QUOTED - 3] + "..."
+    return text
+
+
+def _quote_all(patterns: Sequence[str]) -> str:
+    return "[" + ", ".join(_quote(pattern) for pattern in patterns) + "]"
+
+
+def _matches_any(value: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatchcase(value, pattern) for pattern in patterns)
+
+
+def _check_pattern(value: object, where: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where} must be a glob pattern string, got {type(value).__name__}")
+    if not value:
+        raise InvalidInput(f"{where} must not be empty (use '*' to match anything)")
+
+
+def _pattern_list(value: object, where: str) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    # A bare string is a classic slip (it would iterate as characters): refuse it.
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInput(
+            f"{where} must be a list of glob patterns or None, got {type(value).__name__}"
+        )
+    for index, pattern in enumerate(value):
+        _check_pattern(pattern, f"{where}[{index}]")
+    return tuple(value)
+
+
+def _check_bool(value: object, where: str) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where} must be true or false, got {type(value).__name__}")
+
+
+def _check_arg(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
+
+
+def _scope_tokens(scopes: Optional[Iterable[str]]) -> tuple[str, ...]:
+    if scopes is None:
+        return ()
+    if isinstance(scopes, (str, bytes)) or not isinstance(scopes, Iterable):
+        raise InvalidInput("scopes must be a list of strings or None")
+    tokens: list[str] = []
+    for scope in scopes:
+        if not isinstance(scope, str):
+            raise InvalidInput(f"scopes must be strings, got {type(scope).__name__}")
+        tokens.extend(scope.split())
+    return tuple(tokens)
+
+
+def _mapping(data: object, where: str, allowed: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"{where} must be an object, got {type(data).__name__}")
+    fields = dict(data)
+    for key in fields:
+        if not isinstance(key, str):
+            raise InvalidInput(f"{where}: keys must be strings, got {_quote(key)}")
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"{where}: unknown key {_quote(unknown[0])} (allowed: {', '.join(sorted(allowed))})"
+        )
+    return fields
+
+
+def _rule_from_dict(data: object, where: str) -> OAuthRule:
+    fields = _mapping(data, where, _RULE_KEYS)
+    # Check here too, so messages name the path in the grant ("oauth[2].scopes").
+    for name in _RULE_PATTERNS:
+        if name in fields:
+            _check_pattern(fields[name], f"{where}.{name}")
+    for name in _RULE_LISTS:
+        if name in fields:
+            _pattern_list(fields[name], f"{where}.{name}")
+    return OAuthRule(**fields)
+
+
+def _rule_mismatch(
+    rule: OAuthRule,
+    *,
+    target: str,
+    client_id: str,
+    authorization_endpoint: str,
+    token_endpoint: str,
+    scopes: tuple[str, ...],
+) -> Optional[str]:
+    """Return the first field of ``rule`` the request fails, as a phrase; None if it matches."""
+    values = (client_id, authorization_endpoint, token_endpoint)
+    for name, value in zip(_RULE_PATTERNS, values):
+        pattern: str = getattr(rule, name)
+        if not fnmatchcase(value, pattern):
+            return f"{name} {_quote(value)} does not match {_quote(pattern)}"
+    if rule.scopes is not None:
+        for scope in scopes:
+            if not _matches_any(scope, rule.scopes):
+                return f"scope {_quote(scope)} matches none of {_quote_all(rule.scopes)}"
+    if rule.participants is not None and not _matches_any(target, rule.participants):
+        return f"participant {_quote(target)} matches none of {_quote_all(rule.participants)}"
+    return None
