@@ -5,6 +5,15 @@ Capped exponential backoff with full jitter (the AWS Architecture Blog's
 ``[0, min(cap, base * 2**n)]``, so a crowd of clients that failed together does
 not retry together. A provider's ``Retry-After`` (RFC 9110 §10.2.3) overrides
 the draw, up to ``max_retry_after``.
+
+Token-endpoint calls are not idempotent: an authorization code is single-use
+(RFC 6749 §4.1.2) and a rotating provider revokes the whole grant when a used
+refresh token comes back (RFC 6749 §10.4, OAuth 2.0 Security BCP §4.14.2). So
+we retry only failures that show the provider did not act on the request:
+HTTP 5xx/429 without a token, ``server_error``/``temporarily_unavailable``,
+and network errors other than a timeout. A timeout or an unparsable 200 may
+hide a refresh the provider already performed; retrying it could replay the
+old refresh token and lose the grant, so those fail the call instead.
 """
 
 from __future__ import annotations
@@ -12,7 +21,14 @@ from __future__ import annotations
 import random
 from typing import Callable, Optional
 
-from .errors import InvalidInput, ProviderUnavailable, RoomSecretsError
+from .errors import (
+    InvalidInput,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ServerError,
+    TemporarilyUnavailable,
+    TransportError,
+)
 from .values import frozen_value
 
 __all__ = ["RetryPolicy"]
@@ -38,13 +54,16 @@ class RetryPolicy:
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """True when ``error`` on try number ``attempt`` (0-based) deserves another try.
 
-        Only retryable errors (provider failures, ``server_error``,
-        ``temporarily_unavailable``) are retried; never ``invalid_grant`` or
-        ``invalid_client``.
+        Only failures the provider did not act on are retried (see the module
+        docstring); never ``invalid_grant``, ``invalid_client``, a timeout or
+        an unparsable response.
         """
         if attempt + 1 >= self.attempts:
             return False
-        if not isinstance(error, RoomSecretsError) or not error.retryable:
+        not_acted_on = isinstance(
+            error, (ProviderUnavailable, ServerError, TemporarilyUnavailable)
+        ) or (isinstance(error, TransportError) and not isinstance(error, ProviderTimeout))
+        if not not_acted_on:
             return False
         retry_after = getattr(error, "retry_after", None)
         return retry_after is None or retry_after <= self.max_retry_after

@@ -10,7 +10,8 @@ def test_retries_only_retryable_errors_and_only_up_to_attempts():
     assert policy.should_retry(unavailable, 0)
     assert policy.should_retry(unavailable, 1)
     assert not policy.should_retry(unavailable, 2)
-    assert policy.should_retry(errors.ProviderTimeout("t"), 0)
+    assert policy.should_retry(errors.TransportError("refused"), 0)
+    assert policy.should_retry(errors.ServerError(), 0)
     assert policy.should_retry(errors.TemporarilyUnavailable(), 0)
     assert not policy.should_retry(errors.InvalidGrant(), 0)
     assert not policy.should_retry(errors.InvalidClient(), 0)
@@ -37,3 +38,12 @@ def test_retry_after_overrides_the_draw_and_is_capped():
 def test_invalid_policies_are_refused(kw):
     with pytest.raises(errors.InvalidInput):
         RetryPolicy(**kw)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [errors.ProviderTimeout("t"), errors.ProviderResponseError("garbage 200"),
+     errors.ResponseTooLarge("big")],
+)
+def test_ambiguous_failures_are_not_retried_because_they_may_hide_a_rotation(error):
+    assert not RetryPolicy(attempts=10).should_retry(error, 0)
