@@ -1,0 +1,237 @@
+"""``MemoryStore``: the stdlib :class:`~roomsecrets.core.ports.SecretStore`.
+
+Everything lives in dicts owned by one event loop. No method awaits, so each call
+runs start to finish without another task getting in between: every operation is
+atomic, which is what makes compare-and-swap and leases correct here without a lock.
+
+The rules every store follows (``roomsecrets.testing.StoreContract`` checks them):
+
+Versions
+    The first write of a key gives version 1; every later write of the same key
+    adds 1. Deleting a key forgets it completely, so writing it again starts over
+    at version 1 (like etcd's per-key ``version``). A caller that must tell "the
+    same record" from "deleted and created again" holds a lease around the
+    read-modify-write instead of relying on the version alone.
+
+Compare-and-swap (``expected_version``)
+    ``None``: unconditional. ``0``: the key must not exist. ``n > 0``: the stored
+    version must be ``n``. Anything else raises
+    :class:`~roomsecrets.core.errors.VersionConflict` and changes nothing. For
+    ``delete`` the same rule applies: ``0`` on a missing key is satisfied and
+    returns False (nothing to delete); ``n > 0`` on a missing key is a conflict.
+
+Leases
+    A lease belongs to its ``(name, holder)`` pair; ``Lease.expires_at`` is only
+    information for the holder. A lease with ``expires_at <= now`` (the injected
+    clock) is free: anyone may acquire it, and renewing it raises
+    :class:`~roomsecrets.core.errors.LeaseLost` even if nobody took it. The same
+    holder acquiring again extends its lease to ``now + ttl``. Releasing a lease
+    someone else holds now is a no-op. Holders must be unique per process/task.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Optional
+
+from .errors import InvalidInput, LeaseLost, VersionConflict
+from .ports import Clock, Lease, SecretKey, SecretRecord
+
+if TYPE_CHECKING:
+    from .ports import SecretStore
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Keeps secrets and leases in memory; the default store and the reference one.
+
+    Records are immutable (:class:`SecretRecord` holding ``bytes``), so handing the
+    stored record to callers shares nothing they can change. ``clock`` decides
+    lease expiry; tests inject a fake one.
+
+    Invalid arguments (empty ids, non-bytes data, ``ttl <= 0``, negative
+    ``expected_version``) raise :class:`~roomsecrets.core.errors.InvalidInput`.
+
+    >>> import asyncio
+    >>> store = MemoryStore()
+    >>> key = SecretKey(room="r", owner="alice", secret_id="s")
+    >>> asyncio.run(store.put(key, type="text/plain", name=None, data=b"x")).version
+    1
+    """
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        self._clock = clock
+        # (room, owner) -> key -> record: ``list`` reads one bucket, not everything.
+        self._buckets: dict[tuple[str, str], dict[SecretKey, SecretRecord]] = {}
+        self._leases: dict[str, Lease] = {}
+
+    def __repr__(self) -> str:
+        records = sum(len(bucket) for bucket in self._buckets.values())
+        return f"MemoryStore(records={records}, leases={len(self._leases)})"
+
+    async def get(self, key: SecretKey) -> Optional[SecretRecord]:
+        """Return the record at ``key``, or None."""
+        _check_key(key)
+        return self._buckets.get((key.room, key.owner), {}).get(key)
+
+    async def put(
+        self,
+        key: SecretKey,
+        *,
+        type: str,
+        name: Optional[str],
+        data: bytes,
+        expected_version: Optional[int] = None,
+    ) -> SecretRecord:
+        """Write ``data`` at ``key``; return the stored record with its new version.
+
+        Raises :class:`VersionConflict` (and changes nothing) when
+        ``expected_version`` does not match.
+        """
+        _check_key(key)
+        _check_text("type", type)
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput("name must be a string or None")
+        if not isinstance(data, bytes):
+            raise InvalidInput(f"data must be bytes, not {data.__class__.__name__}")
+        _check_expected(expected_version)
+        current = self._buckets.get((key.room, key.owner), {}).get(key)
+        _compare(expected_version, current)
+        record = SecretRecord(
+            key=key,
+            type=type,
+            name=name,
+            data=bytes(data),  # a bytes subclass could carry mutable state
+            version=1 if current is None else current.version + 1,
+        )
+        self._buckets.setdefault((key.room, key.owner), {})[key] = record
+        return record
+
+    async def delete(self, key: SecretKey, *, expected_version: Optional[int] = None) -> bool:
+        """Delete ``key``; True if something was deleted.
+
+        Raises :class:`VersionConflict` (and deletes nothing) when
+        ``expected_version`` does not match.
+        """
+        _check_key(key)
+        _check_expected(expected_version)
+        bucket = self._buckets.get((key.room, key.owner), {})
+        current = bucket.get(key)
+        _compare(expected_version, current)
+        if current is None:
+            return False
+        del bucket[key]
+        if not bucket:
+            del self._buckets[(key.room, key.owner)]
+        return True
+
+    async def acquire_lease(self, name: str, *, holder: str, ttl: float) -> Optional[Lease]:
+        """Take the lease ``name`` for ``ttl`` seconds; None if someone else holds it.
+
+        The same holder acquiring again extends its lease to ``now + ttl``.
+        """
+        _check_text("lease name", name)
+        _check_text("holder", holder)
+        _check_ttl(ttl)
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is not None and current.holder != holder and current.expires_at > now:
+            return None
+        lease = Lease(name=name, holder=holder, expires_at=now + ttl)
+        self._leases[name] = lease
+        return lease
+
+    async def renew_lease(self, lease: Lease, *, ttl: float) -> Lease:
+        """Extend a held lease to ``now + ttl``.
+
+        Raises :class:`LeaseLost` if it expired or another holder has it now.
+        """
+        _check_lease(lease)
+        _check_ttl(ttl)
+        now = self._clock()
+        current = self._leases.get(lease.name)
+        if current is None or current.holder != lease.holder or current.expires_at <= now:
+            raise LeaseLost(f"lease {lease.name!r} is no longer held by {lease.holder!r}")
+        renewed = Lease(name=lease.name, holder=lease.holder, expires_at=now + ttl)
+        self._leases[lease.name] = renewed
+        return renewed
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease back; a no-op if another holder has it now."""
+        _check_lease(lease)
+        current = self._leases.get(lease.name)
+        # An expired lease of the same holder is free either way; dropping it is harmless.
+        if current is not None and current.holder == lease.holder:
+            del self._leases[lease.name]
+
+    # Last, because inside the class body ``list`` names this method from here on.
+    async def list(self, room: str, owner: str) -> list[SecretRecord]:
+        """Every record ``owner`` has in ``room``, ordered by (secret_id, delegated_to).
+
+        ``delegated_to=None`` sorts before any delegate.
+        """
+        _check_text("room", room)
+        _check_text("owner", owner)
+        return sorted(self._buckets.get((room, owner), {}).values(), key=_list_order)
+
+
+def _list_order(record: SecretRecord) -> tuple[str, bool, str]:
+    delegated_to = record.key.delegated_to
+    return (record.key.secret_id, delegated_to is not None, delegated_to or "")
+
+
+def _compare(expected: Optional[int], current: Optional[SecretRecord]) -> None:
+    if expected is None:
+        return
+    actual = None if current is None else current.version
+    if expected != (actual or 0):
+        found = "no record" if actual is None else f"version {actual}"
+        raise VersionConflict(
+            f"expected version {expected}, found {found}", expected=expected, actual=actual
+        )
+
+
+def _check_text(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what} must be a non-empty string")
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, SecretKey):
+        raise InvalidInput(f"key must be a SecretKey, not {key.__class__.__name__}")
+    _check_text("room", key.room)
+    _check_text("owner", key.owner)
+    _check_text("secret_id", key.secret_id)
+    if key.delegated_to is not None:
+        _check_text("delegated_to", key.delegated_to)
+
+
+def _check_expected(expected: object) -> None:
+    if expected is None:
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidInput("expected_version must be None or an integer >= 0")
+
+
+def _check_ttl(ttl: object) -> None:
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, (int, float))
+        or not math.isfinite(ttl)
+        or ttl <= 0
+    ):
+        raise InvalidInput("ttl must be a finite number of seconds > 0")
+
+
+def _check_lease(lease: object) -> None:
+    if not isinstance(lease, Lease):
+        raise InvalidInput(f"lease must be a Lease, not {lease.__class__.__name__}")
+    _check_text("lease name", lease.name)
+    _check_text("holder", lease.holder)
+
+
+if TYPE_CHECKING:
+    # mypy proves MemoryStore satisfies the port.
+    _conforms: SecretStore = MemoryStore()

@@ -1,0 +1,894 @@
+"""The store contract kit: check any :class:`~roomsecrets.core.ports.SecretStore`.
+
+Subclass :class:`StoreContract` in a pytest module and say how to build your store;
+pytest then runs every rule a store must follow against it, including a Hypothesis
+state machine that compares the store with a plain dict after every step::
+
+    from roomsecrets.testing import StoreContract
+
+    class TestMyStore(StoreContract):
+        async def make_store(self, clock):
+            return MyStore(clock=clock)
+
+        async def close_store(self, store):   # optional
+            await store.aclose()
+
+Every check runs in its own event loop through :func:`asyncio.run`, so no pytest
+plugin is needed. The checks raise :class:`AssertionError` when the store breaks a
+rule and never look at or print secret data beyond their own test bytes.
+
+The rules (the same ones :class:`~roomsecrets.core.memory_store.MemoryStore`
+documents): versions start at 1 and add 1 per write; deleting a key forgets it, so
+writing it again starts at 1; ``expected_version`` ``None``/``0``/``n`` is
+unconditional/must-not-exist/must-be-``n``, and a mismatch raises
+:class:`~roomsecrets.core.errors.VersionConflict` and changes nothing; a lease
+belongs to its ``(name, holder)`` and is free once ``expires_at <= now`` by the
+store's clock; renewing a lease that is not held raises
+:class:`~roomsecrets.core.errors.LeaseLost`; releasing one someone else holds does
+nothing.
+
+Importing this module needs only the standard library; Hypothesis is imported when
+the state machine is built (:func:`store_state_machine`, ``test_agrees_with_model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, TypeVar, Union
+
+from .core.errors import LeaseLost, VersionConflict
+from .core.ports import Lease, SecretKey, SecretRecord, SecretStore
+
+if TYPE_CHECKING:
+    from hypothesis import settings as Settings
+    from hypothesis.stateful import MultipleResults, RuleBasedStateMachine
+
+__all__ = [
+    "FakeClock",
+    "StoreCloser",
+    "StoreContract",
+    "StoreFactory",
+    "store_state_machine",
+]
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
+
+
+class FakeClock:
+    """A clock that moves only when told; pass it as a store's ``clock``.
+
+    >>> clock = FakeClock(start=100.0)
+    >>> clock.advance(2.5)
+    >>> clock()
+    102.5
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        #: The current time in seconds since the epoch.
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds`` (>= 0)."""
+        if seconds < 0:
+            raise ValueError("a FakeClock only moves forward")
+        self.now += seconds
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self.now!r})"
+
+
+#: Builds a fresh, empty store that reads time from the given clock.
+StoreFactory = Callable[[FakeClock], Awaitable[SecretStore]]
+#: Releases whatever a store built by a :data:`StoreFactory` holds.
+StoreCloser = Callable[[SecretStore], Awaitable[None]]
+_Scenario = Callable[[SecretStore, FakeClock], Awaitable[None]]
+_Check = Callable[[Any, SecretStore, FakeClock], Coroutine[Any, Any, None]]
+
+_ROOM = "room-1"
+_TYPE = "application/octet-stream"
+
+
+def _key(
+    secret_id: str = "secret",
+    *,
+    owner: str = "alice",
+    room: str = _ROOM,
+    delegated_to: Optional[str] = None,
+) -> SecretKey:
+    return SecretKey(room=room, owner=owner, secret_id=secret_id, delegated_to=delegated_to)
+
+
+async def _expect(error: type[_E], awaitable: Awaitable[object], what: str) -> _E:
+    """Await ``awaitable`` and return the ``error`` it raised; fail if it did not raise."""
+    try:
+        result = await awaitable
+    except error as exc:
+        return exc
+    raise AssertionError(f"{what}: expected {error.__name__}, got {result!r}")
+
+
+async def _succeeds(awaitable: Awaitable[_T], what: str) -> _T:
+    """Await ``awaitable``; a VersionConflict or LeaseLost from it breaks the contract."""
+    try:
+        return await awaitable
+    except (VersionConflict, LeaseLost) as exc:
+        raise AssertionError(f"{what}: unexpected {type(exc).__name__}: {exc}") from exc
+
+
+def _same_record(got: Optional[SecretRecord], want: Optional[SecretRecord], what: str) -> None:
+    # SecretRecord's repr hides data, so say which field differs without showing bytes.
+    if got == want:
+        return
+    detail = ""
+    if got is not None and want is not None and got.data != want.data:
+        detail = f" (data differs: {len(got.data)} bytes vs {len(want.data)} expected)"
+    raise AssertionError(f"{what}: got {got!r}, expected {want!r}{detail}")
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Shut ``loop`` down the way :func:`asyncio.run` does, then close it."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+def _contract_check(check: _Check) -> Callable[[StoreContract], None]:
+    """Turn ``async def test_x(self, store, clock)`` into a plain pytest test method."""
+
+    def test(self: StoreContract) -> None:
+        self.run_with_store(lambda store, clock: check(self, store, clock))
+
+    # Not functools.wraps: pytest would follow __wrapped__ and ask for fixtures
+    # named ``store`` and ``clock``.
+    test.__name__ = check.__name__
+    test.__qualname__ = check.__qualname__
+    test.__doc__ = check.__doc__
+    return test
+
+
+class StoreContract:
+    """Pytest test methods every :class:`SecretStore` must pass.
+
+    Subclass it (the subclass name must start with ``Test``) and override
+    :meth:`make_store`; override :meth:`close_store` when the store holds
+    resources. Each test gets a fresh store and a fresh :class:`FakeClock`.
+    Each ``test_*`` method can also be called directly; it raises
+    :class:`AssertionError` when the store breaks the rule it checks.
+    """
+
+    #: Tasks the concurrency checks run at once.
+    concurrent_tasks: ClassVar[int] = 16
+    #: Size in bytes of the large-payload check.
+    large_data_size: ClassVar[int] = 1024 * 1024
+
+    async def make_store(self, clock: FakeClock) -> SecretStore:
+        """Return a new, empty store whose leases use ``clock``."""
+        raise NotImplementedError("subclasses of StoreContract must override make_store")
+
+    async def close_store(self, store: SecretStore) -> None:
+        """Release ``store``'s resources; called once per store, in its event loop."""
+
+    def state_machine_settings(self) -> Settings:
+        """Hypothesis settings for ``test_agrees_with_model``.
+
+        200 examples, or 1000 when the ``CI`` environment variable is set.
+        """
+        from hypothesis import settings
+
+        return settings(max_examples=1000 if os.environ.get("CI") else 200, deadline=None)
+
+    def run_with_store(self, scenario: _Scenario) -> None:
+        """Run ``scenario(store, clock)`` in a new event loop with a fresh store."""
+
+        async def main() -> None:
+            clock = FakeClock()
+            store = await self.make_store(clock)
+            try:
+                await scenario(store, clock)
+            finally:
+                await self.close_store(store)
+
+        asyncio.run(main())
+
+    # --- records -------------------------------------------------------------
+
+    @_contract_check
+    async def test_get_missing_returns_none(self, store: SecretStore, clock: FakeClock) -> None:
+        """``get`` of a key never written returns None."""
+        got = await store.get(_key("never-written"))
+        assert got is None, f"get of a missing key returned {got!r}"
+
+    @_contract_check
+    async def test_put_then_get_round_trips(self, store: SecretStore, clock: FakeClock) -> None:
+        """``put`` returns the stored record at version 1 and ``get`` returns the same."""
+        key = _key("mail")
+        put = await store.put(key, type="oauth_token", name="Mail", data=b"token-1")
+        want = SecretRecord(key=key, type="oauth_token", name="Mail", data=b"token-1", version=1)
+        _same_record(put, want, "put result")
+        _same_record(await store.get(key), want, "get after put")
+        unnamed = _key("unnamed")
+        await store.put(unnamed, type=_TYPE, name=None, data=b"")
+        _same_record(
+            await store.get(unnamed),
+            SecretRecord(key=unnamed, type=_TYPE, name=None, data=b"", version=1),
+            "get of an empty, unnamed secret",
+        )
+
+    @_contract_check
+    async def test_versions_increase_by_one_per_put(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """Every write of the same key adds 1 to its version; other keys are unaffected."""
+        key = _key("counter")
+        for version in range(1, 6):
+            record = await store.put(key, type=_TYPE, name=None, data=b"v%d" % version)
+            assert record.version == version, f"put #{version} returned {record!r}"
+        other = await store.put(_key("other"), type=_TYPE, name=None, data=b"x")
+        assert other.version == 1, f"a new key started at {other!r}"
+        _same_record(
+            await store.get(key),
+            SecretRecord(key=key, type=_TYPE, name=None, data=b"v5", version=5),
+            "get after five puts",
+        )
+
+    @_contract_check
+    async def test_expected_version_zero_creates_only_new_keys(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """``expected_version=0`` creates a missing key and conflicts on an existing one."""
+        key = _key("create-only")
+        record = await _succeeds(
+            store.put(key, type=_TYPE, name=None, data=b"first", expected_version=0),
+            "put with expected_version=0 on a missing key",
+        )
+        assert record.version == 1, f"create returned {record!r}"
+        conflict = await _expect(
+            VersionConflict,
+            store.put(key, type=_TYPE, name=None, data=b"second", expected_version=0),
+            "put with expected_version=0 on an existing key",
+        )
+        assert conflict.expected == 0, f"VersionConflict.expected is {conflict.expected!r}"
+        _same_record(await store.get(key), record, "get after the conflicting create")
+
+    @_contract_check
+    async def test_matching_expected_version_writes(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """``expected_version=n`` writes when the stored version is ``n``."""
+        key = _key("cas")
+        first = await store.put(key, type=_TYPE, name=None, data=b"one")
+        second = await _succeeds(
+            store.put(
+                key, type="text/plain", name="renamed", data=b"two", expected_version=first.version
+            ),
+            "put with the current version",
+        )
+        want = SecretRecord(key=key, type="text/plain", name="renamed", data=b"two", version=2)
+        _same_record(second, want, "put with the current version")
+        _same_record(await store.get(key), want, "get after the CAS write")
+
+    @_contract_check
+    async def test_stale_expected_version_conflicts_and_changes_nothing(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """A stale or future ``expected_version`` raises VersionConflict and writes nothing."""
+        key = _key("cas")
+        await store.put(key, type=_TYPE, name=None, data=b"one")
+        current = await store.put(key, type=_TYPE, name=None, data=b"two")
+        for wrong in (1, 3, 7):
+            conflict = await _expect(
+                VersionConflict,
+                store.put(key, type=_TYPE, name="x", data=b"lost", expected_version=wrong),
+                f"put with expected_version={wrong} when the version is 2",
+            )
+            assert conflict.expected == wrong, f"VersionConflict.expected is {conflict.expected!r}"
+            _same_record(await store.get(key), current, f"get after conflict on {wrong}")
+        missing = _key("missing")
+        await _expect(
+            VersionConflict,
+            store.put(missing, type=_TYPE, name=None, data=b"x", expected_version=1),
+            "put with expected_version=1 on a missing key",
+        )
+        got = await store.get(missing)
+        assert got is None, f"a conflicting put created {got!r}"
+
+    @_contract_check
+    async def test_delete_reports_whether_it_deleted(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """``delete`` returns True once, then False; the key is gone and others stay."""
+        key, keep = _key("doomed"), _key("kept")
+        await store.put(key, type=_TYPE, name=None, data=b"x")
+        kept = await store.put(keep, type=_TYPE, name=None, data=b"y")
+        assert await store.delete(key) is True, "delete of an existing key did not return True"
+        got = await store.get(key)
+        assert got is None, f"get after delete returned {got!r}"
+        assert await store.delete(key) is False, "second delete did not return False"
+        assert await store.delete(_key("never")) is False, "delete of a missing key not False"
+        _same_record(await store.get(keep), kept, "another key after delete")
+
+    @_contract_check
+    async def test_delete_with_expected_version(self, store: SecretStore, clock: FakeClock) -> None:
+        """CAS on delete: a wrong version conflicts and keeps the record; 0 on missing is False."""
+        key = _key("cas-delete")
+        await store.put(key, type=_TYPE, name=None, data=b"one")
+        current = await store.put(key, type=_TYPE, name=None, data=b"two")
+        for wrong in (0, 1, 3):
+            conflict = await _expect(
+                VersionConflict,
+                store.delete(key, expected_version=wrong),
+                f"delete with expected_version={wrong} when the version is 2",
+            )
+            assert conflict.expected == wrong, f"VersionConflict.expected is {conflict.expected!r}"
+            _same_record(await store.get(key), current, f"get after delete conflict on {wrong}")
+        deleted = await _succeeds(store.delete(key, expected_version=2), "CAS delete")
+        assert deleted is True, "CAS delete with the current version did not delete"
+        got = await store.get(key)
+        assert got is None, f"get after CAS delete returned {got!r}"
+        deleted = await _succeeds(
+            store.delete(key, expected_version=0), "delete with expected_version=0 on a missing key"
+        )
+        assert deleted is False, "delete with expected_version=0 on a missing key must return False"
+        await _expect(
+            VersionConflict,
+            store.delete(key, expected_version=2),
+            "delete with expected_version=2 on a missing key",
+        )
+
+    @_contract_check
+    async def test_version_restarts_at_one_after_delete(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """Deleting a key forgets it: the next write is version 1 and may use expected 0."""
+        key = _key("reborn")
+        await store.put(key, type=_TYPE, name=None, data=b"one")
+        await store.put(key, type=_TYPE, name=None, data=b"two")
+        await store.delete(key)
+        reborn = await _succeeds(
+            store.put(key, type=_TYPE, name=None, data=b"three", expected_version=0),
+            "put with expected_version=0 after delete",
+        )
+        assert reborn.version == 1, f"write after delete returned {reborn!r}"
+
+    @_contract_check
+    async def test_list_returns_owners_records_in_room_in_order(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """``list(room, owner)`` returns exactly that owner's records there, sorted.
+
+        Sorted by ``(secret_id, delegated_to)`` with ``delegated_to=None`` first.
+        """
+        assert await store.list(_ROOM, "alice") == [], "list of an empty store is not empty"
+        written = []
+        for secret_id, delegated_to in [
+            ("b", "zed"),
+            ("b", None),
+            ("a", "bot"),
+            ("c", None),
+            ("b", "amy"),
+        ]:
+            written.append(
+                await store.put(
+                    _key(secret_id, delegated_to=delegated_to), type=_TYPE, name=None, data=b"x"
+                )
+            )
+        await store.put(_key("a", owner="bob"), type=_TYPE, name=None, data=b"bob's")
+        await store.put(_key("a", room="room-2"), type=_TYPE, name=None, data=b"elsewhere")
+        listed = await store.list(_ROOM, "alice")
+        order = [(r.key.secret_id, r.key.delegated_to) for r in listed]
+        want = [("a", "bot"), ("b", None), ("b", "amy"), ("b", "zed"), ("c", None)]
+        assert order == want, f"list order is {order}, expected {want}"
+        by_key = {record.key: record for record in written}
+        for record in listed:
+            _same_record(record, by_key.get(record.key), "listed record")
+        bobs = await store.list(_ROOM, "bob")
+        assert [r.key for r in bobs] == [_key("a", owner="bob")], f"bob's list is {bobs!r}"
+        assert await store.list(_ROOM, "carol") == [], "list of an owner with nothing not empty"
+
+    @_contract_check
+    async def test_delegated_to_distinguishes_keys(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """The same secret_id delegated to different participants is different secrets."""
+        plain, to_bot = _key("mail"), _key("mail", delegated_to="bot")
+        await store.put(plain, type=_TYPE, name=None, data=b"plain")
+        await store.put(to_bot, type=_TYPE, name=None, data=b"bot")
+        to_bot_2 = await store.put(to_bot, type=_TYPE, name=None, data=b"bot-2")
+        assert to_bot_2.version == 2, f"second write of the delegated key gave {to_bot_2!r}"
+        got = await store.get(plain)
+        assert got is not None and got.data == b"plain" and got.version == 1, (
+            f"the undelegated secret changed: {got!r}"
+        )
+        assert await store.get(_key("mail", delegated_to="other")) is None, (
+            "a key delegated to someone else exists"
+        )
+        await store.delete(plain)
+        got = await store.get(to_bot)
+        assert got is not None and got.data == b"bot-2", "delete hit the delegated secret"
+
+    @_contract_check
+    async def test_keys_are_opaque_strings(self, store: SecretStore, clock: FakeClock) -> None:
+        """Keys differing by case, separators, dots or non-ASCII never collide."""
+        keys = [
+            _key("a"),
+            _key("A"),
+            _key("a/b"),
+            _key("a_b"),
+            _key("a%2Fb"),
+            _key("a b"),
+            _key("."),
+            _key(".."),
+            _key("ü-🔑"),
+            _key("x" * 64),
+            _key("a", delegated_to="b"),
+            _key("a:b"),
+            _key("a", owner="alice/a"),
+            _key("a", room=f"{_ROOM}/alice"),
+            _key("a", owner="x", room=f"{_ROOM}/alice"),
+            _key("a", owner="alice/x", room=_ROOM),
+        ]
+        for index, key in enumerate(keys):
+            await store.put(key, type=_TYPE, name=None, data=b"%d" % index)
+        for index, key in enumerate(keys):
+            got = await store.get(key)
+            assert got is not None and got.data == b"%d" % index and got.version == 1, (
+                f"key {key!r} collided with another key: {got!r}"
+            )
+
+    @_contract_check
+    async def test_all_byte_values_round_trip(self, store: SecretStore, clock: FakeClock) -> None:
+        """Data with every byte value 0-255 comes back unchanged."""
+        data = bytes(range(256)) + bytes(reversed(range(256)))
+        key = _key("binary")
+        await store.put(key, type=_TYPE, name=None, data=data)
+        got = await store.get(key)
+        assert got is not None and got.data == data, "binary data did not round-trip"
+        assert type(got.data) is bytes, f"data came back as {type(got.data).__name__}"
+
+    @_contract_check
+    async def test_large_data_round_trips(self, store: SecretStore, clock: FakeClock) -> None:
+        """``large_data_size`` bytes (1 MiB by default) come back unchanged."""
+        data = bytes(index * 7 % 251 for index in range(self.large_data_size))
+        key = _key("large")
+        await store.put(key, type=_TYPE, name=None, data=data)
+        got = await store.get(key)
+        assert got is not None and got.data == data, "large data did not round-trip"
+
+    @_contract_check
+    async def test_reprs_do_not_show_data(self, store: SecretStore, clock: FakeClock) -> None:
+        """Neither the store's repr nor its records' reprs show secret bytes."""
+        marker = b"VERY-SECRET-TOKEN-4b1d"
+        key = _key("hidden")
+        put = await store.put(key, type="oauth_token", name=None, data=marker)
+        got = await store.get(key)
+        listed = await store.list(_ROOM, "alice")
+        for what, value in [("store", store), ("put", put), ("get", got), ("list", listed)]:
+            shown = repr(value)
+            assert marker.decode() not in shown and repr(marker) not in shown, (
+                f"repr of the {what} result shows the secret data"
+            )
+
+    @_contract_check
+    async def test_concurrent_cas_writers_lose_no_updates(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """N tasks doing read-modify-write with CAS retries end with exactly N increments."""
+        key = _key("counter")
+        await store.put(key, type=_TYPE, name=None, data=b"0", expected_version=0)
+        tasks = self.concurrent_tasks
+        attempts_left = 100 * tasks * tasks
+
+        async def increment() -> None:
+            nonlocal attempts_left
+            while attempts_left > 0:
+                attempts_left -= 1
+                record = await store.get(key)
+                assert record is not None, "the counter disappeared"
+                # Let the other writers read the same version before anyone writes.
+                await asyncio.sleep(0)
+                try:
+                    await store.put(
+                        key,
+                        type=_TYPE,
+                        name=None,
+                        data=b"%d" % (int(record.data) + 1),
+                        expected_version=record.version,
+                    )
+                except VersionConflict:
+                    continue
+                return
+            raise AssertionError("CAS writers made no progress")
+
+        await asyncio.gather(*(increment() for _ in range(tasks)))
+        final = await store.get(key)
+        assert final is not None, "the counter disappeared"
+        assert final.data == b"%d" % tasks, f"{tasks} increments left the counter at {final.data!r}"
+        assert final.version == tasks + 1, f"{tasks} increments gave {final!r}"
+
+    # --- leases --------------------------------------------------------------
+
+    @_contract_check
+    async def test_lease_is_exclusive(self, store: SecretStore, clock: FakeClock) -> None:
+        """While a lease is held, nobody else gets it; other names are independent."""
+        lease = await store.acquire_lease("refresh", holder="h1", ttl=30)
+        assert lease == Lease(name="refresh", holder="h1", expires_at=clock.now + 30), (
+            f"acquire returned {lease!r}"
+        )
+        taken = await store.acquire_lease("refresh", holder="h2", ttl=30)
+        assert taken is None, f"a held lease was given to another holder: {taken!r}"
+        other = await store.acquire_lease("other", holder="h2", ttl=30)
+        assert other is not None and other.holder == "h2", f"an unrelated lease: {other!r}"
+
+    @_contract_check
+    async def test_concurrent_acquirers_get_one_lease(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """N tasks racing for one lease: exactly one wins."""
+        results = await asyncio.gather(
+            *(
+                store.acquire_lease("race", holder=f"h{index}", ttl=30)
+                for index in range(self.concurrent_tasks)
+            )
+        )
+        winners = [lease for lease in results if lease is not None]
+        assert len(winners) == 1, f"{len(winners)} holders got the same lease: {winners!r}"
+
+    @_contract_check
+    async def test_same_holder_reacquiring_extends(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """Acquiring again as the same holder extends the lease to ``now + ttl``."""
+        await store.acquire_lease("refresh", holder="h1", ttl=10)
+        clock.advance(8)
+        again = await store.acquire_lease("refresh", holder="h1", ttl=10)
+        assert again == Lease(name="refresh", holder="h1", expires_at=clock.now + 10), (
+            f"re-acquire returned {again!r}"
+        )
+        clock.advance(5)  # past the first expiry, before the second
+        taken = await store.acquire_lease("refresh", holder="h2", ttl=10)
+        assert taken is None, f"the extended lease was given away: {taken!r}"
+
+    @_contract_check
+    async def test_lease_expires_after_ttl(self, store: SecretStore, clock: FakeClock) -> None:
+        """A lease is held until ``expires_at``; at ``expires_at`` another holder may take it."""
+        await store.acquire_lease("refresh", holder="h1", ttl=10)
+        clock.advance(9.5)
+        early = await store.acquire_lease("refresh", holder="h2", ttl=10)
+        assert early is None, f"the lease was taken before it expired: {early!r}"
+        clock.advance(0.5)  # now == expires_at: free
+        late = await store.acquire_lease("refresh", holder="h2", ttl=10)
+        assert late == Lease(name="refresh", holder="h2", expires_at=clock.now + 10), (
+            f"an expired lease could not be taken: {late!r}"
+        )
+
+    @_contract_check
+    async def test_renew_extends_a_held_lease(self, store: SecretStore, clock: FakeClock) -> None:
+        """``renew_lease`` moves ``expires_at`` to ``now + ttl`` and keeps others out."""
+        lease = await store.acquire_lease("refresh", holder="h1", ttl=10)
+        assert lease is not None, "could not acquire a free lease"
+        clock.advance(9)
+        renewed = await _succeeds(store.renew_lease(lease, ttl=10), "renew of a held lease")
+        assert renewed == Lease(name="refresh", holder="h1", expires_at=clock.now + 10), (
+            f"renew returned {renewed!r}"
+        )
+        clock.advance(5)
+        taken = await store.acquire_lease("refresh", holder="h2", ttl=10)
+        assert taken is None, f"a renewed lease was given away: {taken!r}"
+
+    @_contract_check
+    async def test_renew_of_a_lost_lease_raises_lease_lost(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """Renewing after expiry, after a takeover, or after release raises LeaseLost."""
+        lease = await store.acquire_lease("refresh", holder="h1", ttl=10)
+        assert lease is not None, "could not acquire a free lease"
+        clock.advance(10)
+        await _expect(LeaseLost, store.renew_lease(lease, ttl=10), "renew of an expired lease")
+        thief = await store.acquire_lease("refresh", holder="h2", ttl=10)
+        assert thief is not None, "could not take an expired lease"
+        await _expect(LeaseLost, store.renew_lease(lease, ttl=10), "renew of a taken-over lease")
+        again = await store.acquire_lease("refresh", holder="h1", ttl=10)
+        assert again is None, f"a failed renew gave the lease back: {again!r}"
+        await store.release_lease(thief)
+        await _expect(LeaseLost, store.renew_lease(thief, ttl=10), "renew of a released lease")
+
+    @_contract_check
+    async def test_release_lets_another_holder_take_it(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """After ``release_lease`` another holder acquires at once."""
+        lease = await store.acquire_lease("refresh", holder="h1", ttl=30)
+        assert lease is not None, "could not acquire a free lease"
+        await store.release_lease(lease)
+        taken = await store.acquire_lease("refresh", holder="h2", ttl=30)
+        assert taken is not None and taken.holder == "h2", f"released lease not free: {taken!r}"
+        await store.release_lease(lease)  # releasing twice is harmless
+
+    @_contract_check
+    async def test_release_after_takeover_is_a_no_op(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """Releasing a lease that expired and was taken over keeps the new holder's lease."""
+        old = await store.acquire_lease("refresh", holder="h1", ttl=10)
+        assert old is not None, "could not acquire a free lease"
+        clock.advance(10)
+        new = await store.acquire_lease("refresh", holder="h2", ttl=10)
+        assert new is not None, "could not take an expired lease"
+        await store.release_lease(old)
+        taken = await store.acquire_lease("refresh", holder="h3", ttl=10)
+        assert taken is None, f"a stale release freed the new holder's lease: {taken!r}"
+        renewed = await _succeeds(store.renew_lease(new, ttl=10), "renew by the new holder")
+        assert renewed.holder == "h2", f"the new holder lost its lease: {renewed!r}"
+
+    # --- the model -----------------------------------------------------------
+
+    def test_agrees_with_model(self) -> None:
+        """A Hypothesis state machine finds no step where the store and a dict disagree."""
+        from hypothesis.stateful import run_state_machine_as_test
+
+        machine = store_state_machine(self.make_store, self.close_store)
+        run_state_machine_as_test(machine, settings=self.state_machine_settings())
+
+
+# --- the state machine ----------------------------------------------------------
+
+#: Small universes so that keys, owners and leases collide often.
+_ROOMS = ("r", "r/o")
+_OWNERS = ("o/x", "x", "X")
+_SECRET_IDS = ("a", "b", "a/b", "ü")
+_DELEGATES = (None, "bot", "bot/2")
+_TYPES = ("oauth_token", "application/octet-stream", "text/plain; charset=utf-8")
+_NAMES = (None, "Mail", "Drive für Alice")
+_LEASE_NAMES = ("refresh:a", "refresh:b")
+_HOLDERS = ("h1", "h2", "h3")
+# Binary fractions, so that now + ttl is exact and expiry boundaries are hit exactly.
+_TTLS = (0.5, 1.0, 2.0, 10.0)
+_STEPS = (0.25, 0.5, 1.0, 2.0, 10.0)
+#: How a step picks ``expected_version``, relative to the model's current version.
+_EXPECTATIONS = ("none", "zero", "current", "stale", "ahead")
+
+
+def _list_order(record: SecretRecord) -> tuple[str, bool, str]:
+    # None sorts before any delegate.
+    delegated_to = record.key.delegated_to
+    return (record.key.secret_id, delegated_to is not None, delegated_to or "")
+
+
+def _expected_version(how: str, current: int, offset: int) -> Optional[int]:
+    if how == "none":
+        return None
+    if how == "zero":
+        return 0
+    if how == "current":
+        return current
+    if how == "stale" and current - offset > 0:
+        return current - offset
+    return current + offset
+
+
+def store_state_machine(
+    make_store: StoreFactory, close_store: Optional[StoreCloser] = None
+) -> type[RuleBasedStateMachine]:
+    """Return a Hypothesis state machine checking stores from ``make_store`` against a dict.
+
+    Each example builds one store with a fresh :class:`FakeClock` inside its own
+    event loop, runs every step in that loop (so stores may hold loop-bound
+    resources such as sessions or locks), and at the end awaits
+    ``close_store(store)`` and closes the loop. Steps are puts and deletes with
+    right, wrong, ``None`` and ``0`` expected versions, gets, lists, lease
+    acquire/renew/release and clock advances; after every step every
+    ``(room, owner)`` list must equal the model.
+
+    Run it with ``run_state_machine_as_test(machine)`` or as
+    ``TestMyStore = store_state_machine(make).TestCase``.
+    """
+    from hypothesis import strategies as st
+    from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
+
+    key_strategy = st.builds(
+        SecretKey,
+        room=st.sampled_from(_ROOMS),
+        owner=st.sampled_from(_OWNERS),
+        secret_id=st.sampled_from(_SECRET_IDS),
+        delegated_to=st.sampled_from(_DELEGATES),
+    )
+
+    class StoreAgreesWithModel(RuleBasedStateMachine):
+        keys: Bundle[SecretKey] = Bundle("keys")
+        leases: Bundle[Lease] = Bundle("leases")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.clock = FakeClock()
+            self.records: dict[SecretKey, SecretRecord] = {}
+            self.lease_model: dict[str, Lease] = {}
+            self.loop = asyncio.new_event_loop()
+            try:
+                self.store = self.loop.run_until_complete(make_store(self.clock))
+            except BaseException:
+                _close_loop(self.loop)
+                raise
+
+        def run(self, awaitable: Awaitable[_T]) -> _T:
+            return self.loop.run_until_complete(awaitable)
+
+        def teardown(self) -> None:
+            try:
+                if close_store is not None:
+                    self.run(close_store(self.store))
+            finally:
+                _close_loop(self.loop)
+
+        # --- records ---------------------------------------------------------
+
+        @rule(target=keys, key=key_strategy)
+        def new_key(self, key: SecretKey) -> SecretKey:
+            return key
+
+        @rule(
+            key=keys,
+            type=st.sampled_from(_TYPES),
+            name=st.sampled_from(_NAMES),
+            data=st.binary(max_size=32),
+            how=st.sampled_from(_EXPECTATIONS),
+            offset=st.integers(min_value=1, max_value=3),
+        )
+        def put(
+            self,
+            key: SecretKey,
+            type: str,
+            name: Optional[str],
+            data: bytes,
+            how: str,
+            offset: int,
+        ) -> None:
+            current = self.records.get(key)
+            version = 0 if current is None else current.version
+            expected = _expected_version(how, version, offset)
+            write = self.store.put(key, type=type, name=name, data=data, expected_version=expected)
+            if expected is not None and expected != version:
+                conflict = self.run(_expect(VersionConflict, write, f"put expecting {expected}"))
+                assert conflict.expected == expected, f"VersionConflict.expected {conflict!r}"
+                return
+            want = SecretRecord(key=key, type=type, name=name, data=data, version=version + 1)
+            _same_record(self.run(_succeeds(write, f"put expecting {expected}")), want, "put")
+            self.records[key] = want
+
+        @rule(
+            key=keys,
+            how=st.sampled_from(_EXPECTATIONS),
+            offset=st.integers(min_value=1, max_value=3),
+        )
+        def delete(self, key: SecretKey, how: str, offset: int) -> None:
+            current = self.records.get(key)
+            version = 0 if current is None else current.version
+            expected = _expected_version(how, version, offset)
+            removal = self.store.delete(key, expected_version=expected)
+            if expected is not None and expected != version:
+                conflict = self.run(
+                    _expect(VersionConflict, removal, f"delete expecting {expected}")
+                )
+                assert conflict.expected == expected, f"VersionConflict.expected {conflict!r}"
+                return
+            deleted = self.run(_succeeds(removal, f"delete expecting {expected}"))
+            assert deleted is (current is not None), f"delete returned {deleted!r}"
+            self.records.pop(key, None)
+
+        @rule(key=keys)
+        def get(self, key: SecretKey) -> None:
+            _same_record(self.run(self.store.get(key)), self.records.get(key), "get")
+
+        async def list_everything(self) -> dict[tuple[str, str], list[SecretRecord]]:
+            # One trip through the loop per check instead of one per list.
+            return {
+                (room, owner): await self.store.list(room, owner)
+                for room in _ROOMS
+                for owner in _OWNERS
+            }
+
+        @invariant()
+        def lists_agree_with_model(self) -> None:
+            listed = self.run(self.list_everything())
+            for (room, owner), got in listed.items():
+                want = sorted(
+                    (
+                        record
+                        for record in self.records.values()
+                        if (record.key.room, record.key.owner) == (room, owner)
+                    ),
+                    key=_list_order,
+                )
+                assert [r.key for r in got] == [r.key for r in want], (
+                    f"list({room!r}, {owner!r}) keys {[r.key for r in got]!r}, "
+                    f"expected {[r.key for r in want]!r}"
+                )
+                for got_record, want_record in zip(got, want):
+                    _same_record(got_record, want_record, f"list({room!r}, {owner!r})")
+
+        # --- leases ----------------------------------------------------------
+
+        def held(self, name: str, holder: str) -> bool:
+            current = self.lease_model.get(name)
+            return (
+                current is not None
+                and current.holder == holder
+                and current.expires_at > self.clock.now
+            )
+
+        def free_for(self, name: str, holder: str) -> bool:
+            current = self.lease_model.get(name)
+            return (
+                current is None or current.expires_at <= self.clock.now or current.holder == holder
+            )
+
+        @rule(
+            target=leases,
+            name=st.sampled_from(_LEASE_NAMES),
+            holder=st.sampled_from(_HOLDERS),
+            ttl=st.sampled_from(_TTLS),
+        )
+        def acquire(
+            self, name: str, holder: str, ttl: float
+        ) -> Union[Lease, MultipleResults[Lease]]:
+            free = self.free_for(name, holder)
+            got = self.run(self.store.acquire_lease(name, holder=holder, ttl=ttl))
+            if not free:
+                assert got is None, f"acquire of a held lease returned {got!r}"
+                return multiple()
+            want = Lease(name=name, holder=holder, expires_at=self.clock.now + ttl)
+            assert got == want, f"acquire returned {got!r}, expected {want!r}"
+            self.lease_model[name] = want
+            return got
+
+        @rule(
+            target=leases,
+            name=st.sampled_from(_LEASE_NAMES),
+            holder=st.sampled_from(_HOLDERS),
+        )
+        def forge_lease(self, name: str, holder: str) -> Lease:
+            # A lease value the store never granted: stores go by (name, holder).
+            return Lease(name=name, holder=holder, expires_at=self.clock.now)
+
+        @rule(lease=leases, ttl=st.sampled_from(_TTLS))
+        def renew(self, lease: Lease, ttl: float) -> None:
+            renewal = self.store.renew_lease(lease, ttl=ttl)
+            if not self.held(lease.name, lease.holder):
+                self.run(_expect(LeaseLost, renewal, f"renew of {lease!r}"))
+                return
+            want = Lease(name=lease.name, holder=lease.holder, expires_at=self.clock.now + ttl)
+            got = self.run(_succeeds(renewal, f"renew of {lease!r}"))
+            assert got == want, f"renew returned {got!r}, expected {want!r}"
+            self.lease_model[lease.name] = want
+
+        @rule(lease=leases)
+        def release(self, lease: Lease) -> None:
+            self.run(self.store.release_lease(lease))
+            current = self.lease_model.get(lease.name)
+            if current is not None and current.holder == lease.holder:
+                del self.lease_model[lease.name]
+
+        @rule(seconds=st.sampled_from(_STEPS))
+        def advance_clock(self, seconds: float) -> None:
+            self.clock.advance(seconds)
+
+        @rule(name=st.sampled_from(_LEASE_NAMES))
+        def advance_clock_to_expiry(self, name: str) -> None:
+            # Land exactly on expires_at, where the lease has just become free.
+            current = self.lease_model.get(name)
+            if current is not None and current.expires_at > self.clock.now:
+                self.clock.advance(current.expires_at - self.clock.now)
+
+    return StoreAgreesWithModel
