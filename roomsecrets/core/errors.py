@@ -29,10 +29,15 @@ __all__ = [
     "LeaseLost",
     "NotAddressedToYou",
     "OAuthError",
+    "ParticipantNotConnected",
     "ProviderError",
     "ProviderResponseError",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "RefreshBusy",
+    "RequestCancelled",
+    "RequestRejected",
+    "RequestTimedOut",
     "ResponseTooLarge",
     "RoomSecretsError",
     "ServerError",
@@ -108,7 +113,6 @@ class GrantDenied(RoomSecretsError, PermissionError):
     code = "grant_denied"
 
 
-
 # --- Pending authorization requests (core/pending.py, core/pending_registry.py) --
 
 
@@ -161,6 +165,49 @@ class TooManyPendingRequests(RoomSecretsError):
     def __init__(self, message: str, *, limit: int) -> None:
         self.limit = limit
         super().__init__(message)
+
+
+# --- How a request_oauth_token wait ends, when it ends without a token ------------
+
+
+class ParticipantNotConnected(RoomSecretsError, LookupError):
+    """The participant asked to approve is not connected to the room."""
+
+    code = "participant_not_connected"
+
+
+class RequestRejected(RoomSecretsError):
+    """The person rejected the request; ``error`` is their short reason."""
+
+    code = "request_rejected"
+
+    def __init__(self, error: str) -> None:
+        self.error = safe_text(error, 64) or "rejected"
+        super().__init__(f"the authorization request was rejected: {self.error}")
+
+
+class RequestTimedOut(RoomSecretsError, TimeoutError):
+    """Nobody answered the request before its timeout."""
+
+    code = "request_timeout"
+
+
+class RequestCancelled(RoomSecretsError):
+    """The request ended because the requester or the person asked left the room."""
+
+    code = "request_cancelled"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the authorization request was cancelled: {reason}")
+
+
+class RefreshBusy(RoomSecretsError):
+    """Another process held the refresh lease for too long; try again later."""
+
+    code = "refresh_busy"
+    retryable = True
+
 
 # --- OAuth errors returned by a provider (RFC 6749 §5.2, §4.1.2.1) ---------------
 

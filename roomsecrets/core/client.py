@@ -1,0 +1,276 @@
+"""``SecretsClient``: one participant's view of the room's secrets — the seed's API.
+
+Method names and keywords follow the reference Secrets API
+(``shared/seed/secrets-api.txt``); every method is async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Optional
+
+from .credentials import OAUTH_TOKEN_TYPE
+from .errors import InvalidInput
+from .grants import authorize, check_manage_own_secrets
+from .ports import SecretKey
+from .token_request import ClientCredentials
+
+if TYPE_CHECKING:
+    from .service import OAuthPrompt, SecretInfo, SecretsService
+
+__all__ = ["SecretsClient"]
+
+_MAX_SECRET_BYTES = 64 * 1024  # AWS Secrets Manager's own cap; keeps stores interchangeable
+
+
+class SecretsClient:
+    """A participant connected to a :class:`~.service.SecretsService`.
+
+    Get one from ``service.connect(participant_id, ...)``; ``close()`` leaves the room.
+    """
+
+    def __init__(self, service: SecretsService, participant_id: str) -> None:
+        self._service = service
+        self.participant_id = participant_id
+
+    def __repr__(self) -> str:
+        return f"SecretsClient(participant_id={self.participant_id!r}, room={self._service.room!r})"
+
+    async def close(self) -> None:
+        """Leave the room. Pending requests this participant made or was asked end at once
+        (:class:`~.errors.RequestCancelled`); ``oauth_prompts()`` iterators stop."""
+        self._service.disconnect(self.participant_id)
+
+    async def __aenter__(self) -> SecretsClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- OAuth ---------------------------------------------------------------------
+
+    async def request_oauth_token(
+        self,
+        *,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        from_participant_id: str,
+        redirect_uri: str,
+        client_secret: Optional[str] = None,
+        scopes: Optional[Sequence[str]] = None,
+        timeout: float = 300,
+        no_pkce: bool = False,
+    ) -> str:
+        """An access token for ``from_participant_id``'s account, asking them if needed.
+
+        Checks this participant's grant first. If the person already has a
+        credential for this client and token endpoint, delegated to us, whose
+        scopes cover ``scopes``, returns its access token (refreshed first if
+        expired) without a prompt. Otherwise prompts them and waits up to
+        ``timeout`` seconds for ``provide_oauth_authorization``.
+
+        Raises: GrantDenied, ParticipantNotConnected (the person is not here),
+        RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
+        an OAuthError from the provider, ProviderError (retryable), InvalidInput.
+        """
+        service = self._service
+        service.check_oauth(
+            requester=self.participant_id,
+            action="oauth.request_token",
+            target=from_participant_id,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+        client = ClientCredentials(client_id=client_id, client_secret=client_secret)
+        scopes = tuple(scopes or ())
+        key = service.credential_key(
+            owner=from_participant_id,
+            requester=self.participant_id,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+        )
+        token = await service.refresher.access_token(
+            key, client=client, token_endpoint=token_endpoint, scopes=scopes
+        )
+        if token is not None:
+            return token
+        return await service.request_token(
+            requester=self.participant_id,
+            target=from_participant_id,
+            client=client,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+            timeout=timeout,
+            no_pkce=no_pkce,
+        )
+
+    async def get_offline_oauth_token(
+        self,
+        *,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        client_secret: Optional[str] = None,
+        scopes: Optional[Sequence[str]] = None,
+        timeout: float = 300,
+        delegated_by: Optional[str] = None,
+        participant_name: Optional[str] = None,
+    ) -> Optional[str]:
+        """A saved access token of ``delegated_by`` (refreshed if needed), never a prompt.
+
+        Returns None when there is no usable credential (none stored, scopes not
+        covered, or the provider revoked it). ``participant_name`` is accepted as
+        an alias of ``delegated_by`` (the reference API uses both). ``timeout``
+        is accepted for compatibility; the HTTP timeout of refreshes is the
+        service's ``http_timeout``.
+        """
+        if (
+            delegated_by is not None
+            and participant_name is not None
+            and (delegated_by != participant_name)
+        ):
+            raise InvalidInput("delegated_by and participant_name name different participants")
+        owner = delegated_by if delegated_by is not None else participant_name
+        if owner is None:
+            raise InvalidInput("delegated_by (or participant_name) is required")
+        service = self._service
+        service.check_oauth(
+            requester=self.participant_id,
+            action="oauth.get_offline_token",
+            target=owner,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+        key = service.credential_key(
+            owner=owner,
+            requester=self.participant_id,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+        )
+        return await service.refresher.access_token(
+            key,
+            client=ClientCredentials(client_id=client_id, client_secret=client_secret),
+            token_endpoint=token_endpoint,
+            scopes=tuple(scopes or ()),
+        )
+
+    async def provide_oauth_authorization(
+        self, *, request_id: str, code: str, state: Optional[str] = None
+    ) -> None:
+        """Answer a prompt addressed to us with the provider's authorization ``code``.
+
+        The code is redeemed at once and the credential stored as our secret,
+        delegated to the requester, whose ``request_oauth_token`` then returns.
+        ``state``, when given, must match the prompt's (compared in constant time).
+
+        Raises: UnknownRequest (no such open request), NotAddressedToYou,
+        IllegalTransition (already answered), StateMismatch, or the exchange's
+        error (which the requester gets too).
+        """
+        await self._service.provide(
+            by=self.participant_id, request_id=request_id, code=code, state=state
+        )
+
+    async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None:
+        """Refuse a prompt addressed to us; the requester gets RequestRejected(error)."""
+        self._service.reject(by=self.participant_id, request_id=request_id, error=error)
+
+    def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
+        """Prompts addressed to us: every open one since ``connect()``, then new ones
+        as they arrive; prompts that ended are skipped. Ends when we close.
+
+            async for prompt in alice.oauth_prompts():
+                show(prompt.authorization_url)
+        """
+        return self._service.prompts(self.participant_id)
+
+    # --- our own secrets -----------------------------------------------------------
+
+    def _own_key(self, secret_id: str, delegated_to: Optional[str]) -> SecretKey:
+        service = self._service
+        participant = service.participant(self.participant_id)
+        if not isinstance(secret_id, str) or not secret_id:
+            raise InvalidInput("secret id must be a non-empty string")
+        if delegated_to is not None and (not isinstance(delegated_to, str) or not delegated_to):
+            raise InvalidInput("delegated_to must be a non-empty string or None")
+        authorize(
+            check_manage_own_secrets(participant.grant),
+            sink=service.audit,
+            action="secret.manage",
+            room=service.room,
+            actor=self.participant_id,
+            at=service.clock(),
+            details=(("secret_id", secret_id),),
+        )
+        return SecretKey(
+            room=service.room,
+            owner=self.participant_id,
+            secret_id=secret_id,
+            delegated_to=delegated_to,
+        )
+
+    async def list_user_secrets(self) -> list[SecretInfo]:
+        """Our own secrets in this room, OAuth credentials included."""
+        from .service import SecretInfo
+
+        service = self._service
+        participant = service.participant(self.participant_id)
+        authorize(
+            check_manage_own_secrets(participant.grant),
+            sink=service.audit,
+            action="secret.list",
+            room=service.room,
+            actor=self.participant_id,
+            at=service.clock(),
+        )
+        records = await service.store.list(service.room, self.participant_id)
+        return [
+            SecretInfo(
+                id=r.key.secret_id, type=r.type, name=r.name, delegated_to=r.key.delegated_to
+            )
+            for r in records
+        ]
+
+    async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
+        """Delete our secret ``id`` (delegated to ``delegated_to``); a no-op if absent."""
+        await self._service.store.delete(self._own_key(id, delegated_to))
+
+    async def set_secret(
+        self,
+        *,
+        secret_id: str,
+        data: bytes,
+        type: str = "application/octet-stream",
+        name: Optional[str] = None,
+        delegated_to: Optional[str] = None,
+    ) -> None:
+        """Store ``data`` as our secret ``secret_id`` (replacing any previous value)."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidInput("data must be bytes")
+        if len(data) > _MAX_SECRET_BYTES:
+            raise InvalidInput(f"secret data is larger than {_MAX_SECRET_BYTES} bytes")
+        if not isinstance(type, str) or "/" not in type:
+            raise InvalidInput("type must be a MIME type such as 'text/plain'")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput("name must be a string or None")
+        key = self._own_key(secret_id, delegated_to)
+        await self._service.store.put(key, type=type, name=name, data=bytes(data))
+
+    async def get_secret(
+        self, *, secret_id: str, delegated_to: Optional[str] = None
+    ) -> Optional[bytes]:
+        """Our secret ``secret_id``'s bytes, or None.
+
+        OAuth credentials are not returned here (use ``get_offline_oauth_token``).
+        """
+        record = await self._service.store.get(self._own_key(secret_id, delegated_to))
+        if record is None or record.type == OAUTH_TOKEN_TYPE:
+            return None
+        return record.data

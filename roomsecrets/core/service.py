@@ -1,0 +1,538 @@
+"""``SecretsService``: the room's secrets, pending requests and refreshes, in one process.
+
+The service owns the shared state (store, pending registry, connected
+participants, refresher); each participant talks to it through the
+:class:`~.client.SecretsClient` that :meth:`SecretsService.connect` returns.
+The pure pieces (grants, the pending-request table, token requests and
+responses) decide; this layer does the awaiting, through injected ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .audit import AuditEvent, AuditSink, null_audit_sink
+from .authorization import build_authorization_url, join_scopes
+from .credentials import OAUTH_TOKEN_TYPE, StoredCredential, credential_secret_id
+from .endpoints import check_endpoint, check_redirect_uri
+from .errors import (
+    InvalidInput,
+    ParticipantNotConnected,
+    RequestCancelled,
+    RequestRejected,
+    RequestTimedOut,
+    RoomSecretsError,
+)
+from .grants import (
+    GrantDecision,
+    SecretsGrant,
+    authorize,
+    check_answer_prompt,
+    check_oauth_request,
+)
+from .pending_registry import (
+    Cancelled,
+    Completed,
+    Expired,
+    Failed,
+    Outcome,
+    PendingRegistry,
+    Rejected,
+)
+from .pkce import generate_pkce_pair
+from .ports import Clock, HttpTransport, SecretKey, SecretStore
+from .refresh import CredentialRefresher
+from .retry import RetryPolicy
+from .token_endpoint import TokenEndpointClient
+from .token_request import ClientCredentials
+from .tokens import TokenSet
+from .values import frozen_value
+
+if TYPE_CHECKING:
+    from .client import SecretsClient
+
+__all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
+
+_MAX_REMEMBERED_DECISIONS = 1024
+
+
+@frozen_value
+class SecretInfo:
+    """One entry of ``list_user_secrets``: ``type`` is ``"oauth_token"`` or a MIME type."""
+
+    id: str
+    type: str
+    name: Optional[str]
+    delegated_to: Optional[str]
+
+
+@frozen_value
+class OAuthPrompt:
+    """A request for the person to approve: open ``authorization_url``, then answer
+    with ``provide_oauth_authorization`` (the code from the redirect) or
+    ``reject_oauth_authorization``. ``repr`` hides the URL and ``state``."""
+
+    request_id: str
+    authorization_url: str
+    state: str
+    code_challenge: Optional[str]
+    from_participant_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    redirect_uri: str
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthPrompt(request_id={self.request_id!r}, "
+            f"from_participant_id={self.from_participant_id!r}, client_id={self.client_id!r}, "
+            f"scopes={self.scopes!r}, redirect_uri={self.redirect_uri!r}, "
+            f"expires_at={self.expires_at!r})"
+        )
+
+
+class _Participant:
+    """A connected participant: its grant and the prompts addressed to it."""
+
+    __slots__ = ("closed", "grant", "name", "participant_id", "prompts", "watchers")
+
+    def __init__(self, participant_id: str, name: Optional[str], grant: SecretsGrant) -> None:
+        self.participant_id = participant_id
+        self.name = name
+        self.grant = grant
+        self.closed = False
+        #: Open prompts addressed to this participant, in arrival order.
+        self.prompts: dict[str, OAuthPrompt] = {}
+        #: Futures of ``oauth_prompts()`` iterators waiting for a change.
+        self.watchers: list[asyncio.Future[None]] = []
+
+    def changed(self) -> None:
+        watchers, self.watchers = self.watchers, []
+        for watcher in watchers:
+            if not watcher.done():
+                watcher.set_result(None)
+
+
+class SecretsService:
+    """The secrets of one room.
+
+    >>> from roomsecrets import MemoryStore, SecretsGrant
+    >>> service = SecretsService(store=MemoryStore(), room="myroom")
+    >>> agent = service.connect("agent-1", name="mailbot", grant=SecretsGrant.allow_all())
+
+    Args:
+        store: where secrets live (``MemoryStore``, ``FileSecretStore``, ...).
+        room: the room's name; secrets are scoped to it.
+        transport: how token requests are sent (default: urllib in a worker thread).
+        clock: seconds since the epoch (default ``time.time``).
+        audit: receives an :class:`~.audit.AuditEvent` for every grant decision,
+            credential refresh and drop.
+        refresh_leeway: refresh this long before expiry (capped at half a
+            token's lifetime).
+        default_lifetime: assumed lifetime when a provider sends no ``expires_in``.
+        allow_insecure_http: allow plain-http OAuth endpoints on non-loopback hosts.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SecretStore,
+        room: str,
+        transport: Optional[HttpTransport] = None,
+        clock: Clock = time.time,
+        audit: AuditSink = null_audit_sink,
+        token_urlsafe: Callable[[int], str] = secrets.token_urlsafe,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        refresh_leeway: float = 60.0,
+        default_lifetime: Optional[float] = 3600.0,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - immutable value
+        http_timeout: float = 30.0,
+        lease_ttl: float = 30.0,
+        allow_insecure_http: bool = False,
+        max_open_per_requester: int = 16,
+        max_open_per_target: int = 32,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not isinstance(room, str) or not room:
+            raise InvalidInput("room must be a non-empty string")
+        if transport is None:
+            from .urllib_transport import UrllibTransport
+
+            transport = UrllibTransport()
+        self.room = room
+        self.store = store
+        self.clock = clock
+        self.audit = audit
+        self.allow_insecure_http = allow_insecure_http
+        self._token_bytes = token_bytes
+        self._participants: dict[str, _Participant] = {}
+        self._oauth_decisions: dict[object, GrantDecision] = {}
+        self.registry: PendingRegistry[TokenSet] = PendingRegistry(
+            clock=clock,
+            token_urlsafe=token_urlsafe,
+            max_open_per_requester=max_open_per_requester,
+            max_open_per_target=max_open_per_target,
+        )
+        self.token_endpoint = TokenEndpointClient(
+            transport=transport,
+            clock=clock,
+            retry=retry,
+            timeout=http_timeout,
+            default_lifetime=default_lifetime,
+            allow_insecure_http=allow_insecure_http,
+            sleep=sleep,
+        )
+        self.refresher = CredentialRefresher(
+            store=store,
+            token_endpoint=self.token_endpoint,
+            clock=clock,
+            holder=token_urlsafe(16),
+            audit=audit,
+            leeway=refresh_leeway,
+            lease_ttl=lease_ttl,
+            sleep=sleep,
+        )
+
+    # --- participants ------------------------------------------------------------
+
+    def connect(
+        self,
+        participant_id: str,
+        *,
+        name: Optional[str] = None,
+        grant: Optional[SecretsGrant] = None,
+    ) -> SecretsClient:
+        """Join the room as ``participant_id``; returns the participant's client.
+
+        ``grant`` defaults to ``SecretsGrant()``: manage one's own secrets and
+        answer one's own prompts, ask nobody for tokens. Raises
+        :class:`~.errors.InvalidInput` if the id is already connected.
+        """
+        from .client import SecretsClient
+
+        if not isinstance(participant_id, str) or not participant_id:
+            raise InvalidInput("participant_id must be a non-empty string")
+        if participant_id in self._participants:
+            raise InvalidInput(f"participant {participant_id!r} is already connected")
+        if grant is None:
+            grant = SecretsGrant()
+        if not isinstance(grant, SecretsGrant):
+            raise InvalidInput("grant must be a SecretsGrant")
+        self._participants[participant_id] = _Participant(participant_id, name, grant)
+        return SecretsClient(self, participant_id)
+
+    def is_connected(self, participant_id: str) -> bool:
+        """True while ``participant_id`` is connected."""
+        return participant_id in self._participants
+
+    def participant(self, participant_id: str) -> _Participant:
+        found = self._participants.get(participant_id)
+        if found is None:
+            raise ParticipantNotConnected(f"participant {participant_id!r} is not connected")
+        return found
+
+    def disconnect(self, participant_id: str) -> None:
+        """``participant_id`` leaves: its pending requests, both ways, end at once."""
+        found = self._participants.pop(participant_id, None)
+        if found is None:
+            return
+        found.closed = True
+        found.changed()
+        self.registry.participant_left(participant_id)
+
+    # --- the OAuth flow ----------------------------------------------------------
+
+    def credential_key(
+        self, *, owner: str, requester: str, client_id: str, token_endpoint: str
+    ) -> SecretKey:
+        """Where ``owner``'s credential for ``client_id`` at ``token_endpoint``,
+        delegated to ``requester``, is stored."""
+        return SecretKey(
+            room=self.room,
+            owner=owner,
+            secret_id=credential_secret_id(client_id, token_endpoint),
+            delegated_to=requester,
+        )
+
+    def check_oauth(
+        self,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Optional[Sequence[str]],
+    ) -> None:
+        """Validate an OAuth call's arguments, check the grant (audited), raise on denial.
+
+        Validation and the grant decision are pure functions of the arguments
+        and the (immutable) grant, so they are remembered per argument tuple;
+        the audit event is still sent on every call.
+        """
+        grant = self.participant(requester).grant
+        memo_key: object = None
+        decision: Optional[GrantDecision] = None
+        try:
+            scope_key = None if scopes is None else (type(scopes), tuple(scopes))
+            memo_key = (grant, target, client_id, authorization_endpoint, token_endpoint, scope_key)
+            decision = self._oauth_decisions.get(memo_key)
+        except TypeError:  # unhashable or non-iterable argument: validation rejects it
+            memo_key = None
+        if decision is None:
+            decision = self._decide_oauth(
+                grant,
+                target=target,
+                client_id=client_id,
+                authorization_endpoint=authorization_endpoint,
+                token_endpoint=token_endpoint,
+                scopes=scopes,
+            )
+            if memo_key is not None:
+                if len(self._oauth_decisions) >= _MAX_REMEMBERED_DECISIONS:
+                    self._oauth_decisions.clear()
+                self._oauth_decisions[memo_key] = decision
+        authorize(
+            decision,
+            sink=self.audit,
+            action=action,
+            room=self.room,
+            actor=requester,
+            at=self.clock(),
+            details=(
+                ("target", target),
+                ("client_id", client_id),
+                ("token_endpoint", token_endpoint),
+                ("scopes", " ".join(scopes or ())),
+            ),
+        )
+
+    def _decide_oauth(
+        self,
+        grant: SecretsGrant,
+        *,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Optional[Sequence[str]],
+    ) -> GrantDecision:
+        for what, value in (("from participant", target), ("client_id", client_id)):
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"{what} must be a non-empty string")
+        check_endpoint(
+            authorization_endpoint,
+            what="authorization_endpoint",
+            allow_insecure_http=self.allow_insecure_http,
+        )
+        check_endpoint(
+            token_endpoint, what="token_endpoint", allow_insecure_http=self.allow_insecure_http
+        )
+        join_scopes(scopes)  # validates each scope
+        return check_oauth_request(
+            grant,
+            target=target,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+
+    async def request_token(
+        self,
+        *,
+        requester: str,
+        target: str,
+        client: ClientCredentials,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Sequence[str],
+        redirect_uri: str,
+        timeout: float,
+        no_pkce: bool,
+    ) -> str:
+        """Prompt ``target``, wait for the answer, return the access token (see the client)."""
+        check_redirect_uri(redirect_uri)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidInput("timeout must be a positive number of seconds")
+        target_participant = self.participant(target)
+        verifier: Optional[str] = None
+        challenge: Optional[str] = None
+        if not no_pkce:
+            verifier, challenge = generate_pkce_pair(token_bytes=self._token_bytes)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[Outcome[TokenSet]] = loop.create_future()
+
+        def deliver(result: Outcome[TokenSet]) -> None:
+            target_participant.prompts.pop(result.request_id, None)
+            target_participant.changed()
+            if not outcome.done():
+                outcome.set_result(result)
+
+        pending = self.registry.create(
+            requester=requester,
+            target=target,
+            client_id=client.client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            redirect_uri=redirect_uri,
+            scopes=tuple(scopes),
+            code_verifier=verifier,
+            client_secret=client.client_secret,
+            timeout=timeout,
+            build_authorization_url=lambda state: build_authorization_url(
+                authorization_endpoint=authorization_endpoint,
+                client_id=client.client_id,
+                redirect_uri=redirect_uri,
+                state=state,
+                scopes=scopes,
+                code_challenge=challenge,
+                allow_insecure_http=self.allow_insecure_http,
+            ),
+            waiter=deliver,
+        )
+        target_participant.prompts[pending.request_id] = OAuthPrompt(
+            request_id=pending.request_id,
+            authorization_url=pending.authorization_url,
+            state=pending.oauth_state,
+            code_challenge=challenge,
+            from_participant_id=requester,
+            client_id=client.client_id,
+            scopes=pending.scopes,
+            redirect_uri=redirect_uri,
+            expires_at=pending.deadline,
+        )
+        target_participant.changed()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(outcome), timeout)
+        except asyncio.TimeoutError:
+            # The wait is over; end the request as of its deadline. If it is
+            # exchanging, the exchange's outcome still arrives below.
+            self.registry.expire_due(max(self.clock(), pending.deadline))
+            if not outcome.done():
+                result = await outcome
+            else:
+                result = outcome.result()
+        except asyncio.CancelledError:
+            if pending.request_id in self.registry:
+                self.registry.cancel(pending.request_id)
+            raise
+        return _token_from(result)
+
+    async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
+        """``by`` answers ``request_id`` with a code: redeem it, store the credential."""
+        participant = self.participant(by)
+        authorize(
+            check_answer_prompt(participant.grant),
+            sink=self.audit,
+            action="oauth.provide",
+            room=self.room,
+            actor=by,
+            at=self.clock(),
+            details=(("request_id", request_id),),
+        )
+        if not isinstance(code, str) or not code:
+            raise InvalidInput("code must be a non-empty string")
+        pending = self.registry.provide(request_id, by=by, state=state)
+        try:
+            client = ClientCredentials(
+                client_id=pending.client_id, client_secret=pending.client_secret
+            )
+            tokens = await self.token_endpoint.redeem_code(
+                token_endpoint=pending.token_endpoint,
+                client=client,
+                code=code,
+                redirect_uri=pending.redirect_uri,
+                code_verifier=pending.code_verifier,
+                requested_scopes=pending.scopes,
+            )
+            credential = StoredCredential(
+                tokens=tokens,
+                client_id=pending.client_id,
+                authorization_endpoint=pending.authorization_endpoint,
+                token_endpoint=pending.token_endpoint,
+            )
+            key = self.credential_key(
+                owner=pending.target,
+                requester=pending.requester,
+                client_id=pending.client_id,
+                token_endpoint=pending.token_endpoint,
+            )
+            await self.store.put(
+                key, type=OAUTH_TOKEN_TYPE, name=credential.display_name, data=credential.to_json()
+            )
+        except RoomSecretsError as exc:
+            self.registry.exchange_failed(request_id, exc)
+            raise
+        except BaseException:
+            # Cancelled or a bug: the requester must not wait for an exchange
+            # that will never finish.
+            self.registry.exchange_failed(
+                request_id, RequestCancelled("the exchange was interrupted")
+            )
+            raise
+        self.registry.exchange_succeeded(request_id, tokens)
+        self.audit(
+            AuditEvent(
+                action="credential.stored",
+                room=self.room,
+                actor=by,
+                outcome="ok",
+                reason="authorization code redeemed",
+                at=self.clock(),
+                details=(("requester", pending.requester), ("secret_id", key.secret_id)),
+            )
+        )
+
+    def reject(self, *, by: str, request_id: str, error: str) -> None:
+        """``by`` refuses ``request_id``; the requester gets :class:`~.errors.RequestRejected`."""
+        participant = self.participant(by)
+        authorize(
+            check_answer_prompt(participant.grant),
+            sink=self.audit,
+            action="oauth.reject",
+            room=self.room,
+            actor=by,
+            at=self.clock(),
+            details=(("request_id", request_id),),
+        )
+        self.registry.reject(request_id, by=by, error=error)
+
+    async def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
+        """Every open prompt addressed to ``participant_id``, each once, as they come."""
+        participant = self.participant(participant_id)
+        seen: set[str] = set()
+        loop = asyncio.get_running_loop()
+        while not participant.closed:
+            fresh = [p for rid, p in participant.prompts.items() if rid not in seen]
+            if not fresh:
+                watcher: asyncio.Future[None] = loop.create_future()
+                participant.watchers.append(watcher)
+                await watcher
+                continue
+            for prompt in fresh:
+                seen.add(prompt.request_id)
+                # It may have ended while we yielded the previous one.
+                if prompt.request_id in participant.prompts:
+                    yield prompt
+            # Forget ids that ended, so ``seen`` stays as small as the open set.
+            seen &= participant.prompts.keys()
+
+
+def _token_from(result: Outcome[TokenSet]) -> str:
+    if isinstance(result, Completed):
+        return result.result.access_token
+    if isinstance(result, Failed):
+        raise result.error
+    if isinstance(result, Rejected):
+        raise RequestRejected(result.error)
+    if isinstance(result, Expired):
+        raise RequestTimedOut("nobody answered the authorization request in time")
+    if isinstance(result, Cancelled):
+        raise RequestCancelled(result.reason)
+    raise AssertionError(f"unknown outcome {result!r}")  # pragma: no cover

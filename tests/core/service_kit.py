@@ -1,0 +1,80 @@
+"""Shared pieces of the service tests: a fake provider, a room, a person who approves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+from roomsecrets.core.audit import RecordingAuditSink
+from roomsecrets.core.grants import SecretsGrant
+from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.service import OAuthPrompt, SecretsService
+from tests.support.fake_provider import FakeProvider
+from tests.support.headless_person import approve
+
+CLIENT_ID = "mailbot-app"
+REDIRECT_URI = "https://app.example.com/oauth/callback"
+
+
+class Clock:
+    """The service's clock, moved by the test (the provider keeps real time)."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextlib.contextmanager
+def running_provider(**client: object) -> Iterator[FakeProvider]:
+    with FakeProvider() as provider:
+        provider.register_client(CLIENT_ID, redirect_uris=[REDIRECT_URI], **client)  # type: ignore[arg-type]
+        yield provider
+
+
+def make_service(store=None, **kw):
+    kw.setdefault("clock", Clock())
+    kw.setdefault("audit", RecordingAuditSink())
+    kw.setdefault("retry", RetryPolicy(base_delay=0.01, max_delay=0.05))
+    return SecretsService(store=store or MemoryStore(), room="myroom", **kw)
+
+
+def oauth_args(provider: FakeProvider, **kw: object) -> dict[str, object]:
+    args: dict[str, object] = dict(
+        client_id=CLIENT_ID,
+        authorization_endpoint=provider.authorization_endpoint,
+        token_endpoint=provider.token_endpoint,
+        scopes=["mail.read"],
+    )
+    args.update(kw)
+    return args
+
+
+async def next_prompt(person, timeout: float = 10) -> OAuthPrompt:
+    prompts: AsyncIterator[OAuthPrompt] = person.oauth_prompts()
+    try:
+        return await asyncio.wait_for(prompts.__anext__(), timeout)
+    finally:
+        await prompts.aclose()  # type: ignore[attr-defined]
+
+
+async def approve_next(person, *, with_state: bool = True) -> OAuthPrompt:
+    """Play the person: take the next prompt, approve at the provider, answer with the code."""
+    prompt = await next_prompt(person)
+    code, state = await asyncio.to_thread(approve, prompt.authorization_url)
+    await person.provide_oauth_authorization(
+        request_id=prompt.request_id, code=code, state=state if with_state else None
+    )
+    return prompt
+
+
+def room(service: SecretsService, grant: SecretsGrant | None = None):
+    agent = service.connect("agent-1", name="mailbot", grant=grant or SecretsGrant.allow_all())
+    alice = service.connect("alice", name="Alice")
+    return agent, alice
