@@ -50,6 +50,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Optional, Union
 
+from tests.support import leak_watch
+
 __all__ = ["AUTH_METHODS", "CannedResponse", "FakeProvider", "TokenQuirk"]
 
 #: Client authentication methods a client can be registered with (RFC 7591 §2 names).
@@ -382,6 +384,7 @@ class FakeProvider:
                 raise ValueError(
                     "redirect URIs are absolute and have no fragment (RFC 6749 §3.1.2)"
                 )
+        leak_watch.remember_secret(client_secret)
         with self._lock:
             self._clients[client_id] = _Client(
                 client_id=client_id,
@@ -498,6 +501,7 @@ class FakeProvider:
             else:
                 return _page(400, "invalid_request: redirect_uri is not registered")
             state = params.get("state")
+            leak_watch.remember_secret(state)
             try:
                 scope, challenge = self._check_authorization(client, params, repeated)
             except _OAuthFailure as failure:
@@ -516,6 +520,7 @@ class FakeProvider:
                     state=state,
                 )
             code = "ac_" + secrets.token_urlsafe(32)
+            leak_watch.remember_secret(code)
             self._codes[code] = _Code(
                 client_id=client.client_id,
                 grant_scope=scope,
@@ -672,6 +677,7 @@ class FakeProvider:
         if (code.redirect_uri_sent or sent_uri is not None) and sent_uri != code.redirect_uri:
             raise _OAuthFailure("invalid_grant", "redirect_uri does not match")  # §4.1.3
         verifier = params.get("code_verifier")
+        leak_watch.remember_secret(verifier)
         if code.challenge is None:
             if verifier is not None:
                 # RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
@@ -715,6 +721,7 @@ class FakeProvider:
     ) -> dict[str, object]:
         lifetime = self.access_token_lifetime
         access = "at_" + secrets.token_urlsafe(32)
+        leak_watch.remember_secret(access)
         self._access[access] = _AccessToken(grant, scope, time.time() + lifetime)
         payload: dict[str, object] = {
             "access_token": access,
@@ -723,6 +730,7 @@ class FakeProvider:
         }
         if with_refresh:
             refresh = "rt_" + secrets.token_urlsafe(32)
+            leak_watch.remember_secret(refresh)
             self._refresh[refresh] = _RefreshToken(grant)
             payload["refresh_token"] = refresh
         if scope:
