@@ -16,10 +16,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     secrets, outputs = leak_watch.counts()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
-        reporter.write_line(
+        reporter.write_sep(
+            "-",
             f"secret leak scan: {secrets} secret values against {outputs} log records, "
-            f"exception messages, audit events and reprs: {len(leaks)} leaks"
+            f"exception messages, audit events and reprs: {len(leaks)} leaks",
         )
         for leak in leaks[:20]:
             reporter.write_line("  LEAK " + leak, red=True)

@@ -10,13 +10,37 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Optional
 
 from .credentials import OAUTH_TOKEN_TYPE
-from .errors import InvalidInput
+from .errors import InvalidInput, ParticipantNotConnected
 from .grants import authorize, check_manage_own_secrets
 from .ports import SecretKey
 from .token_request import ClientCredentials
 
 if TYPE_CHECKING:
-    from .service import OAuthPrompt, SecretInfo, SecretsService
+    from .service import OAuthPrompt, SecretInfo, SecretsService, _Participant
+
+#: Bounds on caller-supplied values: far above any real provider's, low enough
+#: that one call cannot make the service hold megabytes.
+MAX_SCOPES = 100
+MAX_SCOPE_LENGTH = 256
+
+
+def scope_tuple(scopes: object) -> tuple[str, ...]:
+    """Caller scopes as a tuple, read once: None or a list/tuple of strings.
+
+    Reading once matters: a generator would otherwise be consumed by the first
+    check and look empty to the next (the grant would be checked against no
+    scopes at all). Each scope is validated later (RFC 6749 §3.3).
+    """
+    if scopes is None:
+        return ()
+    if not isinstance(scopes, (list, tuple)):
+        raise InvalidInput("scopes must be a list of strings or None")
+    if len(scopes) > MAX_SCOPES:
+        raise InvalidInput(f"at most {MAX_SCOPES} scopes may be requested")
+    for scope in scopes:
+        if not isinstance(scope, str) or len(scope) > MAX_SCOPE_LENGTH:
+            raise InvalidInput(f"each scope must be a string of at most {MAX_SCOPE_LENGTH} chars")
+    return tuple(scopes)
 
 __all__ = ["SecretsClient"]
 
@@ -29,9 +53,16 @@ class SecretsClient:
     Get one from ``service.connect(participant_id, ...)``; ``close()`` leaves the room.
     """
 
-    def __init__(self, service: SecretsService, participant_id: str) -> None:
+    def __init__(self, service: SecretsService, participant: _Participant) -> None:
         self._service = service
-        self.participant_id = participant_id
+        self._participant = participant
+        self.participant_id = participant.participant_id
+
+    def _check_connected(self) -> None:
+        """Raise unless this very client is still connected (a later ``connect`` of the
+        same id, with another grant, does not revive an old handle)."""
+        if self._service.participant(self.participant_id) is not self._participant:
+            raise ParticipantNotConnected("this client has left the room")
 
     def __repr__(self) -> str:
         return f"SecretsClient(participant_id={self.participant_id!r}, room={self._service.room!r})"
@@ -39,7 +70,9 @@ class SecretsClient:
     async def close(self) -> None:
         """Leave the room. Pending requests this participant made or was asked end at once
         (:class:`~.errors.RequestCancelled`); ``oauth_prompts()`` iterators stop."""
-        self._service.disconnect(self.participant_id)
+        if self._service.is_connected(self.participant_id):
+            self._check_connected()
+            self._service.disconnect(self.participant_id)
 
     async def __aenter__(self) -> SecretsClient:
         return self
@@ -74,6 +107,8 @@ class SecretsClient:
         RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
         an OAuthError from the provider, ProviderError (retryable), InvalidInput.
         """
+        self._check_connected()
+        scopes = scope_tuple(scopes)
         service = self._service
         service.check_oauth(
             requester=self.participant_id,
@@ -85,7 +120,6 @@ class SecretsClient:
             scopes=scopes,
         )
         client = ClientCredentials(client_id=client_id, client_secret=client_secret)
-        scopes = tuple(scopes or ())
         key = service.credential_key(
             owner=from_participant_id,
             requester=self.participant_id,
@@ -138,6 +172,8 @@ class SecretsClient:
         owner = delegated_by if delegated_by is not None else participant_name
         if owner is None:
             raise InvalidInput("delegated_by (or participant_name) is required")
+        self._check_connected()
+        scopes = scope_tuple(scopes)
         service = self._service
         service.check_oauth(
             requester=self.participant_id,
@@ -158,7 +194,7 @@ class SecretsClient:
             key,
             client=ClientCredentials(client_id=client_id, client_secret=client_secret),
             token_endpoint=token_endpoint,
-            scopes=tuple(scopes or ()),
+            scopes=scopes,
         )
 
     async def provide_oauth_authorization(
@@ -180,6 +216,7 @@ class SecretsClient:
 
     async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None:
         """Refuse a prompt addressed to us; the requester gets RequestRejected(error)."""
+        self._check_connected()
         self._service.reject(by=self.participant_id, request_id=request_id, error=error)
 
     def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
@@ -189,11 +226,13 @@ class SecretsClient:
             async for prompt in alice.oauth_prompts():
                 show(prompt.authorization_url)
         """
+        self._check_connected()
         return self._service.prompts(self.participant_id)
 
     # --- our own secrets -----------------------------------------------------------
 
     def _own_key(self, secret_id: str, delegated_to: Optional[str]) -> SecretKey:
+        self._check_connected()
         service = self._service
         participant = service.participant(self.participant_id)
         if not isinstance(secret_id, str) or not secret_id:
@@ -220,6 +259,7 @@ class SecretsClient:
         """Our own secrets in this room, OAuth credentials included."""
         from .service import SecretInfo
 
+        self._check_connected()
         service = self._service
         participant = service.participant(self.participant_id)
         authorize(

@@ -18,6 +18,7 @@ from typing import ClassVar, Optional
 __all__ = [
     "AccessDenied",
     "ConfigurationError",
+    "ConnectError",
     "GrantDenied",
     "IllegalTransition",
     "InsecureEndpointError",
@@ -399,6 +400,15 @@ class TransportError(ProviderError):
     """The network failed: connection refused, reset, DNS, TLS."""
 
     code = "transport_error"
+
+
+class ConnectError(TransportError):
+    """The connection failed before the request was sent (refused, DNS, TLS certificate).
+
+    The provider cannot have acted on the request, so it is always safe to retry.
+    """
+
+    code = "connect_error"
 
 
 class ProviderTimeout(TransportError):

@@ -3,31 +3,38 @@
 N concurrent callers wanting the same expired credential cause one
 token-endpoint POST:
 
-* In one process, callers queue on a per-credential ``asyncio.Lock``; whoever
-  gets it second re-reads the store and finds the fresh token.
-* Across processes sharing a store, the refresh runs under a store lease. After
-  taking the lease we re-read the credential, because another process may have
-  refreshed it while we waited; a process that cannot get the lease polls the
-  store until the credential is fresh or the lease frees up.
+* In one process, the refresh of a credential is one task owned by the
+  refresher; every caller awaits it through ``asyncio.shield``. A caller that
+  gives up (cancelled, timed out) never aborts a POST the provider may already
+  have acted on: the task still saves the rotated refresh token.
+* Across processes sharing a store, the task refreshes under a store lease,
+  renewed in the background while the POST runs so a slow provider cannot
+  outlive it. After taking the lease it re-reads the credential, because
+  another process may have refreshed it meanwhile; a process that cannot get
+  the lease polls the store until the credential is fresh or the lease frees.
 
-The rotated refresh token is saved before the access token is returned, so a
-crash after the POST never leaves only the dead old refresh token behind.
-``invalid_grant`` means the grant is gone: the credential is deleted, so the
-next ``request_oauth_token`` prompts again and ``get_offline_oauth_token``
-returns None. ``invalid_client`` is configuration: nothing is deleted.
+The rotated refresh token is saved (compare-and-swap on the version read
+under the lease) before any caller gets the access token. If the write
+conflicts, someone deleted the credential or stored a newer approval while we
+refreshed: the store wins and our tokens are dropped, so a person's delete is
+never undone. ``invalid_grant`` means the grant is gone: the credential is
+deleted, so the next ``request_oauth_token`` prompts again and
+``get_offline_oauth_token`` returns None. ``invalid_client`` is
+configuration: nothing is deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Callable, Optional, Union
 
 from .audit import AuditEvent, AuditSink
 from .credentials import OAUTH_TOKEN_TYPE, StoredCredential
-from .errors import InvalidGrant, InvalidInput, RefreshBusy, VersionConflict
+from .errors import InvalidGrant, InvalidInput, LeaseLost, RefreshBusy, VersionConflict
 from .ports import Clock, Lease, SecretKey, SecretRecord, SecretStore
 from .token_endpoint import TokenEndpointClient
 from .token_request import ClientCredentials
@@ -78,8 +85,8 @@ class CredentialRefresher:
         # last decode per key, valid while the store returns the same version
         # and bytes (a different process's write changes both).
         self._decoded: dict[SecretKey, tuple[int, bytes, StoredCredential]] = {}
-        self._locks: dict[SecretKey, asyncio.Lock] = {}
-        self._lock_users: dict[SecretKey, int] = {}
+        # The one refresh in flight per credential in this process.
+        self._inflight: dict[SecretKey, asyncio.Future[None]] = {}
 
     async def load(
         self, key: SecretKey
@@ -115,22 +122,30 @@ class CredentialRefresher:
         do not cover ``scopes``, it cannot be refreshed, or the provider said
         ``invalid_grant``. Other provider errors propagate (typed).
         """
+        # Two rounds: join (or start) a refresh, then look again. A token that
+        # still needs a refresh right after one is not usable.
+        for _ in range(2):
+            _, cred = await self.load(key)
+            verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
+            if not isinstance(verdict, _NeedsRefresh):
+                return verdict
+            task = self._inflight.get(key)
+            if task is None:
+                task = asyncio.ensure_future(
+                    self._refresh_across_processes(key, client, token_endpoint)
+                )
+                self._inflight[key] = task
+                task.add_done_callback(functools.partial(self._forget, key))
+            await asyncio.shield(task)
         _, cred = await self.load(key)
         verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
-        if not isinstance(verdict, _NeedsRefresh):
-            return verdict
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        self._lock_users[key] = self._lock_users.get(key, 0) + 1
-        try:
-            async with lock:
-                return await self._refresh_across_processes(key, client, token_endpoint, scopes)
-        finally:
-            self._lock_users[key] -= 1
-            if not self._lock_users[key]:
-                del self._lock_users[key]
-                del self._locks[key]
+        return None if isinstance(verdict, _NeedsRefresh) else verdict
+
+    def _forget(self, key: SecretKey, task: asyncio.Future[None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every caller may have given up
 
     def _usable(
         self,
@@ -148,60 +163,56 @@ class CredentialRefresher:
             return cred.tokens.access_token
         return _REFRESH if cred.tokens.refresh_token is not None else None
 
+    def _due(self, cred: Optional[StoredCredential], client_id: str, token_endpoint: str) -> bool:
+        """True while the credential still needs (and can get) a refresh."""
+        return isinstance(self._usable(cred, client_id, token_endpoint, None), _NeedsRefresh)
+
     async def _refresh_across_processes(
-        self,
-        key: SecretKey,
-        client: ClientCredentials,
-        token_endpoint: str,
-        scopes: Optional[Sequence[str]],
-    ) -> Optional[str]:
+        self, key: SecretKey, client: ClientCredentials, token_endpoint: str
+    ) -> None:
         lease_name = f"refresh/{key.room}/{key.owner}/{key.secret_id}/{key.delegated_to or ''}"
         give_up_at = self._monotonic() + self._lease_wait
         while True:
-            # Re-read: the previous lock holder, or another process, may have refreshed.
+            # Re-read: another process may have refreshed while we waited.
             _, cred = await self.load(key)
-            verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
-            if not isinstance(verdict, _NeedsRefresh):
-                return verdict
+            if not self._due(cred, client.client_id, token_endpoint):
+                return
             lease = await self._store.acquire_lease(
                 lease_name, holder=self._holder, ttl=self._lease_ttl
             )
             if lease is not None:
                 try:
-                    return await self._refresh_under_lease(
-                        key, lease, client, token_endpoint, scopes
-                    )
+                    await self._refresh_under_lease(key, lease, client, token_endpoint)
+                    return
                 finally:
                     await self._store.release_lease(lease)
             if self._monotonic() >= give_up_at:
                 raise RefreshBusy("another process has been refreshing this credential too long")
             await self._sleep(self._lease_poll)
 
+    async def _keep_lease(self, lease: Lease) -> None:
+        """Renew ``lease`` every third of its TTL until cancelled (real time, not the
+        injected sleep: the lease must outlive a POST however tests pace retries)."""
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                lease = await self._store.renew_lease(lease, ttl=self._lease_ttl)
+            except LeaseLost:
+                return  # nothing safe to do mid-POST; the CAS write below still guards
+
     async def _refresh_under_lease(
-        self,
-        key: SecretKey,
-        lease: Lease,
-        client: ClientCredentials,
-        token_endpoint: str,
-        scopes: Optional[Sequence[str]],
-    ) -> Optional[str]:
+        self, key: SecretKey, lease: Lease, client: ClientCredentials, token_endpoint: str
+    ) -> None:
         # Re-read after taking the lease: another process may have refreshed
         # between our last read and the lease.
         record, cred = await self.load(key)
-        verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
-        if not isinstance(verdict, _NeedsRefresh):
-            return verdict
+        if not self._due(cred, client.client_id, token_endpoint):
+            return
         assert record is not None and cred is not None
-
-        async def renew() -> None:
-            await self._store.renew_lease(lease, ttl=self._lease_ttl)
-
+        keeper = asyncio.ensure_future(self._keep_lease(lease))
         try:
             tokens = await self._endpoint.refresh(
-                token_endpoint=token_endpoint,
-                client=client,
-                tokens=cred.tokens,
-                before_retry=renew,
+                token_endpoint=token_endpoint, client=client, tokens=cred.tokens
             )
         except InvalidGrant as exc:
             # RFC 6749 §5.2: the refresh token is invalid, expired or revoked.
@@ -210,23 +221,25 @@ class CredentialRefresher:
             with contextlib.suppress(VersionConflict):
                 await self._store.delete(key, expected_version=record.version)
             self._event(key, "credential.dropped", "error", exc.code)
-            return None
-        data = cred.with_tokens(tokens).to_json()
+            return
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         try:
             await self._store.put(
                 key,
                 type=OAUTH_TOKEN_TYPE,
                 name=record.name,
-                data=data,
+                data=cred.with_tokens(tokens).to_json(),
                 expected_version=record.version,
             )
         except VersionConflict:
-            # Our lease expired mid-refresh and someone wrote meanwhile. These
-            # tokens are the provider's newest (it rotated on our POST), and a
-            # lost rotated refresh token would lose the grant: keep ours.
-            await self._store.put(key, type=OAUTH_TOKEN_TYPE, name=record.name, data=data)
+            # Deleted by the person, or replaced by a newer approval, while we
+            # refreshed: the store wins.
+            self._event(key, "credential.refresh_discarded", "error", "version_conflict")
+            return
         self._event(key, "credential.refreshed", "ok", "refreshed")
-        return tokens.access_token
 
     def _event(self, key: SecretKey, action: str, outcome: str, reason: str) -> None:
         self._audit(

@@ -10,25 +10,25 @@ Token-endpoint calls are not idempotent: an authorization code is single-use
 (RFC 6749 §4.1.2) and a rotating provider revokes the whole grant when a used
 refresh token comes back (RFC 6749 §10.4, OAuth 2.0 Security BCP §4.14.2). So
 we retry only failures that show the provider did not act on the request:
-HTTP 5xx/429 without a token, ``server_error``/``temporarily_unavailable``,
-and network errors other than a timeout. A timeout or an unparsable 200 may
-hide a refresh the provider already performed; retrying it could replay the
-old refresh token and lose the grant, so those fail the call instead.
+
+* a connection that failed before the request was sent (:class:`ConnectError`);
+* HTTP 429 (RFC 6585 §4) and 503 (RFC 9110 §15.6.4), which say the server
+  refused the request, and the authorization server's own
+  ``temporarily_unavailable``.
+
+Everything else fails the call: a timeout, a reset connection, a 500, 502 or
+504 (a gateway may have passed the request on before failing), an unparsable
+200. Each may hide a refresh the provider already performed; replaying the old
+refresh token would then make it revoke the whole grant.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Callable, Optional
 
-from .errors import (
-    InvalidInput,
-    ProviderTimeout,
-    ProviderUnavailable,
-    ServerError,
-    TemporarilyUnavailable,
-    TransportError,
-)
+from .errors import ConnectError, InvalidInput, ProviderUnavailable, TemporarilyUnavailable
 from .values import frozen_value
 
 __all__ = ["RetryPolicy"]
@@ -48,8 +48,9 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if type(self.attempts) is not int or self.attempts < 1:
             raise InvalidInput("RetryPolicy.attempts must be an int >= 1")
-        if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
-            raise InvalidInput("RetryPolicy delays must not be negative")
+        for delay in (self.base_delay, self.max_delay, self.max_retry_after):
+            if not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
+                raise InvalidInput("RetryPolicy delays must be finite numbers >= 0")
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """True when ``error`` on try number ``attempt`` (0-based) deserves another try.
@@ -60,9 +61,9 @@ class RetryPolicy:
         """
         if attempt + 1 >= self.attempts:
             return False
-        not_acted_on = isinstance(
-            error, (ProviderUnavailable, ServerError, TemporarilyUnavailable)
-        ) or (isinstance(error, TransportError) and not isinstance(error, ProviderTimeout))
+        not_acted_on = isinstance(error, (ConnectError, TemporarilyUnavailable)) or (
+            isinstance(error, ProviderUnavailable) and error.status in (429, 503)
+        )
         if not not_acted_on:
             return False
         retry_after = getattr(error, "retry_after", None)

@@ -10,6 +10,7 @@ responses) decide; this layer does the awaiting, through injected ports.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -41,6 +42,7 @@ from .pending_registry import (
     Failed,
     Outcome,
     PendingRegistry,
+    PendingRequest,
     Rejected,
 )
 from .pkce import generate_pkce_pair
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
 
 _MAX_REMEMBERED_DECISIONS = 1024
+_MAX_ID_LENGTH = 256
+_MAX_URL_LENGTH = 2048
 
 
 @frozen_value
@@ -214,16 +218,19 @@ class SecretsService:
         """
         from .client import SecretsClient
 
-        if not isinstance(participant_id, str) or not participant_id:
-            raise InvalidInput("participant_id must be a non-empty string")
+        if not isinstance(participant_id, str) or not 0 < len(participant_id) <= _MAX_ID_LENGTH:
+            raise InvalidInput(f"participant_id must be a string of 1-{_MAX_ID_LENGTH} chars")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput("name must be a string or None")
         if participant_id in self._participants:
             raise InvalidInput(f"participant {participant_id!r} is already connected")
         if grant is None:
             grant = SecretsGrant()
         if not isinstance(grant, SecretsGrant):
             raise InvalidInput("grant must be a SecretsGrant")
-        self._participants[participant_id] = _Participant(participant_id, name, grant)
-        return SecretsClient(self, participant_id)
+        participant = _Participant(participant_id, name, grant)
+        self._participants[participant_id] = participant
+        return SecretsClient(self, participant)
 
     def is_connected(self, participant_id: str) -> bool:
         """True while ``participant_id`` is connected."""
@@ -276,6 +283,15 @@ class SecretsService:
         the audit event is still sent on every call.
         """
         grant = self.participant(requester).grant
+        for what, value, limit in (
+            ("from participant", target, _MAX_ID_LENGTH),
+            ("client_id", client_id, _MAX_ID_LENGTH),
+            ("authorization_endpoint", authorization_endpoint, _MAX_URL_LENGTH),
+            ("token_endpoint", token_endpoint, _MAX_URL_LENGTH),
+        ):
+            # Exact str and bounded before the memo: nothing odd or huge is kept.
+            if type(value) is not str or not 0 < len(value) <= limit:
+                raise InvalidInput(f"{what} must be a string of 1-{limit} characters")
         memo_key: object = None
         decision: Optional[GrantDecision] = None
         try:
@@ -358,8 +374,18 @@ class SecretsService:
     ) -> str:
         """Prompt ``target``, wait for the answer, return the access token (see the client)."""
         check_redirect_uri(redirect_uri)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise InvalidInput("timeout must be a positive number of seconds")
+        if type(no_pkce) is not bool:
+            # SPEC: no_pkce=True is the only way to turn PKCE off; "false" is not.
+            raise InvalidInput("no_pkce must be True or False")
+        # The requester may have left while we looked for a stored credential.
+        self.participant(requester)
         target_participant = self.participant(target)
         verifier: Optional[str] = None
         challenge: Optional[str] = None
@@ -439,44 +465,59 @@ class SecretsService:
         if not isinstance(code, str) or not code:
             raise InvalidInput("code must be a non-empty string")
         pending = self.registry.provide(request_id, by=by, state=state)
+        # Answered: the prompt leaves the person's list now, not when the exchange ends.
+        participant.prompts.pop(request_id, None)
+        participant.changed()
+        # The exchange runs as its own task: if the caller gives up (cancelled,
+        # disconnected), the code is already on its way to the provider and
+        # the requester must still get the outcome.
+        exchange = asyncio.ensure_future(self._exchange(pending, code, by))
+        exchange.add_done_callback(_retrieve_exception)
+        await asyncio.shield(exchange)
+
+    async def _exchange(self, pending: PendingRequest, code: str, by: str) -> None:
+        request_id = pending.request_id
         try:
-            client = ClientCredentials(
-                client_id=pending.client_id, client_secret=pending.client_secret
-            )
             tokens = await self.token_endpoint.redeem_code(
                 token_endpoint=pending.token_endpoint,
-                client=client,
+                client=ClientCredentials(
+                    client_id=pending.client_id, client_secret=pending.client_secret
+                ),
                 code=code,
                 redirect_uri=pending.redirect_uri,
                 code_verifier=pending.code_verifier,
                 requested_scopes=pending.scopes,
             )
-            credential = StoredCredential(
-                tokens=tokens,
-                client_id=pending.client_id,
-                authorization_endpoint=pending.authorization_endpoint,
-                token_endpoint=pending.token_endpoint,
-            )
-            key = self.credential_key(
-                owner=pending.target,
-                requester=pending.requester,
-                client_id=pending.client_id,
-                token_endpoint=pending.token_endpoint,
-            )
-            await self.store.put(
-                key, type=OAUTH_TOKEN_TYPE, name=credential.display_name, data=credential.to_json()
-            )
         except RoomSecretsError as exc:
             self.registry.exchange_failed(request_id, exc)
             raise
         except BaseException:
-            # Cancelled or a bug: the requester must not wait for an exchange
-            # that will never finish.
+            # A bug: the requester must not wait for an exchange that will never end.
             self.registry.exchange_failed(
-                request_id, RequestCancelled("the exchange was interrupted")
+                request_id, RequestCancelled("the exchange failed unexpectedly")
             )
             raise
-        self.registry.exchange_succeeded(request_id, tokens)
+        credential = StoredCredential(
+            tokens=tokens,
+            client_id=pending.client_id,
+            authorization_endpoint=pending.authorization_endpoint,
+            token_endpoint=pending.token_endpoint,
+        )
+        key = self.credential_key(
+            owner=pending.target,
+            requester=pending.requester,
+            client_id=pending.client_id,
+            token_endpoint=pending.token_endpoint,
+        )
+        try:
+            await self.store.put(
+                key, type=OAUTH_TOKEN_TYPE, name=credential.display_name, data=credential.to_json()
+            )
+        finally:
+            # The token is valid whether or not it could be saved: the requester
+            # gets it; a failed save reaches the person answering (and the next
+            # request prompts again).
+            self.registry.exchange_succeeded(request_id, tokens)
         self.audit(
             AuditEvent(
                 action="credential.stored",
@@ -503,25 +544,44 @@ class SecretsService:
         )
         self.registry.reject(request_id, by=by, error=error)
 
-    async def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
-        """Every open prompt addressed to ``participant_id``, each once, as they come."""
-        participant = self.participant(participant_id)
-        seen: set[str] = set()
-        loop = asyncio.get_running_loop()
-        while not participant.closed:
-            fresh = [p for rid, p in participant.prompts.items() if rid not in seen]
-            if not fresh:
-                watcher: asyncio.Future[None] = loop.create_future()
-                participant.watchers.append(watcher)
+    def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
+        """Every open prompt addressed to ``participant_id``, each once, as they come.
+
+        Raises ParticipantNotConnected at once (not on first iteration) if the
+        participant is not connected; the iterator ends when it leaves.
+        """
+        return _prompt_stream(self.participant(participant_id))
+
+
+async def _prompt_stream(participant: _Participant) -> AsyncIterator[OAuthPrompt]:
+    seen: set[str] = set()
+    loop = asyncio.get_running_loop()
+    while not participant.closed:
+        fresh = [p for rid, p in participant.prompts.items() if rid not in seen]
+        if not fresh:
+            watcher: asyncio.Future[None] = loop.create_future()
+            participant.watchers.append(watcher)
+            try:
                 await watcher
-                continue
-            for prompt in fresh:
-                seen.add(prompt.request_id)
-                # It may have ended while we yielded the previous one.
-                if prompt.request_id in participant.prompts:
-                    yield prompt
-            # Forget ids that ended, so ``seen`` stays as small as the open set.
-            seen &= participant.prompts.keys()
+            finally:
+                # A caller that stops waiting (timeout, cancel) leaves no future behind.
+                if watcher in participant.watchers:
+                    participant.watchers.remove(watcher)
+            continue
+        for prompt in fresh:
+            seen.add(prompt.request_id)
+            # It may have ended while we yielded the previous one.
+            if prompt.request_id in participant.prompts:
+                yield prompt
+        # Forget ids that ended, so ``seen`` stays as small as the open set.
+        seen &= participant.prompts.keys()
+
+
+def _retrieve_exception(task: asyncio.Future[None]) -> None:
+    # Marks the exception seen when the awaiting caller gave up; the requester
+    # got the outcome through the registry either way.
+    if not task.cancelled():
+        task.exception()
 
 
 def _token_from(result: Outcome[TokenSet]) -> str:

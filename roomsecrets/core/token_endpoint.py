@@ -29,7 +29,6 @@ __all__ = ["TokenEndpointClient"]
 class TokenEndpointClient:
     """Redeems codes and refresh tokens; returns :class:`TokenSet` or raises typed errors.
 
-    ``before_retry`` runs before each retry (the refresher renews its lease there).
     """
 
     def __init__(
@@ -80,7 +79,6 @@ class TokenEndpointClient:
         token_endpoint: str,
         client: ClientCredentials,
         tokens: TokenSet,
-        before_retry: Optional[Callable[[], Awaitable[None]]] = None,
     ) -> TokenSet:
         """Use ``tokens.refresh_token`` for new tokens (RFC 6749 §6); keeps the
         old refresh token when the provider sends none."""
@@ -95,7 +93,6 @@ class TokenEndpointClient:
             request,
             requested_scopes=tokens.scopes,
             previous_refresh_token=tokens.refresh_token,
-            before_retry=before_retry,
         )
 
     async def _send(
@@ -104,7 +101,6 @@ class TokenEndpointClient:
         *,
         requested_scopes: Sequence[str],
         previous_refresh_token: Optional[str] = None,
-        before_retry: Optional[Callable[[], Awaitable[None]]] = None,
     ) -> TokenSet:
         attempt = 0
         while True:
@@ -125,6 +121,4 @@ class TokenEndpointClient:
                 if not self._retry.should_retry(exc, attempt):
                     raise
                 await self._sleep(self._retry.delay(exc, attempt, self._uniform))
-                if before_retry is not None:
-                    await before_retry()
                 attempt += 1

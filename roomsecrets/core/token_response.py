@@ -48,6 +48,9 @@ DEFAULT_LIFETIME = 3600.0
 #: this is refused unparsed.
 MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 
+#: Longer ``expires_in`` values are treated as missing (they are not real lifetimes).
+_MAX_LIFETIME = 1e9
+
 _KNOWN_FIELDS = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
@@ -165,8 +168,11 @@ def _parse_expires_in(value: object) -> Optional[float]:
             value = float(value.strip())
         except ValueError:
             return None
-    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
-        return float(value)
+    if isinstance(value, int):
+        # Python ints are unbounded; float() of 10**400 overflows. Cap at ~31 years.
+        return float(value) if 0 <= value <= _MAX_LIFETIME else None
+    if isinstance(value, float) and math.isfinite(value) and 0 <= value <= _MAX_LIFETIME:
+        return value
     return None
 
 

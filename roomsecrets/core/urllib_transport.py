@@ -46,6 +46,7 @@ import urllib.request
 from typing import Any, Optional, Union
 
 from .errors import (
+    ConnectError,
     InvalidInput,
     ProviderTimeout,
     ResponseTooLarge,
@@ -368,13 +369,13 @@ def _network_error(what: str, reason: object) -> TransportError:
     if isinstance(reason, (socket.timeout, TimeoutError)):
         return ProviderTimeout(f"{what}: timed out")
     if isinstance(reason, ConnectionRefusedError):
-        return TransportError(f"{what}: connection refused")
+        return ConnectError(f"{what}: connection refused")
     if isinstance(reason, ssl.SSLCertVerificationError):
-        return TransportError(f"{what}: TLS certificate verification failed")
+        return ConnectError(f"{what}: TLS certificate verification failed")
     if isinstance(reason, ssl.SSLError):
         return TransportError(f"{what}: TLS failure ({type(reason).__name__})")
     if isinstance(reason, socket.gaierror):
-        return TransportError(f"{what}: name resolution failed")
+        return ConnectError(f"{what}: name resolution failed")
     if isinstance(reason, (ConnectionError, http.client.HTTPException)):
         return TransportError(f"{what}: connection failed ({type(reason).__name__})")
     if isinstance(reason, OSError):

@@ -4,23 +4,36 @@ from roomsecrets.core import errors
 from roomsecrets.core.retry import RetryPolicy
 
 
-def test_retries_only_retryable_errors_and_only_up_to_attempts():
+def unavailable(status, retry_after=None):
+    return errors.ProviderUnavailable("x", status=status, retry_after=retry_after)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [errors.ConnectError("refused"), unavailable(429), unavailable(503),
+     errors.TemporarilyUnavailable()],
+)
+def test_failures_the_provider_did_not_act_on_are_retried_up_to_attempts(error):
     policy = RetryPolicy(attempts=3)
-    unavailable = errors.ProviderUnavailable("x", status=503)
-    assert policy.should_retry(unavailable, 0)
-    assert policy.should_retry(unavailable, 1)
-    assert not policy.should_retry(unavailable, 2)
-    assert policy.should_retry(errors.TransportError("refused"), 0)
-    assert policy.should_retry(errors.ServerError(), 0)
-    assert policy.should_retry(errors.TemporarilyUnavailable(), 0)
-    assert not policy.should_retry(errors.InvalidGrant(), 0)
-    assert not policy.should_retry(errors.InvalidClient(), 0)
-    assert not policy.should_retry(ValueError("x"), 0)
+    assert policy.should_retry(error, 0)
+    assert policy.should_retry(error, 1)
+    assert not policy.should_retry(error, 2)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [errors.ProviderTimeout("t"), errors.TransportError("connection reset"),
+     unavailable(500), unavailable(502), unavailable(504), errors.ServerError(),
+     errors.ProviderResponseError("garbage 200"), errors.ResponseTooLarge("big"),
+     errors.InvalidGrant(), errors.InvalidClient(), ValueError("x")],
+)
+def test_ambiguous_or_final_failures_are_not_retried_because_they_may_hide_a_rotation(error):
+    assert not RetryPolicy(attempts=10).should_retry(error, 0)
 
 
 def test_delay_is_capped_exponential_with_full_jitter():
     policy = RetryPolicy(base_delay=1.0, max_delay=5.0)
-    err = errors.TransportError("x")
+    err = errors.ConnectError("x")
     bounds = []
     for attempt in range(6):
         policy.delay(err, attempt, uniform=lambda lo, hi: bounds.append((lo, hi)) or hi)
@@ -29,21 +42,13 @@ def test_delay_is_capped_exponential_with_full_jitter():
 
 def test_retry_after_overrides_the_draw_and_is_capped():
     policy = RetryPolicy(max_retry_after=10.0)
-    assert policy.delay(errors.ProviderUnavailable("x", retry_after=3.0), 0) == 3.0
-    too_long = errors.ProviderUnavailable("x", retry_after=60.0)
-    assert not policy.should_retry(too_long, 0)
-
-
-@pytest.mark.parametrize("kw", [{"attempts": 0}, {"attempts": 1.5}, {"base_delay": -1}])
-def test_invalid_policies_are_refused(kw):
-    with pytest.raises(errors.InvalidInput):
-        RetryPolicy(**kw)
+    assert policy.delay(unavailable(503, retry_after=3.0), 0) == 3.0
+    assert not policy.should_retry(unavailable(503, retry_after=60.0), 0)
 
 
 @pytest.mark.parametrize(
-    "error",
-    [errors.ProviderTimeout("t"), errors.ProviderResponseError("garbage 200"),
-     errors.ResponseTooLarge("big")],
+    "kw", [{"attempts": 0}, {"attempts": 1.5}, {"base_delay": -1}, {"max_delay": float("nan")}]
 )
-def test_ambiguous_failures_are_not_retried_because_they_may_hide_a_rotation(error):
-    assert not RetryPolicy(attempts=10).should_retry(error, 0)
+def test_invalid_policies_are_refused(kw):
+    with pytest.raises(errors.InvalidInput):
+        RetryPolicy(**kw)

@@ -368,7 +368,7 @@ def test_invalid_client_on_refresh_is_raised_and_removes_nothing():
     run(scenario())
 
 
-def test_refresh_retries_5xx_honouring_retry_after_then_succeeds():
+def test_refresh_retries_429_and_503_honouring_retry_after_then_succeeds():
     async def scenario():
         with running_provider() as provider:
             slept = []
@@ -380,7 +380,7 @@ def test_refresh_retries_5xx_honouring_retry_after_then_succeeds():
             agent, alice = room(service)
             await first_token(service, provider, agent, alice)
             provider.queue_token_responses(
-                CannedResponse.text("<html>502 Bad Gateway</html>", status=502),
+                CannedResponse.text("<html>429 Too Many Requests</html>", status=429),
                 CannedResponse.text("busy", status=503, headers=(("Retry-After", "2"),)),
             )
             service.clock.advance(3600)

@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import pytest
@@ -197,3 +198,49 @@ def test_error_description_is_sanitised_and_bounded():
 @pytest.mark.parametrize(("value", "seconds"), [(None, None), ("abc", None), ("0", 0.0), ("120", 120.0)])
 def test_parse_retry_after(value, seconds):
     assert parse_retry_after(value, NOW) == seconds
+
+
+@pytest.mark.parametrize("raw", [10**400, -(10**400), 10**12, "1e400"])
+def test_absurd_expires_in_falls_back_to_default_without_crashing(raw):
+    body = json.dumps({"access_token": "AT", "expires_in": raw}).encode()
+    assert parse(body, default_lifetime=50).expires_at == NOW + 50
+
+
+try:
+    from hypothesis import given
+    from hypothesis import strategies as st
+except ImportError:  # tests/core also runs with only pytest
+    given = None
+
+if given is not None:
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=10,
+    )
+    token_fields = st.fixed_dictionaries(
+        {}, optional={name: json_values for name in
+                      ("access_token", "token_type", "expires_in", "refresh_token", "scope",
+                       "id_token", "error", "error_description")})
+
+    @given(fields=token_fields, status=st.sampled_from([200, 201, 400, 401, 429, 500, 502, 503]),
+           form=st.booleans())
+    def test_any_provider_answer_gives_a_token_set_or_a_typed_error(fields, status, form):
+        from urllib.parse import urlencode
+        if form:
+            body = urlencode({k: str(v) for k, v in fields.items()}).encode()
+            headers = FORM
+        else:
+            body = json.dumps(fields).encode()
+            headers = JSON
+        try:
+            tokens = parse(body, status=status, headers=headers)
+        except errors.RoomSecretsError:
+            return
+        assert tokens.access_token
+        assert tokens.expires_at is None or tokens.expires_at >= NOW
+
+    @given(body=st.binary(max_size=200), status=st.integers(100, 599))
+    def test_any_bytes_give_a_token_set_or_a_typed_error(body, status):
+        with contextlib.suppress(errors.RoomSecretsError):
+            parse(body, status=status, headers=())
