@@ -42,6 +42,7 @@ def scope_tuple(scopes: object) -> tuple[str, ...]:
             raise InvalidInput(f"each scope must be a string of at most {MAX_SCOPE_LENGTH} chars")
     return tuple(scopes)
 
+
 __all__ = ["SecretsClient"]
 
 _MAX_SECRET_BYTES = 64 * 1024  # AWS Secrets Manager's own cap; keeps stores interchangeable
@@ -107,25 +108,17 @@ class SecretsClient:
         RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
         an OAuthError from the provider, ProviderError (retryable), InvalidInput.
         """
-        self._check_connected()
         scopes = scope_tuple(scopes)
+        key = self._checked_credential_key(
+            "oauth.request_token",
+            from_participant_id,
+            client_id,
+            authorization_endpoint,
+            token_endpoint,
+            scopes,
+        )
         service = self._service
-        service.check_oauth(
-            requester=self.participant_id,
-            action="oauth.request_token",
-            target=from_participant_id,
-            client_id=client_id,
-            authorization_endpoint=authorization_endpoint,
-            token_endpoint=token_endpoint,
-            scopes=scopes,
-        )
         client = ClientCredentials(client_id=client_id, client_secret=client_secret)
-        key = service.credential_key(
-            owner=from_participant_id,
-            requester=self.participant_id,
-            client_id=client_id,
-            token_endpoint=token_endpoint,
-        )
         token = await service.refresher.access_token(
             key, client=client, token_endpoint=token_endpoint, scopes=scopes
         )
@@ -141,6 +134,35 @@ class SecretsClient:
             redirect_uri=redirect_uri,
             timeout=timeout,
             no_pkce=no_pkce,
+        )
+
+    def _checked_credential_key(
+        self,
+        action: str,
+        owner: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: tuple[str, ...],
+    ) -> SecretKey:
+        """Check the call against our grant (audited; raises on denial), then return
+        where ``owner``'s credential for this client, delegated to us, lives."""
+        self._check_connected()
+        service = self._service
+        service.check_oauth(
+            requester=self.participant_id,
+            action=action,
+            target=owner,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+        return service.credential_key(
+            owner=owner,
+            requester=self.participant_id,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
         )
 
     async def get_offline_oauth_token(
@@ -172,25 +194,16 @@ class SecretsClient:
         owner = delegated_by if delegated_by is not None else participant_name
         if owner is None:
             raise InvalidInput("delegated_by (or participant_name) is required")
-        self._check_connected()
         scopes = scope_tuple(scopes)
-        service = self._service
-        service.check_oauth(
-            requester=self.participant_id,
-            action="oauth.get_offline_token",
-            target=owner,
-            client_id=client_id,
-            authorization_endpoint=authorization_endpoint,
-            token_endpoint=token_endpoint,
-            scopes=scopes,
+        key = self._checked_credential_key(
+            "oauth.get_offline_token",
+            owner,
+            client_id,
+            authorization_endpoint,
+            token_endpoint,
+            scopes,
         )
-        key = service.credential_key(
-            owner=owner,
-            requester=self.participant_id,
-            client_id=client_id,
-            token_endpoint=token_endpoint,
-        )
-        return await service.refresher.access_token(
+        return await self._service.refresher.access_token(
             key,
             client=ClientCredentials(client_id=client_id, client_secret=client_secret),
             token_endpoint=token_endpoint,

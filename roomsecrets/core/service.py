@@ -452,16 +452,7 @@ class SecretsService:
 
     async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
         """``by`` answers ``request_id`` with a code: redeem it, store the credential."""
-        participant = self.participant(by)
-        authorize(
-            check_answer_prompt(participant.grant),
-            sink=self.audit,
-            action="oauth.provide",
-            room=self.room,
-            actor=by,
-            at=self.clock(),
-            details=(("request_id", request_id),),
-        )
+        participant = self._answering(by, "oauth.provide", request_id)
         if not isinstance(code, str) or not code:
             raise InvalidInput("code must be a non-empty string")
         pending = self.registry.provide(request_id, by=by, state=state)
@@ -530,18 +521,23 @@ class SecretsService:
             )
         )
 
-    def reject(self, *, by: str, request_id: str, error: str) -> None:
-        """``by`` refuses ``request_id``; the requester gets :class:`~.errors.RequestRejected`."""
+    def _answering(self, by: str, action: str, request_id: str) -> _Participant:
+        """The participant ``by``, once its grant allows answering prompts (audited)."""
         participant = self.participant(by)
         authorize(
             check_answer_prompt(participant.grant),
             sink=self.audit,
-            action="oauth.reject",
+            action=action,
             room=self.room,
             actor=by,
             at=self.clock(),
             details=(("request_id", request_id),),
         )
+        return participant
+
+    def reject(self, *, by: str, request_id: str, error: str) -> None:
+        """``by`` refuses ``request_id``; the requester gets :class:`~.errors.RequestRejected`."""
+        self._answering(by, "oauth.reject", request_id)
         self.registry.reject(request_id, by=by, error=error)
 
     def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
