@@ -56,6 +56,12 @@ def oauth_args(provider: FakeProvider, **kw: object) -> dict[str, object]:
     return args
 
 
+def ask(agent, provider: FakeProvider, **kw: object) -> asyncio.Task[str]:
+    """Start ``agent`` asking alice for a token (the default client and scopes)."""
+    return asyncio.create_task(agent.request_oauth_token(
+        **oauth_args(provider, **kw), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+
+
 async def next_prompt(person, timeout: float = 10) -> OAuthPrompt:
     prompts: AsyncIterator[OAuthPrompt] = person.oauth_prompts()
     try:

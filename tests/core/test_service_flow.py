@@ -12,6 +12,7 @@ from tests.core.service_kit import (
     CLIENT_ID,
     REDIRECT_URI,
     approve_next,
+    ask,
     make_service,
     next_prompt,
     oauth_args,
@@ -132,8 +133,7 @@ def test_reject_ends_the_wait_with_request_rejected():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             prompt = await next_prompt(alice)
             await alice.reject_oauth_authorization(request_id=prompt.request_id, error="user_cancelled")
             with pytest.raises(errors.RequestRejected) as info:
@@ -167,8 +167,7 @@ def test_requester_leaving_cancels_its_requests_and_the_prompt_drops_out():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             prompt = await next_prompt(alice)
             await agent.close()
             with pytest.raises(errors.RequestCancelled) as info:
@@ -186,8 +185,7 @@ def test_target_leaving_cancels_the_wait():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             await next_prompt(alice)
             await alice.close()
             with pytest.raises(errors.RequestCancelled) as info:
@@ -217,8 +215,7 @@ def test_answer_by_the_wrong_participant_is_denied_and_changes_nothing():
             service = make_service()
             agent, alice = room(service)
             mallory = service.connect("mallory")
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             prompt = await next_prompt(alice)
             with pytest.raises(errors.NotAddressedToYou):
                 await mallory.provide_oauth_authorization(request_id=prompt.request_id, code="evil")
@@ -253,8 +250,7 @@ def test_wrong_state_is_refused_and_the_request_stays_answerable():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             prompt = await next_prompt(alice)
             with pytest.raises(errors.StateMismatch):
                 await alice.provide_oauth_authorization(
@@ -418,8 +414,7 @@ def test_provider_error_during_exchange_reaches_both_sides():
             service = make_service()
             agent, alice = room(service)
             provider.queue_token_responses(CannedResponse.json({"error": "invalid_grant"}, status=400))
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             with pytest.raises(errors.InvalidGrant):
                 await approve_next(alice)
             with pytest.raises(errors.InvalidGrant):

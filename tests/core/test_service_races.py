@@ -12,6 +12,7 @@ from roomsecrets.core.memory_store import MemoryStore
 from tests.core.service_kit import (
     REDIRECT_URI,
     approve_next,
+    ask,
     make_service,
     next_prompt,
     oauth_args,
@@ -108,8 +109,7 @@ def test_an_answer_whose_caller_gives_up_still_completes_the_exchange():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             prompt = await next_prompt(alice)
             from tests.support.headless_person import approve
             code, state = await asyncio.to_thread(approve, prompt.authorization_url)
@@ -130,8 +130,7 @@ def test_an_answered_prompt_leaves_the_list_while_its_exchange_runs():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            request = asyncio.create_task(agent.request_oauth_token(
-                **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
+            request = ask(agent, provider)
             provider.queue_token_responses(TokenQuirk(delay=0.5))
             answer = asyncio.create_task(approve_next(alice))
             await until(lambda: len(provider.token_requests) == 1)
