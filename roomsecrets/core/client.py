@@ -244,23 +244,27 @@ class SecretsClient:
 
     # --- our own secrets -----------------------------------------------------------
 
+    def _authorize_own_secrets(self, action: str, details: tuple[tuple[str, str], ...]) -> None:
+        """Check (audited) that our grant lets us manage our own secrets; raise if not."""
+        service = self._service
+        authorize(
+            check_manage_own_secrets(service.participant(self.participant_id).grant),
+            sink=service.audit,
+            action=action,
+            room=service.room,
+            actor=self.participant_id,
+            at=service.clock(),
+            details=details,
+        )
+
     def _own_key(self, secret_id: str, delegated_to: Optional[str]) -> SecretKey:
         self._check_connected()
         service = self._service
-        participant = service.participant(self.participant_id)
         if not isinstance(secret_id, str) or not secret_id:
             raise InvalidInput("secret id must be a non-empty string")
         if delegated_to is not None and (not isinstance(delegated_to, str) or not delegated_to):
             raise InvalidInput("delegated_to must be a non-empty string or None")
-        authorize(
-            check_manage_own_secrets(participant.grant),
-            sink=service.audit,
-            action="secret.manage",
-            room=service.room,
-            actor=self.participant_id,
-            at=service.clock(),
-            details=(("secret_id", secret_id),),
-        )
+        self._authorize_own_secrets("secret.manage", (("secret_id", secret_id),))
         return SecretKey(
             room=service.room,
             owner=self.participant_id,
@@ -274,15 +278,7 @@ class SecretsClient:
 
         self._check_connected()
         service = self._service
-        participant = service.participant(self.participant_id)
-        authorize(
-            check_manage_own_secrets(participant.grant),
-            sink=service.audit,
-            action="secret.list",
-            room=service.room,
-            actor=self.participant_id,
-            at=service.clock(),
-        )
+        self._authorize_own_secrets("secret.list", ())
         records = await service.store.list(service.room, self.participant_id)
         return [
             SecretInfo(
