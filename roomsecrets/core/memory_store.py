@@ -7,11 +7,14 @@ atomic, which is what makes compare-and-swap and leases correct here without a l
 The rules every store follows (``roomsecrets.testing.StoreContract`` checks them):
 
 Versions
-    The first write of a key gives version 1; every later write of the same key
-    adds 1. Deleting a key forgets it completely, so writing it again starts over
-    at version 1 (like etcd's per-key ``version``). A caller that must tell "the
-    same record" from "deleted and created again" holds a lease around the
-    read-modify-write instead of relying on the version alone.
+    A version is a positive integer that names one write of one key forever: no
+    two writes of a key ever return the same version, not even after the key was
+    deleted and written again. So a compare-and-swap with a version read before a
+    delete can never succeed against the record created after it (the ABA
+    problem: a refresh that started before a person deleted and re-approved a
+    credential must not overwrite the new approval). Versions need not be
+    consecutive; ``MemoryStore`` draws them from one counter for the whole store,
+    so they also grow with every write.
 
 Compare-and-swap (``expected_version``)
     ``None``: unconditional. ``0``: the key must not exist. ``n > 0``: the stored
@@ -57,8 +60,12 @@ class MemoryStore:
     >>> import asyncio
     >>> store = MemoryStore()
     >>> key = SecretKey(room="r", owner="alice", secret_id="s")
-    >>> asyncio.run(store.put(key, type="text/plain", name=None, data=b"x")).version
-    1
+    >>> first = asyncio.run(store.put(key, type="text/plain", name=None, data=b"x"))
+    >>> asyncio.run(store.delete(key))
+    True
+    >>> again = asyncio.run(store.put(key, type="text/plain", name=None, data=b"x"))
+    >>> again.version > first.version
+    True
     """
 
     def __init__(self, *, clock: Clock = time.time) -> None:
@@ -66,6 +73,9 @@ class MemoryStore:
         # (room, owner) -> key -> record: ``list`` reads one bucket, not everything.
         self._buckets: dict[tuple[str, str], dict[SecretKey, SecretRecord]] = {}
         self._leases: dict[str, Lease] = {}
+        # One counter for every write of every key: a version is never handed out
+        # twice, so a deleted key written again cannot repeat an old version.
+        self._last_version = 0
 
     def __repr__(self) -> str:
         records = sum(len(bucket) for bucket in self._buckets.values())
@@ -99,12 +109,13 @@ class MemoryStore:
         _check_expected(expected_version)
         current = self._buckets.get((key.room, key.owner), {}).get(key)
         _compare(expected_version, current)
+        self._last_version += 1
         record = SecretRecord(
             key=key,
             type=type,
             name=name,
             data=bytes(data),  # a bytes subclass could carry mutable state
-            version=1 if current is None else current.version + 1,
+            version=self._last_version,
         )
         self._buckets.setdefault((key.room, key.owner), {})[key] = record
         return record

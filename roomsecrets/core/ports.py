@@ -48,7 +48,8 @@ class SecretRecord:
     type: str
     name: Optional[str]
     data: bytes
-    #: 1 for the first write, +1 on every later write of the same key.
+    #: Names this one write of this key forever: a positive int, never reused for
+    #: the key, even after it was deleted and written again (see ``SecretStore``).
     version: int
 
     def __repr__(self) -> str:
@@ -69,6 +70,12 @@ class Lease:
 
 class SecretStore(Protocol):
     """Async, versioned secret storage with compare-and-swap and leases.
+
+    Versions are positive ints, and a version names one write of one key
+    forever: a store never returns the same version twice for a key, not even
+    after the key was deleted and written again (otherwise a compare-and-swap
+    started before a delete could overwrite the record created after it).
+    They need not be consecutive.
 
     ``expected_version``: ``None`` writes unconditionally; ``0`` requires that the
     key does not exist; ``n > 0`` requires the stored version to be ``n``. A
