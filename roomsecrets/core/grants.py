@@ -9,12 +9,33 @@ decision: send it to the audit sink, then raise
 :class:`~roomsecrets.core.errors.GrantDenied` if it is a denial. The check runs
 before anything changes, so a denial changes nothing.
 
-Matching uses :func:`fnmatch.fnmatchcase` glob patterns (``*``, ``?``, ``[seq]``),
-case-sensitive, over the whole string. ``*`` matches any characters *including*
-``/``, so ``https://accounts.example.com/*`` covers every path on that host. It
-also means a host wildcard is loose: ``https://*.example.com/*`` matches
-``https://evil.test/x.example.com/`` too. Name hosts exactly and put wildcards
-only in the path.
+The pattern language (every field of an :class:`OAuthRule`; :func:`glob_match`)
+----------------------------------------------------------------------------------
+A pattern matches a whole value, case-sensitively. Two characters are special:
+
+* ``*`` matches any run of characters, the empty run and ``/`` included;
+* ``?`` matches exactly one character.
+
+Every other character, ``[``, ``]``, ``!`` and ``\\`` included, matches only
+itself, so an IPv6 literal such as ``https://[2001:db8::1]/token`` is matched
+literally (with :mod:`fnmatch` its brackets would be a character class that
+matches other hosts). There is no escape: a literal ``*`` or ``?`` cannot be
+named (no client id, endpoint, scope or participant id needs one).
+
+====================================  ==========================================
+pattern                               matches / does not match
+====================================  ==========================================
+``*``                                 anything
+``mail-app``                          ``mail-app`` only (not ``Mail-App``)
+``mail.*``                            ``mail.read``, ``mail.`` / not ``mail``
+``https://accounts.example.com/*``    every path on that host
+``https://[2001:db8::1]/token``       that URL only / not ``https://2/token``
+``agent-?``                           ``agent-1`` / not ``agent-10``
+====================================  ==========================================
+
+Because ``*`` crosses ``/``, a host wildcard is loose:
+``https://*.example.com/*`` matches ``https://evil.test/x.example.com/`` too.
+Name hosts exactly and put wildcards only in the path.
 
 Reasons contain only participant ids, client ids, endpoints, scope names and
 patterns, never a token, code or client secret.
@@ -23,7 +44,6 @@ patterns, never a token, code or client secret.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from fnmatch import fnmatchcase
 from typing import Any, Optional
 
 from .audit import AuditEvent, AuditSink
@@ -40,6 +60,7 @@ __all__ = [
     "check_manage_own_secrets",
     "check_oauth_request",
     "decision_event",
+    "glob_match",
 ]
 
 #: The ``"version"`` written by :meth:`SecretsGrant.to_dict`; the only one read.
@@ -342,8 +363,39 @@ def _quote_all(patterns: Sequence[str]) -> str:
     return "[" + ", ".join(_quote(pattern) for pattern in patterns) + "]"
 
 
+def glob_match(value: str, pattern: str) -> bool:
+    """True when ``pattern`` matches all of ``value`` (the pattern language above).
+
+    Greedy with one backtrack point (the last ``*``), so it runs in
+    O(len(value) * len(pattern)) at worst, whatever the pattern; no regex, so
+    no pattern can make it backtrack exponentially.
+
+    >>> glob_match("https://[2001:db8::1]/token", "https://[2001:db8::1]/*")
+    True
+    >>> glob_match("https://2/token", "https://[2001:db8::1]/token")
+    False
+    """
+    v = p = 0
+    star = -1  # index in pattern of the last '*' seen
+    resume = 0  # where in value that '*' currently stops matching
+    while v < len(value):
+        if p < len(pattern) and pattern[p] == "*":
+            star, resume = p, v
+            p += 1
+        elif p < len(pattern) and pattern[p] in ("?", value[v]):
+            v += 1
+            p += 1
+        elif star >= 0:
+            # Let the last '*' take one more character and try again from there.
+            resume += 1
+            v, p = resume, star + 1
+        else:
+            return False
+    return pattern[p:].strip("*") == ""
+
+
 def _matches_any(value: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatchcase(value, pattern) for pattern in patterns)
+    return any(glob_match(value, pattern) for pattern in patterns)
 
 
 def _check_pattern(value: object, where: str) -> None:
@@ -429,7 +481,7 @@ def _rule_mismatch(
     values = (client_id, authorization_endpoint, token_endpoint)
     for name, value in zip(_RULE_PATTERNS, values):
         pattern: str = getattr(rule, name)
-        if not fnmatchcase(value, pattern):
+        if not glob_match(value, pattern):
             return f"{name} {_quote(value)} does not match {_quote(pattern)}"
     if rule.scopes is not None:
         for scope in scopes:
