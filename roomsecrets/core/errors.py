@@ -12,8 +12,10 @@ authorization codes, PKCE verifiers and client secrets never reach a message.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import Enum
 from typing import ClassVar, Optional
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "AccessDenied",
@@ -54,6 +56,7 @@ __all__ = [
     "VersionConflict",
     "oauth_error_from_response",
     "safe_text",
+    "scrub",
 ]
 
 
@@ -217,6 +220,39 @@ class RefreshBusy(RoomSecretsError):
 # cannot smuggle control characters or long payloads into our logs.
 _UNSAFE_CHARS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 _MAX_TEXT = 200
+# Provider text longer than this is cut before any other work on it.
+_MAX_RAW_TEXT = 2000
+# A run of token characters this long that also occurs inside a secret is taken
+# for a piece of that secret (a provider echoing part of a code or token).
+_MIN_SECRET_PIECE = 12
+_TOKEN_RUNS = re.compile(rf"[A-Za-z0-9._~+/=%-]{{{_MIN_SECRET_PIECE},}}")
+_REDACTED = "[redacted]"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` (and its URL-encoded forms) replaced by
+    ``[redacted]``, and so is any run of token characters that shares 12 characters
+    in a row with one.
+
+    For provider text that ends up in our errors: some providers echo the code,
+    refresh token or client secret they were sent in ``error_description``.
+    """
+    secrets = [secret for secret in secrets if secret]
+    if not secrets:
+        return text
+    for secret in secrets:
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, _REDACTED)
+
+    def piece(match: re.Match[str]) -> str:
+        run = match.group()
+        for start in range(len(run) - _MIN_SECRET_PIECE + 1):
+            window = run[start : start + _MIN_SECRET_PIECE]
+            if any(window in secret for secret in secrets):
+                return _REDACTED
+        return run
+
+    return _TOKEN_RUNS.sub(piece, text)
 
 
 def safe_text(value: object, limit: int = _MAX_TEXT) -> Optional[str]:
@@ -246,10 +282,13 @@ class OAuthError(RoomSecretsError):
         description: Optional[str] = None,
         uri: Optional[str] = None,
         status: Optional[int] = None,
+        *,
+        redact: Iterable[str] = (),
     ) -> None:
-        self.error: str = safe_text(error, 64) or self.code
-        self.description: Optional[str] = safe_text(description)
-        self.uri: Optional[str] = safe_text(uri, 300)
+        redact = tuple(redact)
+        self.error: str = safe_text(_provider_text(error, redact), 64) or self.code
+        self.description: Optional[str] = safe_text(_provider_text(description, redact))
+        self.uri: Optional[str] = safe_text(_provider_text(uri, redact), 300)
         self.status: Optional[int] = status
         message = self.error
         if status is not None:
@@ -338,19 +377,33 @@ _OAUTH_ERRORS: dict[str, type[OAuthError]] = {
 }
 
 
+def _provider_text(value: object, redact: tuple[str, ...]) -> Optional[str]:
+    """Provider text, cut to a bounded length, with the request's secrets scrubbed."""
+    if not isinstance(value, str):
+        return None
+    return scrub(value[:_MAX_RAW_TEXT], redact)
+
+
 def oauth_error_from_response(
     error: object,
     description: object = None,
     uri: object = None,
     status: Optional[int] = None,
+    *,
+    redact: Iterable[str] = (),
 ) -> OAuthError:
-    """Map a provider's ``error`` code to its class; unknown codes give :class:`OAuthError`."""
+    """Map a provider's ``error`` code to its class; unknown codes give :class:`OAuthError`.
+
+    ``redact``: the secret values the request carried (code, verifier, refresh
+    token, client secret); they are scrubbed from the provider's text.
+    """
     cls = _OAUTH_ERRORS.get(error, OAuthError) if isinstance(error, str) else OAuthError
     return cls(
         error if isinstance(error, str) else None,
         description if isinstance(description, str) else None,
         uri if isinstance(uri, str) else None,
         status,
+        redact=redact,
     )
 
 

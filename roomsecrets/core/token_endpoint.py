@@ -71,7 +71,11 @@ class TokenEndpointClient:
             code_verifier=code_verifier,
             allow_insecure_http=self._allow_insecure_http,
         )
-        return await self._send(request, requested_scopes=requested_scopes)
+        return await self._send(
+            request,
+            requested_scopes=requested_scopes,
+            redact=(code, code_verifier or "", client.client_secret or ""),
+        )
 
     async def refresh(
         self,
@@ -93,6 +97,7 @@ class TokenEndpointClient:
             request,
             requested_scopes=tokens.scopes,
             previous_refresh_token=tokens.refresh_token,
+            redact=(tokens.refresh_token, client.client_secret or ""),
         )
 
     async def _send(
@@ -100,6 +105,7 @@ class TokenEndpointClient:
         request: HttpRequest,
         *,
         requested_scopes: Sequence[str],
+        redact: Sequence[str],
         previous_refresh_token: Optional[str] = None,
     ) -> TokenSet:
         attempt = 0
@@ -116,6 +122,7 @@ class TokenEndpointClient:
                     requested_scopes=requested_scopes,
                     previous_refresh_token=previous_refresh_token,
                     default_lifetime=self._default_lifetime,
+                    redact=redact,
                 )
             except Exception as exc:
                 if not self._retry.should_retry(exc, attempt):

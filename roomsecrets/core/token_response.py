@@ -30,6 +30,7 @@ from .errors import (
     ProviderUnavailable,
     ResponseTooLarge,
     oauth_error_from_response,
+    safe_text,
 )
 from .http import Headers, header_value
 from .tokens import TokenSet
@@ -55,6 +56,12 @@ _KNOWN_FIELDS = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
 _SCOPE_SEPARATORS = re.compile(r"[\s,]+")
+# RFC 6749 Appendix A: VSCHAR = %x20-7E.
+_VSCHAR = re.compile(r"[\x20-\x7e]+")
+# RFC 9110 §10.2.3: delay-seconds = 1*DIGIT (ASCII).
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+#: ``Retry-After`` values are capped here (a day); the retry policy caps further.
+_MAX_RETRY_AFTER = 86400.0
 
 
 def parse_token_response(
@@ -67,13 +74,17 @@ def parse_token_response(
     previous_refresh_token: Optional[str] = None,
     default_lifetime: Optional[float] = DEFAULT_LIFETIME,
     max_body: int = MAX_TOKEN_RESPONSE_BYTES,
+    redact: Sequence[str] = (),
 ) -> TokenSet:
     """Turn a token endpoint response into a :class:`TokenSet` or raise.
 
     ``now`` is the receipt time (from the injected clock). ``requested_scopes``
     stand in when the provider omits ``scope`` (RFC 6749 §5.1: it may, when
     the grant matches the request). ``previous_refresh_token`` is kept when a
-    refresh response carries no new one (RFC 6749 §6).
+    refresh response carries no new one (RFC 6749 §6). ``redact`` lists the
+    secret values the request carried (code, verifier, refresh token, client
+    secret): a provider that echoes one in its error text does not get it into
+    our exception.
 
     Raises:
         OAuthError subclass: the body carries an OAuth ``error`` (any status,
@@ -85,6 +96,7 @@ def parse_token_response(
             non-OAuth 4xx, no ``access_token``).
     """
     content_type = (header_value(headers, "Content-Type") or "").split(";")[0].strip().lower()
+    content_type = safe_text(content_type, 64) or ""  # it goes into messages
     if len(body) > max_body:
         raise ResponseTooLarge(
             f"token response of {len(body)} bytes exceeds the {max_body}-byte cap",
@@ -93,7 +105,11 @@ def parse_token_response(
     fields = _decode_fields(content_type, body)
     if fields is not None and "error" in fields:
         raise oauth_error_from_response(
-            fields.get("error"), fields.get("error_description"), fields.get("error_uri"), status
+            fields.get("error"),
+            fields.get("error_description"),
+            fields.get("error_uri"),
+            status,
+            redact=redact,
         )
     described = f"HTTP {status}, {content_type or 'no content type'}, {len(body)} bytes"
     if status >= 500 or status == 429:
@@ -110,9 +126,10 @@ def parse_token_response(
         raise ProviderResponseError(f"token response is not JSON or form data ({described})",
                                     status=status)
     access_token = fields.get("access_token")
-    if not isinstance(access_token, str) or not access_token:
+    if not isinstance(access_token, str) or not _VSCHAR.fullmatch(access_token):
+        # RFC 6749 Appendix A.12: access-token = 1*VSCHAR.
         raise ProviderResponseError(
-            f"token response has no access_token ({described})", status=status
+            f"token response has no usable access_token ({described})", status=status
         )
     lifetime = _parse_expires_in(fields.get("expires_in"))
     if lifetime is None:
@@ -120,6 +137,11 @@ def parse_token_response(
     refresh_token = fields.get("refresh_token")
     if not isinstance(refresh_token, str) or not refresh_token:
         refresh_token = previous_refresh_token
+    elif not _VSCHAR.fullmatch(refresh_token):
+        # RFC 6749 Appendix A.17: refresh-token = 1*VSCHAR.
+        raise ProviderResponseError(
+            f"token response has a malformed refresh_token ({described})", status=status
+        )
     id_token = fields.get("id_token")
     return TokenSet(
         access_token=access_token,
@@ -144,7 +166,8 @@ def _decode_fields(content_type: str, body: bytes) -> Optional[dict[str, Any]]:
     if content_type == "application/json" or content_type.endswith("+json") or text[0] in "{[":
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: a few hundred KB of nested arrays, under the size cap.
             return None
         return value if isinstance(value, dict) else None
     if "=" not in text:
@@ -202,12 +225,14 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):
+        # ASCII digits only: str.isdigit() also accepts "²", which float() refuses.
+        return min(float(value), _MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        seconds = when.timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError):
+        # OverflowError: a zone offset of 10**6 hours; AttributeError: older
+        # Pythons return None instead of raising.
         return None
-    if when is None:  # pragma: no cover - older Pythons return None instead of raising
-        return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, seconds), _MAX_RETRY_AFTER)
