@@ -7,51 +7,51 @@ Method names and keywords follow the reference Secrets API
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .credentials import OAUTH_TOKEN_TYPE
-from .errors import InvalidInput, ParticipantNotConnected
+from .endpoints import check_redirect_uri
+from .errors import InvalidInput, ParticipantNotConnected, safe_text
 from .grants import authorize, check_manage_own_secrets
+from .inputs import (
+    MAX_CLIENT_SECRET,
+    MAX_CODE,
+    MAX_ERROR,
+    MAX_REQUEST_ID,
+    MAX_STATE,
+    MAX_TYPE,
+    check_bytes,
+    check_flag,
+    check_id,
+    check_name,
+    check_scopes,
+    check_text,
+    check_timeout,
+    check_url,
+    check_vschar,
+)
 from .ports import SecretKey
 from .token_request import ClientCredentials
 
 if TYPE_CHECKING:
     from .service import OAuthPrompt, SecretInfo, SecretsService, _Participant
 
-#: Bounds on caller-supplied values: far above any real provider's, low enough
-#: that one call cannot make the service hold megabytes.
-MAX_SCOPES = 100
-MAX_SCOPE_LENGTH = 256
-
-
-def scope_tuple(scopes: object) -> tuple[str, ...]:
-    """Caller scopes as a tuple, read once: None or a list/tuple of strings.
-
-    Reading once matters: a generator would otherwise be consumed by the first
-    check and look empty to the next (the grant would be checked against no
-    scopes at all). Each scope is validated later (RFC 6749 §3.3).
-    """
-    if scopes is None:
-        return ()
-    if not isinstance(scopes, (list, tuple)):
-        raise InvalidInput("scopes must be a list of strings or None")
-    if len(scopes) > MAX_SCOPES:
-        raise InvalidInput(f"at most {MAX_SCOPES} scopes may be requested")
-    for scope in scopes:
-        if not isinstance(scope, str) or len(scope) > MAX_SCOPE_LENGTH:
-            raise InvalidInput(f"each scope must be a string of at most {MAX_SCOPE_LENGTH} chars")
-    return tuple(scopes)
-
-
 __all__ = ["SecretsClient"]
 
-_MAX_SECRET_BYTES = 64 * 1024  # AWS Secrets Manager's own cap; keeps stores interchangeable
+
+def _client_credentials(client_id: str, client_secret: Optional[str]) -> ClientCredentials:
+    if client_secret is not None:
+        check_vschar(client_secret, "client_secret", limit=MAX_CLIENT_SECRET)
+    return ClientCredentials(client_id=client_id, client_secret=client_secret)
 
 
 class SecretsClient:
     """A participant connected to a :class:`~.service.SecretsService`.
 
     Get one from ``service.connect(participant_id, ...)``; ``close()`` leaves the room.
+    Every method checks all of its arguments first (limits in ``docs/limits.md``);
+    an invalid one raises :class:`~.errors.InvalidInput` and changes nothing. Every
+    method of a closed client raises :class:`~.errors.ParticipantNotConnected`.
     """
 
     def __init__(self, service: SecretsService, participant: _Participant) -> None:
@@ -100,15 +100,21 @@ class SecretsClient:
 
         Checks this participant's grant first. If the person already has a
         credential for this client and token endpoint, delegated to us, whose
-        scopes cover ``scopes``, returns its access token (refreshed first if
-        expired) without a prompt. Otherwise prompts them and waits up to
-        ``timeout`` seconds for ``provide_oauth_authorization``.
+        scopes cover ``scopes`` and whose granted scopes our grant allows,
+        returns its access token (refreshed first if expired) without a prompt.
+        Otherwise prompts them and waits up to ``timeout`` seconds for
+        ``provide_oauth_authorization``.
 
-        Raises: GrantDenied, ParticipantNotConnected (the person is not here),
+        Raises: GrantDenied (also when the stored credential carries scopes our
+        grant does not allow), ParticipantNotConnected (the person is not here),
         RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
         an OAuthError from the provider, ProviderError (retryable), InvalidInput.
         """
-        scopes = scope_tuple(scopes)
+        scopes = check_scopes(scopes)
+        check_url(redirect_uri, "redirect_uri")
+        check_redirect_uri(redirect_uri)
+        timeout = check_timeout(timeout)
+        check_flag(no_pkce, "no_pkce")
         key = self._checked_credential_key(
             "oauth.request_token",
             from_participant_id,
@@ -117,10 +123,21 @@ class SecretsClient:
             token_endpoint,
             scopes,
         )
+        client = _client_credentials(client_id, client_secret)
         service = self._service
-        client = ClientCredentials(client_id=client_id, client_secret=client_secret)
         token = await service.refresher.access_token(
-            key, client=client, token_endpoint=token_endpoint, scopes=scopes
+            key,
+            client=client,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            allow=self._stored_scopes_check(
+                "oauth.request_token",
+                from_participant_id,
+                client_id,
+                authorization_endpoint,
+                token_endpoint,
+                scopes,
+            ),
         )
         if token is not None:
             return token
@@ -165,6 +182,38 @@ class SecretsClient:
             token_endpoint=token_endpoint,
         )
 
+    def _stored_scopes_check(
+        self,
+        action: str,
+        owner: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        requested: tuple[str, ...],
+    ) -> Callable[[tuple[str, ...]], None]:
+        """The check a stored credential's own scopes must pass before we get its token.
+
+        Scopes the request named were checked already; only a credential carrying
+        more (granted earlier, before our grant was narrowed) needs a new decision.
+        """
+        asked = frozenset(requested)
+
+        def allow(carried: tuple[str, ...]) -> None:
+            if asked.issuperset(carried):
+                return
+            self._check_connected()
+            self._service.check_stored_scopes(
+                requester=self.participant_id,
+                action=action,
+                target=owner,
+                client_id=client_id,
+                authorization_endpoint=authorization_endpoint,
+                token_endpoint=token_endpoint,
+                scopes=carried,
+            )
+
+        return allow
+
     async def get_offline_oauth_token(
         self,
         *,
@@ -182,19 +231,22 @@ class SecretsClient:
         Returns None when there is no usable credential (none stored, scopes not
         covered, or the provider revoked it). ``participant_name`` is accepted as
         an alias of ``delegated_by`` (the reference API uses both). ``timeout``
-        is accepted for compatibility; the HTTP timeout of refreshes is the
-        service's ``http_timeout``.
+        is accepted (and checked) for compatibility; the HTTP timeout of
+        refreshes is the service's ``http_timeout``.
+
+        Raises: GrantDenied (also when the stored credential carries scopes our
+        grant does not allow), an OAuthError or ProviderError from a refresh,
+        InvalidInput.
         """
-        if (
-            delegated_by is not None
-            and participant_name is not None
-            and (delegated_by != participant_name)
-        ):
-            raise InvalidInput("delegated_by and participant_name name different participants")
+        if delegated_by is not None and participant_name is not None:
+            check_id(delegated_by, "delegated_by")
+            if delegated_by != participant_name:
+                raise InvalidInput("delegated_by and participant_name name different participants")
         owner = delegated_by if delegated_by is not None else participant_name
         if owner is None:
             raise InvalidInput("delegated_by (or participant_name) is required")
-        scopes = scope_tuple(scopes)
+        scopes = check_scopes(scopes)
+        check_timeout(timeout)
         key = self._checked_credential_key(
             "oauth.get_offline_token",
             owner,
@@ -205,9 +257,17 @@ class SecretsClient:
         )
         return await self._service.refresher.access_token(
             key,
-            client=ClientCredentials(client_id=client_id, client_secret=client_secret),
+            client=_client_credentials(client_id, client_secret),
             token_endpoint=token_endpoint,
             scopes=scopes,
+            allow=self._stored_scopes_check(
+                "oauth.get_offline_token",
+                owner,
+                client_id,
+                authorization_endpoint,
+                token_endpoint,
+                scopes,
+            ),
         )
 
     async def provide_oauth_authorization(
@@ -220,16 +280,30 @@ class SecretsClient:
         ``state``, when given, must match the prompt's (compared in constant time).
 
         Raises: UnknownRequest (no such open request), NotAddressedToYou,
-        IllegalTransition (already answered), StateMismatch, or the exchange's
-        error (which the requester gets too).
+        IllegalTransition (already answered), StateMismatch, InvalidInput (a
+        malformed code or state: the request stays open for the right one), or
+        the exchange's error (which the requester gets too).
         """
+        self._check_connected()
+        check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
+        check_vschar(code, "code", limit=MAX_CODE)
+        if state is not None:
+            check_vschar(state, "state", limit=MAX_STATE)
         await self._service.provide(
             by=self.participant_id, request_id=request_id, code=code, state=state
         )
 
     async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None:
-        """Refuse a prompt addressed to us; the requester gets RequestRejected(error)."""
+        """Refuse a prompt addressed to us; the requester gets RequestRejected(error).
+
+        ``error`` is a short reason such as ``"user_cancelled"``; it is reduced to
+        64 RFC 6749 §5.2 characters before the requester sees it.
+        """
         self._check_connected()
+        check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
+        check_text(error, "error", limit=MAX_ERROR)
+        if safe_text(error, 64) is None:
+            raise InvalidInput("error must hold printable ASCII (RFC 6749 §5.2)")
         self._service.reject(by=self.participant_id, request_id=request_id, error=error)
 
     def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
@@ -244,32 +318,28 @@ class SecretsClient:
 
     # --- our own secrets -----------------------------------------------------------
 
-    def _authorize_own_secrets(self, action: str, details: tuple[tuple[str, str], ...]) -> None:
-        """Check (audited) that our grant lets us manage our own secrets; raise if not."""
+    def _own_key(self, action: str, secret_id: object, delegated_to: object) -> SecretKey:
+        """Where our secret lives, once our grant lets us manage our own secrets
+        (checked and audited; raises if not)."""
+        self._check_connected()
+        check_id(secret_id, "secret id")
+        if delegated_to is not None:
+            check_id(delegated_to, "delegated_to")
         service = self._service
         authorize(
-            check_manage_own_secrets(service.participant(self.participant_id).grant),
+            check_manage_own_secrets(self._participant.grant),
             sink=service.audit,
             action=action,
             room=service.room,
             actor=self.participant_id,
             at=service.clock(),
-            details=details,
+            details=(("secret_id", str(secret_id)),),
         )
-
-    def _own_key(self, secret_id: str, delegated_to: Optional[str]) -> SecretKey:
-        self._check_connected()
-        service = self._service
-        if not isinstance(secret_id, str) or not secret_id:
-            raise InvalidInput("secret id must be a non-empty string")
-        if delegated_to is not None and (not isinstance(delegated_to, str) or not delegated_to):
-            raise InvalidInput("delegated_to must be a non-empty string or None")
-        self._authorize_own_secrets("secret.manage", (("secret_id", secret_id),))
         return SecretKey(
             room=service.room,
             owner=self.participant_id,
-            secret_id=secret_id,
-            delegated_to=delegated_to,
+            secret_id=str(secret_id),
+            delegated_to=None if delegated_to is None else str(delegated_to),
         )
 
     async def list_user_secrets(self) -> list[SecretInfo]:
@@ -278,7 +348,14 @@ class SecretsClient:
 
         self._check_connected()
         service = self._service
-        self._authorize_own_secrets("secret.list", ())
+        authorize(
+            check_manage_own_secrets(self._participant.grant),
+            sink=service.audit,
+            action="secret.list",
+            room=service.room,
+            actor=self.participant_id,
+            at=service.clock(),
+        )
         records = await service.store.list(service.room, self.participant_id)
         return [
             SecretInfo(
@@ -289,7 +366,7 @@ class SecretsClient:
 
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
         """Delete our secret ``id`` (delegated to ``delegated_to``); a no-op if absent."""
-        await self._service.store.delete(self._own_key(id, delegated_to))
+        await self._service.store.delete(self._own_key("secret.manage", id, delegated_to))
 
     async def set_secret(
         self,
@@ -300,17 +377,16 @@ class SecretsClient:
         name: Optional[str] = None,
         delegated_to: Optional[str] = None,
     ) -> None:
-        """Store ``data`` as our secret ``secret_id`` (replacing any previous value)."""
-        if not isinstance(data, (bytes, bytearray)):
-            raise InvalidInput("data must be bytes")
-        if len(data) > _MAX_SECRET_BYTES:
-            raise InvalidInput(f"secret data is larger than {_MAX_SECRET_BYTES} bytes")
-        if not isinstance(type, str) or "/" not in type:
+        """Store ``data`` as our secret ``secret_id`` (replacing any previous value).
+
+        ``data`` is at most 64 KiB; ``type`` a MIME type such as ``"text/plain"``.
+        """
+        data = check_bytes(data, "data")
+        if "/" not in check_text(type, "type", limit=MAX_TYPE):
             raise InvalidInput("type must be a MIME type such as 'text/plain'")
-        if name is not None and not isinstance(name, str):
-            raise InvalidInput("name must be a string or None")
-        key = self._own_key(secret_id, delegated_to)
-        await self._service.store.put(key, type=type, name=name, data=bytes(data))
+        check_name(name, "name")
+        key = self._own_key("secret.manage", secret_id, delegated_to)
+        await self._service.store.put(key, type=type, name=name, data=data)
 
     async def get_secret(
         self, *, secret_id: str, delegated_to: Optional[str] = None
@@ -319,7 +395,9 @@ class SecretsClient:
 
         OAuth credentials are not returned here (use ``get_offline_oauth_token``).
         """
-        record = await self._service.store.get(self._own_key(secret_id, delegated_to))
+        record = await self._service.store.get(
+            self._own_key("secret.manage", secret_id, delegated_to)
+        )
         if record is None or record.type == OAUTH_TOKEN_TYPE:
             return None
         return record.data

@@ -10,7 +10,7 @@ responses) decide; this layer does the awaiting, through injected ports.
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .audit import AuditEvent, AuditSink, null_audit_sink
 from .authorization import build_authorization_url, join_scopes
-from .credentials import OAUTH_TOKEN_TYPE, StoredCredential, credential_secret_id
-from .endpoints import check_endpoint, check_redirect_uri
+from .credentials import StoredCredential, credential_secret_id
+from .endpoints import check_endpoint
 from .errors import (
     InvalidInput,
     ParticipantNotConnected,
@@ -27,6 +27,7 @@ from .errors import (
     RequestRejected,
     RequestTimedOut,
     RoomSecretsError,
+    UnknownRequest,
 )
 from .grants import (
     GrantDecision,
@@ -35,6 +36,7 @@ from .grants import (
     check_answer_prompt,
     check_oauth_request,
 )
+from .inputs import MAX_CLIENT_ID, check_id, check_name, check_url, check_vschar
 from .pending_registry import (
     Cancelled,
     Completed,
@@ -60,8 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
 
 _MAX_REMEMBERED_DECISIONS = 1024
-_MAX_ID_LENGTH = 256
-_MAX_URL_LENGTH = 2048
 
 
 @frozen_value
@@ -218,10 +218,8 @@ class SecretsService:
         """
         from .client import SecretsClient
 
-        if not isinstance(participant_id, str) or not 0 < len(participant_id) <= _MAX_ID_LENGTH:
-            raise InvalidInput(f"participant_id must be a string of 1-{_MAX_ID_LENGTH} chars")
-        if name is not None and not isinstance(name, str):
-            raise InvalidInput("name must be a string or None")
+        check_id(participant_id, "participant_id")
+        check_name(name, "name")
         if participant_id in self._participants:
             raise InvalidInput(f"participant {participant_id!r} is already connected")
         if grant is None:
@@ -283,15 +281,11 @@ class SecretsService:
         the audit event is still sent on every call.
         """
         grant = self.participant(requester).grant
-        for what, value, limit in (
-            ("from participant", target, _MAX_ID_LENGTH),
-            ("client_id", client_id, _MAX_ID_LENGTH),
-            ("authorization_endpoint", authorization_endpoint, _MAX_URL_LENGTH),
-            ("token_endpoint", token_endpoint, _MAX_URL_LENGTH),
-        ):
-            # Exact str and bounded before the memo: nothing odd or huge is kept.
-            if type(value) is not str or not 0 < len(value) <= limit:
-                raise InvalidInput(f"{what} must be a string of 1-{limit} characters")
+        # Exact str, bounded and clean before the memo: nothing odd or huge is kept.
+        check_id(target, "from participant")
+        check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
+        check_url(authorization_endpoint, "authorization_endpoint")
+        check_url(token_endpoint, "token_endpoint")
         memo_key: object = None
         decision: Optional[GrantDecision] = None
         try:
@@ -338,9 +332,6 @@ class SecretsService:
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
     ) -> GrantDecision:
-        for what, value in (("from participant", target), ("client_id", client_id)):
-            if not isinstance(value, str) or not value:
-                raise InvalidInput(f"{what} must be a non-empty string")
         check_endpoint(
             authorization_endpoint,
             what="authorization_endpoint",
@@ -359,6 +350,45 @@ class SecretsService:
             scopes=scopes,
         )
 
+    def check_stored_scopes(
+        self,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: tuple[str, ...],
+    ) -> None:
+        """Check (audited; raise GrantDenied) that ``requester``'s grant allows the
+        scopes a stored credential carries, before its token is handed out.
+
+        The arguments were checked by :meth:`check_oauth` already; ``scopes`` come
+        from the provider, so they are matched as they are, not validated.
+        """
+        authorize(
+            check_oauth_request(
+                self.participant(requester).grant,
+                target=target,
+                client_id=client_id,
+                authorization_endpoint=authorization_endpoint,
+                token_endpoint=token_endpoint,
+                scopes=scopes,
+            ),
+            sink=self.audit,
+            action=action,
+            room=self.room,
+            actor=requester,
+            at=self.clock(),
+            details=(
+                ("target", target),
+                ("client_id", client_id),
+                ("token_endpoint", token_endpoint),
+                ("stored_scopes", " ".join(scopes)),
+            ),
+        )
+
     async def request_token(
         self,
         *,
@@ -372,18 +402,10 @@ class SecretsService:
         timeout: float,
         no_pkce: bool,
     ) -> str:
-        """Prompt ``target``, wait for the answer, return the access token (see the client)."""
-        check_redirect_uri(redirect_uri)
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise InvalidInput("timeout must be a positive number of seconds")
-        if type(no_pkce) is not bool:
-            # SPEC: no_pkce=True is the only way to turn PKCE off; "false" is not.
-            raise InvalidInput("no_pkce must be True or False")
+        """Prompt ``target``, wait for the answer, return the access token.
+
+        The client checked every argument (``SecretsClient.request_oauth_token``).
+        """
         # The requester may have left while we looked for a stored credential.
         self.participant(requester)
         target_participant = self.participant(target)
@@ -445,7 +467,10 @@ class SecretsService:
             else:
                 result = outcome.result()
         except asyncio.CancelledError:
-            if pending.request_id in self.registry:
+            # The request may have ended meanwhile (its deadline passed by the
+            # wall clock before the monotonic wait fired): nothing to cancel then,
+            # and the cancellation must go on regardless.
+            with contextlib.suppress(UnknownRequest):
                 self.registry.cancel(pending.request_id)
             raise
         return _token_from(result)
@@ -453,8 +478,6 @@ class SecretsService:
     async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
         """``by`` answers ``request_id`` with a code: redeem it, store the credential."""
         participant = self._answering(by, "oauth.provide", request_id)
-        if not isinstance(code, str) or not code:
-            raise InvalidInput("code must be a non-empty string")
         pending = self.registry.provide(request_id, by=by, state=state)
         # Answered: the prompt leaves the person's list now, not when the exchange ends.
         participant.prompts.pop(request_id, None)
@@ -501,9 +524,7 @@ class SecretsService:
             token_endpoint=pending.token_endpoint,
         )
         try:
-            await self.store.put(
-                key, type=OAUTH_TOKEN_TYPE, name=credential.display_name, data=credential.to_json()
-            )
+            await self.refresher.save_new(key, credential)
         finally:
             # The token is valid whether or not it could be saved: the requester
             # gets it; a failed save reaches the person answering (and the next
