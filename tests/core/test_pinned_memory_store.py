@@ -1,0 +1,53 @@
+"""Pinned: ``MemoryStore.put`` validates its key just as ``get`` does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from roomsecrets.core.errors import InvalidInput
+from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.ports import SecretKey
+
+GOOD = dict(room="room", owner="alice", secret_id="mail", delegated_to=None)
+
+BAD_KEYS = {
+    "empty room": dict(GOOD, room=""),
+    "empty owner": dict(GOOD, owner=""),
+    "empty secret_id": dict(GOOD, secret_id=""),
+    "empty delegated_to": dict(GOOD, delegated_to=""),
+    "non-string room": dict(GOOD, room=7),
+    "non-string owner": dict(GOOD, owner=None),
+}
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.parametrize("fields", BAD_KEYS.values(), ids=list(BAD_KEYS))
+def test_put_refuses_a_key_get_refuses_and_stores_nothing(fields: dict[str, Any]) -> None:
+    store = MemoryStore(clock=lambda: 0.0)
+    key = SecretKey(**fields)
+    with pytest.raises(InvalidInput):
+        run(store.get(key))
+    with pytest.raises(InvalidInput):
+        run(store.put(key, type="text/plain", name=None, data=b"x"))
+    assert run(store.list(GOOD["room"], GOOD["owner"])) == []
+    assert repr(store) == "MemoryStore(records=0, leases=0)"
+
+
+@pytest.mark.parametrize("which", ["room", "owner"])
+def test_put_names_the_empty_part_of_the_key(which: str) -> None:
+    store = MemoryStore(clock=lambda: 0.0)
+    with pytest.raises(InvalidInput, match=which):
+        run(store.put(SecretKey(**dict(GOOD, **{which: ""})), type="t", name=None, data=b"x"))
+
+
+def test_put_refuses_a_key_that_is_not_a_secret_key() -> None:
+    store = MemoryStore(clock=lambda: 0.0)
+    with pytest.raises(InvalidInput, match="SecretKey"):
+        run(store.put(("room", "alice", "mail"), type="t", name=None, data=b"x"))  # type: ignore[arg-type]
+    assert repr(store) == "MemoryStore(records=0, leases=0)"
