@@ -296,6 +296,8 @@ class FileSecretStore:
             if not os.path.isdir(root):
                 os.makedirs(os.path.dirname(root), exist_ok=True)  # parents are not ours
                 fileio.make_dirs(root, stop=os.path.dirname(root))
+            if not os.path.isdir(root):
+                raise NotADirectoryError(errno.ENOTDIR, "the store root is not a directory", root)
             problem = fileio.loose_permissions(root)
             if problem is not None:
                 warnings.warn(
