@@ -1,0 +1,395 @@
+"""SecretsManagerStore against moto in server mode: the store contract, then AWS specifics."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+from roomsecrets.adapters.aws import SecretsManagerStore
+from roomsecrets.core.errors import InvalidInput, StoreError, VersionConflict
+from roomsecrets.core.ports import SecretKey
+from roomsecrets.testing import FakeClock, StoreContract
+from tests.adapters.conftest import secretsmanager_client
+
+TYPE = "application/octet-stream"
+
+
+def unique_prefix() -> str:
+    return f"test/{uuid.uuid4().hex[:12]}"
+
+
+def key(secret_id: str = "s", **kw: Any) -> SecretKey:
+    kw.setdefault("room", "r")
+    kw.setdefault("owner", "alice")
+    return SecretKey(secret_id=secret_id, **kw)
+
+
+@pytest.fixture
+def store_on(moto_client: Any):
+    """Build stores on the session's moto server, each under a fresh prefix."""
+
+    def build(**kw: Any) -> SecretsManagerStore:
+        kw.setdefault("prefix", unique_prefix())
+        return SecretsManagerStore(client=moto_client, **kw)
+
+    return build
+
+
+class TestSecretsManagerStoreContract(StoreContract):
+    """The whole store contract, each store under its own prefix on one moto server."""
+
+    #: A secret value is at most 64 KiB of JSON holding base64 data: ~48 KiB fit.
+    large_data_size = 40 * 1024
+
+    @pytest.fixture(autouse=True)
+    def _moto(self, moto_client: Any) -> None:
+        self.client = moto_client
+
+    async def make_store(self, clock: FakeClock) -> SecretsManagerStore:
+        return SecretsManagerStore(prefix=unique_prefix(), client=self.client, clock=clock)
+
+    def state_machine_settings(self):  # type: ignore[no-untyped-def]
+        from hypothesis import settings
+
+        # Each step is a few HTTP round trips to moto; 50 examples locally, 100 in CI.
+        return settings(
+            max_examples=100 if os.environ.get("CI") else 50,
+            stateful_step_count=30,
+            deadline=None,
+        )
+
+
+class TestSecretsManagerStoreContractWithCache(TestSecretsManagerStoreContract):
+    """With the read cache on, one store instance still keeps every rule."""
+
+    async def make_store(self, clock: FakeClock) -> SecretsManagerStore:
+        return SecretsManagerStore(
+            prefix=unique_prefix(), client=self.client, clock=clock, cache_ttl=3600
+        )
+
+    def state_machine_settings(self):  # type: ignore[no-untyped-def]
+        from hypothesis import settings
+
+        return settings(
+            max_examples=50 if os.environ.get("CI") else 25,
+            stateful_step_count=30,
+            deadline=None,
+        )
+
+
+# --- naming ---------------------------------------------------------------------
+
+
+def test_one_secret_per_record_with_escaped_injective_names(store_on, moto_client) -> None:
+    store = store_on()
+
+    async def main() -> None:
+        await store.put(key("a/B_c"), type=TYPE, name=None, data=b"1")
+        await store.put(key("a/B_c", delegated_to="bot-1"), type=TYPE, name=None, data=b"2")
+        await store.put(key("x", room="../..", owner="Ünï"), type=TYPE, name=None, data=b"3")
+
+    asyncio.run(main())
+    listed = moto_client.list_secrets(Filters=[{"Key": "name", "Values": [store.prefix + "/"]}])
+    names = sorted(entry["Name"] for entry in listed["SecretList"])
+    prefix = store.prefix
+    assert names == [
+        f"{prefix}/_2e_2e_2f_2e_2e/_c3_9cn_c3_af/x",
+        f"{prefix}/r/alice/a_2f_42_5fc",
+        f"{prefix}/r/alice/a_2f_42_5fc/bot_2d1",
+    ]
+
+
+def test_a_key_whose_name_would_exceed_512_characters_is_refused(store_on) -> None:
+    store = store_on()
+    fits = key("a" * (512 - len(store.prefix) - len("/r/alice/")))
+    too_long = key("a" * (513 - len(store.prefix) - len("/r/alice/")))
+    upper = key("A" * 200)  # escaped: 3 characters each
+
+    async def main() -> None:
+        await store.put(fits, type=TYPE, name=None, data=b"x")
+        assert (await store.get(fits)) is not None
+        for bad in (too_long, upper):
+            with pytest.raises(InvalidInput, match="512"):
+                await store.put(bad, type=TYPE, name=None, data=b"x")
+            with pytest.raises(InvalidInput, match="512"):
+                await store.get(bad)
+        with pytest.raises(InvalidInput, match="512"):
+            await store.acquire_lease("L" * 400, holder="h", ttl=1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("prefix", ["", "/a", "a/", "a//b", "a b", "ü", 7])
+def test_a_prefix_outside_aws_names_is_refused(prefix: Any) -> None:
+    with pytest.raises(InvalidInput):
+        SecretsManagerStore(prefix=prefix, client=object())
+
+
+def test_data_too_large_for_one_secret_value_is_refused_before_any_call(store_on) -> None:
+    store = store_on()
+
+    async def main() -> None:
+        with pytest.raises(InvalidInput, match="too large"):
+            await store.put(key(), type=TYPE, name=None, data=b"x" * 50_000)
+        assert await store.get(key()) is None
+
+    asyncio.run(main())
+
+
+# --- values, versions, deletes --------------------------------------------------
+
+
+def test_value_is_json_with_base64_data_and_version_is_the_aws_version_id(
+    store_on, moto_client
+) -> None:
+    store = store_on()
+    record = asyncio.run(
+        store.put(key("k", delegated_to="bot"), type="oauth_token", name="Mail", data=b"\x00\xff")
+    )
+    stored = moto_client.get_secret_value(
+        SecretId=f"{store.prefix}/r/alice/k/bot", VersionStage="AWSCURRENT"
+    )
+    assert uuid.UUID(stored["VersionId"]).int == record.version
+    value = json.loads(stored["SecretString"])
+    assert value["data"] == "AP8="
+    assert (value["type"], value["name"], value["delegated_to"]) == ("oauth_token", "Mail", "bot")
+
+
+def test_delete_schedules_deletion_with_the_configured_window(store_on, moto_client) -> None:
+    store = store_on(recovery_window_days=7)
+    name = f"{store.prefix}/r/alice/s"
+
+    async def main() -> None:
+        await store.put(key(), type=TYPE, name=None, data=b"x")
+        assert await store.delete(key()) is True
+
+    asyncio.run(main())
+    described = moto_client.describe_secret(SecretId=name)
+    deleted_at = described["DeletedDate"]
+    window = deleted_at - datetime.datetime.now(tz=deleted_at.tzinfo)
+    assert datetime.timedelta(days=6) < window <= datetime.timedelta(days=7)
+
+
+def test_default_delete_leaves_the_window_to_aws(store_on, moto_client) -> None:
+    store = store_on()
+    asyncio.run(store.put(key(), type=TYPE, name=None, data=b"x"))
+    asyncio.run(store.delete(key()))
+    deleted_at = moto_client.describe_secret(SecretId=f"{store.prefix}/r/alice/s")["DeletedDate"]
+    window = deleted_at - datetime.datetime.now(tz=deleted_at.tzinfo)
+    assert window > datetime.timedelta(days=29)  # AWS's (and moto's) default: 30 days
+
+
+@pytest.mark.parametrize("days", [0, 6, 31, True, 7.5])
+def test_recovery_window_outside_aws_range_is_refused(days: Any) -> None:
+    with pytest.raises(InvalidInput):
+        SecretsManagerStore(client=object(), recovery_window_days=days)
+
+
+def test_recreating_a_key_scheduled_for_deletion_restores_it_with_a_new_version(
+    store_on, moto_client
+) -> None:
+    store = store_on()
+    name = f"{store.prefix}/r/alice/s"
+
+    async def main() -> None:
+        first = await store.put(key(), type=TYPE, name=None, data=b"one")
+        await store.delete(key())
+        assert "DeletedDate" in moto_client.describe_secret(SecretId=name)
+        with pytest.raises(VersionConflict):
+            await store.put(key(), type=TYPE, name=None, data=b"x", expected_version=first.version)
+        again = await store.put(key(), type=TYPE, name=None, data=b"two", expected_version=0)
+        assert again.version != first.version
+        assert "DeletedDate" not in moto_client.describe_secret(SecretId=name)
+        assert (await store.get(key())) == again
+        assert [r.key for r in await store.list("r", "alice")] == [key()]
+
+    asyncio.run(main())
+
+
+def test_a_delete_that_lands_after_a_recreate_is_undone(store_on, moto_client) -> None:
+    """DeleteSecret is not conditional: if it lands on a secret that holds a new
+    record (another writer re-created the key after our tombstone), the record stays."""
+    store = store_on()
+    other = store_on(prefix=store.prefix)
+    name = f"{store.prefix}/r/alice/s"
+
+    async def main() -> None:
+        await store.put(key(), type=TYPE, name=None, data=b"one")
+        real_schedule = store._schedule_deletion
+
+        async def slow_schedule(secret_name: str) -> None:
+            # The other writer re-creates the key between our tombstone and DeleteSecret.
+            await other.put(key(), type=TYPE, name=None, data=b"reborn", expected_version=0)
+            await real_schedule(secret_name)
+
+        store._schedule_deletion = slow_schedule  # type: ignore[method-assign]
+        assert await store.delete(key()) is True
+        got = await other.get(key())
+        assert got is not None and got.data == b"reborn"
+        assert "DeletedDate" not in moto_client.describe_secret(SecretId=name)
+
+    asyncio.run(main())
+
+
+def test_a_recreate_that_lands_after_delete_secret_restores_the_secret(
+    store_on, moto_client
+) -> None:
+    """moto accepts writes to a secret scheduled for deletion (AWS refuses them): a
+    re-create whose read came before DeleteSecret still ends with a live record."""
+    store = store_on()
+    name = f"{store.prefix}/r/alice/s"
+
+    async def main() -> None:
+        await store.put(key(), type=TYPE, name=None, data=b"one")
+        real_read = store._read
+        deleted_meanwhile = False
+
+        async def read_then_delete(secret_name: str):  # type: ignore[no-untyped-def]
+            nonlocal deleted_meanwhile
+            state = await real_read(secret_name)
+            if not deleted_meanwhile and secret_name == name:
+                deleted_meanwhile = True
+                await asyncio.to_thread(moto_client.delete_secret, SecretId=name)
+            return state
+
+        await store.delete(key())
+        await asyncio.to_thread(moto_client.restore_secret, SecretId=name)
+        store._read = read_then_delete  # type: ignore[method-assign]
+        record = await store.put(key(), type=TYPE, name=None, data=b"two", expected_version=0)
+        store._read = real_read  # type: ignore[method-assign]
+        assert deleted_meanwhile
+        assert "DeletedDate" not in moto_client.describe_secret(SecretId=name)
+        assert await store.get(key()) == record
+
+    asyncio.run(main())
+
+
+def test_wrong_remove_from_version_id_fails_in_moto(moto_client) -> None:
+    """The property compare-and-swap rests on: moving AWSCURRENT from a version that
+    does not hold it fails (AWS documents it; moto enforces it)."""
+    from botocore.exceptions import ClientError
+
+    name = f"{unique_prefix()}/probe"
+    first, second, third = (str(uuid.uuid4()) for _ in range(3))
+    moto_client.create_secret(Name=name, SecretString="1", ClientRequestToken=first)
+    for token in (second, third):
+        moto_client.put_secret_value(
+            SecretId=name, SecretString=token, ClientRequestToken=token, VersionStages=["x"]
+        )
+    moto_client.update_secret_version_stage(
+        SecretId=name, VersionStage="AWSCURRENT", MoveToVersionId=second, RemoveFromVersionId=first
+    )
+    with pytest.raises(ClientError) as refused:
+        moto_client.update_secret_version_stage(
+            SecretId=name, VersionStage="AWSCURRENT", MoveToVersionId=third,
+            RemoveFromVersionId=first,
+        )
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterException"
+    current = moto_client.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")
+    assert current["VersionId"] == second
+    # moto quirk: without VersionStage it returns the last version *put* as current.
+    assert moto_client.get_secret_value(SecretId=name)["VersionId"] == first
+
+
+def test_kms_key_id_is_used_for_new_secrets(store_on, moto_client) -> None:
+    store = store_on(kms_key_id="alias/roomsecrets-test")
+    asyncio.run(store.put(key(), type=TYPE, name=None, data=b"x"))
+    described = moto_client.describe_secret(SecretId=f"{store.prefix}/r/alice/s")
+    assert described["KmsKeyId"] == "alias/roomsecrets-test"
+
+
+def test_list_reads_every_page(store_on) -> None:
+    store = store_on()
+    store._list_page = 2
+    ids = [f"s{index}" for index in range(5)]
+
+    async def main() -> None:
+        for secret_id in reversed(ids):
+            await store.put(key(secret_id), type=TYPE, name=None, data=b"x")
+        await store.delete(key("s3"))
+        listed = await store.list("r", "alice")
+        assert [r.key.secret_id for r in listed] == ["s0", "s1", "s2", "s4"]
+
+    asyncio.run(main())
+
+
+# --- the boundary: boto3 off the loop, botocore errors translated ----------------
+
+
+def test_client_is_created_lazily_with_standard_retries(moto_endpoint, monkeypatch) -> None:
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    store = SecretsManagerStore(prefix=unique_prefix())
+    assert store._client is None
+
+    async def main() -> None:
+        await store.put(key(), type=TYPE, name=None, data=b"x")
+        got = await store.get(key())
+        assert got is not None and got.data == b"x"
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_boto3_calls_run_off_the_event_loop(store_on) -> None:
+    import threading
+
+    store = store_on()
+    threads = set()
+    real = store._call_now
+
+    def spy(operation: str, params: dict[str, Any]) -> Any:
+        threads.add(threading.get_ident())
+        return real(operation, params)
+
+    store._call_now = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await store.put(key(), type=TYPE, name=None, data=b"x")
+        await store.get(key())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads and loop_thread not in threads
+
+
+def test_unreachable_endpoint_is_a_store_error() -> None:
+    client = secretsmanager_client("http://127.0.0.1:9", max_attempts=1)
+    store = SecretsManagerStore(prefix="unreachable", client=client)
+    with pytest.raises(StoreError, match="EndpointConnectionError") as caught:
+        asyncio.run(store.get(key()))
+    assert type(caught.value).__module__.startswith("roomsecrets")
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "InternalServiceError", "AccessDeniedException"])
+def test_aws_error_responses_are_store_errors(code: str, moto_client) -> None:
+    from botocore.stub import Stubber
+
+    stubber = Stubber(moto_client)
+    stubber.add_client_error("get_secret_value", service_error_code=code, http_status_code=400)
+    store = SecretsManagerStore(prefix="stubbed", client=moto_client)
+    with stubber, pytest.raises(StoreError, match=code):
+        asyncio.run(store.get(key()))
+
+
+def test_missing_region_is_a_store_error(monkeypatch) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    store = SecretsManagerStore(prefix="noregion")
+    with pytest.raises(StoreError, match="NoRegionError"):
+        asyncio.run(store.get(key()))
