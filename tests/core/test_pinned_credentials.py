@@ -127,3 +127,25 @@ def test_bytes_that_are_not_utf8_json_are_refused_without_echoing_them():
     with pytest.raises(InvalidInput) as info:
         StoredCredential.from_json(b"\xff\xfe example-access-token")
     assert "example-access-token" not in str(info.value)
+
+
+def refusal(raw: bytes) -> str:
+    with pytest.raises(InvalidInput) as info:
+        StoredCredential.from_json(raw)
+    return str(info.value)
+
+
+def test_stored_credential_errors_say_what_is_wrong_without_values():
+    assert refusal(b"{example-access-token") == "stored credential is not valid JSON"
+    assert refusal(b'["example-access-token"]') == "stored credential has an unknown format"
+    assert refusal(b'{"version":2}') == "stored credential has an unknown format"
+    data = json.loads(RECORD_V1)
+    data["token_endpoint"] = ""
+    assert refusal(json.dumps(data).encode()) == "stored credential has no valid token_endpoint"
+
+
+def test_a_credential_matches_only_its_own_client_at_its_own_token_endpoint():
+    credential = expected_credential()
+    assert credential.matches(client_id="app-1", token_endpoint="https://as.example/token")
+    assert not credential.matches(client_id="app-2", token_endpoint="https://as.example/token")
+    assert not credential.matches(client_id="app-1", token_endpoint="https://other.example/token")

@@ -96,3 +96,17 @@ def test_a_valid_verifier_is_returned_unchanged(verifier: str) -> None:
 def test_a_verifier_with_a_line_break_anywhere_is_refused(verifier: str) -> None:
     with pytest.raises(InvalidInput, match="RFC 7636"):
         validate_verifier(verifier)
+
+
+def test_an_invalid_verifier_error_states_the_rule_and_not_the_value() -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_verifier("bad verifier")
+    assert str(info.value) == (
+        "PKCE code verifier must be 43-128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.1)"
+    )
+
+
+def test_a_bad_verifier_length_error_states_the_bounds() -> None:
+    with pytest.raises(InvalidInput) as info:
+        generate_verifier(42)
+    assert str(info.value) == "PKCE verifier length must be an int from 43 to 128"

@@ -85,8 +85,9 @@ def test_refresh_request_refuses_a_malformed_token_endpoint(endpoint):
 
 @pytest.mark.parametrize("refresh_token", ["", None, b"rt", 5])
 def test_refresh_request_refuses_an_empty_or_non_string_refresh_token(refresh_token):
-    with pytest.raises(InvalidInput, match="refresh token"):
+    with pytest.raises(InvalidInput) as info:
         refresh(refresh_token=refresh_token)
+    assert str(info.value) == "refresh token must be a non-empty string"
 
 
 def test_refresh_request_refuses_bad_scopes():

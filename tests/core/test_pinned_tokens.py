@@ -161,3 +161,26 @@ def test_repr_names_the_extra_keys_sorted_and_whether_tokens_are_present():
         "has_refresh_token=False, has_id_token=False, extra_keys=['a', 'b'])"
     )
     assert "has_id_token=True" in repr(make(id_token="it"))
+
+
+def refusal(call) -> str:
+    with pytest.raises(InvalidInput) as info:
+        call()
+    return str(info.value)
+
+
+def test_stored_token_set_errors_say_what_is_wrong_without_values():
+    assert refusal(lambda: TokenSet.from_dict(["at"])) == "stored token set must be a JSON object"
+    assert refusal(lambda: TokenSet.from_dict({"version": 2})) == (
+        "stored token set has an unknown format version"
+    )
+    assert refusal(lambda: TokenSet.from_dict({"version": 1})) == (
+        "stored token set is missing or mistypes a field (KeyError)"
+    )
+    assert refusal(lambda: TokenSet.from_json(b"{")) == "stored token set is not valid JSON"
+
+
+def test_a_stored_token_type_other_than_bearer_is_kept():
+    tokens = make(token_type="DPoP")
+    assert TokenSet.from_dict(tokens.to_dict()).token_type == "DPoP"
+    assert TokenSet.from_json(tokens.to_json()).token_type == "DPoP"
