@@ -393,3 +393,166 @@ def test_missing_region_is_a_store_error(monkeypatch) -> None:
     store = SecretsManagerStore(prefix="noregion")
     with pytest.raises(StoreError, match="NoRegionError"):
         asyncio.run(store.get(key()))
+
+
+# --- the read cache ----------------------------------------------------------------
+
+
+class CountingStore:
+    """A cached store and an uncached one ("another process") on one prefix, with a
+    count of the AWS calls the cached one makes."""
+
+    def __init__(self, build: Any, **kw: Any) -> None:
+        self.clock = FakeClock()
+        self.store = build(clock=self.clock, cache_ttl=30, **kw)
+        self.other = build(prefix=self.store.prefix)
+        self.calls: list[str] = []
+        real = self.store._call_now
+
+        def counted(operation: str, params: dict[str, Any]) -> Any:
+            self.calls.append(operation)
+            return real(operation, params)
+
+        self.store._call_now = counted
+
+
+def test_cache_is_off_by_default(store_on) -> None:
+    box = CountingStore(lambda **kw: store_on(**{**kw, "cache_ttl": None}))
+
+    async def main() -> None:
+        await box.store.put(key(), type=TYPE, name=None, data=b"x")
+        box.calls.clear()
+        await box.store.get(key())
+        await box.store.get(key())
+        assert box.calls == ["get_secret_value", "get_secret_value"]
+
+    asyncio.run(main())
+
+
+def test_cached_reads_make_no_call_until_the_ttl_passes(store_on) -> None:
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        await box.other.put(key(), type=TYPE, name=None, data=b"x")
+        first = await box.store.get(key())
+        assert box.calls == ["get_secret_value"]
+        for _ in range(5):
+            assert await box.store.get(key()) is first
+        assert box.calls == ["get_secret_value"]
+        box.clock.advance(30)
+        assert await box.store.get(key()) == first
+        assert box.calls == ["get_secret_value", "get_secret_value"]
+
+    asyncio.run(main())
+
+
+def test_missing_keys_are_not_cached(store_on) -> None:
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        assert await box.store.get(key()) is None
+        written = await box.other.put(key(), type=TYPE, name=None, data=b"x")
+        assert await box.store.get(key()) == written
+
+    asyncio.run(main())
+
+
+def test_own_writes_and_deletes_update_the_cache(store_on) -> None:
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        written = await box.store.put(key(), type=TYPE, name=None, data=b"x")
+        box.calls.clear()
+        assert await box.store.get(key()) == written
+        assert box.calls == []
+        await box.store.delete(key())
+        box.calls.clear()
+        assert await box.store.get(key()) is None
+        assert box.calls == ["get_secret_value"]
+
+    asyncio.run(main())
+
+
+def test_cas_put_from_a_stale_cached_version_is_refused_by_aws(store_on) -> None:
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        await box.other.put(key(), type=TYPE, name=None, data=b"old")
+        stale = await box.store.get(key())
+        assert stale is not None
+        newer = await box.other.put(key(), type=TYPE, name=None, data=b"new")
+        assert await box.store.get(key()) is stale  # served from the cache, within its TTL
+        box.calls.clear()
+        with pytest.raises(VersionConflict) as conflict:
+            await box.store.put(
+                key(), type=TYPE, name=None, data=b"lost", expected_version=stale.version
+            )
+        assert "update_secret_version_stage" in box.calls  # AWS said no, not the cache
+        assert conflict.value.actual == newer.version
+        assert await box.store.get(key()) == newer  # the failed write dropped the entry
+        assert (await box.other.get(key())) == newer
+
+    asyncio.run(main())
+
+
+def test_reads_while_holding_a_lease_bypass_the_cache(store_on) -> None:
+    """The core re-reads a credential under the refresh lease with a plain ``get``:
+    that read must see another process's refresh, never a cached copy."""
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        await box.other.put(key(), type=TYPE, name=None, data=b"rt-1")
+        assert (await box.store.get(key())).data == b"rt-1"  # cached
+        await box.other.put(key(), type=TYPE, name=None, data=b"rt-2")  # another process refreshed
+        assert (await box.store.get(key())).data == b"rt-1"
+        lease = await box.store.acquire_lease("refresh", holder="me", ttl=30)
+        assert lease is not None
+        await box.other.put(key(), type=TYPE, name=None, data=b"rt-3")
+        box.calls.clear()
+        assert (await box.store.get(key())).data == b"rt-3"
+        assert (await box.store.get(key())).data == b"rt-3"
+        assert box.calls == ["get_secret_value", "get_secret_value"]
+        await box.store.release_lease(lease)
+        box.calls.clear()
+        assert (await box.store.get(key())).data == b"rt-3"  # cached again
+        assert box.calls == []
+
+    asyncio.run(main())
+
+
+def test_a_failed_acquire_empties_the_cache(store_on) -> None:
+    """A process waiting for another's refresh polls the store; it must see the save."""
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        await box.other.put(key(), type=TYPE, name=None, data=b"rt-1")
+        await box.store.get(key())
+        assert await box.other.acquire_lease("refresh", holder="them", ttl=30) is not None
+        await box.other.put(key(), type=TYPE, name=None, data=b"rt-2")
+        assert await box.store.acquire_lease("refresh", holder="me", ttl=30) is None
+        assert (await box.store.get(key())).data == b"rt-2"
+
+    asyncio.run(main())
+
+
+def test_a_read_that_began_before_a_write_is_not_cached(store_on) -> None:
+    box = CountingStore(store_on)
+
+    async def main() -> None:
+        await box.store.put(key(), type=TYPE, name=None, data=b"one")
+        box.store._cache.clear()
+        real_read = box.store._read
+
+        async def slow_read(name: str):  # type: ignore[no-untyped-def]
+            state = await real_read(name)  # sees "one"
+            box.store._read = real_read
+            written.append(await box.store.put(key(), type=TYPE, name=None, data=b"two"))
+            return state
+
+        written: list[Any] = []
+        box.store._read = slow_read
+        assert (await box.store.get(key())).data == b"one"
+        (written,) = written
+        assert await box.store.get(key()) == written  # not the stale "one"
+
+    asyncio.run(main())
