@@ -1,4 +1,5 @@
-"""Pinned: request ids and OAuth states of fewer than 128 bits are refused."""
+"""Pinned: request ids and OAuth states of fewer than 128 bits are refused; lookups and
+outcomes refuse bad input with one clear message."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any, Callable
 
 import pytest
 
-from roomsecrets.core.errors import ConfigurationError
-from roomsecrets.core.pending_registry import PendingRegistry, PendingRequest
+from roomsecrets.core.errors import ConfigurationError, InvalidInput, UnknownRequest
+from roomsecrets.core.pending import PendingState
+from roomsecrets.core.pending_registry import Failed, PendingRegistry, PendingRequest, Rejected
 
 
 class UniqueRandom:
@@ -76,3 +78,51 @@ def test_a_short_state_is_refused_even_after_a_long_enough_id() -> None:
     with pytest.raises(ConfigurationError, match="128 bits"):
         create(registry)
     assert len(registry) == 0
+
+
+def registry_with_one_request() -> tuple[PendingRegistry[object], PendingRequest]:
+    registry: PendingRegistry[object] = PendingRegistry(
+        clock=lambda: 0.0, token_urlsafe=UniqueRandom(22)
+    )
+    return registry, create(registry)
+
+
+def message(error: type[BaseException], call: Callable[[], object]) -> str:
+    with pytest.raises(error) as info:
+        call()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("state", [["list"], {"a": 1}, None, 5])
+def test_looking_up_a_state_that_is_not_a_string_is_an_unknown_request(state: Any) -> None:
+    registry, _ = registry_with_one_request()
+    text = message(UnknownRequest, lambda: registry.find_by_oauth_state(state))
+    assert text == "no open pending request has this state"
+
+
+@pytest.mark.parametrize("request_id", [["list"], {"a": 1}, None])
+def test_looking_up_an_id_that_is_not_a_string_is_an_unknown_request(request_id: Any) -> None:
+    registry, _ = registry_with_one_request()
+    text = message(UnknownRequest, lambda: registry.get(request_id))
+    assert text == "no open pending request has this id"
+
+
+@pytest.mark.parametrize("error", ["", "\x00", 5, None])
+def test_a_reject_without_a_usable_reason_says_what_a_reason_must_be(error: Any) -> None:
+    registry, request = registry_with_one_request()
+    text = message(
+        InvalidInput, lambda: registry.reject(request.request_id, by="alice", error=error)
+    )
+    assert text == "error must be a short printable ASCII string"
+    assert registry.state_of(request.request_id) is PendingState.PENDING
+
+
+@pytest.mark.parametrize("error", ["", 5, None, b"user_cancelled"])
+def test_a_rejected_outcome_needs_a_non_empty_string_reason(error: Any) -> None:
+    text = message(InvalidInput, lambda: Rejected(request_id="r", error=error))
+    assert text == "Rejected.error must be a non-empty string"
+
+
+def test_a_failed_outcome_needs_a_typed_error_and_says_so() -> None:
+    text = message(InvalidInput, lambda: Failed(request_id="r", error=ValueError("x")))  # type: ignore[arg-type]
+    assert text == "Failed.error must be a RoomSecretsError"

@@ -204,3 +204,10 @@ def test_code_request_honours_allow_insecure_http():
         redirect_uri="https://app.example/cb", allow_insecure_http=True,
     )
     assert request.url == "http://as.internal/token"
+
+
+def test_token_endpoint_errors_name_the_token_endpoint():
+    for build in (refresh, code_request):
+        with pytest.raises(InvalidInput) as info:
+            build("")
+        assert str(info.value) == "token_endpoint must be a non-empty URL string"
