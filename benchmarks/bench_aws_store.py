@@ -1,0 +1,168 @@
+"""The AWS Secrets Manager store against bare boto3 and aws-secretsmanager-caching.
+
+Both sides talk to one moto server (server mode, real HTTP on 127.0.0.1).
+
+(a) ``SecretsManagerStore.get`` (executor hop, JSON and base64 decoding
+    included) against a bare boto3 ``get_secret_value`` of the same secret with
+    the same ``VersionStage``. Target: ratio <= 1.1.
+(b) ``get_offline_oauth_token`` through a ``SecretsService`` on the AWS store
+    with its read cache on (grant check and audit event included) against
+    aws-secretsmanager-caching's cache hit (``SecretCache.get_secret_string``)
+    of the same stored bytes. Target: ratio <= 1.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any
+
+from roomsecrets import SecretsGrant, SecretsService
+from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
+from roomsecrets.core.ports import SecretKey
+from roomsecrets.core.tokens import TokenSet
+
+from .harness import Row
+
+GET_TARGET = 1.1
+CACHE_HIT_TARGET = 1.0
+ARGS = dict(
+    client_id="app",
+    authorization_endpoint="https://as.example/auth",
+    token_endpoint="https://as.example/token",
+    scopes=["mail.read"],
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "secretsmanager", region_name="us-east-1", endpoint_url=endpoint,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "max_attempts": 5}),
+    )
+
+
+async def _interleaved_get(store: Any, client: Any, secret_name: str, key: SecretKey,
+                           number: int, repeat: int) -> tuple[float, float]:
+    """Best seconds per call of our ``get`` and of bare boto3, alternating each round."""
+    ours = bare = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            await store.get(key)
+        ours = min(ours, (time.perf_counter() - start) / number)
+        start = time.perf_counter()
+        for _ in range(number):
+            client.get_secret_value(SecretId=secret_name, VersionStage="AWSCURRENT")
+        bare = min(bare, (time.perf_counter() - start) / number)
+    return ours, bare
+
+
+async def _store_get(endpoint: str, number: int, repeat: int) -> tuple[float, float]:
+    from roomsecrets.adapters.aws import SecretsManagerStore
+
+    client = _client(endpoint)
+    store = SecretsManagerStore(prefix="bench/get", client=client)
+    key = SecretKey(room="myroom", owner="alice", secret_id="cred")
+    await store.put(key, type=OAUTH_TOKEN_TYPE, name="n", data=b"x" * 600)
+    secret_name = "bench/get/myroom/alice/cred"
+    client.get_secret_value(SecretId=secret_name, VersionStage="AWSCURRENT")  # same secret
+    await store.get(key)  # warm: executor threads, connections
+    return await _interleaved_get(store, client, secret_name, key, number, repeat)
+
+
+async def _offline_hit(endpoint: str, number: int, repeat: int) -> tuple[float, bytes]:
+    from roomsecrets.adapters.aws import SecretsManagerStore
+
+    store = SecretsManagerStore(prefix="bench/offline", client=_client(endpoint), cache_ttl=300)
+    service = SecretsService(store=store, room="myroom")
+    agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
+    key = service.credential_key(
+        owner="alice", requester="agent-1", client_id="app", token_endpoint=ARGS["token_endpoint"]
+    )
+    now = time.time()
+    cred = StoredCredential(
+        tokens=TokenSet(access_token="AT-" + "x" * 40, refresh_token="RT-" + "y" * 40,
+                        issued_at=now, expires_at=now + 36_000, scopes=("mail.read",)),
+        client_id="app",
+        authorization_endpoint=ARGS["authorization_endpoint"],
+        token_endpoint=ARGS["token_endpoint"],
+    )
+    await store.put(key, type=OAUTH_TOKEN_TYPE, name="n", data=cred.to_json())
+    token = await agent.get_offline_oauth_token(**ARGS, delegated_by="alice")
+    assert token == cred.tokens.access_token
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            await agent.get_offline_oauth_token(**ARGS, delegated_by="alice")
+        best = min(best, (time.perf_counter() - start) / number)
+    return best, cred.to_json()
+
+
+def _peer_cache_hit(endpoint: str, payload: bytes, number: int, repeat: int) -> float:
+    from aws_secretsmanager_caching import SecretCache, SecretCacheConfig
+
+    client = _client(endpoint)
+    client.create_secret(Name="bench-peer/cred", SecretString=payload.decode())
+    cache = SecretCache(config=SecretCacheConfig(), client=client)
+    assert cache.get_secret_string("bench-peer/cred") == payload.decode()  # fills the cache
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            cache.get_secret_string("bench-peer/cred")
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def run(quick: bool = False) -> list[Row]:
+    try:
+        import boto3  # noqa: F401
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        return []
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        get_number, get_repeat = (50, 3) if quick else (200, 7)
+        ours, bare = asyncio.run(_store_get(endpoint, get_number, get_repeat))
+        ratio = ours / bare
+        rows = [
+            Row("aws store get (moto)", "roomsecrets SecretsManagerStore.get", ours * 1e6, "us"),
+            Row("aws store get (moto)", "bare boto3 get_secret_value", bare * 1e6, "us"),
+            Row("aws store get (moto)", "roomsecrets / bare boto3", ratio, "x",
+                f"<= {GET_TARGET}", ratio <= GET_TARGET),
+        ]
+        hit_number, hit_repeat = (2_000, 3) if quick else (20_000, 7)
+        hit, payload = asyncio.run(_offline_hit(endpoint, hit_number, hit_repeat))
+        rows.append(Row("offline token hit, aws store + cache",
+                        "roomsecrets get_offline_oauth_token", hit * 1e6, "us"))
+        try:
+            peer = _peer_cache_hit(endpoint, payload, hit_number, hit_repeat)
+        except ImportError:
+            return rows
+        ratio = hit / peer
+        rows += [
+            Row("offline token hit, aws store + cache",
+                "aws-secretsmanager-caching get_secret_string", peer * 1e6, "us"),
+            Row("offline token hit, aws store + cache", "roomsecrets / aws cache hit", ratio, "x",
+                f"<= {CACHE_HIT_TARGET}", ratio <= CACHE_HIT_TARGET),
+        ]
+        return rows
+    finally:
+        server.stop()
