@@ -139,3 +139,41 @@ def test_the_authorization_endpoint_is_checked_with_its_name_and_insecure_flag()
         **{**BASE, "authorization_endpoint": "http://as.example/a"}, allow_insecure_http=True
     )
     assert url.startswith("http://as.example/a?response_type=code&")
+
+
+def refusal(call) -> str:
+    with pytest.raises(InvalidInput) as info:
+        call()
+    return str(info.value)
+
+
+def test_authorization_url_refusals_say_what_is_wrong():
+    assert refusal(lambda: join_scopes("openid")) == (
+        "scopes must be a list of strings, not one string"
+    )
+    assert refusal(lambda: join_scopes(["a b"])) == (
+        "each scope must be a non-empty string of printable ASCII without spaces, "
+        "quotes or backslashes (RFC 6749 §3.3)"
+    )
+    assert refusal(lambda: build_authorization_url(**{**BASE, "client_id": ""})) == (
+        "client_id must be a non-empty string"
+    )
+    assert refusal(lambda: build_authorization_url(**{**BASE, "state": ""})) == (
+        "state must be a non-empty string"
+    )
+    endpoint = "https://as.example/auth?state=1&client_id=2&tenant=t"
+    assert refusal(
+        lambda: build_authorization_url(**{**BASE, "authorization_endpoint": endpoint})
+    ) == "authorization_endpoint query already sets ['client_id', 'state']"
+    assert refusal(
+        lambda: build_authorization_url(
+            **{**BASE, "authorization_endpoint": "https://as.example/a?tenant=t"},
+            extra_params={"tenant": "u"},
+        )
+    ) == "extra parameter 'tenant' would repeat a parameter"
+    assert refusal(lambda: build_authorization_url(**BASE, extra_params={"p": None})) == (
+        "extra parameter 'p' must be a string"
+    )
+    assert refusal(
+        lambda: build_authorization_url(**{**BASE, "authorization_endpoint": ""})
+    ) == "authorization_endpoint must be a non-empty URL string"

@@ -16,13 +16,31 @@ def make(**kw):
     return TokenSet(**args)
 
 
+MESSAGES = {
+    "access_token": "TokenSet.access_token must be a non-empty string",
+    "token_type": "TokenSet.token_type must be a non-empty string",
+    "refresh_token": "TokenSet.refresh_token must be a non-empty string or None",
+    "issued_at": "TokenSet.issued_at must be a finite number",
+    "expires_at": "TokenSet.expires_at must be a finite number or None",
+    "scopes": "TokenSet.scopes must be a sequence of strings",
+    "extra": "TokenSet.extra must be a mapping",
+}
+
+
+def refused_field(**kw) -> str:
+    """Construct with ``kw``; return the field the refusal names (its message is checked)."""
+    with pytest.raises(InvalidInput) as info:
+        make(**kw)
+    (field,) = [name for name, text in MESSAGES.items() if str(info.value) == text]
+    return field
+
+
 @pytest.mark.parametrize(
     "expires_at",
     [math.nan, math.inf, -math.inf, "4600", b"4600", True, False, [4600.0], 10**400],
 )
 def test_expires_at_that_is_nan_infinite_or_not_a_number_is_refused(expires_at):
-    with pytest.raises(InvalidInput, match="expires_at"):
-        make(expires_at=expires_at)
+    assert refused_field(expires_at=expires_at) == "expires_at"
 
 
 @pytest.mark.parametrize("expires_at", [None, 0, 4600, 4600.5, -1.0])
@@ -32,8 +50,7 @@ def test_expires_at_that_is_a_finite_number_or_none_is_kept(expires_at):
 
 @pytest.mark.parametrize("refresh_token", ["", b"rt", 5, ["rt"], False])
 def test_refresh_token_that_is_empty_or_not_a_string_is_refused(refresh_token):
-    with pytest.raises(InvalidInput, match="refresh_token"):
-        make(refresh_token=refresh_token)
+    assert refused_field(refresh_token=refresh_token) == "refresh_token"
 
 
 def test_refresh_token_may_be_absent_or_a_non_empty_string():
@@ -43,26 +60,22 @@ def test_refresh_token_may_be_absent_or_a_non_empty_string():
 
 @pytest.mark.parametrize("access_token", ["", None, b"at", 1])
 def test_access_token_that_is_empty_or_not_a_string_is_refused(access_token):
-    with pytest.raises(InvalidInput, match="access_token"):
-        make(access_token=access_token)
+    assert refused_field(access_token=access_token) == "access_token"
 
 
 @pytest.mark.parametrize("token_type", ["", None, b"Bearer"])
 def test_token_type_that_is_empty_or_not_a_string_is_refused(token_type):
-    with pytest.raises(InvalidInput, match="token_type"):
-        make(token_type=token_type)
+    assert refused_field(token_type=token_type) == "token_type"
 
 
 @pytest.mark.parametrize("issued_at", [math.nan, math.inf, None, "1000", True, 10**400])
 def test_issued_at_that_is_not_a_finite_number_is_refused(issued_at):
-    with pytest.raises(InvalidInput, match="issued_at"):
-        make(issued_at=issued_at)
+    assert refused_field(issued_at=issued_at) == "issued_at"
 
 
 @pytest.mark.parametrize("scopes", ["mail.read", ("a", 1), [None]])
 def test_scopes_that_are_one_string_or_hold_a_non_string_are_refused(scopes):
-    with pytest.raises(InvalidInput, match="scopes"):
-        make(scopes=scopes)
+    assert refused_field(scopes=scopes) == "scopes"
 
 
 def test_scopes_given_as_a_list_are_kept_as_a_tuple():
@@ -71,8 +84,7 @@ def test_scopes_given_as_a_list_are_kept_as_a_tuple():
 
 @pytest.mark.parametrize("extra", [None, [("k", "v")], "k=v"])
 def test_extra_that_is_not_a_mapping_is_refused(extra):
-    with pytest.raises(InvalidInput, match="extra"):
-        make(extra=extra)
+    assert refused_field(extra=extra) == "extra"
 
 
 def test_the_default_leeway_is_60_seconds_and_the_default_type_is_bearer():
