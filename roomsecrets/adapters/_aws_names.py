@@ -21,10 +21,12 @@ Layout::
     {prefix}/{room}/{owner}/{secret_id}              a record, not delegated
     {prefix}/{room}/{owner}/{secret_id}/{delegate}   a record delegated to someone
     {prefix}/_leases/{lease name}                    a lease
+    {prefix}/_leases/_h{sha256 of the lease name}    a lease whose name is too long
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ..core.errors import InvalidInput
@@ -94,6 +96,16 @@ def record_secret_name(prefix: str, key: SecretKey) -> str:
 
 
 def lease_secret_name(prefix: str, lease_name: str) -> str:
-    """The secret name of the lease ``lease_name``; InvalidInput if longer than 512."""
-    return _checked(f"{prefix}/{_LEASES}/{escape(lease_name)}", "the lease name")
+    """The secret name of the lease ``lease_name``.
+
+    A lease name only has to tell leases apart, so one whose escaped form does
+    not fit is replaced by ``_h`` and its SHA-256 (``h`` is not a hex digit, so
+    no escaped name looks like that): the core names a credential's refresh
+    lease after its key, and every key that fits must get its lease.
+    """
+    name = f"{prefix}/{_LEASES}/{escape(lease_name)}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(lease_name.encode("utf-8")).hexdigest()
+    return f"{prefix}/{_LEASES}/_h{digest}"
 

@@ -9,7 +9,8 @@ Names
     ``{prefix}/{room}/{owner}/{secret_id}[/{delegated_to}]`` and
     ``{prefix}/_leases/{lease name}``, each component escaped injectively (see
     :mod:`roomsecrets.adapters._aws_names`). A key whose name would exceed
-    AWS's 512 characters raises :class:`~roomsecrets.core.errors.InvalidInput`.
+    AWS's 512 characters raises :class:`~roomsecrets.core.errors.InvalidInput`
+    (a lease name that long is hashed instead: it only has to be distinct).
     Prefixes of two stores must not nest (``app`` and ``app/r``).
 
 Values
