@@ -558,3 +558,50 @@ def test_a_read_that_began_before_a_write_is_not_cached(store_on) -> None:
         assert await box.store.get(key()) == written  # not the stale "one"
 
     asyncio.run(main())
+
+
+def test_racing_deletes_and_recreates_never_leave_a_live_record_scheduled_for_deletion(
+    store_on, moto_client
+) -> None:
+    """DeleteSecret is not conditional, and moto even accepts writes to a secret
+    scheduled for deletion: after any race, a record that reads as present is not
+    about to be purged, and a secret scheduled for deletion reads as missing."""
+    store = store_on()
+    other = store_on(prefix=store.prefix)
+    name = f"{store.prefix}/r/alice/s"
+
+    async def churn(target: SecretsManagerStore, seed: int) -> None:
+        for step in range(6):
+            if (seed + step) % 2:
+                await target.put(key(), type=TYPE, name=None, data=b"%d.%d" % (seed, step))
+            else:
+                await target.delete(key())
+
+    async def main() -> None:
+        await asyncio.gather(*(churn(store if i % 2 else other, i) for i in range(8)))
+        got = await store.get(key())
+        scheduled = "DeletedDate" in await asyncio.to_thread(
+            moto_client.describe_secret, SecretId=name
+        )
+        assert not (got is not None and scheduled), "a live record is scheduled for deletion"
+
+    for _ in range(3):
+        asyncio.run(main())
+
+
+def test_boto3_calls_run_on_the_given_executor(store_on) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: set[str] = set()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="aws-store") as executor:
+        store = store_on(executor=executor)
+        real = store._call_now
+
+        def spy(operation: str, params: dict[str, Any]) -> Any:
+            seen.add(threading.current_thread().name)
+            return real(operation, params)
+
+        store._call_now = spy  # type: ignore[method-assign]
+        asyncio.run(store.put(key(), type=TYPE, name=None, data=b"x"))
+    assert seen and all(name.startswith("aws-store") for name in seen)
