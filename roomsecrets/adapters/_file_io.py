@@ -11,15 +11,21 @@ All of them run in worker threads, never on the event loop. They raise
 * :func:`write_atomically` is the classic durable replace: write a temporary
   file in the same directory, ``fsync`` it, ``os.replace`` it over the target,
   ``fsync`` the directory. A reader sees the old file or the new one, never a
-  mix, and after ``fsync`` returns the new one survives a power cut (POSIX
-  ``rename(2)`` is atomic; without the directory ``fsync`` the rename itself
-  may be lost, see the LWN article "Ensuring data reaches disk", 2011).
+  mix (POSIX ``rename(2)``: the replacement is atomic), and once it returns the
+  new one survives a power cut: Linux ``fsync(2)`` says the file's own
+  ``fsync`` does not make its directory entry durable, "an explicit fsync()
+  on a file descriptor for the directory is also needed". On macOS ``fsync``
+  only reaches the drive's cache, so :func:`flush` adds ``F_FULLFSYNC``
+  (Apple's ``fsync(2)``; SQLite's ``fullfsync`` does the same).
 * :func:`exclusive` is an ``flock(2)`` on a lock file plus a
-  :class:`threading.Lock` for the same path. ``flock`` excludes other
-  processes and other open files; the thread lock covers file systems where
-  ``flock`` falls back to per-process POSIX locks (NFS), which would let two
-  threads of one process in together. The kernel drops an ``flock`` when its
-  holder dies, so a killed process never leaves a directory locked.
+  :class:`threading.Lock` picked by the path (one of :data:`_STRIPES`, so
+  memory stays bounded however many directories there are). ``flock``
+  excludes other processes and other open files; the thread lock covers file
+  systems where ``flock`` falls back to per-process POSIX locks (NFS), which
+  would let two threads of one process in together. The kernel drops an
+  ``flock`` when its holder dies, so a killed process never leaves a
+  directory locked. Nothing ever holds two of these locks at once, so two
+  paths sharing a stripe cannot deadlock.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "exclusive",
+    "flush",
     "fsync_dir",
     "loose_permissions",
     "make_dirs",
@@ -51,9 +58,10 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FULLFSYNC: Optional[int] = getattr(fcntl, "F_FULLFSYNC", None)  # macOS only
 
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
+_STRIPES = 64
+_thread_locks = tuple(threading.Lock() for _ in range(_STRIPES))
 
 
 def make_dirs(path: str, *, stop: str) -> bool:
@@ -77,11 +85,18 @@ def make_dirs(path: str, *, stop: str) -> bool:
     return True
 
 
+def flush(fd: int) -> None:
+    """Make what was written to ``fd`` durable (see the module docstring)."""
+    os.fsync(fd)
+    if _FULLFSYNC is not None:
+        fcntl.fcntl(fd, _FULLFSYNC)
+
+
 def fsync_dir(path: str) -> None:
     """Flush the directory entry changes of ``path`` to disk."""
     fd = os.open(path, os.O_RDONLY | _CLOEXEC)
     try:
-        os.fsync(fd)
+        flush(fd)
     finally:
         os.close(fd)
 
@@ -122,7 +137,7 @@ def write_atomically(directory: str, name: str, content: bytes, *, durable: bool
                 written = os.write(fd, view)
                 view = view[written:]
             if durable:
-                os.fsync(fd)
+                flush(fd)
         finally:
             os.close(fd)
         os.replace(temp, os.path.join(directory, name))
@@ -164,11 +179,7 @@ def exclusive(lock_path: str) -> Iterator[None]:
 
 
 def _thread_lock(path: str) -> threading.Lock:
-    with _thread_locks_guard:
-        lock = _thread_locks.get(path)
-        if lock is None:
-            lock = _thread_locks[path] = threading.Lock()
-        return lock
+    return _thread_locks[hash(path) % _STRIPES]
 
 
 def loose_permissions(path: str) -> Optional[str]:

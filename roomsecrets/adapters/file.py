@@ -2,7 +2,8 @@
 
 Standard library only (POSIX: it needs ``fcntl``); the optional encryption at
 rest imports ``cryptography`` when a key is given. Several processes may share
-one directory, on one machine (``flock(2)`` over NFS is not relied on).
+one directory on one machine's local file system (network file systems are
+not relied on: their ``flock`` and ``rename`` guarantees vary).
 
 It follows the rules every store follows (``MemoryStore``'s module docstring,
 checked by :class:`roomsecrets.testing.StoreContract`). How it keeps them with
