@@ -40,7 +40,10 @@ Compare-and-swap
     pinned), then moves ``AWSCURRENT`` from the version the caller expects. A
     ``put(expected_version=n)`` costs two calls and no read. A refused move is
     checked with ``DescribeSecret``: if our version holds the label after all
-    (botocore retried a move that had landed) the write succeeded.
+    (botocore retried a move that had landed) the write succeeded. Writes that
+    must win (``expected_version=None``, leases) read again and retry after a
+    lost race, with jittered exponential backoff, and raise StoreError after
+    32 lost rounds.
 
     Creating a secret only ever writes an *empty* value (a tombstone, or a free
     lease); the real value then goes through the same move. So nothing relies
@@ -123,6 +126,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
 
 from ..core.errors import InvalidInput, LeaseLost, StoreError, VersionConflict
 from ..core.ports import Clock, Lease, SecretKey, SecretRecord
+from ..core.retry import RetryPolicy
 from ._aws_names import (
     MAX_NAME,
     check_prefix,
@@ -148,6 +152,10 @@ _FORMAT = 1
 #: Rounds of read-and-swap before giving up on a key other writers keep changing.
 _ATTEMPTS = 32
 _LIST_PAGE = 100
+# Capped exponential backoff with full jitter (the core's RetryPolicy): writers
+# that lost a compare-and-swap race spread out instead of colliding again.
+_BACKOFF = RetryPolicy(attempts=_ATTEMPTS, base_delay=0.005, max_delay=0.2)
+_LOST_RACE = StoreError("another writer changed the secret first")
 _MAX_CACHED = 10_000
 _TOMBSTONE = json.dumps({"roomsecrets": _FORMAT, "kind": "deleted"}, separators=(",", ":"))
 
@@ -413,7 +421,8 @@ class SecretsManagerStore:
             # A lease is taken to change a record; whoever holds it may be
             # changing one now, so nothing cached is trusted past this point.
             self._cache.clear()
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            await _after_lost_race(attempt)
             now = self._clock()
             lease = Lease(name=name, holder=holder, expires_at=now + ttl)
             current = await self._lease_state(secret_name, name)
@@ -437,7 +446,8 @@ class SecretsManagerStore:
         _check_lease(lease)
         _check_ttl(ttl, "ttl")
         secret_name = lease_secret_name(self._prefix, lease.name)
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            await _after_lost_race(attempt)
             now = self._clock()
             current = await self._lease_state(secret_name, lease.name, create=False)
             held = None if current is None else current[1]
@@ -457,7 +467,8 @@ class SecretsManagerStore:
         _check_lease(lease)
         secret_name = lease_secret_name(self._prefix, lease.name)
         self._held.pop((lease.name, lease.holder), None)
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            await _after_lost_race(attempt)
             current = await self._lease_state(secret_name, lease.name, create=False)
             if current is None or current[1] is None or current[1].holder != lease.holder:
                 return
@@ -479,7 +490,8 @@ class SecretsManagerStore:
                 if outcome is _Swap.DONE:
                     return version_id
             raise await self._conflict(name, expected)
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            await _after_lost_race(attempt)
             state = await self._read(name)
             if state is _Absent.SCHEDULED:
                 await self._restore(name)
@@ -508,7 +520,8 @@ class SecretsManagerStore:
 
     async def _remove(self, name: str, expected: Optional[int]) -> bool:
         """Replace the live record at ``name`` with a tombstone, then schedule deletion."""
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            await _after_lost_race(attempt)
             if expected is not None and expected > 0:
                 from_id = _version_id(expected)
                 if from_id is None:
@@ -877,6 +890,12 @@ def _conflict_error(expected: int, actual: Optional[int]) -> VersionConflict:
     return VersionConflict(
         f"expected version {expected}, found {found}", expected=expected, actual=actual
     )
+
+
+async def _after_lost_race(attempt: int) -> None:
+    """Wait before round ``attempt`` of a read-and-swap loop (not before the first)."""
+    if attempt:
+        await asyncio.sleep(_BACKOFF.delay(_LOST_RACE, attempt - 1))
 
 
 def _busy(name: str) -> StoreError:
