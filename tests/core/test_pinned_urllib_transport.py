@@ -13,7 +13,14 @@ import ssl
 import pytest
 
 from roomsecrets.core import urllib_transport as transport_module
-from roomsecrets.core.errors import ConnectError, InvalidInput, ProviderTimeout, TransportError
+from roomsecrets.core.errors import (
+    ConnectError,
+    InvalidInput,
+    ProviderTimeout,
+    ResponseTooLarge,
+    TransportError,
+)
+from roomsecrets.core.http import HttpRequest
 
 WHAT = "POST as.example:8443"
 
@@ -120,11 +127,226 @@ def test_shutting_down_a_socket_that_is_not_connected_still_closes_it():
 
 
 def test_repeated_request_headers_are_joined_with_commas_under_the_first_spelling():
-    from roomsecrets.core.http import HttpRequest
-
     request = HttpRequest(
         method="GET",
         url="https://as.example/",
         headers=(("Accept", "a/b"), ("X-One", "1"), ("accept", "c/d"), ("ACCEPT", "e/f")),
     )
     assert transport_module._merged_headers(request) == [("Accept", "a/b, c/d, e/f"), ("X-One", "1")]
+
+
+class FakeResponse:
+    """Just what _read_capped uses: case-insensitive headers and read(n), recorded."""
+
+    def __init__(self, body: bytes, content_length=None, chunk: int = 3) -> None:
+        self.headers = http.client.HTTPMessage()
+        if content_length is not None:
+            self.headers["Content-Length"] = content_length
+        self._body = body
+        self._chunk = chunk
+        self.asked: list = []
+
+    def read(self, amount):
+        self.asked.append(amount)
+        piece = self._body[: min(amount, self._chunk)]
+        self._body = self._body[len(piece) :]
+        return piece
+
+
+def read_capped(response, max_body):
+    return transport_module._read_capped(response, WHAT, 200, max_body)
+
+
+def test_a_body_read_in_pieces_comes_back_whole_and_no_read_asks_past_the_cap():
+    response = FakeResponse(b"0123456789", chunk=3)
+    assert read_capped(response, 10) == b"0123456789"
+    # Never more than the cap + 1 bytes in all: 11, then what is left of it.
+    assert response.asked == [11, 8, 5, 2, 1]
+
+
+def test_a_body_longer_than_the_cap_stops_one_byte_past_it():
+    response = FakeResponse(b"x" * 30, chunk=4)
+    with pytest.raises(ResponseTooLarge) as info:
+        read_capped(response, 10)
+    assert str(info.value) == "POST as.example:8443: response body exceeds 10 bytes"
+    assert info.value.status == 200
+    assert response.asked == [11, 7, 3]
+
+
+def test_reads_are_at_most_64_kib_each():
+    response = FakeResponse(b"y" * 5, chunk=5)
+    assert read_capped(response, 10**6) == b"y" * 5
+    assert response.asked[0] == 64 * 1024
+
+
+@pytest.mark.parametrize("declared", ["11", " 11 ", "99999999999999999999"])
+def test_a_declared_length_over_the_cap_fails_before_reading_anything(declared):
+    response = FakeResponse(b"x" * 11, content_length=declared)
+    with pytest.raises(ResponseTooLarge, match="exceeds 10 bytes"):
+        read_capped(response, 10)
+    assert response.asked == []
+
+
+@pytest.mark.parametrize("declared", ["10", "3", "abc", "-5", ""])
+def test_a_declared_length_within_the_cap_or_unreadable_is_not_trusted_but_read(declared):
+    response = FakeResponse(b"abc", content_length=declared)
+    assert read_capped(response, 10) == b"abc"
+    assert response.asked[0] == 11
+
+
+# --- the socket hand-over between the worker and the caller --------------------------
+
+
+def test_a_connection_made_after_the_caller_gave_up_is_shut_down_at_once():
+    ours, peer = socket.socketpair()
+    peer.settimeout(2.0)
+    try:
+        attempt = transport_module._Attempt()
+        attempt.abandon()
+        attempt.connected(ours)
+        assert peer.recv(1) == b""  # end of stream: our side was shut down
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_giving_up_shuts_down_a_registered_connection():
+    ours, peer = socket.socketpair()
+    peer.settimeout(2.0)
+    try:
+        attempt = transport_module._Attempt()
+        attempt.connected(ours)
+        attempt.abandon()
+        assert peer.recv(1) == b""
+        attempt.abandon()  # a second time changes nothing
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_finishing_releases_the_duplicate_but_leaves_the_connection_open():
+    ours, peer = socket.socketpair()
+    peer.settimeout(2.0)
+    try:
+        attempt = transport_module._Attempt()
+        attempt.connected(ours)
+        attempt.finish()
+        attempt.abandon()  # too late to interrupt anything: nothing is registered
+        ours.sendall(b"k")
+        assert peer.recv(1) == b"k"
+    finally:
+        ours.close()
+        peer.close()
+
+
+# --- one exchange, with a stand-in opener ----------------------------------------------
+
+
+NOT_GIVEN = object()
+
+
+class FakeOpener:
+    """Records what _exchange hands to urllib; answers 200 with a small body."""
+
+    def __init__(self, outcome="respond") -> None:
+        self.outcome = outcome
+        self.calls: list = []
+
+    def open(self, req, timeout=NOT_GIVEN):
+        self.calls.append((req, timeout))
+        if self.outcome == "none":
+            return None
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        response = FakeResponse(b"{}", chunk=100)
+        response.status = 200
+        response.headers["X-Reply"] = "yes"
+        return _Closing(response)
+
+
+class _Closing:
+    def __init__(self, response) -> None:
+        self.response = response
+
+    def __enter__(self):
+        return self.response
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self.response, name)
+
+
+def exchange(opener, method="POST", body=b"", headers=(), timeout=7.5):
+    request = HttpRequest(method=method, url="https://as.example:8443/t", headers=headers,
+                          body=body)
+    attempt = transport_module._Attempt()
+    return transport_module._exchange(opener, request, "as.example:8443", attempt, timeout, 100)
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "sent"),
+    [
+        ("GET", b"", None),
+        ("DELETE", b"", None),
+        ("GET", b"q", b"q"),
+        ("POST", b"", b""),
+        ("REPORT", b"", b""),
+        ("POST", b"a=b", b"a=b"),
+    ],
+)
+def test_only_bodyless_methods_with_an_empty_body_send_no_body(method, body, sent):
+    opener = FakeOpener()
+    response = exchange(opener, method=method, body=body)
+    (req, timeout), = opener.calls
+    assert req.data == sent
+    assert req.get_method() == method
+    assert timeout == 7.5
+    assert (response.status, response.body, response.header("x-reply")) == (200, b"{}", "yes")
+
+
+def test_headers_are_handed_to_urllib_merged():
+    opener = FakeOpener()
+    exchange(opener, headers=(("Accept", "a"), ("accept", "b"), ("X-K", "v")))
+    (req, _), = opener.calls
+    assert req.get_header("Accept") == "a, b"
+    assert req.get_header("X-k") == "v"
+
+
+def test_no_handler_for_the_url_is_a_transport_error():
+    with pytest.raises(TransportError) as info:
+        exchange(FakeOpener("none"))
+    assert str(info.value) == "POST as.example:8443: no handler for this URL"
+
+
+def test_a_value_error_from_http_client_is_invalid_input_without_the_value():
+    opener = FakeOpener(ValueError("Invalid header value b'secret\\r\\n'"))
+    with pytest.raises(InvalidInput) as info:
+        exchange(opener)
+    assert str(info.value) == "POST as.example:8443: request has an invalid URL or header value"
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_connection_factories_pass_the_timeout_and_the_attempt_on():
+    context = ssl.create_default_context()
+    attempt = transport_module._Attempt()
+    req = transport_module._AttemptRequest(attempt, url="http://127.0.0.1:9/", method="GET")
+    made = []
+    for handler, opener_name in (
+        (transport_module._HTTPHandler(), "http_open"),
+        (transport_module._HTTPSHandler(context), "https_open"),
+    ):
+        def do_open(factory, request, **kwargs):
+            made.append((factory("127.0.0.1", timeout=4.5), kwargs))
+
+        handler.do_open = do_open  # type: ignore[method-assign]
+        getattr(handler, opener_name)(req)
+    (plain, plain_kwargs), (tls, tls_kwargs) = made
+    assert isinstance(plain, transport_module._TrackedHTTPConnection)
+    assert isinstance(tls, transport_module._TrackedHTTPSConnection)
+    for conn in (plain, tls):
+        assert conn.timeout == 4.5
+        assert conn.attempt is attempt
+    assert plain_kwargs == {}
+    assert tls_kwargs == {"context": context}
