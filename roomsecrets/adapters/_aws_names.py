@@ -63,7 +63,13 @@ def check_prefix(prefix: object) -> str:
 
 
 def escape(text: str) -> str:
-    """Escape one name component (see the module docstring); injective."""
+    """Escape one name component (see the module docstring); injective.
+
+    >>> escape("mail")
+    'mail'
+    >>> escape("Mail/2_ü")
+    '_4dail_2f2_5f_c3_bc'
+    """
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError:

@@ -605,3 +605,12 @@ def test_boto3_calls_run_on_the_given_executor(store_on) -> None:
         store._call_now = spy  # type: ignore[method-assign]
         asyncio.run(store.put(key(), type=TYPE, name=None, data=b"x"))
     assert seen and all(name.startswith("aws-store") for name in seen)
+
+
+@pytest.mark.parametrize("module", ["roomsecrets.adapters.aws", "roomsecrets.adapters._aws_names"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
