@@ -47,8 +47,9 @@ Compare-and-swap
 
     Creating a secret only ever writes an *empty* value (a tombstone, or a free
     lease); the real value then goes through the same move. So nothing relies
-    on ``CreateSecret`` being atomic, which moto server is not (two concurrent
-    creates of one name can both succeed, the second replacing the first).
+    on ``CreateSecret`` being atomic, which moto server does not promise (its
+    name check and insert run without a lock; a lost race there would let the
+    second create silently replace the first).
 
 Deletes
     ``delete`` writes a tombstone through the compare-and-swap above (that is
@@ -96,8 +97,9 @@ Where moto (5.x) differs from AWS's documentation, and how this store copes:
 refuses with ``InvalidRequestException``; hence the checks after deletes and
 re-creates); ``CreateSecret`` on a name scheduled for deletion gives
 ``ResourceExistsException`` (AWS: ``InvalidRequestException``; both are
-handled); moto server runs requests in threads without a lock, so concurrent
-``CreateSecret`` calls are not atomic and reads can fail with HTTP 500 while
+handled); moto server runs requests in threads without a lock around its
+model, so ``CreateSecret``'s check-then-insert is not atomic in principle, and
+reads do fail with HTTP 500 ("dictionary changed size during iteration") while
 another request changes the secret (botocore retries them); the 64 KiB value
 and 512-character name limits and the name alphabet are not enforced (we check
 them ourselves).
