@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import statistics
 import time
 from typing import Any
@@ -36,12 +35,6 @@ ARGS = dict(
     token_endpoint="https://as.example/token",
     scopes=["mail.read"],
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _client(endpoint: str) -> Any:
@@ -154,10 +147,10 @@ def run(quick: bool = False) -> list[Row]:
     except ImportError:
         return []
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
     try:
         get_number, get_rounds = (10, 11) if quick else (10, 61)
         ours, bare, ratio = asyncio.run(_store_get(endpoint, get_number, get_rounds))

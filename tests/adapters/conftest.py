@@ -8,17 +8,10 @@ dummy credentials and an ``endpoint_url`` on 127.0.0.1.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +20,9 @@ def moto_endpoint() -> Iterator[str]:
     pytest.importorskip("boto3")
     server_module = pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    server = server_module.ThreadedMotoServer(
-        ip_address="127.0.0.1", port=_free_port(), verbose=False
-    )
+    # Port 0: the OS picks a free port when the server binds; no race with
+    # another process grabbing a port we probed.
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:
