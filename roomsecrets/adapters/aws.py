@@ -113,7 +113,6 @@ import binascii
 import enum
 import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -129,6 +128,14 @@ from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
 from ..core.errors import InvalidInput, LeaseLost, StoreError, VersionConflict
 from ..core.ports import Clock, Lease, SecretKey, SecretRecord
 from ..core.retry import RetryPolicy
+from ..core.store_arguments import (
+    check_expected_version,
+    check_key,
+    check_lease,
+    check_name,
+    check_ttl,
+    list_order,
+)
 from ._aws_names import (
     MAX_NAME,
     check_prefix,
@@ -294,7 +301,7 @@ class SecretsManagerStore:
         ):
             raise InvalidInput("recovery_window_days must be None or an integer from 7 to 30")
         if cache_ttl is not None:
-            _check_ttl(cache_ttl, "cache_ttl")
+            check_ttl(cache_ttl, "cache_ttl")
         if retry_mode not in ("standard", "adaptive"):
             raise InvalidInput("retry_mode must be 'standard' or 'adaptive'")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
@@ -333,7 +340,7 @@ class SecretsManagerStore:
 
     async def get(self, key: SecretKey) -> Optional[SecretRecord]:
         """Return the record at ``key``, or None (also for a deleted one)."""
-        _check_key(key)
+        check_key(key)
         cache = self._cache
         generation = 0
         if cache is not None:
@@ -366,13 +373,13 @@ class SecretsManagerStore:
         ``expected_version`` does not match; InvalidInput when the value would
         not fit in one secret.
         """
-        _check_key(key)
-        _check_text("type", type)
+        check_key(key)
+        check_name("type", type)
         if name is not None and not isinstance(name, str):
             raise InvalidInput("name must be a string or None")
         if not isinstance(data, bytes):
             raise InvalidInput(f"data must be bytes, not {data.__class__.__name__}")
-        _check_expected(expected_version)
+        check_expected_version(expected_version)
         secret_name = record_secret_name(self._prefix, key)
         data = bytes(data)  # a bytes subclass could carry mutable state
         value = _record_value(key, type, name, data)
@@ -395,8 +402,8 @@ class SecretsManagerStore:
         Raises :class:`VersionConflict` (and deletes nothing) when
         ``expected_version`` does not match.
         """
-        _check_key(key)
-        _check_expected(expected_version)
+        check_key(key)
+        check_expected_version(expected_version)
         secret_name = record_secret_name(self._prefix, key)
         try:
             deleted = await self._remove(secret_name, expected_version)
@@ -415,9 +422,9 @@ class SecretsManagerStore:
 
         The same holder acquiring again extends its lease to ``now + ttl``.
         """
-        _check_text("lease name", name)
-        _check_text("holder", holder)
-        _check_ttl(ttl, "ttl")
+        check_name("lease name", name)
+        check_name("holder", holder)
+        check_ttl(ttl, "ttl")
         secret_name = lease_secret_name(self._prefix, name)
         if self._cache is not None:
             # A lease is taken to change a record; whoever holds it may be
@@ -445,8 +452,8 @@ class SecretsManagerStore:
 
         Raises :class:`LeaseLost` if it expired or another holder has it now.
         """
-        _check_lease(lease)
-        _check_ttl(ttl, "ttl")
+        check_lease(lease)
+        check_ttl(ttl, "ttl")
         secret_name = lease_secret_name(self._prefix, lease.name)
         for attempt in range(_ATTEMPTS):
             await _after_lost_race(attempt)
@@ -466,7 +473,7 @@ class SecretsManagerStore:
 
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease back; a no-op if another holder has it now."""
-        _check_lease(lease)
+        check_lease(lease)
         secret_name = lease_secret_name(self._prefix, lease.name)
         self._held.pop((lease.name, lease.holder), None)
         for attempt in range(_ATTEMPTS):
@@ -789,8 +796,8 @@ class SecretsManagerStore:
         ``delegated_to=None`` sorts before any delegate. Uses ``ListSecrets``
         with a name filter (all pages), then reads each secret's current value.
         """
-        _check_text("room", room)
-        _check_text("owner", owner)
+        check_name("room", room)
+        check_name("owner", owner)
         folder = owner_folder(self._prefix, room, owner)
         if len(folder) >= MAX_NAME:
             return []  # no record name can be this long
@@ -806,7 +813,7 @@ class SecretsManagerStore:
             ):
                 raise StoreError(f"secret {name} holds another key")
             records.append(record)
-        return sorted(records, key=_list_order)
+        return sorted(records, key=list_order)
 
 
 # --- values ---------------------------------------------------------------------
@@ -904,11 +911,6 @@ def _busy(name: str) -> StoreError:
     return StoreError(f"secret {name} kept changing under {_ATTEMPTS} attempts to write it")
 
 
-def _list_order(record: SecretRecord) -> tuple[str, bool, str]:
-    delegated_to = record.key.delegated_to
-    return (record.key.secret_id, delegated_to is not None, delegated_to or "")
-
-
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string")
@@ -917,48 +919,6 @@ def _text(value: object) -> str:
 
 def _optional_text(value: object) -> Optional[str]:
     return None if value is None else _text(value)
-
-
-# --- argument checks (the same rules as MemoryStore's) ---------------------------
-
-
-def _check_text(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{what} must be a non-empty string")
-
-
-def _check_key(key: object) -> None:
-    if not isinstance(key, SecretKey):
-        raise InvalidInput(f"key must be a SecretKey, not {key.__class__.__name__}")
-    _check_text("room", key.room)
-    _check_text("owner", key.owner)
-    _check_text("secret_id", key.secret_id)
-    if key.delegated_to is not None:
-        _check_text("delegated_to", key.delegated_to)
-
-
-def _check_expected(expected: object) -> None:
-    if expected is None:
-        return
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise InvalidInput("expected_version must be None or an integer >= 0")
-
-
-def _check_ttl(ttl: object, what: str) -> None:
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, (int, float))
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
-        raise InvalidInput(f"{what} must be a finite number of seconds > 0")
-
-
-def _check_lease(lease: object) -> None:
-    if not isinstance(lease, Lease):
-        raise InvalidInput(f"lease must be a Lease, not {lease.__class__.__name__}")
-    _check_text("lease name", lease.name)
-    _check_text("holder", lease.holder)
 
 
 if TYPE_CHECKING:

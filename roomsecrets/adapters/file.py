@@ -92,17 +92,16 @@ import warnings
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
 
 from ..core.errors import InvalidInput, LeaseLost, StoreError
-from ..core.memory_store import (
-    _check_expected,
-    _check_key,
-    _check_lease,
-    _check_text,
-    _check_ttl,
-    _compare,
-    _list_order,
-)
 from ..core.ports import Clock, Lease, SecretKey, SecretRecord
-from . import _file_io as fileio
+from ..core.store_arguments import (
+    check_expected_version,
+    check_key,
+    check_lease,
+    check_name,
+    check_ttl,
+    compare_version,
+    list_order,
+)
 from ._file_format import (
     Cipher,
     CorruptStoreFile,
@@ -115,6 +114,15 @@ from ._file_format import (
     encode_lease,
     encode_secret,
     encode_versions,
+)
+from ._file_io import (
+    exclusive,
+    fsync_dir,
+    loose_permissions,
+    make_dirs,
+    read_bytes,
+    remove_temporaries,
+    write_atomically,
 )
 from ._file_layout import (
     CORRUPT_MARK,
@@ -201,7 +209,7 @@ class FileSecretStore:
 
     async def get(self, key: SecretKey) -> Optional[SecretRecord]:
         """Return the record at ``key``, or None."""
-        _check_key(key)
+        check_key(key)
         return await self._in_thread(f"read {_describe(key)}", self._get, key)
 
     async def put(
@@ -218,13 +226,13 @@ class FileSecretStore:
         Raises :class:`~roomsecrets.core.errors.VersionConflict` (and changes
         nothing) when ``expected_version`` does not match.
         """
-        _check_key(key)
-        _check_text("type", type)
+        check_key(key)
+        check_name("type", type)
         if name is not None and not isinstance(name, str):
             raise InvalidInput("name must be a string or None")
         if not isinstance(data, bytes):
             raise InvalidInput(f"data must be bytes, not {data.__class__.__name__}")
-        _check_expected(expected_version)
+        check_expected_version(expected_version)
         # bytes(): a bytes subclass could carry mutable state.
         return await self._in_thread(
             f"write {_describe(key)}", self._put, key, type, name, bytes(data), expected_version
@@ -236,8 +244,8 @@ class FileSecretStore:
         Raises :class:`~roomsecrets.core.errors.VersionConflict` (and deletes
         nothing) when ``expected_version`` does not match.
         """
-        _check_key(key)
-        _check_expected(expected_version)
+        check_key(key)
+        check_expected_version(expected_version)
         return await self._in_thread(
             f"delete {_describe(key)}", self._delete, key, expected_version
         )
@@ -247,9 +255,9 @@ class FileSecretStore:
 
         The same holder acquiring again extends its lease to ``now + ttl``.
         """
-        _check_text("lease name", name)
-        _check_text("holder", holder)
-        _check_ttl(ttl)
+        check_name("lease name", name)
+        check_name("holder", holder)
+        check_ttl(ttl)
         return await self._in_thread(
             f"acquire lease {name!r}", self._acquire_lease, name, holder, ttl
         )
@@ -260,15 +268,15 @@ class FileSecretStore:
         Raises :class:`~roomsecrets.core.errors.LeaseLost` if it expired or
         another holder has it now.
         """
-        _check_lease(lease)
-        _check_ttl(ttl)
+        check_lease(lease)
+        check_ttl(ttl)
         return await self._in_thread(
             f"renew lease {lease.name!r}", self._renew_lease, lease, ttl
         )
 
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease back; a no-op if it expired or another holder has it now."""
-        _check_lease(lease)
+        check_lease(lease)
         await self._in_thread(f"release lease {lease.name!r}", self._release_lease, lease)
 
     # --- running blocking code ----------------------------------------------------
@@ -296,10 +304,10 @@ class FileSecretStore:
             root = self._layout.root
             if not os.path.isdir(root):
                 os.makedirs(os.path.dirname(root), exist_ok=True)  # parents are not ours
-                fileio.make_dirs(root, stop=os.path.dirname(root))
+                make_dirs(root, stop=os.path.dirname(root))
             if not os.path.isdir(root):
                 raise NotADirectoryError(errno.ENOTDIR, "the store root is not a directory", root)
-            problem = fileio.loose_permissions(root)
+            problem = loose_permissions(root)
             if problem is not None:
                 warnings.warn(
                     f"secret store root {root} is not private: {problem}; run "
@@ -307,17 +315,17 @@ class FileSecretStore:
                     InsecureStoreWarning,
                     stacklevel=2,
                 )
-            fileio.make_dirs(self._layout.secrets_dir, stop=root)
-            fileio.make_dirs(self._layout.leases_dir, stop=root)
-            with fileio.exclusive(os.path.join(self._layout.leases_dir, LOCK_NAME)):
-                fileio.remove_temporaries(self._layout.leases_dir)
+            make_dirs(self._layout.secrets_dir, stop=root)
+            make_dirs(self._layout.leases_dir, stop=root)
+            with exclusive(os.path.join(self._layout.leases_dir, LOCK_NAME)):
+                remove_temporaries(self._layout.leases_dir)
             self._ready = True
 
     # --- secrets (worker thread) --------------------------------------------------
 
     def _get(self, key: SecretKey) -> Optional[SecretRecord]:
         directory, name = self._layout.secret_path(key)
-        content = fileio.read_bytes(os.path.join(directory, name))
+        content = read_bytes(os.path.join(directory, name))
         if content is None:
             return None
         try:
@@ -326,7 +334,7 @@ class FileSecretStore:
             pass
         # Look again under the lock before moving anything: only then is the
         # file surely not about to be replaced.
-        with fileio.exclusive(os.path.join(directory, LOCK_NAME)):
+        with exclusive(os.path.join(directory, LOCK_NAME)):
             return self._read_current(directory, name, key)
 
     def _put(
@@ -338,11 +346,11 @@ class FileSecretStore:
         expected_version: Optional[int],
     ) -> SecretRecord:
         directory, file_name = self._layout.secret_path(key)
-        fileio.make_dirs(directory, stop=self._layout.secrets_dir)
-        with fileio.exclusive(os.path.join(directory, LOCK_NAME)):
+        make_dirs(directory, stop=self._layout.secrets_dir)
+        with exclusive(os.path.join(directory, LOCK_NAME)):
             counter = self._read_counter(directory)
             current = self._read_current(directory, file_name, key)
-            _compare(expected_version, current)
+            compare_version(expected_version, current)
             version = max(0 if current is None else current.version, counter.deleted) + 1
             if version > counter.issued:
                 counter = VersionCounter(
@@ -350,18 +358,18 @@ class FileSecretStore:
                 )
                 self._write_counter(directory, counter)
             record = SecretRecord(key=key, type=type, name=name, data=data, version=version)
-            fileio.write_atomically(directory, file_name, encode_secret(record, self._cipher))
+            write_atomically(directory, file_name, encode_secret(record, self._cipher))
             return record
 
     def _delete(self, key: SecretKey, expected_version: Optional[int]) -> bool:
         directory, file_name = self._layout.secret_path(key)
         if not os.path.isdir(directory):
-            _compare(expected_version, None)
+            compare_version(expected_version, None)
             return False
-        with fileio.exclusive(os.path.join(directory, LOCK_NAME)):
+        with exclusive(os.path.join(directory, LOCK_NAME)):
             counter = self._read_counter(directory)
             current = self._read_current(directory, file_name, key)
-            _compare(expected_version, current)
+            compare_version(expected_version, current)
             if current is None:
                 return False
             if current.version > counter.deleted:
@@ -373,7 +381,7 @@ class FileSecretStore:
                     ),
                 )
             os.unlink(os.path.join(directory, file_name))
-            fileio.fsync_dir(directory)
+            fsync_dir(directory)
             return True
 
     def _list(self, room: str, owner: str) -> list[SecretRecord]:
@@ -391,7 +399,7 @@ class FileSecretStore:
                 leftovers = True
             if file_name.startswith(".") or not file_name.endswith(SECRET_SUFFIX):
                 continue
-            content = fileio.read_bytes(os.path.join(directory, file_name))
+            content = read_bytes(os.path.join(directory, file_name))
             if content is None:
                 continue  # deleted since the scan
             try:
@@ -403,9 +411,9 @@ class FileSecretStore:
                 continue
             records.append(record)
         if damaged or leftovers:
-            with fileio.exclusive(os.path.join(directory, LOCK_NAME)):
+            with exclusive(os.path.join(directory, LOCK_NAME)):
                 if leftovers:
-                    fileio.remove_temporaries(directory)
+                    remove_temporaries(directory)
                 for file_name in damaged:
                     # Raises CorruptStoreFile unless a writer replaced the file meanwhile.
                     replaced = self._read_current(
@@ -413,7 +421,7 @@ class FileSecretStore:
                     )
                     if replaced is not None:
                         records.append(replaced)
-        records.sort(key=_list_order)
+        records.sort(key=list_order)
         return records
 
     def _decode(self, content: bytes, key: SecretKey) -> SecretRecord:
@@ -436,7 +444,7 @@ class FileSecretStore:
         A damaged file is moved aside and raises CorruptStoreFile. ``key`` None
         means "whatever secret of ``owner`` in ``room`` this file holds" (list).
         """
-        content = fileio.read_bytes(os.path.join(directory, file_name))
+        content = read_bytes(os.path.join(directory, file_name))
         if content is None:
             return None
         try:
@@ -472,14 +480,14 @@ class FileSecretStore:
                 )
         moved_to = f"{file_name}{CORRUPT_MARK}{int(time.time())}-{secrets.token_hex(4)}"
         os.rename(os.path.join(directory, file_name), os.path.join(directory, moved_to))
-        fileio.fsync_dir(directory)
+        fsync_dir(directory)
         _log.warning("file store: moved damaged file %s aside to %s", file_name, moved_to)
         return moved_to
 
     # --- the version counter (lock held) ------------------------------------------
 
     def _read_counter(self, directory: str) -> VersionCounter:
-        content = fileio.read_bytes(os.path.join(directory, VERSIONS_NAME))
+        content = read_bytes(os.path.join(directory, VERSIONS_NAME))
         if content is not None:
             try:
                 return decode_versions(content)
@@ -513,7 +521,7 @@ class FileSecretStore:
         with os.scandir(directory) as entries:
             names = [entry.name for entry in entries if entry.name.endswith(SECRET_SUFFIX)]
         for file_name in names:
-            content = fileio.read_bytes(os.path.join(directory, file_name))
+            content = read_bytes(os.path.join(directory, file_name))
             with contextlib.suppress(DamagedFile, SecretDecryptionError):
                 if content is not None:
                     highest = max(highest, decode_secret(content, self._cipher, what="").version)
@@ -523,14 +531,14 @@ class FileSecretStore:
         return counter
 
     def _write_counter(self, directory: str, counter: VersionCounter) -> None:
-        fileio.write_atomically(directory, VERSIONS_NAME, encode_versions(counter))
+        write_atomically(directory, VERSIONS_NAME, encode_versions(counter))
 
     # --- leases (worker thread) ---------------------------------------------------
 
     def _read_lease(self, name: str) -> Optional[Lease]:
         """The stored lease ``name`` (leases lock held), or None."""
         file_name = self._layout.lease_file_name(name)
-        content = fileio.read_bytes(os.path.join(self._layout.leases_dir, file_name))
+        content = read_bytes(os.path.join(self._layout.leases_dir, file_name))
         if content is None:
             return None
         try:
@@ -547,7 +555,7 @@ class FileSecretStore:
 
     def _write_lease(self, lease: Lease) -> None:
         # Not fsync'ed: see "Leases" in the module docstring.
-        fileio.write_atomically(
+        write_atomically(
             self._layout.leases_dir,
             self._layout.lease_file_name(lease.name),
             encode_lease(lease),
@@ -555,7 +563,7 @@ class FileSecretStore:
         )
 
     def _leases_locked(self) -> contextlib.AbstractContextManager[None]:
-        return fileio.exclusive(os.path.join(self._layout.leases_dir, LOCK_NAME))
+        return exclusive(os.path.join(self._layout.leases_dir, LOCK_NAME))
 
     def _acquire_lease(self, name: str, holder: str, ttl: float) -> Optional[Lease]:
         with self._leases_locked():
@@ -592,8 +600,8 @@ class FileSecretStore:
 
         Reads one directory. ``delegated_to=None`` sorts before any delegate.
         """
-        _check_text("room", room)
-        _check_text("owner", owner)
+        check_name("room", room)
+        check_name("owner", owner)
         return await self._in_thread(
             f"list the secrets of {owner!r} in room {room!r}", self._list, room, owner
         )

@@ -34,12 +34,20 @@ Leases
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Optional
 
-from .errors import InvalidInput, LeaseLost, VersionConflict
+from .errors import InvalidInput, LeaseLost
 from .ports import Clock, Lease, SecretKey, SecretRecord
+from .store_arguments import (
+    check_expected_version,
+    check_key,
+    check_lease,
+    check_name,
+    check_ttl,
+    compare_version,
+    list_order,
+)
 
 if TYPE_CHECKING:
     from .ports import SecretStore
@@ -83,7 +91,7 @@ class MemoryStore:
 
     async def get(self, key: SecretKey) -> Optional[SecretRecord]:
         """Return the record at ``key``, or None."""
-        _check_key(key)
+        check_key(key)
         return self._buckets.get((key.room, key.owner), {}).get(key)
 
     async def put(
@@ -100,15 +108,15 @@ class MemoryStore:
         Raises :class:`VersionConflict` (and changes nothing) when
         ``expected_version`` does not match.
         """
-        _check_key(key)
-        _check_text("type", type)
+        check_key(key)
+        check_name("type", type)
         if name is not None and not isinstance(name, str):
             raise InvalidInput("name must be a string or None")
         if not isinstance(data, bytes):
             raise InvalidInput(f"data must be bytes, not {data.__class__.__name__}")
-        _check_expected(expected_version)
+        check_expected_version(expected_version)
         current = self._buckets.get((key.room, key.owner), {}).get(key)
-        _compare(expected_version, current)
+        compare_version(expected_version, current)
         self._last_version += 1
         record = SecretRecord(
             key=key,
@@ -126,11 +134,11 @@ class MemoryStore:
         Raises :class:`VersionConflict` (and deletes nothing) when
         ``expected_version`` does not match.
         """
-        _check_key(key)
-        _check_expected(expected_version)
+        check_key(key)
+        check_expected_version(expected_version)
         bucket = self._buckets.get((key.room, key.owner), {})
         current = bucket.get(key)
-        _compare(expected_version, current)
+        compare_version(expected_version, current)
         if current is None:
             return False
         del bucket[key]
@@ -143,9 +151,9 @@ class MemoryStore:
 
         The same holder acquiring again extends its lease to ``now + ttl``.
         """
-        _check_text("lease name", name)
-        _check_text("holder", holder)
-        _check_ttl(ttl)
+        check_name("lease name", name)
+        check_name("holder", holder)
+        check_ttl(ttl)
         now = self._clock()
         current = self._leases.get(name)
         if current is not None and current.holder != holder and current.expires_at > now:
@@ -159,8 +167,8 @@ class MemoryStore:
 
         Raises :class:`LeaseLost` if it expired or another holder has it now.
         """
-        _check_lease(lease)
-        _check_ttl(ttl)
+        check_lease(lease)
+        check_ttl(ttl)
         now = self._clock()
         current = self._leases.get(lease.name)
         if current is None or current.holder != lease.holder or current.expires_at <= now:
@@ -171,7 +179,7 @@ class MemoryStore:
 
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease back; a no-op if another holder has it now."""
-        _check_lease(lease)
+        check_lease(lease)
         current = self._leases.get(lease.name)
         # An expired lease of the same holder is free either way; dropping it is harmless.
         if current is not None and current.holder == lease.holder:
@@ -183,64 +191,9 @@ class MemoryStore:
 
         ``delegated_to=None`` sorts before any delegate.
         """
-        _check_text("room", room)
-        _check_text("owner", owner)
-        return sorted(self._buckets.get((room, owner), {}).values(), key=_list_order)
-
-
-def _list_order(record: SecretRecord) -> tuple[str, bool, str]:
-    delegated_to = record.key.delegated_to
-    return (record.key.secret_id, delegated_to is not None, delegated_to or "")
-
-
-def _compare(expected: Optional[int], current: Optional[SecretRecord]) -> None:
-    if expected is None:
-        return
-    actual = None if current is None else current.version
-    if expected != (actual or 0):
-        found = "no record" if actual is None else f"version {actual}"
-        raise VersionConflict(
-            f"expected version {expected}, found {found}", expected=expected, actual=actual
-        )
-
-
-def _check_text(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{what} must be a non-empty string")
-
-
-def _check_key(key: object) -> None:
-    if not isinstance(key, SecretKey):
-        raise InvalidInput(f"key must be a SecretKey, not {key.__class__.__name__}")
-    _check_text("room", key.room)
-    _check_text("owner", key.owner)
-    _check_text("secret_id", key.secret_id)
-    if key.delegated_to is not None:
-        _check_text("delegated_to", key.delegated_to)
-
-
-def _check_expected(expected: object) -> None:
-    if expected is None:
-        return
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise InvalidInput("expected_version must be None or an integer >= 0")
-
-
-def _check_ttl(ttl: object) -> None:
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, (int, float))
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
-        raise InvalidInput("ttl must be a finite number of seconds > 0")
-
-
-def _check_lease(lease: object) -> None:
-    if not isinstance(lease, Lease):
-        raise InvalidInput(f"lease must be a Lease, not {lease.__class__.__name__}")
-    _check_text("lease name", lease.name)
-    _check_text("holder", lease.holder)
+        check_name("room", room)
+        check_name("owner", owner)
+        return sorted(self._buckets.get((room, owner), {}).values(), key=list_order)
 
 
 if TYPE_CHECKING:
