@@ -1,0 +1,170 @@
+"""Hostile input, generated: every public method and whole provider responses.
+
+Callers may pass anything (huge numbers, lone surrogates, the wrong types);
+providers may answer anything (odd statuses and headers, deeply nested JSON).
+Each must give a typed error (a ``RoomSecretsError``) or a correct result, and a
+refused call must change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roomsecrets.core import errors
+from roomsecrets.core.grants import SecretsGrant
+from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.token_response import parse_token_response
+from roomsecrets.core.tokens import TokenSet
+from tests.core.service_kit import make_service
+
+EXAMPLES = 300 if os.environ.get("CI") else 100
+
+HOSTILE = st.one_of(
+    st.text(max_size=40),
+    st.text(st.characters(exclude_categories=()), max_size=20),  # lone surrogates too
+    st.sampled_from(["\ud800", "x" * 100_000, "\x00", "a\nb", "", " ", "é", "http://",
+                     "https://evil.test/#f", "https://[::1", "text/plain"]),
+    st.integers(),
+    st.just(10**400),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.binary(max_size=20),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+ENDPOINTS = {
+    "client_id": "app",
+    "authorization_endpoint": "https://accounts.example.com/auth",
+    "token_endpoint": "https://oauth2.example.com/token",
+}
+
+# A valid call of each public method, as (method name, keyword arguments).
+VALID_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("request_oauth_token", {**ENDPOINTS, "from_participant_id": "alice",
+                             "redirect_uri": "https://app.example.com/cb", "scopes": ["s"],
+                             "client_secret": None, "timeout": 300, "no_pkce": False}),
+    ("get_offline_oauth_token", {**ENDPOINTS, "delegated_by": "alice", "scopes": ["s"],
+                                 "client_secret": None, "timeout": 300}),
+    ("provide_oauth_authorization", {"request_id": "r" * 22, "code": "c", "state": "s"}),
+    ("reject_oauth_authorization", {"request_id": "r" * 22, "error": "user_cancelled"}),
+    ("delete_user_secret", {"id": "s", "delegated_to": None}),
+    ("set_secret", {"secret_id": "s", "data": b"x", "type": "text/plain", "name": None,
+                    "delegated_to": None}),
+    ("get_secret", {"secret_id": "s", "delegated_to": None}),
+]
+
+
+@st.composite
+def hostile_calls(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    name, valid = draw(st.sampled_from(VALID_CALLS))
+    kwargs = dict(valid)
+    for field in draw(st.sets(st.sampled_from(sorted(kwargs)), min_size=1)):
+        kwargs[field] = draw(HOSTILE)
+    return name, kwargs
+
+
+async def snapshot(service) -> tuple[object, ...]:
+    listed = [await service.store.list("myroom", owner) for owner in ("alice", "agent-1")]
+    return (len(service.registry), listed, tuple(service.registry.pending_for_target("alice")))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(call=hostile_calls())
+def test_any_argument_to_any_public_method_gives_a_typed_error_and_changes_nothing(call):
+    name, kwargs = call
+
+    async def scenario():
+        service = make_service()
+        agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
+        alice = service.connect("alice")
+        # Something to lose: a secret of each participant and an open request.
+        await agent.set_secret(secret_id="keep", data=b"kept")
+        await alice.set_secret(secret_id="keep", data=b"kept")
+        before = await snapshot(service)
+        caller = alice if name in ("provide_oauth_authorization",
+                                   "reject_oauth_authorization") else agent
+        try:
+            # A call that passes every check may wait for a prompt; that is fine.
+            await asyncio.wait_for(getattr(caller, name)(**kwargs), 0.05)
+        except asyncio.TimeoutError:
+            pass
+        except errors.RoomSecretsError:
+            assert await snapshot(service) == before, f"{name} refused but changed state"
+        assert len(service.registry) == 0  # a cancelled or refused request leaves nothing
+
+    asyncio.run(scenario())
+
+
+# --- whole provider responses through the parser and the retry policy ---------------
+
+NESTED = st.integers(min_value=1, max_value=200_000).map(lambda n: b"[" * n + b"]" * n)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+              st.text(max_size=10)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=10,
+)
+TOKEN_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "access_token": st.one_of(st.text(max_size=10), st.integers(), st.none()),
+        "refresh_token": st.one_of(st.text(max_size=10), st.integers()),
+        "expires_in": st.one_of(st.integers(), st.floats(), st.text(max_size=6),
+                                st.just("1e999")),
+        "scope": st.one_of(st.text(max_size=10), st.lists(st.text(max_size=4))),
+        "token_type": st.one_of(st.text(max_size=6), st.integers()),
+        "error": st.one_of(st.sampled_from(["invalid_grant", "temporarily_unavailable",
+                                            "slow_down", ""]), st.integers()),
+        "error_description": st.text(max_size=30),
+    },
+)
+BODIES = st.one_of(
+    st.binary(max_size=64),
+    NESTED,
+    JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+    TOKEN_FIELDS.map(lambda fields: json.dumps(fields).encode()),
+    st.text(max_size=30).map(str.encode),
+)
+HEADER_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["120", "²", "١٢", "Mon, 01 Jan 2024 00:00:00 +9999999999",
+                     "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 400, "-1", "application/json",
+                     "application/x-www-form-urlencoded", "text/html"]),
+)
+HEADERS = st.lists(
+    st.tuples(st.sampled_from(["Content-Type", "Retry-After", "content-type", "X-Other"]),
+              HEADER_VALUES),
+    max_size=3,
+)
+
+
+@settings(max_examples=EXAMPLES * 3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(status=st.integers(min_value=100, max_value=599), headers=HEADERS, body=BODIES,
+       attempt=st.integers(min_value=0, max_value=5))
+def test_any_http_response_gives_a_token_set_or_a_typed_error_and_a_sane_retry(
+    status, headers, body, attempt
+):
+    policy = RetryPolicy()
+    try:
+        tokens = parse_token_response(status=status, headers=headers, body=body,
+                                      now=1_700_000_000.0, redact=("secret-code-value",))
+    except errors.RoomSecretsError as exc:
+        assert "secret-code-value" not in str(exc)
+        retry = policy.should_retry(exc, attempt)
+        assert isinstance(retry, bool)
+        delay = policy.delay(exc, attempt, lambda low, high: high)
+        assert math.isfinite(delay) and 0 <= delay <= max(policy.max_delay,
+                                                          policy.max_retry_after)
+    else:
+        assert isinstance(tokens, TokenSet)
+        assert 200 <= status < 300
