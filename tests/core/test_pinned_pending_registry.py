@@ -4,11 +4,19 @@ outcomes refuse bad input with one clear message."""
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Callable
 
 import pytest
 
-from roomsecrets.core.errors import ConfigurationError, InvalidInput, UnknownRequest
+from roomsecrets.core.errors import (
+    ConfigurationError,
+    InvalidInput,
+    NotAddressedToYou,
+    StateMismatch,
+    TooManyPendingRequests,
+    UnknownRequest,
+)
 from roomsecrets.core.pending import PendingState
 from roomsecrets.core.pending_registry import Failed, PendingRegistry, PendingRequest, Rejected
 
@@ -126,3 +134,159 @@ def test_a_rejected_outcome_needs_a_non_empty_string_reason(error: Any) -> None:
 def test_a_failed_outcome_needs_a_typed_error_and_says_so() -> None:
     text = message(InvalidInput, lambda: Failed(request_id="r", error=ValueError("x")))  # type: ignore[arg-type]
     assert text == "Failed.error must be a RoomSecretsError"
+
+
+# --- PendingRequest validation -------------------------------------------------------------
+
+REQUEST_FIELDS: dict[str, Any] = dict(
+    request_id="r" * 22, oauth_state="s" * 22, code_verifier=None, client_secret=None,
+    requester="agent", target="alice", client_id="app",
+    authorization_endpoint="https://as.example/auth", token_endpoint="https://as.example/token",
+    scopes=("a",), redirect_uri="https://app.example/cb",
+    authorization_url="https://as.example/auth?state=x", created_at=10.0, deadline=20.0,
+)
+
+
+def request_refusal(**changes: Any) -> str:
+    return message(InvalidInput, lambda: PendingRequest(**{**REQUEST_FIELDS, **changes}))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["request_id", "oauth_state", "requester", "target", "client_id", "authorization_endpoint",
+     "token_endpoint", "redirect_uri", "authorization_url"],
+)
+def test_each_text_field_of_a_request_must_be_a_non_empty_string(name: str) -> None:
+    assert request_refusal(**{name: ""}) == f"{name} must be a non-empty string"
+
+
+@pytest.mark.parametrize("name", ["code_verifier", "client_secret"])
+def test_the_verifier_and_client_secret_are_none_or_non_empty_strings(name: str) -> None:
+    assert request_refusal(**{name: ""}) == f"{name} must be None or a non-empty string"
+    assert request_refusal(**{name: 5}) == f"{name} must be None or a non-empty string"
+    assert getattr(PendingRequest(**{**REQUEST_FIELDS, name: "v"}), name) == "v"
+
+
+@pytest.mark.parametrize("scopes", [["a"], ("a", ""), ("a", 5)])
+def test_request_scopes_are_a_tuple_of_non_empty_strings(scopes: Any) -> None:
+    assert request_refusal(scopes=scopes) == "scopes must be a tuple of non-empty strings"
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        dict(created_at=10.0, deadline=9.99),
+        dict(created_at=-math.inf, deadline=20.0),
+        dict(created_at=10.0, deadline=math.inf),
+        dict(created_at=math.nan, deadline=20.0),
+        dict(created_at="10", deadline=20.0),
+        dict(created_at=10.0, deadline="20"),
+    ],
+)
+def test_request_times_must_be_finite_with_the_deadline_not_before_creation(times: Any) -> None:
+    assert request_refusal(**times) == (
+        "created_at and deadline must be finite, deadline >= created_at"
+    )
+
+
+def test_a_request_may_be_due_the_moment_it_is_created() -> None:
+    request = PendingRequest(**{**REQUEST_FIELDS, "created_at": 5, "deadline": 5})
+    assert request.deadline == request.created_at == 5
+
+
+# --- the registry's own messages ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["max_open_per_requester", "max_open_per_target"])
+def test_a_bad_bound_is_named_in_the_configuration_error(name: str) -> None:
+    text = message(ConfigurationError, lambda: PendingRegistry(**{name: 0}))
+    assert text == f"{name} must be an int >= 1"
+
+
+def test_create_refusals_say_what_is_wrong() -> None:
+    registry, _ = registry_with_one_request()
+    assert message(InvalidInput, lambda: create(registry, timeout=0)) == (
+        "timeout must be a finite number of seconds > 0"
+    )
+    assert message(InvalidInput, lambda: create(registry, scopes="a b")) == (
+        "scopes must be a sequence of strings, not one string"
+    )
+
+
+def test_the_bounds_refuse_with_their_limit_and_say_whose_bound_it_is() -> None:
+    registry: PendingRegistry[object] = PendingRegistry(
+        clock=lambda: 0.0, token_urlsafe=UniqueRandom(22),
+        max_open_per_requester=1, max_open_per_target=2,
+    )
+    create(registry, requester="a1", target="t")
+    with pytest.raises(TooManyPendingRequests) as info:
+        create(registry, requester="a1", target="t2")
+    assert str(info.value) == "the requester already has the most open pending requests allowed"
+    assert info.value.limit == 1
+    create(registry, requester="a2", target="t")
+    with pytest.raises(TooManyPendingRequests) as info:
+        create(registry, requester="a3", target="t")
+    assert str(info.value) == "the target already has the most open pending requests allowed"
+    assert info.value.limit == 2
+
+
+def test_a_repeated_request_id_alone_is_refused_and_changes_nothing() -> None:
+    values = iter(["i" * 22, "s" * 22, "i" * 22, "t" * 22])
+    registry: PendingRegistry[object] = PendingRegistry(
+        clock=lambda: 0.0, token_urlsafe=lambda nbytes: next(values)
+    )
+    first = create(registry)
+    text = message(ConfigurationError, lambda: create(registry, requester="other"))
+    assert text == "the randomness source repeated a value"
+    assert registry.get("i" * 22) is first
+    assert len(registry) == 1
+
+
+def test_a_repeated_state_alone_is_refused() -> None:
+    values = iter(["i" * 22, "s" * 22, "j" * 22, "s" * 22])
+    registry: PendingRegistry[object] = PendingRegistry(
+        clock=lambda: 0.0, token_urlsafe=lambda nbytes: next(values)
+    )
+    create(registry)
+    assert message(ConfigurationError, lambda: create(registry)) == (
+        "the randomness source repeated a value"
+    )
+    assert len(registry) == 1
+
+
+def test_short_randomness_is_refused_in_exactly_these_words() -> None:
+    registry: PendingRegistry[object] = PendingRegistry(
+        clock=lambda: 0.0, token_urlsafe=UniqueRandom(21)
+    )
+    assert message(ConfigurationError, lambda: create(registry)) == (
+        "the randomness source returned fewer than 128 bits"
+    )
+
+
+def test_answer_refusals_say_what_is_wrong() -> None:
+    registry, request = registry_with_one_request()
+    rid = request.request_id
+    assert message(InvalidInput, lambda: registry.provide(rid, by="alice", state=5)) == (
+        "state must be a string"
+    )
+    assert message(StateMismatch, lambda: registry.provide(rid, by="alice", state="x")) == (
+        "the state does not match the pending request's state"
+    )
+    assert message(NotAddressedToYou, lambda: registry.provide(rid, by="bob")) == (
+        "this request is addressed to another participant"
+    )
+    assert registry.state_of(rid) is PendingState.PENDING
+
+
+def test_stale_deadlines_are_dropped_once_they_outnumber_live_ones_by_32() -> None:
+    registry: PendingRegistry[object] = PendingRegistry(
+        clock=lambda: 0.0, token_urlsafe=UniqueRandom(22), max_open_per_target=64
+    )
+    create(registry, requester="keeper")  # one live deadline
+    heap_sizes = []
+    for n in range(36):
+        request = create(registry, requester=f"agent{n}")
+        assert registry.cancel(request.request_id)
+        heap_sizes.append(len(registry._deadlines))
+    # 1 live + n stale; rebuilt when the heap holds more than 2 * 1 + 32 entries.
+    assert heap_sizes == [*range(2, 35), 1, 2, 3]

@@ -6,9 +6,13 @@ end-to-end behaviour against a real server is in test_urllib_transport.py.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import math
 import socket
 import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -21,6 +25,7 @@ from roomsecrets.core.errors import (
     TransportError,
 )
 from roomsecrets.core.http import HttpRequest
+from roomsecrets.core.urllib_transport import UrllibTransport
 
 WHAT = "POST as.example:8443"
 
@@ -350,3 +355,95 @@ def test_connection_factories_pass_the_timeout_and_the_attempt_on():
         assert conn.attempt is attempt
     assert plain_kwargs == {}
     assert tls_kwargs == {"context": context}
+
+
+# --- send(): limits, proxies and the worker thread -------------------------------------
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """Plays an HTTP proxy: answers every request itself, with the URL it was asked for."""
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        server = self.server
+        server.worker_threads.extend(
+            (t.name, t.daemon) for t in threading.enumerate() if t.name.startswith("roomsecrets")
+        )
+        if self.path.endswith("/slow"):
+            server.release.wait(5)
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    server.daemon_threads = True
+    server.release = threading.Event()
+    server.worker_threads = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HTTP_PROXY", url)
+    monkeypatch.setenv("http_proxy", url)
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def send(transport, url, timeout=5.0, max_body=1000):
+    return asyncio.run(
+        transport.send(HttpRequest(method="GET", url=url), timeout=timeout, max_body=max_body)
+    )
+
+
+def test_a_non_loopback_host_goes_through_the_environment_proxy(proxy):
+    response = send(UrllibTransport(), "http://as.example.invalid/path?q=1")
+    assert response.status == 200
+    assert response.body == b"http://as.example.invalid/path?q=1"
+
+
+def test_each_request_runs_in_a_daemon_thread_named_after_the_host(proxy):
+    send(UrllibTransport(), "http://as.example.invalid:8080/x")
+    assert proxy.worker_threads == [("roomsecrets-http as.example.invalid:8080", True)]
+
+
+def test_a_timeout_names_the_method_host_and_limit(proxy):
+    with pytest.raises(ProviderTimeout) as info:
+        send(UrllibTransport(), "http://as.example.invalid/slow", timeout=0.2)
+    assert str(info.value) == "GET as.example.invalid: no complete response within 0.2 s"
+
+
+def test_send_refuses_bad_limits_in_so_many_words():
+    transport = UrllibTransport()
+    for timeout in (0, -1, math.inf, math.nan):
+        with pytest.raises(InvalidInput) as info:
+            send(transport, "http://127.0.0.1:9/", timeout=timeout)
+        assert str(info.value) == "timeout must be a positive, finite number of seconds"
+    with pytest.raises(InvalidInput) as info:
+        send(transport, "http://127.0.0.1:9/", max_body=-1)
+    assert str(info.value) == "max_body must not be negative"
+    # A cap of zero bytes is allowed: the next check to fail is the URL's.
+    with pytest.raises(InvalidInput) as info:
+        send(transport, "ftp://127.0.0.1/", max_body=0)
+    assert str(info.value) == "only http and https URLs can be sent, not 'ftp'"
+
+
+def test_a_custom_ssl_context_is_used_with_and_without_a_proxy():
+    context = ssl.create_default_context()
+    transport = UrllibTransport(ssl_context=context)
+    for opener in (transport._direct, transport._proxied):
+        (handler,) = [h for h in opener.handlers if isinstance(h, transport_module._HTTPSHandler)]
+        assert handler._ssl_context is context
+    assert repr(transport) == "UrllibTransport(trust_env=True)"
+    assert repr(UrllibTransport(trust_env=False)) == "UrllibTransport(trust_env=False)"
