@@ -4,6 +4,7 @@ Vendorable: copy this folder into any project under any name; it imports only
 the standard library and itself (relatively). CPython 3.9+.
 """
 
+from .api import SecretsAPI
 from .audit import AuditEvent, AuditSink, RecordingAuditSink, null_audit_sink
 from .authorization import build_authorization_url
 from .client import SecretsClient
@@ -37,6 +38,7 @@ __all__ = [
     "RecordingAuditSink",
     "RetryPolicy",
     "SecretInfo",
+    "SecretsAPI",
     "SecretsClient",
     "SecretsGrant",
     "SecretsService",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
+from .api import OAuthPrompt, SecretInfo, SecretsAPI
 from .credentials import OAUTH_TOKEN_TYPE
 from .endpoints import check_redirect_uri
 from .errors import InvalidInput, ParticipantNotConnected, safe_text
@@ -30,11 +31,9 @@ from .inputs import (
     check_url,
     check_vschar,
 )
+from .participants import Participant, RoomService
 from .ports import SecretKey
 from .token_request import ClientCredentials
-
-if TYPE_CHECKING:
-    from .service import OAuthPrompt, SecretInfo, SecretsService, _Participant
 
 __all__ = ["SecretsClient"]
 
@@ -54,7 +53,7 @@ class SecretsClient:
     method of a closed client raises :class:`~.errors.ParticipantNotConnected`.
     """
 
-    def __init__(self, service: SecretsService, participant: _Participant) -> None:
+    def __init__(self, service: RoomService, participant: Participant) -> None:
         self._service = service
         self._participant = participant
         self.participant_id = participant.participant_id
@@ -344,8 +343,6 @@ class SecretsClient:
 
     async def list_user_secrets(self) -> list[SecretInfo]:
         """Our own secrets in this room, OAuth credentials included."""
-        from .service import SecretInfo
-
         self._check_connected()
         service = self._service
         authorize(
@@ -401,3 +398,9 @@ class SecretsClient:
         if record is None or record.type == OAUTH_TOKEN_TYPE:
             return None
         return record.data
+
+
+if TYPE_CHECKING:
+    # mypy proves the in-process client offers the whole public API.
+    def _conforms(client: SecretsClient) -> SecretsAPI:
+        return client

@@ -14,10 +14,12 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
+from .api import OAuthPrompt, SecretInfo
 from .audit import AuditEvent, AuditSink, null_audit_sink
 from .authorization import build_authorization_url, join_scopes
+from .client import SecretsClient
 from .credentials import StoredCredential, credential_secret_id
 from .endpoints import check_endpoint
 from .errors import (
@@ -37,6 +39,7 @@ from .grants import (
     check_oauth_request,
 )
 from .inputs import MAX_CLIENT_ID, check_id, check_name, check_url, check_vschar
+from .participants import Participant
 from .pending_registry import (
     Cancelled,
     Completed,
@@ -54,71 +57,10 @@ from .retry import RetryPolicy
 from .token_endpoint import TokenEndpointClient
 from .token_request import ClientCredentials
 from .tokens import TokenSet
-from .values import frozen_value
-
-if TYPE_CHECKING:
-    from .client import SecretsClient
 
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
 
 _MAX_REMEMBERED_DECISIONS = 1024
-
-
-@frozen_value
-class SecretInfo:
-    """One entry of ``list_user_secrets``: ``type`` is ``"oauth_token"`` or a MIME type."""
-
-    id: str
-    type: str
-    name: Optional[str]
-    delegated_to: Optional[str]
-
-
-@frozen_value
-class OAuthPrompt:
-    """A request for the person to approve: open ``authorization_url``, then answer
-    with ``provide_oauth_authorization`` (the code from the redirect) or
-    ``reject_oauth_authorization``. ``repr`` hides the URL and ``state``."""
-
-    request_id: str
-    authorization_url: str
-    state: str
-    code_challenge: Optional[str]
-    from_participant_id: str
-    client_id: str
-    scopes: tuple[str, ...]
-    redirect_uri: str
-    expires_at: float
-
-    def __repr__(self) -> str:
-        return (
-            f"OAuthPrompt(request_id={self.request_id!r}, "
-            f"from_participant_id={self.from_participant_id!r}, client_id={self.client_id!r}, "
-            f"scopes={self.scopes!r}, redirect_uri={self.redirect_uri!r}, "
-            f"expires_at={self.expires_at!r})"
-        )
-
-
-class _Participant:
-    """A connected participant: its grant and the prompts addressed to it."""
-
-    __slots__ = ("closed", "grant", "name", "participant_id", "prompts", "watchers")
-
-    def __init__(self, participant_id: str, name: Optional[str], grant: SecretsGrant) -> None:
-        self.participant_id = participant_id
-        self.name = name
-        self.grant = grant
-        self.closed = False
-        #: Open prompts addressed to this participant, in arrival order.
-        self.prompts: dict[str, OAuthPrompt] = {}
-        #: Futures of ``oauth_prompts()`` iterators waiting for a change.
-        self.watchers: list[asyncio.Future[None]] = []
-
-    def changed(self) -> None:
-        watchers, self.watchers = self.watchers, []
-        for watcher in watchers:
-            if not watcher.done():
-                watcher.set_result(None)
 
 
 class SecretsService:
@@ -173,7 +115,7 @@ class SecretsService:
         self.audit = audit
         self.allow_insecure_http = allow_insecure_http
         self._token_bytes = token_bytes
-        self._participants: dict[str, _Participant] = {}
+        self._participants: dict[str, Participant] = {}
         self._oauth_decisions: dict[object, GrantDecision] = {}
         self.registry: PendingRegistry[TokenSet] = PendingRegistry(
             clock=clock,
@@ -216,8 +158,6 @@ class SecretsService:
         answer one's own prompts, ask nobody for tokens. Raises
         :class:`~.errors.InvalidInput` if the id is already connected.
         """
-        from .client import SecretsClient
-
         check_id(participant_id, "participant_id")
         check_name(name, "name")
         if participant_id in self._participants:
@@ -226,7 +166,7 @@ class SecretsService:
             grant = SecretsGrant()
         if not isinstance(grant, SecretsGrant):
             raise InvalidInput("grant must be a SecretsGrant")
-        participant = _Participant(participant_id, name, grant)
+        participant = Participant(participant_id, name, grant)
         self._participants[participant_id] = participant
         return SecretsClient(self, participant)
 
@@ -234,7 +174,7 @@ class SecretsService:
         """True while ``participant_id`` is connected."""
         return participant_id in self._participants
 
-    def participant(self, participant_id: str) -> _Participant:
+    def participant(self, participant_id: str) -> Participant:
         found = self._participants.get(participant_id)
         if found is None:
             raise ParticipantNotConnected(f"participant {participant_id!r} is not connected")
@@ -542,7 +482,7 @@ class SecretsService:
             )
         )
 
-    def _answering(self, by: str, action: str, request_id: str) -> _Participant:
+    def _answering(self, by: str, action: str, request_id: str) -> Participant:
         """The participant ``by``, once its grant allows answering prompts (audited)."""
         participant = self.participant(by)
         authorize(
@@ -570,7 +510,7 @@ class SecretsService:
         return _prompt_stream(self.participant(participant_id))
 
 
-async def _prompt_stream(participant: _Participant) -> AsyncIterator[OAuthPrompt]:
+async def _prompt_stream(participant: Participant) -> AsyncIterator[OAuthPrompt]:
     seen: set[str] = set()
     loop = asyncio.get_running_loop()
     while not participant.closed:

@@ -1,0 +1,114 @@
+"""The public API's values and its shape, shared by every client.
+
+:class:`SecretsAPI` is the seed's method set (``shared/seed/secrets-api.txt``):
+the in-process :class:`~.client.SecretsClient` satisfies it, and so must any
+other client (a remote one over HTTP), so agent code does not change when it
+moves out of process. mypy checks each implementation against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Optional, Protocol
+
+from .values import frozen_value
+
+__all__ = ["OAuthPrompt", "SecretInfo", "SecretsAPI"]
+
+
+@frozen_value
+class SecretInfo:
+    """One entry of ``list_user_secrets``: ``type`` is ``"oauth_token"`` or a MIME type."""
+
+    id: str
+    type: str
+    name: Optional[str]
+    delegated_to: Optional[str]
+
+
+@frozen_value
+class OAuthPrompt:
+    """A request for the person to approve: open ``authorization_url``, then answer
+    with ``provide_oauth_authorization`` (the code from the redirect) or
+    ``reject_oauth_authorization``. ``repr`` hides the URL and ``state``."""
+
+    request_id: str
+    authorization_url: str
+    state: str
+    code_challenge: Optional[str]
+    from_participant_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    redirect_uri: str
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthPrompt(request_id={self.request_id!r}, "
+            f"from_participant_id={self.from_participant_id!r}, client_id={self.client_id!r}, "
+            f"scopes={self.scopes!r}, redirect_uri={self.redirect_uri!r}, "
+            f"expires_at={self.expires_at!r})"
+        )
+
+
+class SecretsAPI(Protocol):
+    """What a participant can do with a room's secrets: the seed's methods, all async
+    (``oauth_prompts`` returns an async iterator). See
+    :class:`~.client.SecretsClient` for each method's behaviour and errors."""
+
+    participant_id: str
+
+    async def list_user_secrets(self) -> list[SecretInfo]: ...
+
+    async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None: ...
+
+    async def request_oauth_token(
+        self,
+        *,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        from_participant_id: str,
+        redirect_uri: str,
+        client_secret: Optional[str] = None,
+        scopes: Optional[Sequence[str]] = None,
+        timeout: float = 300,
+        no_pkce: bool = False,
+    ) -> str: ...
+
+    async def get_offline_oauth_token(
+        self,
+        *,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        client_secret: Optional[str] = None,
+        scopes: Optional[Sequence[str]] = None,
+        timeout: float = 300,
+        delegated_by: Optional[str] = None,
+        participant_name: Optional[str] = None,
+    ) -> Optional[str]: ...
+
+    async def provide_oauth_authorization(
+        self, *, request_id: str, code: str, state: Optional[str] = None
+    ) -> None: ...
+
+    async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None: ...
+
+    def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]: ...
+
+    async def set_secret(
+        self,
+        *,
+        secret_id: str,
+        data: bytes,
+        type: str = "application/octet-stream",
+        name: Optional[str] = None,
+        delegated_to: Optional[str] = None,
+    ) -> None: ...
+
+    async def get_secret(
+        self, *, secret_id: str, delegated_to: Optional[str] = None
+    ) -> Optional[bytes]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,110 @@
+"""A connected participant, and the part of the service its client talks to.
+
+:class:`~.client.SecretsClient` is typed against :class:`RoomService`, not the
+service class, so the client module does not import the service module (the
+service imports the client to hand one out from ``connect``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Optional, Protocol
+
+from .api import OAuthPrompt
+from .audit import AuditSink
+from .grants import SecretsGrant
+from .ports import Clock, SecretKey, SecretStore
+from .refresh import CredentialRefresher
+from .token_request import ClientCredentials
+
+__all__ = ["Participant", "RoomService"]
+
+
+class Participant:
+    """A connected participant: its grant and the prompts addressed to it."""
+
+    __slots__ = ("closed", "grant", "name", "participant_id", "prompts", "watchers")
+
+    def __init__(self, participant_id: str, name: Optional[str], grant: SecretsGrant) -> None:
+        self.participant_id = participant_id
+        self.name = name
+        self.grant = grant
+        self.closed = False
+        #: Open prompts addressed to this participant, in arrival order.
+        self.prompts: dict[str, OAuthPrompt] = {}
+        #: Futures of ``oauth_prompts()`` iterators waiting for a change.
+        self.watchers: list[asyncio.Future[None]] = []
+
+    def changed(self) -> None:
+        watchers, self.watchers = self.watchers, []
+        for watcher in watchers:
+            if not watcher.done():
+                watcher.set_result(None)
+
+
+class RoomService(Protocol):
+    """What a :class:`~.client.SecretsClient` needs from its
+    :class:`~.service.SecretsService` (which documents each member)."""
+
+    room: str
+    store: SecretStore
+    clock: Clock
+    audit: AuditSink
+    refresher: CredentialRefresher
+
+    def participant(self, participant_id: str) -> Participant: ...
+
+    def is_connected(self, participant_id: str) -> bool: ...
+
+    def disconnect(self, participant_id: str) -> None: ...
+
+    def credential_key(
+        self, *, owner: str, requester: str, client_id: str, token_endpoint: str
+    ) -> SecretKey: ...
+
+    def check_oauth(
+        self,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Optional[Sequence[str]],
+    ) -> None: ...
+
+    def check_stored_scopes(
+        self,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: tuple[str, ...],
+    ) -> None: ...
+
+    async def request_token(
+        self,
+        *,
+        requester: str,
+        target: str,
+        client: ClientCredentials,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Sequence[str],
+        redirect_uri: str,
+        timeout: float,
+        no_pkce: bool,
+    ) -> str: ...
+
+    async def provide(
+        self, *, by: str, request_id: str, code: str, state: Optional[str]
+    ) -> None: ...
+
+    def reject(self, *, by: str, request_id: str, error: str) -> None: ...
+
+    def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]: ...
