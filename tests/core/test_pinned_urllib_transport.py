@@ -371,8 +371,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         server.worker_threads.extend(
             (t.name, t.daemon) for t in threading.enumerate() if t.name.startswith("roomsecrets")
         )
-        if self.path.endswith("/slow"):
-            server.release.wait(5)
+        if self.path.endswith("/drip"):
+            # A byte every 50 ms: no single read times out, the whole exchange does.
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                if server.release.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            return
         body = self.path.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -420,8 +432,8 @@ def test_each_request_runs_in_a_daemon_thread_named_after_the_host(proxy):
 
 def test_a_timeout_names_the_method_host_and_limit(proxy):
     with pytest.raises(ProviderTimeout) as info:
-        send(UrllibTransport(), "http://as.example.invalid/slow", timeout=0.2)
-    assert str(info.value) == "GET as.example.invalid: no complete response within 0.2 s"
+        send(UrllibTransport(), "http://as.example.invalid/drip", timeout=0.3)
+    assert str(info.value) == "GET as.example.invalid: no complete response within 0.3 s"
 
 
 def test_send_refuses_bad_limits_in_so_many_words():
