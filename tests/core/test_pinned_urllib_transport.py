@@ -12,6 +12,7 @@ import math
 import socket
 import ssl
 import threading
+import urllib.error
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -24,7 +25,7 @@ from roomsecrets.core.errors import (
     ResponseTooLarge,
     TransportError,
 )
-from roomsecrets.core.http import HttpRequest
+from roomsecrets.core.http import HttpRequest, HttpResponse
 from roomsecrets.core.urllib_transport import UrllibTransport
 
 WHAT = "POST as.example:8443"
@@ -253,8 +254,9 @@ NOT_GIVEN = object()
 class FakeOpener:
     """Records what _exchange hands to urllib; answers 200 with a small body."""
 
-    def __init__(self, outcome="respond") -> None:
+    def __init__(self, outcome="respond", body=b"{}") -> None:
         self.outcome = outcome
+        self.body = body
         self.calls: list = []
 
     def open(self, req, timeout=NOT_GIVEN):
@@ -263,7 +265,7 @@ class FakeOpener:
             return None
         if isinstance(self.outcome, BaseException):
             raise self.outcome
-        response = FakeResponse(b"{}", chunk=100)
+        response = FakeResponse(self.body, chunk=100)
         response.status = 200
         response.headers["X-Reply"] = "yes"
         return _Closing(response)
@@ -459,3 +461,43 @@ def test_a_custom_ssl_context_is_used_with_and_without_a_proxy():
         assert handler._ssl_context is context
     assert repr(transport) == "UrllibTransport(trust_env=True)"
     assert repr(UrllibTransport(trust_env=False)) == "UrllibTransport(trust_env=False)"
+
+
+def test_a_body_over_the_cap_in_an_exchange_names_the_method_and_host():
+    with pytest.raises(ResponseTooLarge) as info:
+        exchange(FakeOpener(body=b"x" * 101))
+    assert str(info.value) == "POST as.example:8443: response body exceeds 100 bytes"
+
+
+@pytest.mark.parametrize(
+    ("failure", "text"),
+    [
+        (ConnectionRefusedError(111, "x"), "POST as.example:8443: connection refused"),
+        (
+            urllib.error.URLError(socket.gaierror(-2, "x")),
+            "POST as.example:8443: name resolution failed",
+        ),
+        (
+            http.client.BadStatusLine("x"),
+            "POST as.example:8443: connection failed (BadStatusLine)",
+        ),
+    ],
+)
+def test_a_network_failure_in_an_exchange_names_the_method_and_host(failure, text):
+    with pytest.raises(TransportError) as info:
+        exchange(FakeOpener(failure))
+    assert str(info.value) == text
+    assert info.value.__cause__ is failure
+
+
+def test_send_hands_its_timeout_and_cap_to_the_worker(monkeypatch):
+    seen = []
+
+    def fake_exchange(opener, request, host, attempt, timeout, max_body):
+        seen.append((host, timeout, max_body))
+        return HttpResponse(status=204)
+
+    monkeypatch.setattr(transport_module, "_exchange", fake_exchange)
+    response = send(UrllibTransport(), "http://127.0.0.1:9/x", timeout=2.5, max_body=77)
+    assert response.status == 204
+    assert seen == [("127.0.0.1:9", 2.5, 77)]
