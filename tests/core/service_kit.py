@@ -38,11 +38,16 @@ def running_provider(**client: object) -> Iterator[FakeProvider]:
         yield provider
 
 
+#: Builds the store of a service made without one; tests/adapters swap it to run the
+#: same flows on the file and AWS stores.
+default_store = MemoryStore
+
+
 def make_service(store=None, **kw):
     kw.setdefault("clock", Clock())
     kw.setdefault("audit", RecordingAuditSink())
     kw.setdefault("retry", RetryPolicy(base_delay=0.01, max_delay=0.05))
-    return SecretsService(store=store or MemoryStore(), room="myroom", **kw)
+    return SecretsService(store=store or default_store(), room="myroom", **kw)
 
 
 def oauth_args(provider: FakeProvider, **kw: object) -> dict[str, object]:
