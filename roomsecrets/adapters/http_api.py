@@ -1,0 +1,684 @@
+"""The room server's HTTP interface, as data: routes, JSON shapes, errors, WebSocket frames.
+
+Standard library only: the server (:mod:`roomsecrets.adapters.server`), the
+remote client (:mod:`roomsecrets.adapters.remote`), the OpenAPI document
+(:mod:`roomsecrets.adapters.openapi`) and the CLI all read this one table, so
+they cannot drift apart.
+
+Authentication
+    Every ``/rooms/{room}/...`` route needs ``Authorization: Bearer <participant
+    token>``: an HS256 JWT with claims ``room``, ``sub`` (participant id),
+    ``name``, ``grant`` (``SecretsGrant.to_dict()``) and ``exp``
+    (:mod:`roomsecrets.adapters.participant_tokens`). The token is never put in
+    a URL. Any number of HTTP calls may use one token at once; they work whether
+    or not the participant has a WebSocket open (an agent needs none).
+
+Routes (``POST`` bodies are JSON objects whose keys are the keywords of the
+:class:`~roomsecrets.core.client.SecretsClient` method of the same name; an
+unknown key, a missing required key or a value of the wrong type is a 400)::
+
+    POST /rooms/{room}/list_user_secrets            {}
+         -> {"secrets": [{"id", "type", "name", "delegated_to"}, ...]}
+    POST /rooms/{room}/delete_user_secret           {"id", "delegated_to"?}  -> {}
+    POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint",
+         "token_endpoint", "from_participant_id", "redirect_uri"?, "client_secret"?,
+         "scopes"?, "timeout"?, "no_pkce"?}        -> {"access_token": str}
+         (a long request: it answers when the person approves, rejects, leaves, or
+         ``timeout`` seconds pass; ``redirect_uri`` defaults to PUBLIC_URL/oauth/callback.
+         A client that drops the request cancels it.)
+    POST /rooms/{room}/get_offline_oauth_token      {"client_id", "authorization_endpoint",
+         "token_endpoint", "client_secret"?, "scopes"?, "timeout"?, "delegated_by"?,
+         "participant_name"?}                      -> {"access_token": str | null}
+    POST /rooms/{room}/provide_oauth_authorization  {"request_id", "code", "state"?} -> {}
+    POST /rooms/{room}/reject_oauth_authorization   {"request_id", "error"}          -> {}
+    POST /rooms/{room}/set_secret                   {"secret_id", "data" (base64),
+         "type"?, "name"?, "delegated_to"?}         -> {}
+    POST /rooms/{room}/get_secret                   {"secret_id", "delegated_to"?}
+         -> {"data": base64 str | null}
+    GET  /rooms/{room}/participants
+         -> {"participants": [{"id", "name"}, ...]}  (the connected ones)
+    GET  /rooms/{room}/ws                           WebSocket (below)
+    GET  /oauth/callback?code=&state=  |  ?error=&state=   (no token: ``state`` is the proof)
+         -> 200 text/html; 400/404/502 text/html when it cannot complete the request
+    GET  /openapi.json                              -> this table as OpenAPI 3.1
+
+    Bodies holding a token (request_oauth_token, get_offline_oauth_token,
+    get_secret) are sent with ``Cache-Control: no-store``.
+
+WebSocket ``/rooms/{room}/ws``
+    Opening it makes the participant *connected* (``SecretsService.connect``
+    with the token's name and grant): prompts can be addressed to it and it is
+    listed by ``/participants``. Closing it disconnects: pending requests it made
+    or was asked end at once. A second WebSocket of a connected participant is
+    refused with 409 before the upgrade. Server -> client frames (JSON text)::
+
+        {"type": "oauth_prompt", "prompt": {"request_id", "authorization_url", "state",
+         "code_challenge", "from_participant_id", "client_id", "scopes",
+         "redirect_uri", "expires_at"}}
+        {"type": "pong"}
+        {"type": "error", "error": CODE, "message": TEXT}
+
+    Client -> server: ``{"type": "ping"}``. Anything else (not JSON, not an
+    object, another type, a binary frame) gets an ``error`` frame; the
+    connection stays open. Prompts are sent as they are addressed, including
+    those open when the socket opened; answer them over HTTP.
+
+Errors: ``{"error": CODE, "message": TEXT}`` (plus ``details`` for a few kinds, so
+clients rebuild the same exception), with the status from :data:`ERROR_STATUSES`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from ..core.api import OAuthPrompt, SecretInfo
+from ..core.errors import (
+    ConfigurationError,
+    GrantDenied,
+    IllegalTransition,
+    InvalidInput,
+    LeaseLost,
+    OAuthError,
+    ParticipantNotConnected,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RefreshBusy,
+    RequestCancelled,
+    RequestRejected,
+    RequestTimedOut,
+    RoomSecretsError,
+    StoreError,
+    TooManyPendingRequests,
+    UnknownRequest,
+    VersionConflict,
+)
+from ..core.pending import PendingInput, PendingState
+from ..core.values import frozen_value
+
+__all__ = [
+    "ERROR_STATUSES",
+    "OPERATIONS",
+    "PROMPT_SCHEMA",
+    "BodyTooLarge",
+    "Field",
+    "InvalidParticipantToken",
+    "Operation",
+    "ParticipantAlreadyConnected",
+    "decode_data",
+    "encode_data",
+    "error_body",
+    "error_from_body",
+    "operation",
+    "prompt_from_json",
+    "prompt_to_json",
+    "secret_info_to_json",
+    "status_for",
+    "unverified_claims",
+]
+
+
+# --- errors that exist only over HTTP -----------------------------------------------
+
+
+class InvalidParticipantToken(RoomSecretsError, PermissionError):
+    """The participant token is missing, malformed, expired, not HS256, signed with
+    another key, or for another room (HTTP 401)."""
+
+    code = "invalid_token"
+
+
+class BodyTooLarge(InvalidInput):
+    """The request body is over the server's limit (HTTP 413)."""
+
+    code = "body_too_large"
+
+
+class ParticipantAlreadyConnected(InvalidInput):
+    """The participant already has a WebSocket open (HTTP 409); in process,
+    ``SecretsService.connect`` raises InvalidInput for the same thing."""
+
+    code = "already_connected"
+
+
+#: HTTP status of each error kind; the first class the error is an instance of wins.
+ERROR_STATUSES: tuple[tuple[type[RoomSecretsError], int, str], ...] = (
+    (InvalidParticipantToken, 401, "bad, missing, expired or other-room participant token"),
+    (BodyTooLarge, 413, "request body over the server's limit"),
+    (ParticipantAlreadyConnected, 409, "the participant already has a WebSocket open"),
+    (InvalidInput, 400, "bad input: malformed JSON, a missing or invalid field"),
+    (GrantDenied, 403, "the participant's grant does not allow it (or not addressed to you)"),
+    (UnknownRequest, 404, "no open pending request with this id or state"),
+    (IllegalTransition, 409, "the request was already answered"),
+    (ParticipantNotConnected, 409, "the person asked is not connected (no open WebSocket)"),
+    (RequestRejected, 409, "the person rejected the request"),
+    (VersionConflict, 409, "a concurrent write won"),
+    (RequestCancelled, 410, "the request ended because a participant left or gave up"),
+    (TooManyPendingRequests, 429, "too many open requests; retry later"),
+    (ProviderTimeout, 504, "the provider did not answer in time"),
+    (RequestTimedOut, 504, "nobody answered the prompt in time"),
+    (OAuthError, 502, "the provider answered with an OAuth error (e.g. invalid_grant)"),
+    (ProviderError, 502, "the provider could not be reached or answered garbage"),
+    (StoreError, 503, "the secret store failed; retry later"),
+    (RefreshBusy, 503, "another process is refreshing this credential; retry later"),
+    (LeaseLost, 503, "a refresh lease was lost; retry later"),
+    (ConfigurationError, 500, "the server is misconfigured"),
+    (RoomSecretsError, 500, "any other error"),
+)
+
+
+def status_for(error: RoomSecretsError) -> int:
+    """The HTTP status the server answers ``error`` with (:data:`ERROR_STATUSES`)."""
+    for cls, status, _ in ERROR_STATUSES:
+        if isinstance(error, cls):
+            return status
+    return 500  # pragma: no cover - RoomSecretsError is last in the table
+
+
+_MAX_MESSAGE = 500
+
+
+def error_body(error: RoomSecretsError) -> dict[str, Any]:
+    """The JSON body for ``error``: ``{"error", "message"}`` plus ``details`` when the
+    exception carries fields a client needs to rebuild it (never a secret: these
+    fields are already sanitised by the error classes)."""
+    body: dict[str, Any] = {"error": error.code, "message": str(error)[:_MAX_MESSAGE]}
+    details: dict[str, Any] = {}
+    if isinstance(error, IllegalTransition):
+        details = {"state": error.state.name, "event": error.event.name}
+    elif isinstance(error, TooManyPendingRequests):
+        details = {"limit": error.limit}
+    elif isinstance(error, RequestRejected):
+        details = {"reason": error.error}
+    elif isinstance(error, RequestCancelled):
+        details = {"reason": error.reason}
+    elif isinstance(error, VersionConflict):
+        details = {"expected": error.expected, "actual": error.actual}
+    elif isinstance(error, OAuthError):
+        details = {
+            "oauth_error": error.error,
+            "description": error.description,
+            "uri": error.uri,
+            "status": error.status,
+        }
+    elif isinstance(error, ProviderError):
+        details = {"status": error.status}
+        if isinstance(error, ProviderUnavailable):
+            details["retry_after"] = error.retry_after
+    if details:
+        body["details"] = details
+    return body
+
+
+def _error_classes() -> dict[str, type[RoomSecretsError]]:
+    from ..core import errors
+
+    found: dict[str, type[RoomSecretsError]] = {}
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if isinstance(cls, type) and issubclass(cls, RoomSecretsError):
+            found.setdefault(cls.code, cls)
+    for cls in (InvalidParticipantToken, BodyTooLarge, ParticipantAlreadyConnected):
+        found[cls.code] = cls
+    return found
+
+
+_BY_STATUS: dict[int, type[RoomSecretsError]] = {
+    400: InvalidInput,
+    401: InvalidParticipantToken,
+    403: GrantDenied,
+    404: UnknownRequest,
+    413: BodyTooLarge,
+}
+
+
+def _opt_int(value: object) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: object) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def error_from_body(status: int, body: object) -> RoomSecretsError:
+    """Rebuild the exception a server answered with: the class named by the body's
+    ``error`` code (:func:`error_body`), else one chosen by the HTTP status."""
+    fields: Mapping[str, object] = body if isinstance(body, Mapping) else {}
+    code = fields.get("error")
+    message = _opt_str(fields.get("message")) or f"the server answered HTTP {status}"
+    message = message[:_MAX_MESSAGE]
+    raw_details = fields.get("details")
+    details: Mapping[str, object] = raw_details if isinstance(raw_details, Mapping) else {}
+    cls = _error_classes().get(code) if isinstance(code, str) else None
+    if cls is None:
+        fallback = _BY_STATUS.get(status, RoomSecretsError)
+        if status >= 500 and status != 504:
+            fallback = ProviderError if status in (502, 503) else RoomSecretsError
+        return fallback(message)
+    try:
+        return _rebuild(cls, message, details)
+    except (KeyError, TypeError, ValueError):
+        return _BY_STATUS.get(status, RoomSecretsError)(message)
+
+
+def _rebuild(
+    cls: type[RoomSecretsError], message: str, details: Mapping[str, object]
+) -> RoomSecretsError:
+    if issubclass(cls, IllegalTransition):
+        return cls(PendingState[str(details["state"])], PendingInput[str(details["event"])])
+    if issubclass(cls, TooManyPendingRequests):
+        return cls(message, limit=_opt_int(details.get("limit")) or 0)
+    if issubclass(cls, RequestRejected):
+        return cls(_opt_str(details.get("reason")) or "rejected")
+    if issubclass(cls, RequestCancelled):
+        return cls(_opt_str(details.get("reason")) or "cancelled")
+    if issubclass(cls, VersionConflict):
+        return cls(
+            message,
+            expected=_opt_int(details.get("expected")),
+            actual=_opt_int(details.get("actual")),
+        )
+    if issubclass(cls, OAuthError):
+        return cls(
+            _opt_str(details.get("oauth_error")) or cls.code,
+            _opt_str(details.get("description")),
+            _opt_str(details.get("uri")),
+            _opt_int(details.get("status")),
+        )
+    if issubclass(cls, ProviderUnavailable):
+        retry_after = details.get("retry_after")
+        return cls(
+            message,
+            status=_opt_int(details.get("status")),
+            retry_after=float(retry_after) if isinstance(retry_after, (int, float)) else None,
+        )
+    if issubclass(cls, ProviderError):
+        return cls(message, status=_opt_int(details.get("status")))
+    return cls(message)
+
+
+# --- JSON shapes of values ------------------------------------------------------------
+
+
+def encode_data(data: bytes) -> str:
+    """Secret bytes as they travel in JSON: standard base64 with padding."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_data(value: object, what: str = "data") -> bytes:
+    """The bytes of a base64 JSON string; InvalidInput (naming ``what``) otherwise."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidInput(f"{what} is not valid base64") from None
+
+
+def secret_info_to_json(info: SecretInfo) -> dict[str, Any]:
+    return {"id": info.id, "type": info.type, "name": info.name, "delegated_to": info.delegated_to}
+
+
+def prompt_to_json(prompt: OAuthPrompt) -> dict[str, Any]:
+    return {
+        "request_id": prompt.request_id,
+        "authorization_url": prompt.authorization_url,
+        "state": prompt.state,
+        "code_challenge": prompt.code_challenge,
+        "from_participant_id": prompt.from_participant_id,
+        "client_id": prompt.client_id,
+        "scopes": list(prompt.scopes),
+        "redirect_uri": prompt.redirect_uri,
+        "expires_at": prompt.expires_at,
+    }
+
+
+def prompt_from_json(data: object) -> OAuthPrompt:
+    """The prompt a server sent (:func:`prompt_to_json`); InvalidInput if malformed."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput("a prompt must be a JSON object")
+    try:
+        scopes = data["scopes"]
+        expires_at = data["expires_at"]
+        challenge = data.get("code_challenge")
+        strings = {
+            key: data[key]
+            for key in (
+                "request_id",
+                "authorization_url",
+                "state",
+                "from_participant_id",
+                "client_id",
+                "redirect_uri",
+            )
+        }
+    except KeyError as missing:
+        raise InvalidInput(f"a prompt lacks {missing.args[0]!r}") from None
+    if not all(isinstance(value, str) for value in strings.values()):
+        raise InvalidInput("a prompt's ids and URLs must be strings")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidInput("a prompt's scopes must be a list of strings")
+    if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)):
+        raise InvalidInput("a prompt's expires_at must be a number")
+    if challenge is not None and not isinstance(challenge, str):
+        raise InvalidInput("a prompt's code_challenge must be a string or null")
+    return OAuthPrompt(
+        request_id=strings["request_id"],
+        authorization_url=strings["authorization_url"],
+        state=strings["state"],
+        code_challenge=challenge,
+        from_participant_id=strings["from_participant_id"],
+        client_id=strings["client_id"],
+        scopes=tuple(scopes),
+        redirect_uri=strings["redirect_uri"],
+        expires_at=float(expires_at),
+    )
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without checking its signature.
+
+    For clients, which do not hold the key: to learn their own participant id and
+    room. The server always verifies. Raises InvalidParticipantToken if the token
+    is not a JWT with a JSON object payload.
+    """
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3:
+        raise InvalidParticipantToken("the participant token is not a JWT")
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, binascii.Error):
+        raise InvalidParticipantToken("the participant token's payload is not JSON") from None
+    if not isinstance(claims, dict):
+        raise InvalidParticipantToken("the participant token's payload is not a JSON object")
+    return claims
+
+
+# --- the route table ------------------------------------------------------------------
+
+_STRING = {"type": "string"}
+_OPTIONAL_STRING = {"type": ["string", "null"]}
+_SCOPES = {"type": ["array", "null"], "items": {"type": "string"}}
+_TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "default": 300}
+
+
+@frozen_value
+class Field:
+    """One key of a POST body: its JSON schema, whether it is required, what it means."""
+
+    name: str
+    schema: Mapping[str, Any]
+    required: bool = False
+    description: str = ""
+
+
+@frozen_value
+class Operation:
+    """One HTTP route of the server.
+
+    ``name`` is the SecretsClient method a JSON operation runs (or the route's
+    own name); ``fields`` the keys of its JSON body; ``response`` the JSON schema
+    of its 200 answer (None: not JSON); ``errors`` the statuses it can answer
+    with besides 200; ``auth``: whether it needs a participant token.
+    """
+
+    name: str
+    method: str
+    path: str
+    summary: str
+    fields: tuple[Field, ...] = ()
+    response: Optional[Mapping[str, Any]] = None
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    #: A JSON POST operation run on the participant's SecretsClient.
+    json_operation: bool = True
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields if f.required)
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+
+_EMPTY = {"type": "object", "additionalProperties": False}
+_COMMON_ERRORS = (400, 401, 403, 413)
+_OAUTH_FIELDS = (
+    Field(name="client_id", schema=_STRING, required=True),
+    Field(name="authorization_endpoint", schema=_STRING, required=True),
+    Field(name="token_endpoint", schema=_STRING, required=True),
+    Field(name="client_secret", schema=_OPTIONAL_STRING, description="never leaves the server"),
+    Field(name="scopes", schema=_SCOPES),
+    Field(name="timeout", schema=_TIMEOUT, description="seconds"),
+)
+_TOKEN_RESPONSE = {
+    "type": "object",
+    "properties": {"access_token": _STRING},
+    "required": ["access_token"],
+}
+_SECRET_INFO = {
+    "type": "object",
+    "properties": {
+        "id": _STRING,
+        "type": _STRING,
+        "name": _OPTIONAL_STRING,
+        "delegated_to": _OPTIONAL_STRING,
+    },
+    "required": ["id", "type", "name", "delegated_to"],
+}
+PROMPT_SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "properties": {
+        "request_id": _STRING,
+        "authorization_url": _STRING,
+        "state": _STRING,
+        "code_challenge": _OPTIONAL_STRING,
+        "from_participant_id": _STRING,
+        "client_id": _STRING,
+        "scopes": {"type": "array", "items": _STRING},
+        "redirect_uri": _STRING,
+        "expires_at": {"type": "number", "description": "seconds since the epoch"},
+    },
+}
+
+#: Every route the server serves, in the order the OpenAPI document lists them.
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        name="list_user_secrets",
+        method="POST",
+        path="/rooms/{room}/list_user_secrets",
+        summary="List the caller's own secrets, OAuth credentials included.",
+        response={
+            "type": "object",
+            "properties": {"secrets": {"type": "array", "items": _SECRET_INFO}},
+            "required": ["secrets"],
+        },
+        errors=_COMMON_ERRORS,
+    ),
+    Operation(
+        name="delete_user_secret",
+        method="POST",
+        path="/rooms/{room}/delete_user_secret",
+        summary="Delete one of the caller's secrets (a no-op if absent).",
+        fields=(
+            Field(name="id", schema=_STRING, required=True),
+            Field(name="delegated_to", schema=_OPTIONAL_STRING),
+        ),
+        response=_EMPTY,
+        errors=(*_COMMON_ERRORS, 503),
+    ),
+    Operation(
+        name="request_oauth_token",
+        method="POST",
+        path="/rooms/{room}/request_oauth_token",
+        summary=(
+            "An access token for from_participant_id's account: a stored one (refreshed "
+            "if needed), else a prompt to that participant, waiting up to `timeout` "
+            "seconds. Dropping the HTTP request cancels the prompt."
+        ),
+        fields=(
+            *_OAUTH_FIELDS[:3],
+            Field(name="from_participant_id", schema=_STRING, required=True),
+            Field(
+                name="redirect_uri",
+                schema=_STRING,
+                description="default: the server's PUBLIC_URL/oauth/callback",
+            ),
+            *_OAUTH_FIELDS[3:],
+            Field(name="no_pkce", schema={"type": "boolean", "default": False}),
+        ),
+        response=_TOKEN_RESPONSE,
+        errors=(*_COMMON_ERRORS, 409, 410, 429, 502, 503, 504),
+    ),
+    Operation(
+        name="get_offline_oauth_token",
+        method="POST",
+        path="/rooms/{room}/get_offline_oauth_token",
+        summary="A stored access token of delegated_by (refreshed if needed); never a prompt.",
+        fields=(
+            *_OAUTH_FIELDS,
+            Field(name="delegated_by", schema=_OPTIONAL_STRING),
+            Field(
+                name="participant_name",
+                schema=_OPTIONAL_STRING,
+                description="alias of delegated_by",
+            ),
+        ),
+        response={
+            "type": "object",
+            "properties": {"access_token": _OPTIONAL_STRING},
+            "required": ["access_token"],
+        },
+        errors=(*_COMMON_ERRORS, 502, 503, 504),
+    ),
+    Operation(
+        name="provide_oauth_authorization",
+        method="POST",
+        path="/rooms/{room}/provide_oauth_authorization",
+        summary="Answer a prompt addressed to the caller with the provider's code.",
+        fields=(
+            Field(name="request_id", schema=_STRING, required=True),
+            Field(name="code", schema=_STRING, required=True),
+            Field(name="state", schema=_OPTIONAL_STRING),
+        ),
+        response=_EMPTY,
+        errors=(*_COMMON_ERRORS, 404, 409, 502, 503, 504),
+    ),
+    Operation(
+        name="reject_oauth_authorization",
+        method="POST",
+        path="/rooms/{room}/reject_oauth_authorization",
+        summary="Refuse a prompt addressed to the caller; the requester gets request_rejected.",
+        fields=(
+            Field(name="request_id", schema=_STRING, required=True),
+            Field(name="error", schema=_STRING, required=True, description="e.g. user_cancelled"),
+        ),
+        response=_EMPTY,
+        errors=(*_COMMON_ERRORS, 404, 409),
+    ),
+    Operation(
+        name="set_secret",
+        method="POST",
+        path="/rooms/{room}/set_secret",
+        summary="Store bytes as one of the caller's secrets.",
+        fields=(
+            Field(name="secret_id", schema=_STRING, required=True),
+            Field(
+                name="data", schema={"type": "string", "contentEncoding": "base64"}, required=True
+            ),
+            Field(name="type", schema={"type": "string", "default": "application/octet-stream"}),
+            Field(name="name", schema=_OPTIONAL_STRING),
+            Field(name="delegated_to", schema=_OPTIONAL_STRING),
+        ),
+        response=_EMPTY,
+        errors=(*_COMMON_ERRORS, 503),
+    ),
+    Operation(
+        name="get_secret",
+        method="POST",
+        path="/rooms/{room}/get_secret",
+        summary="One of the caller's secrets (not OAuth credentials), base64, or null.",
+        fields=(
+            Field(name="secret_id", schema=_STRING, required=True),
+            Field(name="delegated_to", schema=_OPTIONAL_STRING),
+        ),
+        response={
+            "type": "object",
+            "properties": {"data": {"type": ["string", "null"], "contentEncoding": "base64"}},
+            "required": ["data"],
+        },
+        errors=(*_COMMON_ERRORS, 503),
+    ),
+    Operation(
+        name="list_participants",
+        method="GET",
+        path="/rooms/{room}/participants",
+        summary="The connected participants (those with an open WebSocket).",
+        response={
+            "type": "object",
+            "properties": {
+                "participants": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"id": _STRING, "name": _OPTIONAL_STRING},
+                    },
+                }
+            },
+            "required": ["participants"],
+        },
+        errors=(401,),
+        json_operation=False,
+    ),
+    Operation(
+        name="websocket",
+        method="GET",
+        path="/rooms/{room}/ws",
+        summary=(
+            "WebSocket: connects the participant while open and pushes "
+            '{"type": "oauth_prompt", "prompt": {...}} for each prompt addressed to it. '
+            'Send {"type": "ping"} to get {"type": "pong"}; anything else gets an '
+            '{"type": "error"} frame. Token in the Authorization header only.'
+        ),
+        errors=(400, 401, 409),
+        json_operation=False,
+    ),
+    Operation(
+        name="oauth_callback",
+        method="GET",
+        path="/oauth/callback",
+        summary=(
+            "The provider's redirect: ?code=&state= completes the pending request whose "
+            "state matches (as its addressee's provide_oauth_authorization); ?error=&state= "
+            "rejects it. Answers a small HTML page with Cache-Control: no-store and "
+            "Referrer-Policy: no-referrer; 400 without state, 404 for an unknown state, "
+            "502/504 when the code exchange fails."
+        ),
+        errors=(400, 404, 409, 502, 503, 504),
+        auth=False,
+        json_operation=False,
+    ),
+    Operation(
+        name="openapi",
+        method="GET",
+        path="/openapi.json",
+        summary="This API as an OpenAPI 3.1 document.",
+        response={"type": "object"},
+        auth=False,
+        json_operation=False,
+    ),
+)
+
+
+def operation(name: str) -> Operation:
+    """The route named ``name`` (KeyError if there is none)."""
+    for op in OPERATIONS:
+        if op.name == name:
+            return op
+    raise KeyError(name)
