@@ -68,6 +68,9 @@ _MAX_DECODED = 4096
 #: Tries (the first included) to save a rotated credential when the store fails.
 _SAVE_ATTEMPTS = 4
 _SAVE_DELAY = 0.05
+#: Refreshes one call may wait for before it gives up on a credential that still
+#: needs one (another process refreshed it, or the store moved on, in between).
+_REFRESH_ROUNDS = 2
 
 
 class _NeedsRefresh:
@@ -161,9 +164,8 @@ class CredentialRefresher:
         """
         if key in self._unsaved:
             await self._save_unsaved(key)
-        # Two rounds: join (or start) a refresh; if it did not refresh (another
-        # process did, or the store moved on), look again.
-        for _ in range(2):
+        rounds = 0
+        while True:
             _, cred = await self.load(key)
             verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
             if verdict is None:
@@ -172,14 +174,12 @@ class CredentialRefresher:
             allow(cred.tokens.scopes)
             if not isinstance(verdict, _NeedsRefresh):
                 return verdict
-            task = self._inflight.get(key)
-            if task is None:
-                task = asyncio.ensure_future(
-                    self._refresh_across_processes(key, client, token_endpoint)
-                )
-                self._inflight[key] = task
-                task.add_done_callback(functools.partial(self._forget, key))
-            fresh = await asyncio.shield(task)
+            if rounds == _REFRESH_ROUNDS:
+                return None  # still expiring after that many refreshes: not usable
+            rounds += 1
+            # Join (or start) the refresh; if it did not refresh (another process
+            # did, or the store moved on), look again.
+            fresh = await asyncio.shield(self._refresh_task(key, client, token_endpoint))
             if fresh is not None:
                 # Freshly issued: handed out even if it already counts as expiring
                 # (``expires_in: 0``); the next call refreshes it.
@@ -187,13 +187,19 @@ class CredentialRefresher:
                     return None
                 allow(fresh.scopes)
                 return fresh.access_token
-        _, cred = await self.load(key)
-        verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
-        if verdict is None or isinstance(verdict, _NeedsRefresh):
-            return None
-        assert cred is not None
-        allow(cred.tokens.scopes)
-        return verdict
+
+    def _refresh_task(
+        self, key: SecretKey, client: ClientCredentials, token_endpoint: str
+    ) -> asyncio.Future[Optional[TokenSet]]:
+        """The one refresh of ``key`` in flight in this process, started if there is none."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(
+                self._refresh_across_processes(key, client, token_endpoint)
+            )
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+        return task
 
     def _forget(self, key: SecretKey, task: asyncio.Future[Optional[TokenSet]]) -> None:
         if self._inflight.get(key) is task:
