@@ -17,8 +17,17 @@ from .grants import SecretsGrant
 from .ports import Clock, SecretKey, SecretStore
 from .refresh import CredentialRefresher
 from .token_request import ClientCredentials
+from .values import frozen_value
 
-__all__ = ["Participant", "RoomService"]
+__all__ = ["Participant", "ParticipantInfo", "RoomService"]
+
+
+@frozen_value
+class ParticipantInfo:
+    """A connected participant as others see it: its id and display name."""
+
+    id: str
+    name: Optional[str]
 
 
 class Participant:

@@ -39,7 +39,7 @@ from .grants import (
     check_oauth_request,
 )
 from .inputs import MAX_CLIENT_ID, check_id, check_name, check_url, check_vschar
-from .participants import Participant
+from .participants import Participant, ParticipantInfo
 from .pending_registry import (
     Cancelled,
     Completed,
@@ -170,6 +170,46 @@ class SecretsService:
         self._participants[participant_id] = participant
         return SecretsClient(self, participant)
 
+    def session(
+        self,
+        participant_id: str,
+        *,
+        name: Optional[str] = None,
+        grant: Optional[SecretsGrant] = None,
+    ) -> SecretsClient:
+        """Act as ``participant_id`` with ``grant`` without connecting it.
+
+        For a server that runs one call for a participant it authenticated (an
+        agent calling over HTTP needs no open connection). The session's client
+        has every method of a connected one, checked against ``grant`` (default
+        ``SecretsGrant()``), but the participant is not *connected*: no prompt
+        can be addressed to it, ``is_connected`` does not count it, and its
+        ``oauth_prompts()`` raises ParticipantNotConnected. Any number of
+        sessions of one id may exist at once, with or without a connection of
+        that id; answers given through a session remove the prompt from the
+        connected participant's list.
+
+        ``close()`` ends the session: requests it made and is still waiting for
+        end with :class:`~.errors.RequestCancelled`. When the connected
+        participant of the same id leaves, requests made through its sessions
+        end too (the participant left the room). Raises InvalidInput for a bad
+        id, name or grant.
+        """
+        check_id(participant_id, "participant_id")
+        check_name(name, "name")
+        if grant is None:
+            grant = SecretsGrant()
+        if not isinstance(grant, SecretsGrant):
+            raise InvalidInput("grant must be a SecretsGrant")
+        participant = Participant(participant_id, name, grant)
+        return SecretsClient(_Session(self, participant), participant)
+
+    def connected_participants(self) -> list[ParticipantInfo]:
+        """The connected participants (not sessions), in the order they connected."""
+        return [
+            ParticipantInfo(id=p.participant_id, name=p.name) for p in self._participants.values()
+        ]
+
     def is_connected(self, participant_id: str) -> bool:
         """True while ``participant_id`` is connected."""
         return participant_id in self._participants
@@ -220,7 +260,29 @@ class SecretsService:
         and the (immutable) grant, so they are remembered per argument tuple;
         the audit event is still sent on every call.
         """
-        grant = self.participant(requester).grant
+        self._check_oauth(
+            self.participant(requester).grant,
+            requester=requester,
+            action=action,
+            target=target,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+
+    def _check_oauth(
+        self,
+        grant: SecretsGrant,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Optional[Sequence[str]],
+    ) -> None:
         # Exact str, bounded and clean before the memo: nothing odd or huge is kept.
         check_id(target, "from participant")
         check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
@@ -307,9 +369,32 @@ class SecretsService:
         The arguments were checked by :meth:`check_oauth` already; ``scopes`` come
         from the provider, so they are matched as they are, not validated.
         """
+        self._check_stored_scopes(
+            self.participant(requester).grant,
+            requester=requester,
+            action=action,
+            target=target,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+
+    def _check_stored_scopes(
+        self,
+        grant: SecretsGrant,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: tuple[str, ...],
+    ) -> None:
         authorize(
             check_oauth_request(
-                self.participant(requester).grant,
+                grant,
                 target=target,
                 client_id=client_id,
                 authorization_endpoint=authorization_endpoint,
@@ -348,6 +433,38 @@ class SecretsService:
         """
         # The requester may have left while we looked for a stored credential.
         self.participant(requester)
+        return await self._request_token(
+            requester=requester,
+            target=target,
+            client=client,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+            timeout=timeout,
+            no_pkce=no_pkce,
+        )
+
+    async def _request_token(
+        self,
+        *,
+        requester: str,
+        target: str,
+        client: ClientCredentials,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Sequence[str],
+        redirect_uri: str,
+        timeout: float,
+        no_pkce: bool,
+        asked: Optional[set[str]] = None,
+    ) -> str:
+        """:meth:`request_token` once the requester is known to be present.
+
+        ``asked``: a session's set of its open request ids, kept up to date here
+        so that closing the session can cancel them.
+        """
+        # Prompts go to connected participants only, never to a session.
         target_participant = self.participant(target)
         verifier: Optional[str] = None
         challenge: Optional[str] = None
@@ -396,6 +513,8 @@ class SecretsService:
             expires_at=pending.deadline,
         )
         target_participant.changed()
+        if asked is not None:
+            asked.add(pending.request_id)
         try:
             result = await asyncio.wait_for(asyncio.shield(outcome), timeout)
         except asyncio.TimeoutError:
@@ -413,15 +532,28 @@ class SecretsService:
             with contextlib.suppress(UnknownRequest):
                 self.registry.cancel(pending.request_id)
             raise
+        finally:
+            if asked is not None:
+                asked.discard(pending.request_id)
         return _token_from(result)
 
     async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
         """``by`` answers ``request_id`` with a code: redeem it, store the credential."""
-        participant = self._answering(by, "oauth.provide", request_id)
+        await self._provide(self.participant(by), request_id=request_id, code=code, state=state)
+
+    async def _provide(
+        self, answering: Participant, *, request_id: str, code: str, state: Optional[str]
+    ) -> None:
+        by = answering.participant_id
+        self._check_answering(answering, "oauth.provide", request_id)
         pending = self.registry.provide(request_id, by=by, state=state)
-        # Answered: the prompt leaves the person's list now, not when the exchange ends.
-        participant.prompts.pop(request_id, None)
-        participant.changed()
+        # Answered: the prompt leaves the person's list now, not when the exchange
+        # ends. It sits with the connected participant, which may be answering
+        # itself or through a session.
+        holder = self._participants.get(by)
+        if holder is not None:
+            holder.prompts.pop(request_id, None)
+            holder.changed()
         # The exchange runs as its own task: if the caller gives up (cancelled,
         # disconnected), the code is already on its way to the provider and
         # the requester must still get the outcome.
@@ -482,24 +614,25 @@ class SecretsService:
             )
         )
 
-    def _answering(self, by: str, action: str, request_id: str) -> Participant:
-        """The participant ``by``, once its grant allows answering prompts (audited)."""
-        participant = self.participant(by)
+    def _check_answering(self, answering: Participant, action: str, request_id: str) -> None:
+        """Raise unless ``answering``'s grant allows answering prompts (audited)."""
         authorize(
-            check_answer_prompt(participant.grant),
+            check_answer_prompt(answering.grant),
             sink=self.audit,
             action=action,
             room=self.room,
-            actor=by,
+            actor=answering.participant_id,
             at=self.clock(),
             details=(("request_id", request_id),),
         )
-        return participant
 
     def reject(self, *, by: str, request_id: str, error: str) -> None:
         """``by`` refuses ``request_id``; the requester gets :class:`~.errors.RequestRejected`."""
-        self._answering(by, "oauth.reject", request_id)
-        self.registry.reject(request_id, by=by, error=error)
+        self._reject(self.participant(by), request_id=request_id, error=error)
+
+    def _reject(self, answering: Participant, *, request_id: str, error: str) -> None:
+        self._check_answering(answering, "oauth.reject", request_id)
+        self.registry.reject(request_id, by=answering.participant_id, error=error)
 
     def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
         """Every open prompt addressed to ``participant_id``, each once, as they come.
@@ -508,6 +641,134 @@ class SecretsService:
         participant is not connected; the iterator ends when it leaves.
         """
         return _prompt_stream(self.participant(participant_id))
+
+
+class _Session:
+    """The service as a session's client sees it (a
+    :class:`~.participants.RoomService`): its own id resolves to the session's
+    participant (its grant, its closed flag); everything else is the service's."""
+
+    def __init__(self, service: SecretsService, participant: Participant) -> None:
+        self._service = service
+        self._participant = participant
+        self._asked: set[str] = set()
+        self.room = service.room
+        self.store = service.store
+        self.clock = service.clock
+        self.audit = service.audit
+        self.refresher = service.refresher
+
+    def participant(self, participant_id: str) -> Participant:
+        if participant_id != self._participant.participant_id:
+            return self._service.participant(participant_id)
+        if self._participant.closed:
+            raise ParticipantNotConnected("this session has ended")
+        return self._participant
+
+    def is_connected(self, participant_id: str) -> bool:
+        if participant_id != self._participant.participant_id:
+            return self._service.is_connected(participant_id)
+        return not self._participant.closed
+
+    def disconnect(self, participant_id: str) -> None:
+        if participant_id != self._participant.participant_id or self._participant.closed:
+            return
+        self._participant.closed = True
+        for request_id in list(self._asked):
+            with contextlib.suppress(UnknownRequest):
+                self._service.registry.cancel(request_id)
+
+    def credential_key(
+        self, *, owner: str, requester: str, client_id: str, token_endpoint: str
+    ) -> SecretKey:
+        return self._service.credential_key(
+            owner=owner, requester=requester, client_id=client_id, token_endpoint=token_endpoint
+        )
+
+    def check_oauth(
+        self,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Optional[Sequence[str]],
+    ) -> None:
+        self._service._check_oauth(
+            self.participant(requester).grant,
+            requester=requester,
+            action=action,
+            target=target,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+
+    def check_stored_scopes(
+        self,
+        *,
+        requester: str,
+        action: str,
+        target: str,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: tuple[str, ...],
+    ) -> None:
+        self._service._check_stored_scopes(
+            self.participant(requester).grant,
+            requester=requester,
+            action=action,
+            target=target,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+
+    async def request_token(
+        self,
+        *,
+        requester: str,
+        target: str,
+        client: ClientCredentials,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Sequence[str],
+        redirect_uri: str,
+        timeout: float,
+        no_pkce: bool,
+    ) -> str:
+        # The session may have ended while we looked for a stored credential.
+        self.participant(requester)
+        return await self._service._request_token(
+            requester=requester,
+            target=target,
+            client=client,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+            timeout=timeout,
+            no_pkce=no_pkce,
+            asked=self._asked,
+        )
+
+    async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
+        await self._service._provide(
+            self.participant(by), request_id=request_id, code=code, state=state
+        )
+
+    def reject(self, *, by: str, request_id: str, error: str) -> None:
+        self._service._reject(self.participant(by), request_id=request_id, error=error)
+
+    def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
+        raise ParticipantNotConnected(
+            "a session receives no prompts; connect the participant to receive them"
+        )
 
 
 async def _prompt_stream(participant: Participant) -> AsyncIterator[OAuthPrompt]:
