@@ -52,7 +52,7 @@ from ..core.errors import (
 )
 from ..core.http import HttpRequest, HttpResponse
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "translate_aiohttp_error"]
 
 _READ_CHUNK = 64 * 1024
 _USER_AGENT = "roomsecrets"
@@ -191,7 +191,7 @@ class AiohttpTransport:
         except RoomSecretsError:
             raise
         except BaseException as exc:
-            error = _translate(what, exc, timeout)
+            error = translate_aiohttp_error(what, exc, timeout)
             if error is None:
                 raise
             raise error from None
@@ -283,8 +283,13 @@ def _proxy_for(url: str, hostname: str) -> Optional[str]:
     return proxies.get(scheme) or proxies.get("all")
 
 
-def _translate(what: str, exc: BaseException, timeout: float) -> Optional[RoomSecretsError]:
+def translate_aiohttp_error(
+    what: str, exc: BaseException, timeout: float
+) -> Optional[RoomSecretsError]:
     """Our error for an aiohttp or asyncio failure (None: not ours to translate).
+
+    ``what`` opens the message (e.g. ``"POST example.com"``); ``timeout`` is the
+    deadline a timeout message names.
 
     Order matters: aiohttp's classes inherit from each other and from OSError,
     ssl errors and asyncio.TimeoutError. Messages name the kind of failure only;

@@ -13,7 +13,7 @@ import pytest
 
 aiohttp = pytest.importorskip("aiohttp")
 
-from roomsecrets.adapters.aiohttp_transport import AiohttpTransport, _translate  # noqa: E402
+from roomsecrets.adapters.aiohttp_transport import AiohttpTransport, translate_aiohttp_error  # noqa: E402
 from roomsecrets.core.errors import (  # noqa: E402
     ConfigurationError,
     ConnectError,
@@ -161,7 +161,7 @@ def _later_errors() -> list[tuple[BaseException, type[BaseException], str]]:
 def test_failures_before_sending_are_connect_errors(
     exc: BaseException, kind: type[BaseException], text: str
 ) -> None:
-    error = _translate("POST 127.0.0.1:1", exc, 5.0)
+    error = translate_aiohttp_error("POST 127.0.0.1:1", exc, 5.0)
     assert type(error) is kind
     assert text in str(error)
     assert str(error).startswith("POST 127.0.0.1:1: ")
@@ -171,7 +171,7 @@ def test_failures_before_sending_are_connect_errors(
 def test_failures_after_sending_may_have_been_acted_on(
     exc: BaseException, kind: type[BaseException], text: str
 ) -> None:
-    error = _translate("POST 127.0.0.1:1", exc, 5.0)
+    error = translate_aiohttp_error("POST 127.0.0.1:1", exc, 5.0)
     assert type(error) is kind
     assert not isinstance(error, ConnectError)
     assert text in str(error)
@@ -180,11 +180,11 @@ def test_failures_after_sending_may_have_been_acted_on(
 
 def test_invalid_urls_and_values_are_invalid_input_without_echoing_them() -> None:
     for exc in (aiohttp.InvalidURL("http://x/?code=SECRET"), ValueError("SECRET\r\n")):
-        error = _translate("GET x", exc, 5.0)
+        error = translate_aiohttp_error("GET x", exc, 5.0)
         assert isinstance(error, InvalidInput)
         assert "SECRET" not in str(error)
 
 
 def test_anything_else_is_not_translated() -> None:
-    assert _translate("GET x", KeyError("bug"), 5.0) is None
-    assert _translate("GET x", asyncio.CancelledError(), 5.0) is None
+    assert translate_aiohttp_error("GET x", KeyError("bug"), 5.0) is None
+    assert translate_aiohttp_error("GET x", asyncio.CancelledError(), 5.0) is None

@@ -1,0 +1,117 @@
+"""The OpenAPI 3.1 document of the room server, built from the one route table
+(:data:`roomsecrets.adapters.http_api.OPERATIONS`) the server registers its
+routes from, so it cannot describe a route the server does not serve or miss one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .http_api import ERROR_STATUSES, OPERATIONS, PROMPT_SCHEMA, Operation
+
+__all__ = ["openapi_document"]
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code"},
+        "message": {"type": "string"},
+        "details": {"type": "object", "description": "fields to rebuild the exception"},
+    },
+    "required": ["error", "message"],
+}
+
+
+def _status_text(status: int) -> str:
+    kinds = [f"`{cls.code}`: {meaning}" for cls, code, meaning in ERROR_STATUSES if code == status]
+    return "; ".join(kinds) or "error"
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary}
+    if op.path.startswith("/rooms/{room}"):
+        doc["parameters"] = [
+            {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+    if op.name == "oauth_callback":
+        doc["parameters"] = [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for name in ("code", "state", "error", "error_description")
+        ]
+    if not op.auth:
+        doc["security"] = []
+    if op.json_operation:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {f.name: _field(f.schema, f.description) for f in op.fields},
+                        "required": sorted(op.required),
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        }
+    responses: dict[str, Any] = {}
+    if op.name == "websocket":
+        responses["101"] = {
+            "description": "switching to the WebSocket protocol; prompts arrive as "
+            '{"type": "oauth_prompt", "prompt": <OAuthPrompt>}',
+        }
+    elif op.name == "oauth_callback":
+        responses["200"] = {
+            "description": "the request was completed or rejected",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+    else:
+        responses["200"] = {
+            "description": "success",
+            "content": {"application/json": {"schema": dict(op.response or {})}},
+        }
+    for status in op.errors:
+        content_type = "text/html" if op.name == "oauth_callback" else "application/json"
+        schema = {"type": "string"} if content_type == "text/html" else _ERROR_SCHEMA
+        responses[str(status)] = {
+            "description": _status_text(status),
+            "content": {content_type: {"schema": schema}},
+        }
+    doc["responses"] = responses
+    return doc
+
+
+def _field(schema: Any, description: str) -> dict[str, Any]:
+    field = dict(schema)
+    if description:
+        field["description"] = description
+    return field
+
+
+def openapi_document(*, public_url: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a server reachable at ``public_url``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "roomsecrets room server",
+            "version": "1",
+            "description": (
+                "A room's secrets over HTTP. Every /rooms/{room}/ route needs "
+                "`Authorization: Bearer <participant token>` (HS256 JWT with claims room, "
+                "sub, name, grant, exp). Errors are JSON {error, message}; the statuses: "
+                + "; ".join(f"{status} `{cls.code}`" for cls, status, _ in ERROR_STATUSES)
+                + "."
+            ),
+        },
+        "servers": [{"url": public_url}],
+        "components": {
+            "securitySchemes": {
+                "participantToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+            "schemas": {"Error": _ERROR_SCHEMA, "OAuthPrompt": dict(PROMPT_SCHEMA)},
+        },
+        "security": [{"participantToken": []}],
+        "paths": paths,
+    }

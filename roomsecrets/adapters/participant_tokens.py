@@ -1,0 +1,147 @@
+"""Participant tokens: HS256 JWTs (PyJWT) that say who is calling, in which room, with
+what grant (SPEC.md, "The room server").
+
+Claims: ``room``, ``sub`` (participant id), ``name`` (display name or null),
+``grant`` (``SecretsGrant.to_dict()``), ``exp`` (and ``iat``). Reading one
+accepts HS256 only, so ``alg: none`` and RS/HS confusion tokens are refused;
+an expired token, a wrong signature, a missing claim, a malformed grant or a
+token for another room raises
+:class:`~roomsecrets.adapters.http_api.InvalidParticipantToken` (HTTP 401). The
+messages say which check failed, never the token.
+
+Example::
+
+    key = secrets.token_bytes(32)
+    token = mint_participant_token(key, room="myroom", participant_id="agent-1",
+                                   grant=SecretsGrant.allow_all(), ttl=3600)
+    who = read_participant_token(token, key, room="myroom")
+    who.participant_id, who.grant
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional, Union
+
+import jwt
+
+from ..core.errors import InvalidInput
+from ..core.grants import SecretsGrant
+from ..core.inputs import check_id, check_name
+from ..core.values import frozen_value
+from .http_api import InvalidParticipantToken
+
+__all__ = ["ParticipantToken", "mint_participant_token", "read_participant_token"]
+
+_ALGORITHM = "HS256"
+_REQUIRED = ("room", "sub", "grant", "exp")
+# The shortest key we sign with: RFC 7518 §3.2 asks for a key at least as long
+# as the hash output (32 bytes for HS256).
+MIN_KEY_BYTES = 32
+
+Key = Union[str, bytes]
+
+
+@frozen_value
+class ParticipantToken:
+    """A verified participant token's claims."""
+
+    room: str
+    participant_id: str
+    name: Optional[str]
+    grant: SecretsGrant
+    expires_at: float
+
+
+def _key_bytes(key: Key) -> bytes:
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    if not isinstance(raw, bytes) or len(raw) < MIN_KEY_BYTES:
+        raise InvalidInput(f"the signing key must be at least {MIN_KEY_BYTES} bytes")
+    return raw
+
+
+def mint_participant_token(
+    key: Key,
+    *,
+    room: str,
+    participant_id: str,
+    name: Optional[str] = None,
+    grant: Optional[SecretsGrant] = None,
+    ttl: float = 3600.0,
+    now: Optional[float] = None,
+) -> str:
+    """A signed token for ``participant_id`` in ``room``, valid for ``ttl`` seconds.
+
+    ``grant`` defaults to ``SecretsGrant()`` (own secrets and own prompts only).
+    Raises InvalidInput for a short key, a bad id, name or ttl.
+    """
+    check_id(room, "room")
+    check_id(participant_id, "participant_id")
+    check_name(name, "name")
+    if grant is None:
+        grant = SecretsGrant()
+    if not isinstance(grant, SecretsGrant):
+        raise InvalidInput("grant must be a SecretsGrant")
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, (int, float))
+        or not (ttl > 0 and math.isfinite(ttl))
+    ):
+        raise InvalidInput("ttl must be a positive number of seconds")
+    issued = time.time() if now is None else now
+    claims = {
+        "room": room,
+        "sub": participant_id,
+        "name": name,
+        "grant": grant.to_dict(),
+        "iat": int(issued),
+        "exp": int(issued + ttl),
+    }
+    return jwt.encode(claims, _key_bytes(key), algorithm=_ALGORITHM)
+
+
+def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantToken:
+    """Verify ``token`` (HS256, signature, expiry, claims) for ``room``; return its claims.
+
+    Raises :class:`~roomsecrets.adapters.http_api.InvalidParticipantToken`.
+    """
+    if not isinstance(token, str) or not token:
+        raise InvalidParticipantToken("no participant token")
+    try:
+        claims = jwt.decode(
+            token,
+            _key_bytes(key),
+            algorithms=[_ALGORITHM],
+            options={"require": list(_REQUIRED)},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidParticipantToken("the participant token has expired") from None
+    except jwt.InvalidAlgorithmError:
+        raise InvalidParticipantToken("the participant token is not HS256") from None
+    except jwt.InvalidSignatureError:
+        raise InvalidParticipantToken("the participant token's signature is wrong") from None
+    except jwt.MissingRequiredClaimError as missing:
+        raise InvalidParticipantToken(
+            f"the participant token has no {missing.claim!r} claim"
+        ) from None
+    except jwt.InvalidTokenError:
+        raise InvalidParticipantToken("the participant token is malformed") from None
+    if claims.get("room") != room:
+        raise InvalidParticipantToken("the participant token is for another room")
+    name = claims.get("name")
+    try:
+        participant_id = check_id(claims.get("sub"), "sub")
+        check_name(name, "name")
+        grant = SecretsGrant.from_dict(claims.get("grant"))
+    except InvalidInput as bad:
+        raise InvalidParticipantToken(
+            f"the participant token's claims are invalid: {bad}"
+        ) from None
+    return ParticipantToken(
+        room=room,
+        participant_id=participant_id,
+        name=name,
+        grant=grant,
+        expires_at=float(claims["exp"]),
+    )

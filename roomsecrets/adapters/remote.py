@@ -1,0 +1,438 @@
+"""``RemoteSecretsClient``: the Secrets API of a room on a room server, over HTTP.
+
+The same methods, keywords, return types and typed errors as the in-process
+:class:`~roomsecrets.core.client.SecretsClient` (mypy checks both against
+:class:`~roomsecrets.core.api.SecretsAPI`), so agent code does not change when
+it moves out of process::
+
+    async with RemoteSecretsClient("http://127.0.0.1:8700", token=jwt) as client:
+        token = await client.request_oauth_token(client_id=..., ...,
+                                                 from_participant_id="alice",
+                                                 redirect_uri=...)
+
+Each method is one HTTP call (:mod:`roomsecrets.adapters.http_api` lists them);
+an error answer is rebuilt into the roomsecrets exception the server raised
+(same class, ``code`` and message), and a failure to reach the server is a
+:class:`~roomsecrets.core.errors.ConnectError` (never sent) or another
+:class:`~roomsecrets.core.errors.TransportError`.
+
+**Connected or not.** Calls need no connection: an agent that only asks for
+tokens never opens one. A participant is *connected* (prompts can be addressed
+to it, the participant list shows it) while this client holds its WebSocket:
+:meth:`RemoteSecretsClient.connect` opens it, and so does the first
+:meth:`~RemoteSecretsClient.oauth_prompts`; :meth:`~RemoteSecretsClient.close`
+closes it, which ends pending requests to and from the participant, as
+``SecretsClient.close()`` does. ``oauth_prompts()`` yields every prompt received
+since ``connect()`` that has not expired, then new ones as they arrive; it ends
+when the WebSocket closes. Unlike in process, a prompt that another answer or a
+cancellation ended may still be yielded (answering it raises UnknownRequest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import aiohttp
+
+from ..core.api import OAuthPrompt, SecretInfo, SecretsAPI
+from ..core.errors import InvalidInput, ParticipantNotConnected, RoomSecretsError
+from ..core.participants import ParticipantInfo
+from .aiohttp_transport import translate_aiohttp_error
+from .http_api import (
+    InvalidParticipantToken,
+    ParticipantAlreadyConnected,
+    decode_data,
+    encode_data,
+    error_from_body,
+    operation,
+    prompt_from_json,
+    unverified_claims,
+)
+
+__all__ = ["RemoteSecretsClient"]
+
+# How much longer than the request's own timeout a long request may take on the
+# wire before we give up on the server.
+_LONG_REQUEST_MARGIN = 30.0
+
+
+class RemoteSecretsClient:
+    """One participant's client of a room server (see the module docstring).
+
+    Args:
+        server_url: the server's base URL, e.g. ``http://127.0.0.1:8700``.
+        token: the participant token (its ``room`` and ``sub`` claims say which
+            room and who; the server verifies it).
+        room: when given, must equal the token's room (InvalidInput otherwise).
+        timeout: seconds an ordinary call may take (``request_oauth_token``
+            waits its own ``timeout`` plus a margin).
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        token: str,
+        room: Optional[str] = None,
+        timeout: float = 120.0,
+    ) -> None:
+        if not isinstance(server_url, str) or not server_url.startswith(("http://", "https://")):
+            raise InvalidInput("server_url must be an http or https URL")
+        claims = unverified_claims(token)
+        participant_id, token_room = claims.get("sub"), claims.get("room")
+        if not isinstance(participant_id, str) or not isinstance(token_room, str):
+            raise InvalidParticipantToken("the participant token has no sub or room claim")
+        if room is not None and room != token_room:
+            raise InvalidInput(f"the token is for room {token_room!r}, not {room!r}")
+        self.participant_id: str = participant_id
+        self.room: str = token_room
+        self._base = server_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._session: Optional[aiohttp.ClientSession] = None
+        self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
+        self._reader: Optional[asyncio.Task[None]] = None
+        self._recent: dict[str, OAuthPrompt] = {}
+        self._listeners: set[asyncio.Queue[Optional[OAuthPrompt]]] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"RemoteSecretsClient(server={self._base!r}, room={self.room!r}, "
+            f"participant_id={self.participant_id!r})"
+        )
+
+    async def __aenter__(self) -> RemoteSecretsClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ParticipantNotConnected("this client is closed")
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self._token}", "User-Agent": "roomsecrets"},
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def _url(self, path: str) -> str:
+        return self._base + path.replace("{room}", _quote(self.room))
+
+    async def _call(
+        self, name: str, body: Optional[dict[str, Any]] = None, *, timeout: Optional[float] = None
+    ) -> dict[str, Any]:
+        op = operation(name)
+        session = self._http()
+        what = f"{op.method} {op.path.replace('{room}', self.room)}"
+        limit = self._timeout if timeout is None else timeout
+        try:
+            async with session.request(
+                op.method,
+                self._url(op.path),
+                json=body if op.method == "POST" else None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=limit),
+            ) as response:
+                status = response.status
+                raw = await response.read()
+        except BaseException as exc:
+            error = translate_aiohttp_error(what, exc, limit)
+            if error is None:
+                raise
+            raise error from None
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = None
+        if status != 200:
+            raise error_from_body(status, answer)
+        if not isinstance(answer, dict):
+            raise RoomSecretsError(f"{what}: the server's answer is not a JSON object")
+        return answer
+
+    # --- OAuth -----------------------------------------------------------------------
+
+    async def request_oauth_token(
+        self,
+        *,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        from_participant_id: str,
+        redirect_uri: str,
+        client_secret: Optional[str] = None,
+        scopes: Optional[Sequence[str]] = None,
+        timeout: float = 300,
+        no_pkce: bool = False,
+    ) -> str:
+        """See :meth:`SecretsClient.request_oauth_token
+        <roomsecrets.core.client.SecretsClient.request_oauth_token>`."""
+        body = {
+            "client_id": client_id,
+            "authorization_endpoint": authorization_endpoint,
+            "token_endpoint": token_endpoint,
+            "from_participant_id": from_participant_id,
+            "redirect_uri": redirect_uri,
+            "client_secret": client_secret,
+            "scopes": _scopes(scopes),
+            "timeout": timeout,
+            "no_pkce": no_pkce,
+        }
+        wait = timeout if isinstance(timeout, (int, float)) and timeout > 0 else 0
+        answer = await self._call(
+            "request_oauth_token", body, timeout=float(wait) + _LONG_REQUEST_MARGIN
+        )
+        return _string(answer, "access_token")
+
+    async def get_offline_oauth_token(
+        self,
+        *,
+        client_id: str,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        client_secret: Optional[str] = None,
+        scopes: Optional[Sequence[str]] = None,
+        timeout: float = 300,
+        delegated_by: Optional[str] = None,
+        participant_name: Optional[str] = None,
+    ) -> Optional[str]:
+        """See :meth:`SecretsClient.get_offline_oauth_token
+        <roomsecrets.core.client.SecretsClient.get_offline_oauth_token>`."""
+        answer = await self._call(
+            "get_offline_oauth_token",
+            {
+                "client_id": client_id,
+                "authorization_endpoint": authorization_endpoint,
+                "token_endpoint": token_endpoint,
+                "client_secret": client_secret,
+                "scopes": _scopes(scopes),
+                "timeout": timeout,
+                "delegated_by": delegated_by,
+                "participant_name": participant_name,
+            },
+        )
+        token = answer.get("access_token")
+        if token is not None and not isinstance(token, str):
+            raise RoomSecretsError("the server's access_token is not a string")
+        return token
+
+    async def provide_oauth_authorization(
+        self, *, request_id: str, code: str, state: Optional[str] = None
+    ) -> None:
+        """See :meth:`SecretsClient.provide_oauth_authorization
+        <roomsecrets.core.client.SecretsClient.provide_oauth_authorization>`."""
+        await self._call(
+            "provide_oauth_authorization", {"request_id": request_id, "code": code, "state": state}
+        )
+
+    async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None:
+        """See :meth:`SecretsClient.reject_oauth_authorization
+        <roomsecrets.core.client.SecretsClient.reject_oauth_authorization>`."""
+        await self._call("reject_oauth_authorization", {"request_id": request_id, "error": error})
+
+    # --- being connected -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while this client holds the participant's WebSocket."""
+        return self._ws is not None and not self._ws.closed
+
+    async def connect(self) -> None:
+        """Open the WebSocket, making the participant connected (a no-op if open).
+
+        Raises ParticipantAlreadyConnected (another WebSocket of this participant
+        is open), InvalidParticipantToken, ConnectError.
+        """
+        if self.connected:
+            return
+        session = self._http()
+        what = f"GET /rooms/{self.room}/ws"
+        try:
+            ws = await session.ws_connect(
+                self._url(operation("websocket").path),
+                heartbeat=30.0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            )
+        except aiohttp.WSServerHandshakeError as refused:
+            raise _handshake_error(refused.status) from None
+        except BaseException as exc:
+            error = translate_aiohttp_error(what, exc, self._timeout)
+            if error is None:
+                raise
+            raise error from None
+        self._ws = ws
+        self._recent.clear()
+        self._reader = asyncio.ensure_future(self._read_frames(ws))
+
+    async def _read_frames(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                with contextlib.suppress(ValueError, InvalidInput):
+                    frame = json.loads(message.data)
+                    if isinstance(frame, dict) and frame.get("type") == "oauth_prompt":
+                        self._deliver(prompt_from_json(frame.get("prompt")))
+        finally:
+            for listener in self._listeners:
+                listener.put_nowait(None)
+
+    def _deliver(self, prompt: OAuthPrompt) -> None:
+        now = time.time()
+        for request_id, old in list(self._recent.items()):
+            if old.expires_at <= now:
+                del self._recent[request_id]
+        self._recent[prompt.request_id] = prompt
+        for listener in self._listeners:
+            listener.put_nowait(prompt)
+
+    def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
+        """Prompts addressed to this participant (connects first if needed).
+
+        Every prompt received since :meth:`connect` that has not expired, then
+        new ones as they arrive; ends when the WebSocket closes.
+        """
+        return self._prompt_stream()
+
+    async def _prompt_stream(self) -> AsyncIterator[OAuthPrompt]:
+        await self.connect()
+        queue: asyncio.Queue[Optional[OAuthPrompt]] = asyncio.Queue()
+        now = time.time()
+        for prompt in self._recent.values():
+            if prompt.expires_at > now:
+                queue.put_nowait(prompt)
+        self._listeners.add(queue)
+        try:
+            while self.connected or not queue.empty():
+                received = await queue.get()
+                if received is None:
+                    return
+                yield received
+        finally:
+            self._listeners.discard(queue)
+
+    async def list_participants(self) -> list[ParticipantInfo]:
+        """The room's connected participants (those with an open WebSocket)."""
+        answer = await self._call("list_participants")
+        found = answer.get("participants")
+        if not isinstance(found, list):
+            raise RoomSecretsError("the server's participant list is malformed")
+        return [
+            ParticipantInfo(id=str(p.get("id")), name=p.get("name"))
+            for p in found
+            if isinstance(p, dict)
+        ]
+
+    async def close(self) -> None:
+        """Close the WebSocket (the participant leaves) and the HTTP connections."""
+        self._closed = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(reader, 5.0)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    # --- our own secrets --------------------------------------------------------------------
+
+    async def list_user_secrets(self) -> list[SecretInfo]:
+        """See :meth:`SecretsClient.list_user_secrets
+        <roomsecrets.core.client.SecretsClient.list_user_secrets>`."""
+        answer = await self._call("list_user_secrets", {})
+        found = answer.get("secrets")
+        if not isinstance(found, list):
+            raise RoomSecretsError("the server's secret list is malformed")
+        return [
+            SecretInfo(
+                id=str(s["id"]),
+                type=str(s["type"]),
+                name=s.get("name"),
+                delegated_to=s.get("delegated_to"),
+            )
+            for s in found
+            if isinstance(s, dict)
+        ]
+
+    async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
+        """See :meth:`SecretsClient.delete_user_secret
+        <roomsecrets.core.client.SecretsClient.delete_user_secret>`."""
+        await self._call("delete_user_secret", {"id": id, "delegated_to": delegated_to})
+
+    async def set_secret(
+        self,
+        *,
+        secret_id: str,
+        data: bytes,
+        type: str = "application/octet-stream",
+        name: Optional[str] = None,
+        delegated_to: Optional[str] = None,
+    ) -> None:
+        """See :meth:`SecretsClient.set_secret
+        <roomsecrets.core.client.SecretsClient.set_secret>`."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidInput("data must be bytes")  # as SecretsClient says; size: server
+        await self._call(
+            "set_secret",
+            {
+                "secret_id": secret_id,
+                "data": encode_data(bytes(data)),
+                "type": type,
+                "name": name,
+                "delegated_to": delegated_to,
+            },
+        )
+
+    async def get_secret(
+        self, *, secret_id: str, delegated_to: Optional[str] = None
+    ) -> Optional[bytes]:
+        """See :meth:`SecretsClient.get_secret
+        <roomsecrets.core.client.SecretsClient.get_secret>`."""
+        answer = await self._call(
+            "get_secret", {"secret_id": secret_id, "delegated_to": delegated_to}
+        )
+        data = answer.get("data")
+        return None if data is None else decode_data(data)
+
+
+def _quote(segment: str) -> str:
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
+
+
+def _scopes(scopes: Optional[Sequence[str]]) -> Union[list[Any], Any]:
+    # JSON has lists only; anything else goes as it is and the server refuses it.
+    if isinstance(scopes, (list, tuple)):
+        return list(scopes)
+    return scopes
+
+
+def _string(answer: dict[str, Any], key: str) -> str:
+    value = answer.get(key)
+    if not isinstance(value, str):
+        raise RoomSecretsError(f"the server's {key} is not a string")
+    return value
+
+
+def _handshake_error(status: int) -> RoomSecretsError:
+    if status == 409:
+        return ParticipantAlreadyConnected("this participant already has a WebSocket open")
+    return error_from_body(status, None)
+
+
+if TYPE_CHECKING:
+    # mypy proves the remote client offers the whole public API.
+    def _conforms(client: RemoteSecretsClient) -> SecretsAPI:
+        return client
