@@ -571,10 +571,12 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
     query = request.query
     state, code, error = query.get("state"), query.get("code"), query.get("error")
     if not state or (code is None and error is None):
+        _note(error=InvalidInput.code)
         return _page(400, "Not an authorization answer", "The provider sent no state or code.")
     try:
         service, pending = rooms.find_by_state(state)
     except UnknownRequest:
+        _note(error=UnknownRequest.code)
         return _page(
             404, "Request not found", "This request has already ended, or it never existed."
         )

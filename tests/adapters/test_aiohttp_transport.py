@@ -11,18 +11,20 @@ from typing import Optional
 
 import pytest
 
-aiohttp = pytest.importorskip("aiohttp")
+pytest.importorskip("aiohttp")
 
-from roomsecrets.adapters.aiohttp_transport import AiohttpTransport, translate_aiohttp_error  # noqa: E402
-from roomsecrets.core.errors import (  # noqa: E402
+import aiohttp
+
+from roomsecrets.adapters.aiohttp_transport import AiohttpTransport, translate_aiohttp_error
+from roomsecrets.core.errors import (
     ConfigurationError,
     ConnectError,
     InvalidInput,
     ProviderTimeout,
     TransportError,
 )
-from roomsecrets.core.http import HttpRequest  # noqa: E402
-from tests.core.transport_contract import TransportContract, _Server, get  # noqa: E402
+from roomsecrets.core.http import HttpRequest
+from tests.core.transport_contract import TransportContract, _Server, get
 
 
 class TestAiohttpTransport(TransportContract):
