@@ -30,6 +30,23 @@ nothing.
 
 Importing this module needs only the standard library; Hypothesis is imported when
 the state machine is built (:func:`store_state_machine`, ``test_agrees_with_model``).
+
+**A development OAuth provider.** :class:`OAuthProvider` (with
+:class:`CannedResponse`, :class:`TokenQuirk`, :func:`approve` and
+:func:`authorization_redirect`) is a strict OAuth 2.0 authorization server on
+127.0.0.1 for your own tests and the demo: PKCE S256 required, rotating refresh
+tokens, a replayed refresh token revokes the grant, failures scripted with
+``queue_token_responses``. Standard library only; loaded on first use::
+
+    from roomsecrets.testing import OAuthProvider, approve
+
+    with OAuthProvider() as provider:
+        provider.register_client("app", redirect_uris=["https://app.example/cb"])
+        # service.connect(...).request_oauth_token(client_id="app",
+        #     authorization_endpoint=provider.authorization_endpoint,
+        #     token_endpoint=provider.token_endpoint, redirect_uri="https://app.example/cb", ...)
+        # the person: code, state = approve(prompt.authorization_url)
+        provider.refresh_posts  # counters, to check what your code sent
 """
 
 from __future__ import annotations
@@ -46,13 +63,50 @@ if TYPE_CHECKING:
     from hypothesis import settings as Settings
     from hypothesis.stateful import MultipleResults, RuleBasedStateMachine
 
+    from .dev_provider import (
+        ApprovalError,
+        CannedResponse,
+        OAuthProvider,
+        TokenQuirk,
+        approve,
+        authorization_redirect,
+    )
+
 __all__ = [
+    "ApprovalError",
+    "CannedResponse",
     "FakeClock",
+    "OAuthProvider",
     "StoreCloser",
     "StoreContract",
     "StoreFactory",
+    "TokenQuirk",
+    "approve",
+    "authorization_redirect",
     "store_state_machine",
 ]
+
+# PEP 562: the provider (an HTTP server) loads on first use, so importing this
+# module for the store contract stays light.
+_DEV_PROVIDER_NAMES = frozenset(
+    {
+        "ApprovalError",
+        "CannedResponse",
+        "OAuthProvider",
+        "TokenQuirk",
+        "approve",
+        "authorization_redirect",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEV_PROVIDER_NAMES:
+        from . import dev_provider
+
+        return getattr(dev_provider, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=BaseException)
