@@ -65,11 +65,13 @@ from typing import Optional, Union
 __all__ = [
     "AUTH_METHODS",
     "ApprovalError",
+    "BrowserPage",
     "CannedResponse",
     "OAuthProvider",
     "TokenQuirk",
     "approve",
     "authorization_redirect",
+    "browser_get",
 ]
 
 #: Client authentication methods a client can be registered with (RFC 7591 §2 names).
@@ -1035,6 +1037,15 @@ class ApprovalError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class BrowserPage:
+    """What :func:`browser_get` received."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
 def _opener() -> urllib.request.OpenerDirector:
     # Built by hand: no redirect handler (we want the Location, not the
     # client's redirect URI), no error processor (a 400 page is an answer),
@@ -1050,23 +1061,33 @@ def _opener() -> urllib.request.OpenerDirector:
     return opener
 
 
+def browser_get(url: str, *, timeout: float = 10.0, limit: int = 1 << 20) -> BrowserPage:
+    """GET ``url`` once, as a browser tab would, but without following a redirect.
+
+    Returns the status, the headers (names in lower case) and up to ``limit``
+    bytes of the body; a 4xx or 5xx is an answer, not an exception. Environment
+    proxies are ignored. Blocking (urllib).
+    """
+    response = _opener().open(url, timeout=timeout)
+    with response:
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        return BrowserPage(status=response.status, headers=headers, body=response.read(limit))
+
+
 def authorization_redirect(authorization_url: str, *, timeout: float = 10.0) -> str:
     """GET ``authorization_url``; return the ``Location`` it redirects to.
 
     Raises :class:`ApprovalError` if the answer is not a redirect.
     """
-    response = _opener().open(authorization_url, timeout=timeout)
-    with response:
-        status = response.status
-        location = response.headers.get("Location")
-        body = response.read(500)
-    if status not in _REDIRECTS or not location:
-        text = body.decode("utf-8", "replace")
+    page = browser_get(authorization_url, timeout=timeout, limit=500)
+    location = page.headers.get("location")
+    if page.status not in _REDIRECTS or not location:
+        text = page.body.decode("utf-8", "replace")
         raise ApprovalError(
-            f"authorization endpoint answered HTTP {status} without a redirect: {text!r}",
-            status=status,
+            f"authorization endpoint answered HTTP {page.status} without a redirect: {text!r}",
+            status=page.status,
         )
-    return str(location)
+    return location
 
 
 def approve(authorization_url: str, *, timeout: float = 10.0) -> tuple[str, str]:

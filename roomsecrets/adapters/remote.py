@@ -167,15 +167,18 @@ class RemoteSecretsClient:
         authorization_endpoint: str,
         token_endpoint: str,
         from_participant_id: str,
-        redirect_uri: str,
+        redirect_uri: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         no_pkce: bool = False,
     ) -> str:
         """See :meth:`SecretsClient.request_oauth_token
-        <roomsecrets.core.client.SecretsClient.request_oauth_token>`."""
-        body = {
+        <roomsecrets.core.client.SecretsClient.request_oauth_token>`.
+
+        ``redirect_uri=None`` (remote only): the server's
+        ``PUBLIC_URL/oauth/callback``."""
+        body: dict[str, Any] = {
             "client_id": client_id,
             "authorization_endpoint": authorization_endpoint,
             "token_endpoint": token_endpoint,
@@ -186,6 +189,8 @@ class RemoteSecretsClient:
             "timeout": timeout,
             "no_pkce": no_pkce,
         }
+        if redirect_uri is None:
+            del body["redirect_uri"]
         wait = timeout if isinstance(timeout, (int, float)) and timeout > 0 else 0
         answer = await self._call(
             "request_oauth_token", body, timeout=float(wait) + _LONG_REQUEST_MARGIN

@@ -1,0 +1,614 @@
+"""The ``roomsecrets`` command (also ``python -m roomsecrets``).
+
+Commands, flags and environment variables are the ones SPEC.md pins ("The room
+server, the remote client and the CLI")::
+
+    roomsecrets serve [--host H] [--port P] [--store file:DIR | memory | aws:PREFIX]
+                      [--public-url URL]
+    roomsecrets token mint --room R --participant-id ID [--name N] [--grant G] [--ttl S]
+    roomsecrets oauth2 list|delete|request|get|prompts|provide|reject --room R ...
+    roomsecrets participant list --room R [--json]
+    roomsecrets secret set|get|list|delete --room R ...
+    roomsecrets demo [--data DIR]
+
+Every client command takes ``--server`` (env ``ROOMSECRETS_SERVER``, default
+``http://127.0.0.1:8700``) and ``--token`` (env ``ROOMSECRETS_TOKEN``), before or
+after the subcommand. An error is one line on stderr and a non-zero exit status
+(2 for a usage error), never a traceback. The only secret a command prints is the
+one it exists to print (``token mint``: the JWT; ``oauth2 request``/``get``: the
+access token; ``secret get``: the secret's bytes).
+
+This module imports only the standard library at load time: ``--help``, ``token
+mint`` and ``demo``'s argument parsing never load aiohttp or boto3; each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional
+
+from .core.errors import InvalidInput, RoomSecretsError
+from .signing_key import DEFAULT_STORE, JWT_KEY_ENV, StoreSpec
+
+if TYPE_CHECKING:
+    from .adapters.remote import RemoteSecretsClient
+    from .core.api import SecretInfo
+    from .core.grants import SecretsGrant
+    from .core.ports import SecretStore
+
+__all__ = ["main"]
+
+SERVER_ENV = "ROOMSECRETS_SERVER"
+TOKEN_ENV = "ROOMSECRETS_TOKEN"
+DEFAULT_SERVER = "http://127.0.0.1:8700"
+_PROG = "roomsecrets"
+# How long ``oauth2 request`` waits before saying it is waiting: a token that is
+# already stored comes back at once, with no prompt to wait for.
+_FIRST_NOTICE = 0.3
+
+
+class _UsageError(Exception):
+    """A command line argparse refused (exit status 2)."""
+
+
+class _Failure(Exception):
+    """A command that ran and failed, with the one line to show (exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the usage and exits; we want one line and our exit path.
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def _build_parser() -> _Parser:
+    client = _Parser(add_help=False)
+    # SUPPRESS: a flag after the subcommand must not erase the same flag given before it.
+    client.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        help=f"room server URL (env {SERVER_ENV}, default {DEFAULT_SERVER})",
+    )
+    client.add_argument(
+        "--token", default=argparse.SUPPRESS, help=f"participant token (env {TOKEN_ENV})"
+    )
+    room = _Parser(add_help=False)
+    room.add_argument("--room", required=True, help="the room (must be the token's room)")
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = _Parser(
+        prog=_PROG,
+        description="Let agents in a room get a person's OAuth tokens safely.",
+        parents=[client],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    # serve
+    serve = commands.add_parser("serve", help="run the room server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8700)
+    _store_flag(serve)
+    serve.add_argument(
+        "--public-url",
+        help="where browsers and providers reach the server (default http://HOST:PORT); "
+        "the redirect URI is PUBLIC_URL/oauth/callback",
+    )
+    serve.set_defaults(run=_serve)
+
+    # token mint
+    token = commands.add_parser("token", help="participant tokens")
+    token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND")
+    token_commands.required = True
+    mint = token_commands.add_parser(
+        "mint", help="print a participant token (a JWT) signed with the server's key"
+    )
+    mint.add_argument("--room", required=True)
+    mint.add_argument("--participant-id", required=True)
+    mint.add_argument("--name")
+    mint.add_argument(
+        "--grant",
+        default="default",
+        help="default | allow-all | a SecretsGrant as JSON | @FILE holding that JSON",
+    )
+    mint.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    _store_flag(mint)
+    mint.set_defaults(run=_token_mint)
+
+    # oauth2
+    oauth2 = commands.add_parser("oauth2", help="OAuth tokens and prompts")
+    oauth2_commands = oauth2.add_subparsers(dest="oauth2_command", metavar="COMMAND")
+    oauth2_commands.required = True
+    common = [client, room]
+
+    listing = oauth2_commands.add_parser(
+        "list", parents=[*common, as_json], help="my OAuth credentials"
+    )
+    listing.set_defaults(run=_client_command(_oauth2_list))
+
+    delete = oauth2_commands.add_parser("delete", parents=common, help="delete my credential")
+    delete.add_argument("--id", required=True)
+    delete.add_argument("--delegated-to")
+    delete.set_defaults(run=_client_command(_delete_secret))
+
+    request = oauth2_commands.add_parser(
+        "request",
+        parents=common,
+        help="ask a participant for an access token; print it",
+    )
+    request.add_argument("--from-participant-id", required=True)
+    _provider_flags(request)
+    request.add_argument(
+        "--redirect-uri", help="default: the server's PUBLIC_URL/oauth/callback"
+    )
+    request.add_argument("--no-pkce", action="store_true")
+    request.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    request.set_defaults(run=_client_command(_oauth2_request))
+
+    get = oauth2_commands.add_parser(
+        "get", parents=common, help="print a stored access token without prompting"
+    )
+    get.add_argument("--delegated-by", required=True)
+    _provider_flags(get)
+    get.set_defaults(run=_client_command(_oauth2_get))
+
+    prompts = oauth2_commands.add_parser(
+        "prompts",
+        parents=[*common, as_json],
+        help="stay connected; print one line per prompt addressed to me",
+    )
+    prompts.set_defaults(run=_client_command(_oauth2_prompts))
+
+    provide = oauth2_commands.add_parser(
+        "provide", parents=common, help="answer a prompt with an authorization code"
+    )
+    provide.add_argument("--request-id", required=True)
+    provide.add_argument("--code", required=True)
+    provide.add_argument("--state")
+    provide.set_defaults(run=_client_command(_oauth2_provide))
+
+    reject = oauth2_commands.add_parser("reject", parents=common, help="refuse a prompt")
+    reject.add_argument("--request-id", required=True)
+    reject.add_argument("--error", default="user_cancelled")
+    reject.set_defaults(run=_client_command(_oauth2_reject))
+
+    # participant list
+    participant = commands.add_parser("participant", help="the room's participants")
+    participant_commands = participant.add_subparsers(
+        dest="participant_command", metavar="COMMAND"
+    )
+    participant_commands.required = True
+    participants = participant_commands.add_parser(
+        "list", parents=[*common, as_json], help="the connected participants"
+    )
+    participants.set_defaults(run=_client_command(_participant_list))
+
+    # secret
+    secret = commands.add_parser("secret", help="my generic secrets")
+    secret_commands = secret.add_subparsers(dest="secret_command", metavar="COMMAND")
+    secret_commands.required = True
+    put = secret_commands.add_parser("set", parents=common, help="store a secret")
+    put.add_argument("--id", required=True)
+    source = put.add_mutually_exclusive_group()
+    source.add_argument("--value", help="the secret as text (else --file, else stdin)")
+    source.add_argument("--file", help="read the secret from FILE ('-': stdin)")
+    put.add_argument("--type", default="application/octet-stream", help="a MIME type")
+    put.add_argument("--name")
+    put.add_argument("--delegated-to")
+    put.set_defaults(run=_client_command(_secret_set))
+    fetch = secret_commands.add_parser("get", parents=common, help="print a secret's bytes")
+    fetch.add_argument("--id", required=True)
+    fetch.add_argument("--delegated-to")
+    fetch.set_defaults(run=_client_command(_secret_get))
+    every = secret_commands.add_parser(
+        "list", parents=[*common, as_json], help="all my secrets, OAuth credentials included"
+    )
+    every.set_defaults(run=_client_command(_secret_list))
+    remove = secret_commands.add_parser("delete", parents=common, help="delete a secret")
+    remove.add_argument("--id", required=True)
+    remove.add_argument("--delegated-to")
+    remove.set_defaults(run=_client_command(_delete_secret))
+
+    # demo
+    demo = commands.add_parser(
+        "demo", help="the whole flow, offline, in one command (server, provider, agent, person)"
+    )
+    demo.add_argument("--data", help="file store folder (default: a temporary folder)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _store_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        help=f"file:DIR | memory | aws:PREFIX (default {DEFAULT_STORE}); the signing key is "
+        f"{JWT_KEY_ENV}, else DIR/jwt.key",
+    )
+
+
+def _provider_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--authorization-endpoint", required=True)
+    parser.add_argument("--token-endpoint", required=True)
+    parser.add_argument(
+        "--scopes",
+        action="append",
+        metavar="S",
+        help="may repeat; each value may hold several scopes separated by spaces or commas",
+    )
+    parser.add_argument("--client-secret")
+
+
+# --- running it ---------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except _UsageError as usage:
+        _say(str(usage))
+        return 2
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except _Failure as failure:
+        _say(f"{_PROG}: {failure}")
+    except RoomSecretsError as error:
+        _say(f"{_PROG}: error: {_one_line(str(error)) or error.code} ({error.code})")
+    except OSError as error:
+        _say(f"{_PROG}: error: {_one_line(error.strerror or str(error))}")
+    except Exception as error:
+        # Not ours: say what kind, not its text, which we cannot vouch for.
+        _say(f"{_PROG}: error: unexpected {type(error).__name__}")
+    return 1
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _scopes(values: Optional[list[str]]) -> Optional[list[str]]:
+    if values is None:
+        return None
+    found: dict[str, None] = {}
+    for value in values:
+        for scope in re.split(r"[\s,]+", value):
+            if scope:
+                found[scope] = None
+    return list(found)
+
+
+def _need(module: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise _Failure(
+            f"this command needs {module}: pip install 'roomsecrets[{extra}]'"
+        ) from None
+
+
+# --- serve and token mint (the key holder's side) ------------------------------------------
+
+
+def _store_spec(args: argparse.Namespace) -> StoreSpec:
+    from .signing_key import parse_store_spec
+
+    spec: StoreSpec = parse_store_spec(args.store)
+    return spec
+
+
+def _open_store(spec: StoreSpec) -> SecretStore:
+    if spec.kind == "memory":
+        from .core.memory_store import MemoryStore
+
+        return MemoryStore()
+    if spec.kind == "aws":
+        _need("boto3", "aws")
+        from .adapters.aws import SecretsManagerStore
+
+        return SecretsManagerStore(prefix=spec.location or "roomsecrets")
+    from .adapters.file import FileSecretStore
+
+    return FileSecretStore(spec.location or ".")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .signing_key import load_signing_key
+
+    spec = _store_spec(args)
+    key = load_signing_key(spec)
+    _need("aiohttp", "aiohttp")
+    _need("jwt", "aiohttp")
+    store = _open_store(spec)
+    asyncio.run(_serve_until_stopped(args, store, key, spec))
+    return 0
+
+
+async def _serve_until_stopped(
+    args: argparse.Namespace, store: SecretStore, key: bytes, spec: StoreSpec
+) -> None:
+    import logging
+    import signal
+
+    from .adapters.server import create_app, start_server
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    host = args.host
+    shown = f"[{host}]" if ":" in host else host
+    public_url = (args.public_url or f"http://{shown}:{args.port}").rstrip("/")
+    app = create_app(store=store, jwt_key=key, public_url=public_url)
+    server = await start_server(app, host=host, port=args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not on Windows' proactor loop: there Ctrl-C raises KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    where = spec.kind if spec.location is None else f"{spec.kind}:{spec.location}"
+    _say(
+        f"{_PROG}: serving on {server.url} (store {where}; "
+        f"redirect URI {public_url}/oauth/callback); Ctrl-C stops"
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+
+
+def _token_mint(args: argparse.Namespace) -> int:
+    from .signing_key import load_signing_key
+
+    key = load_signing_key(_store_spec(args))
+    grant = _grant(args.grant)
+    _need("jwt", "aiohttp")
+    from .adapters.participant_tokens import mint_participant_token
+
+    print(
+        mint_participant_token(
+            key,
+            room=args.room,
+            participant_id=args.participant_id,
+            name=args.name,
+            grant=grant,
+            ttl=args.ttl,
+        )
+    )
+    return 0
+
+
+def _grant(text: str) -> SecretsGrant:
+    from .core.grants import SecretsGrant
+
+    if text == "default":
+        return SecretsGrant()
+    if text == "allow-all":
+        return SecretsGrant.allow_all()
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as file:
+            text = file.read()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise InvalidInput(
+            "--grant must be default, allow-all, a JSON grant or @FILE"
+        ) from None
+    return SecretsGrant.from_dict(data)
+
+
+# --- client commands --------------------------------------------------------------------
+
+
+_Work = Callable[["RemoteSecretsClient", argparse.Namespace], Awaitable[int]]
+
+
+def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        server = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+        token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+        if not token:
+            raise _Failure(f"no participant token: pass --token or set {TOKEN_ENV}")
+        _need("aiohttp", "aiohttp")
+        from .adapters.remote import RemoteSecretsClient
+
+        async def with_client() -> int:
+            async with RemoteSecretsClient(server, token=token, room=args.room) as client:
+                return await work(client, args)
+
+        return asyncio.run(with_client())
+
+    return run
+
+
+def _print_secrets(infos: list[SecretInfo], as_json: bool) -> None:
+    if as_json:
+        rows = [
+            {"id": i.id, "type": i.type, "name": i.name, "delegated_to": i.delegated_to}
+            for i in infos
+        ]
+        print(json.dumps(rows))
+        return
+    for info in infos:
+        fields = (info.id, info.type, info.name or "-", info.delegated_to or "-")
+        print("\t".join(fields))
+
+
+async def _oauth2_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    infos = await client.list_user_secrets()
+    _print_secrets([i for i in infos if i.type == "oauth_token"], args.json)
+    return 0
+
+
+async def _secret_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    _print_secrets(await client.list_user_secrets(), args.json)
+    return 0
+
+
+async def _delete_secret(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    await client.delete_user_secret(id=args.id, delegated_to=args.delegated_to)
+    return 0
+
+
+async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    asking = asyncio.ensure_future(
+        client.request_oauth_token(
+            client_id=args.client_id,
+            authorization_endpoint=args.authorization_endpoint,
+            token_endpoint=args.token_endpoint,
+            from_participant_id=args.from_participant_id,
+            redirect_uri=args.redirect_uri,
+            client_secret=args.client_secret,
+            scopes=_scopes(args.scopes),
+            timeout=args.timeout,
+            no_pkce=args.no_pkce,
+        )
+    )
+    interactive = sys.stderr.isatty()
+    every = 1.0 if interactive else 10.0
+    wait = _FIRST_NOTICE
+    shown = False
+    try:
+        while True:
+            done, _ = await asyncio.wait({asking}, timeout=wait)
+            if done:
+                break
+            left = max(0, round(deadline - loop.time()))
+            notice = f"waiting for {args.from_participant_id} to approve ({left} s left)"
+            if interactive:
+                sys.stderr.write("\r" + notice + "\033[K")
+                sys.stderr.flush()
+            else:
+                _say(notice)
+            shown = True
+            wait = every
+    finally:
+        if shown and interactive:
+            sys.stderr.write("\n")
+        if not asking.done():
+            asking.cancel()
+    print(asking.result())
+    return 0
+
+
+async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    token = await client.get_offline_oauth_token(
+        client_id=args.client_id,
+        authorization_endpoint=args.authorization_endpoint,
+        token_endpoint=args.token_endpoint,
+        client_secret=args.client_secret,
+        scopes=_scopes(args.scopes),
+        delegated_by=args.delegated_by,
+    )
+    if token is None:
+        raise _Failure(
+            f"no usable token from {args.delegated_by} for client {args.client_id}: "
+            f"request one with 'oauth2 request'"
+        )
+    print(token)
+    return 0
+
+
+async def _oauth2_prompts(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    await client.connect()
+    _say(f"{_PROG}: connected as {client.participant_id}; waiting for prompts (Ctrl-C stops)")
+    async for prompt in client.oauth_prompts():
+        if args.json:
+            line = json.dumps(
+                {
+                    "request_id": prompt.request_id,
+                    "authorization_url": prompt.authorization_url,
+                    "from_participant_id": prompt.from_participant_id,
+                    "client_id": prompt.client_id,
+                    "scopes": list(prompt.scopes),
+                    "expires_at": prompt.expires_at,
+                }
+            )
+        else:
+            scopes = " ".join(prompt.scopes) or "-"
+            line = (
+                f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
+                f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
+            )
+        print(line, flush=True)
+    raise _Failure("the server closed the connection")
+
+
+async def _oauth2_provide(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    await client.provide_oauth_authorization(
+        request_id=args.request_id, code=args.code, state=args.state
+    )
+    return 0
+
+
+async def _oauth2_reject(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    await client.reject_oauth_authorization(request_id=args.request_id, error=args.error)
+    return 0
+
+
+async def _participant_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    found = await client.list_participants()
+    if args.json:
+        print(json.dumps([{"id": p.id, "name": p.name} for p in found]))
+    else:
+        for participant in found:
+            print(f"{participant.id}\t{participant.name or '-'}")
+    return 0
+
+
+async def _secret_set(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    if args.value is not None:
+        data = args.value.encode("utf-8")
+    elif args.file is not None and args.file != "-":
+        with open(args.file, "rb") as file:
+            data = file.read()
+    else:
+        data = sys.stdin.buffer.read()
+    await client.set_secret(
+        secret_id=args.id,
+        data=data,
+        type=args.type,
+        name=args.name,
+        delegated_to=args.delegated_to,
+    )
+    return 0
+
+
+async def _secret_get(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    data = await client.get_secret(secret_id=args.id, delegated_to=args.delegated_to)
+    if data is None:
+        raise _Failure(f"no secret {args.id!r}")
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(data=args.data)

@@ -1,0 +1,404 @@
+"""``roomsecrets demo``: the whole flow on this machine, offline, in one command.
+
+It starts, all in this process on 127.0.0.1: the room server on a file store (a
+temporary folder, or ``--data DIR``), the development OAuth provider
+(:class:`roomsecrets.dev_provider.OAuthProvider`), an agent and a simulated person,
+both :class:`~roomsecrets.adapters.remote.RemoteSecretsClient` s talking to the
+server over HTTP and WebSocket. Then it walks the flow, printing each step with
+its timing and checking that it did what it says:
+
+1. the agent requests the person's token;
+2. the prompt reaches the person over the WebSocket;
+3. the person approves at the provider;
+4. the provider redirects to ``/oauth/callback``, which completes the request;
+5. the agent gets the token (and the provider accepts it);
+6. an offline fetch, with the person gone: no prompt, no token POST;
+7. the token expires (the server's clock moves an hour on) and 50 concurrent
+   offline fetches share one refresh: 1 POST;
+8. the person deletes the credential; an offline fetch then returns none.
+
+The exit status is 0 only if every step checked out. No secret value is printed:
+the demo checks its own output against every secret the provider issued or
+received, the signing key and the participant tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, Optional, TextIO, TypeVar
+
+from .dev_provider import OAuthProvider, authorization_redirect, browser_get
+from .signing_key import StoreSpec, load_signing_key
+
+if TYPE_CHECKING:
+    from .adapters.remote import RemoteSecretsClient
+
+__all__ = ["run_demo"]
+
+ROOM = "demo-room"
+AGENT = "agent-1"
+PERSON = "alice"
+CLIENT_ID = "demo-mail"
+SCOPES = ("mail.read", "mail.send")
+CONCURRENT_CALLERS = 50
+# No step should take longer than this on any machine; a hang is a failure.
+_STEP_TIMEOUT = 20.0
+
+T = TypeVar("T")
+
+
+class StepFailed(Exception):
+    """A step did not do what it says."""
+
+
+class _DemoClock:
+    """The server's clock: real time plus an offset the demo moves (step 7)."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += seconds
+
+
+class _Output:
+    """Prints lines and keeps them, to check afterwards that none holds a secret."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lines: list[str] = []
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+        print(text, file=self.stream, flush=True)
+
+
+def run_demo(*, data: Optional[str] = None, out: Optional[TextIO] = None) -> int:
+    """Run the demo; return 0 if every step did what it says, else 1."""
+    stream = sys.stdout if out is None else out
+    try:
+        import aiohttp  # noqa: F401 - only to give a clear message
+        import jwt  # noqa: F401
+    except ImportError:
+        print(
+            "roomsecrets demo: needs the room server: pip install 'roomsecrets[aiohttp]'",
+            file=sys.stderr,
+        )
+        return 1
+    with contextlib.ExitStack() as stack:
+        folder = data if data is not None else stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="roomsecrets-demo-")
+        )
+        return asyncio.run(_walk(folder, _Output(stream)))
+    return 1  # pragma: no cover - the with block always returns
+
+
+async def _within(awaitable: Awaitable[T], what: str) -> T:
+    try:
+        return await asyncio.wait_for(awaitable, _STEP_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise StepFailed(f"{what} took more than {_STEP_TIMEOUT:.0f} s") from None
+
+
+def _check(condition: bool, failure: str) -> None:
+    if not condition:
+        raise StepFailed(failure)
+
+
+def _host_port(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc
+
+
+@contextlib.asynccontextmanager
+async def _room_server(
+    folder: str, clock: _DemoClock, key: bytes
+) -> AsyncIterator[tuple[str, object]]:
+    from .adapters.file import FileSecretStore
+    from .adapters.server import create_app, start_server
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    # The store and the service share the clock, so leases and expiry agree.
+    store = FileSecretStore(folder, clock=clock)
+    app = create_app(
+        store=store, jwt_key=key, public_url=url, service_options={"clock": clock}
+    )
+    server = await start_server(app, sock=sock, shutdown_timeout=1.0)
+    try:
+        yield server.url, store
+    finally:
+        await server.close()
+
+
+async def _walk(folder: str, out: _Output) -> int:
+    from .adapters.participant_tokens import mint_participant_token
+    from .adapters.remote import RemoteSecretsClient
+    from .core.grants import OAuthRule, SecretsGrant
+
+    started = time.perf_counter()
+    secrets_seen: set[str] = set()
+    lock = threading.Lock()
+
+    def remember(value: str) -> None:
+        with lock:
+            secrets_seen.add(value)
+
+    clock = _DemoClock()
+    key = load_signing_key(StoreSpec(kind="file", location=folder))
+    with OAuthProvider(on_secret=remember, user="alice@example.test") as provider:
+        async with _room_server(folder, clock, key) as (url, _store):
+            callback = url + "/oauth/callback"
+            provider.register_client(CLIENT_ID, redirect_uris=[callback], scopes=SCOPES)
+            # The agent may ask alice, and only alice, for this client's scopes.
+            agent_grant = SecretsGrant(
+                oauth=[OAuthRule(client_id=CLIENT_ID, scopes=list(SCOPES), participants=[PERSON])]
+            )
+            agent_token = mint_participant_token(
+                key, room=ROOM, participant_id=AGENT, name="mailbot", grant=agent_grant, ttl=600
+            )
+            person_token = mint_participant_token(
+                key, room=ROOM, participant_id=PERSON, name="Alice", ttl=600
+            )
+            secrets_seen.update({key.decode("ascii", "replace"), agent_token, person_token})
+            out.line("roomsecrets demo: everything on 127.0.0.1, nothing leaves this machine")
+            out.line(f"  room server      {url}  (room {ROOM!r}, file store {folder})")
+            out.line(f"  OAuth provider   {provider.base_url}  (development provider, PKCE S256)")
+            out.line(f"  agent            {AGENT} (may ask {PERSON} for {CLIENT_ID})")
+            out.line(f"  person           {PERSON} (connected over the WebSocket)")
+            agent = RemoteSecretsClient(url, token=agent_token, room=ROOM)
+            person = RemoteSecretsClient(url, token=person_token, room=ROOM)
+            try:
+                ok = await _steps(out, provider, url, clock, agent, person, person_token)
+            finally:
+                await agent.close()
+                await person.close()
+    leaked = [line for line in out.lines if any(s in line for s in secrets_seen)]
+    if ok and leaked:
+        out.line("FAILED: a secret value appeared in the output above")
+        ok = False
+    total = (time.perf_counter() - started) * 1000
+    if ok:
+        out.line(
+            f"all 8 steps did what they say in {total:.0f} ms; no secret value was printed "
+            f"(checked against {len(secrets_seen)} values)"
+        )
+        return 0
+    return 1
+
+
+async def _steps(
+    out: _Output,
+    provider: OAuthProvider,
+    url: str,
+    clock: _DemoClock,
+    agent: RemoteSecretsClient,
+    person: RemoteSecretsClient,
+    person_token: str,
+) -> bool:
+    from .adapters.remote import RemoteSecretsClient
+
+    oauth: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "authorization_endpoint": provider.authorization_endpoint,
+        "token_endpoint": provider.token_endpoint,
+        "scopes": list(SCOPES),
+    }
+    number = 0
+    mark = time.perf_counter()
+
+    def step(title: str, detail: str) -> None:
+        nonlocal number, mark
+        now = time.perf_counter()
+        number += 1
+        out.line(f"{number}. {title:<36} {(now - mark) * 1000:7.1f} ms   {detail}")
+        mark = time.perf_counter()
+
+    requesting: Optional[asyncio.Task[str]] = None
+    try:
+        await _within(person.connect(), "connecting the person")
+        prompts = person.oauth_prompts()
+        mark = time.perf_counter()
+
+        # 1. request
+        requesting = asyncio.ensure_future(
+            agent.request_oauth_token(from_participant_id=PERSON, timeout=60, **oauth)
+        )
+        await asyncio.sleep(0)
+        _check(not requesting.done(), "the request ended before anyone approved")
+        step("request", f"{AGENT} asks {PERSON} for a {' '.join(SCOPES)} token; it waits")
+
+        # 2. the prompt reaches the person
+        prompt = await _within(prompts.__anext__(), "the prompt reaching the person")
+        _check(prompt.from_participant_id == AGENT, "the prompt names another requester")
+        _check(prompt.client_id == CLIENT_ID, "the prompt names another client")
+        _check(tuple(prompt.scopes) == SCOPES, "the prompt asks for other scopes")
+        _check(
+            prompt.authorization_url.startswith(provider.authorization_endpoint + "?"),
+            "the authorization URL is not the provider's",
+        )
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(prompt.authorization_url).query))
+        _check(
+            query.get("code_challenge_method") == "S256" and bool(query.get("code_challenge")),
+            "the authorization URL has no S256 code challenge",
+        )
+        _check(query.get("redirect_uri") == url + "/oauth/callback", "wrong redirect URI")
+        _check(not requesting.done(), "the request ended before anyone approved")
+        step(
+            "the prompt reaches the person",
+            f"over {PERSON}'s WebSocket: from {prompt.from_participant_id}, provider "
+            f"{_host_port(prompt.authorization_url)}, PKCE S256",
+        )
+
+        # 3. the person approves at the provider
+        approvals = len(provider.authorization_requests)
+        location = await _within(
+            asyncio.to_thread(authorization_redirect, prompt.authorization_url),
+            "the provider's answer",
+        )
+        sent_back = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+        _check(location.startswith(url + "/oauth/callback?"), "the provider redirected elsewhere")
+        _check(bool(sent_back.get("code")) and "error" not in sent_back, "no code came back")
+        _check(len(provider.authorization_requests) == approvals + 1, "the provider saw nothing")
+        step(
+            "the person approves at the provider",
+            f"{provider.user} approves; the provider redirects to /oauth/callback "
+            "with a code (not shown)",
+        )
+
+        # 4. /oauth/callback completes it
+        page = await _within(asyncio.to_thread(browser_get, location), "/oauth/callback")
+        _check(page.status == 200, f"/oauth/callback answered HTTP {page.status}")
+        _check(b"Approved" in page.body, "/oauth/callback did not approve")
+        _check(page.headers.get("cache-control") == "no-store", "the page may be cached")
+        step(
+            "/oauth/callback completes it",
+            "HTTP 200 'Approved', Cache-Control: no-store; the server exchanged the code",
+        )
+
+        # 5. the agent gets the token
+        token = await _within(requesting, "the agent's token")
+        checked = await _within(asyncio.to_thread(_provider_check, provider, token), "/check")
+        _check(checked == 200, f"the provider refuses the token (HTTP {checked})")
+        stored = [
+            s
+            for s in await _within(person.list_user_secrets(), "listing")
+            if s.type == "oauth_token" and s.delegated_to == AGENT
+        ]
+        _check(len(stored) == 1, "the credential is not stored as the person's")
+        step(
+            "the agent gets the token",
+            f"{len(token)} characters, accepted by the provider; stored as {PERSON}'s "
+            f"secret delegated to {AGENT}",
+        )
+
+        # 6. offline fetch, no prompt: the person has left
+        await _within(person.close(), "the person leaving")
+        posts, authorizations = len(provider.token_requests), len(provider.authorization_requests)
+        again = await _within(
+            agent.get_offline_oauth_token(delegated_by=PERSON, **oauth), "the offline fetch"
+        )
+        _check(again == token, "the offline fetch did not return the stored token")
+        _check(len(provider.token_requests) == posts, "the offline fetch called the provider")
+        _check(
+            len(provider.authorization_requests) == authorizations, "the offline fetch prompted"
+        )
+        step(
+            "offline fetch, without a prompt",
+            f"{PERSON} is gone; the same token comes back; 0 prompts, 0 token POSTs",
+        )
+
+        # 7. expiry and one refresh for 50 concurrent callers
+        clock.advance(3600)
+        refreshes = provider.refresh_posts
+        fetched = await _within(
+            asyncio.gather(
+                *(
+                    agent.get_offline_oauth_token(delegated_by=PERSON, **oauth)
+                    for _ in range(CONCURRENT_CALLERS)
+                )
+            ),
+            "the concurrent offline fetches",
+        )
+        fresh = set(fetched)
+        _check(len(fresh) == 1 and None not in fresh, "the callers got different answers")
+        new_token = next(iter(fresh))
+        _check(new_token is not None and new_token != token, "the token was not refreshed")
+        _check(provider.refresh_posts - refreshes == 1, "not exactly one refresh POST")
+        checked = await _within(
+            asyncio.to_thread(_provider_check, provider, new_token or ""), "/check"
+        )
+        _check(checked == 200, f"the provider refuses the refreshed token (HTTP {checked})")
+        step(
+            "expiry, one refresh for 50 callers",
+            f"the server's clock moves 1 h on; {CONCURRENT_CALLERS} concurrent fetches get one "
+            f"new token from {provider.refresh_posts - refreshes} refresh POST "
+            "(refresh token rotated)",
+        )
+
+        # 8. delete, then an offline fetch returns none
+        async with RemoteSecretsClient(url, token=person_token) as owner:
+            listed = await _within(owner.list_user_secrets(), "listing")
+            credential = [s for s in listed if s.type == "oauth_token"]
+            _check(len(credential) == 1, "the person's credential is missing")
+            await _within(
+                owner.delete_user_secret(id=credential[0].id, delegated_to=AGENT), "deleting"
+            )
+            left = await _within(owner.list_user_secrets(), "listing")
+        _check(not [s for s in left if s.type == "oauth_token"], "the credential is still there")
+        posts = len(provider.token_requests)
+        gone = await _within(
+            agent.get_offline_oauth_token(delegated_by=PERSON, **oauth), "the offline fetch"
+        )
+        _check(gone is None, "the offline fetch still returned a token")
+        _check(len(provider.token_requests) == posts, "the offline fetch called the provider")
+        step(
+            "delete, then an offline fetch",
+            f"{PERSON} deletes the credential; the agent's offline fetch returns none",
+        )
+        return True
+    except StepFailed as failure:
+        out.line(f"{number + 1}. FAILED: {failure}")
+        return False
+    except Exception as error:
+        out.line(f"{number + 1}. FAILED: {type(error).__name__}: {_safe_message(error)}")
+        return False
+    finally:
+        if requesting is not None and not requesting.done():
+            requesting.cancel()
+
+
+def _safe_message(error: BaseException) -> str:
+    from .core.errors import RoomSecretsError
+
+    # Our errors never hold a secret; others we cannot vouch for.
+    return str(error) if isinstance(error, RoomSecretsError) else "(details withheld)"
+
+
+def _provider_check(provider: OAuthProvider, token: str) -> int:
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310 - the provider's own http URL
+        provider.check_endpoint, headers={"Authorization": f"Bearer {token}"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as refused:
+        return refused.code
