@@ -31,7 +31,6 @@ with one pooled connection set instead of a thread per request:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import ssl
 import urllib.parse
@@ -41,6 +40,7 @@ from typing import Optional, Union
 import aiohttp
 import yarl
 
+from ..core.endpoints import is_loopback_host
 from ..core.errors import (
     ConfigurationError,
     ConnectError,
@@ -245,17 +245,7 @@ def _check_url(url: str) -> tuple[str, str, bool]:
     label = f"[{hostname}]" if ":" in hostname else hostname
     if port is not None:
         label = f"{label}:{port}"
-    return label, hostname, _is_loopback(hostname)
-
-
-def _is_loopback(hostname: str) -> bool:
-    # RFC 6761 §6.3: "localhost" and its subdomains resolve to loopback.
-    if hostname == "localhost" or hostname.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    return label, hostname, is_loopback_host(hostname)
 
 
 def _merged_headers(request: HttpRequest) -> dict[str, str]:

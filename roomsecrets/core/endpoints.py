@@ -16,8 +16,15 @@ __all__ = ["check_endpoint", "check_redirect_uri", "is_loopback_host"]
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
-    if host.lower() in ("localhost", "localhost."):
+    """True for ``localhost`` and its subdomains (RFC 6761 §6.3), 127.0.0.0/8 and ``::1``.
+
+    The one loopback rule: the endpoint checks (plain http allowed) and the
+    transport (no proxy) must agree, or a plain-http request could go through a
+    proxy in clear text.
+    """
+    name = host.lower()
+    name = name[:-1] if name.endswith(".") else name  # one trailing dot: the FQDN form
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

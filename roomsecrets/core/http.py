@@ -38,7 +38,8 @@ class HttpRequest:
     body: bytes = b""
 
     def __post_init__(self) -> None:
-        if not self.method.isalpha() or not self.method.isupper():
+        method = self.method
+        if not isinstance(method, str) or not method.isalpha() or not method.isupper():
             raise InvalidInput(f"unsupported HTTP method {self.method!r}")
         if not isinstance(self.body, bytes):
             raise InvalidInput("HttpRequest.body must be bytes")

@@ -13,7 +13,7 @@ import re
 import secrets
 from typing import Callable
 
-from .errors import InvalidInput
+from .errors import ConfigurationError, InvalidInput
 
 __all__ = [
     "MAX_VERIFIER_LENGTH",
@@ -51,7 +51,13 @@ def generate_verifier(
         )
     # 3 random bytes encode to 4 characters; draw enough and cut to length.
     raw = token_bytes((length * 3 + 3) // 4)
-    return base64.urlsafe_b64encode(raw)[:length].decode("ascii")
+    if not isinstance(raw, bytes):
+        raise ConfigurationError("the randomness source must return bytes")
+    verifier = base64.urlsafe_b64encode(raw)[:length].decode("ascii")
+    if len(verifier) < length or "=" in verifier:
+        # An injected source that returned too few bytes: a short, guessable verifier.
+        raise ConfigurationError("the randomness source returned too few bytes for the verifier")
+    return verifier
 
 
 def validate_verifier(verifier: object) -> str:

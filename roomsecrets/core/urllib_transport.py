@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import functools
 import http.client
-import ipaddress
 import math
 import socket
 import ssl
@@ -45,6 +44,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional, Union
 
+from .endpoints import is_loopback_host
 from .errors import (
     ConnectError,
     InvalidInput,
@@ -109,10 +109,14 @@ class UrllibTransport:
         :class:`~roomsecrets.core.errors.ResponseTooLarge` when the body is
         longer than ``max_body`` bytes.
         """
-        if not (timeout > 0 and math.isfinite(timeout)):
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not (timeout > 0 and math.isfinite(timeout))
+        ):
             raise InvalidInput("timeout must be a positive, finite number of seconds")
-        if max_body < 0:
-            raise InvalidInput("max_body must not be negative")
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
+            raise InvalidInput("max_body must be an int >= 0")
         host, loopback = _check_url(request.url)
         opener = self._direct if loopback else self._proxied
         loop = asyncio.get_running_loop()
@@ -166,17 +170,7 @@ def _check_url(url: str) -> tuple[str, bool]:
     label = f"[{hostname}]" if ":" in hostname else hostname
     if port is not None:
         label = f"{label}:{port}"
-    return label, _is_loopback(hostname)
-
-
-def _is_loopback(hostname: str) -> bool:
-    # RFC 6761 §6.3: "localhost" and its subdomains resolve to loopback.
-    if hostname == "localhost" or hostname.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    return label, is_loopback_host(hostname)
 
 
 class _Attempt:

@@ -10,10 +10,21 @@ from roomsecrets.core.errors import InsecureEndpointError, InvalidInput
 
 @pytest.mark.parametrize(
     "host",
-    ["localhost", "LOCALHOST", "localhost.", "LocalHost.", "127.0.0.1", "127.255.255.254", "::1"],
+    ["localhost", "LOCALHOST", "localhost.", "LocalHost.", "127.0.0.1", "127.255.255.254", "::1",
+     "app.localhost", "app.localhost."],
 )
 def test_loopback_hosts(host):
     assert is_loopback_host(host)
+
+
+@pytest.mark.parametrize("host", ["localhost.", "app.localhost", "localhost.example", "127.0.0.1"])
+def test_the_transport_bypasses_proxies_for_exactly_the_hosts_allowed_plain_http(host):
+    # If the two rules disagreed, a plain-http request to a host the endpoint
+    # check calls loopback could go through an HTTP proxy in clear text.
+    from roomsecrets.core.urllib_transport import _check_url
+
+    _label, bypasses_proxy = _check_url(f"http://{host}:8080/token")
+    assert bypasses_proxy is is_loopback_host(host)
 
 
 @pytest.mark.parametrize(

@@ -440,13 +440,14 @@ def test_a_timeout_names_the_method_host_and_limit(proxy):
 
 def test_send_refuses_bad_limits_in_so_many_words():
     transport = UrllibTransport()
-    for timeout in (0, -1, math.inf, math.nan):
+    for timeout in (0, -1, math.inf, math.nan, "5", None, True):
         with pytest.raises(InvalidInput) as info:
             send(transport, "http://127.0.0.1:9/", timeout=timeout)
         assert str(info.value) == "timeout must be a positive, finite number of seconds"
-    with pytest.raises(InvalidInput) as info:
-        send(transport, "http://127.0.0.1:9/", max_body=-1)
-    assert str(info.value) == "max_body must not be negative"
+    for max_body in (-1, 1.5, "10", None):
+        with pytest.raises(InvalidInput) as info:
+            send(transport, "http://127.0.0.1:9/", max_body=max_body)
+        assert str(info.value) == "max_body must be an int >= 0"
     # A cap of zero bytes is allowed: the next check to fail is the URL's.
     with pytest.raises(InvalidInput) as info:
         send(transport, "ftp://127.0.0.1/", max_body=0)
