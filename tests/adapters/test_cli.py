@@ -1,0 +1,617 @@
+"""The ``roomsecrets`` CLI, run as subprocesses against a real ``roomsecrets serve``
+on 127.0.0.1 (ephemeral port) and the development provider: the seed flow with the
+approval through ``/oauth/callback``, reuse, offline fetch, refresh, listing,
+deleting, participants, generic secrets, and every error as one line on stderr.
+
+Every command's output is checked: no secret appears in it except the one value
+the command exists to print (``token mint``: the JWT; ``oauth2 request``/``get``:
+the access token; ``secret get``: the secret)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Optional
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("jwt")
+
+from roomsecrets.adapters.participant_tokens import mint_participant_token
+from tests.adapters.server_kit import approve_via_callback
+from tests.support import leak_watch
+from tests.support.fake_provider import FakeProvider
+
+REPO = Path(__file__).resolve().parents[2]
+ROOM = "cliroom"
+CLIENT_ID = "cli-mail"
+KEY = secrets.token_hex(32)
+TIMEOUT = 60
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSECRETS_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``roomsecrets serve`` in a subprocess."""
+
+    def __init__(self, store: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.callback = self.url + "/oauth/callback"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "roomsecrets", "serve", "--port", str(self.port),
+             "--store", store],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.process.stderr is not None
+        first = self.process.stderr.readline()
+        assert f"serving on {self.url}" in first, first
+        # Keep draining the log so the server never blocks on a full pipe.
+        self.log: list[str] = [first]
+        self._drain = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
+        self._drain.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.log.append(line)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self._drain.join(5)
+
+
+class Cli:
+    """Runs CLI commands and remembers what each printed, for the leak check."""
+
+    def __init__(self, server: Server, env: dict[str, str]) -> None:
+        self.server = server
+        self.env = env
+        #: (argv, stdout, stderr, the one secret stdout may hold, other values it may hold)
+        self.outputs: list[tuple[list[str], str, str, Optional[str], frozenset[str]]] = []
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "roomsecrets", *args]
+
+    def run(
+        self, *args: str, token: Optional[str] = None, prints_secret: bool = False,
+        check: bool = True, stdin: Optional[str] = None,
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if token is not None:
+            env["ROOMSECRETS_TOKEN"] = token
+        done = subprocess.run(
+            self.argv(*args), env=env, capture_output=True, text=True, timeout=TIMEOUT,
+            input=stdin,
+        )
+        self.note(list(args), done.stdout, done.stderr, prints_secret)
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def note(
+        self, args: list[str], stdout: str, stderr: str, prints_secret: bool,
+        also_allowed: frozenset[str] = frozenset(),
+    ) -> None:
+        allowed = stdout.strip() if prints_secret and stdout.strip() else None
+        self.outputs.append((args, stdout, stderr, allowed, also_allowed))
+        leak_watch.record("cli stderr", stderr)
+        if allowed is None and not also_allowed:
+            leak_watch.record("cli stdout", stdout)
+
+    def mint(self, participant_id: str, *extra: str) -> str:
+        done = self.run("token", "mint", "--room", ROOM, "--participant-id", participant_id,
+                        *extra, prints_secret=True)
+        return done.stdout.strip()
+
+    def assert_no_secrets(self, values: set[str]) -> None:
+        for args, stdout, stderr, allowed, also_allowed in self.outputs:
+            for value in values:
+                assert value not in stderr, (args, "stderr holds a secret")
+                if value != allowed and value not in also_allowed:
+                    assert value not in stdout, (args, "stdout holds a secret")
+            if allowed is not None:
+                assert stdout.strip() == allowed  # the value and nothing else
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("cli-store")
+    running = Server(f"file:{folder}", cli_env(ROOMSECRETS_JWT_KEY=KEY))
+    try:
+        yield running
+    finally:
+        running.stop()
+    # The server's log: access records only, never a query string or a secret.
+    assert not any("code=" in line or "state=" in line for line in running.log)
+    leak_watch.record("server log", "".join(running.log))
+
+
+@pytest.fixture
+def provider(server: Server) -> Iterator[FakeProvider]:
+    seen: set[str] = set()
+
+    def remember(value: str) -> None:
+        leak_watch.remember_secret(value)
+        seen.add(value)
+
+    with FakeProvider(on_secret=remember) as running:
+        running.register_client(CLIENT_ID, redirect_uris=[server.callback])
+        running.seen = seen  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.fixture
+def cli(server: Server) -> Cli:
+    return Cli(server, cli_env(ROOMSECRETS_JWT_KEY=KEY, ROOMSECRETS_SERVER=server.url))
+
+
+def oauth_flags(provider: FakeProvider) -> list[str]:
+    return [
+        "--client-id", CLIENT_ID,
+        "--authorization-endpoint", provider.authorization_endpoint,
+        "--token-endpoint", provider.token_endpoint,
+    ]
+
+
+class Prompts:
+    """``oauth2 prompts`` running: the person is connected while it runs."""
+
+    def __init__(self, cli: Cli, token: str, *flags: str) -> None:
+        env = dict(cli.env, ROOMSECRETS_TOKEN=token)
+        self.cli = cli
+        self.process = subprocess.Popen(
+            cli.argv("oauth2", "prompts", "--room", ROOM, *flags),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.process.stderr is not None and self.process.stdout is not None
+        connected = self.process.stderr.readline()
+        assert "connected as" in connected, connected
+        self.stderr = [connected]
+        self.lines: list[str] = []
+
+    def next_line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "oauth2 prompts ended"
+        self.lines.append(line)
+        return line
+
+    def stop(self) -> None:
+        self.process.terminate()
+        _, rest = self.process.communicate(timeout=10)
+        # SPEC: a prompt line carries the authorization URL, whose query holds the
+        # state; nothing else secret may appear.
+        states = frozenset(
+            value
+            for line in self.lines
+            for name, value in urllib.parse.parse_qsl(
+                urllib.parse.urlsplit(re.findall(r"http\S+?(?=[\"\s])", line)[0]).query
+            )
+            if name == "state"
+        )
+        self.cli.note(["oauth2", "prompts"], "".join(self.lines), "".join(self.stderr) + rest,
+                      False, states)
+
+
+def start_request(cli: Cli, token: str, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cli.argv("oauth2", "request", "--room", ROOM, *flags),
+        env=dict(cli.env, ROOMSECRETS_TOKEN=token),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(cli: Cli, process: subprocess.Popen[str], prints_secret: bool) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    cli.note(["oauth2", "request"], stdout, stderr, prints_secret)
+    return process.returncode, stdout, stderr
+
+
+def provider_accepts(provider: FakeProvider, token: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        provider.check_endpoint, headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+# --- the seed flow -----------------------------------------------------------------------
+
+
+def test_the_seed_flow_through_the_cli_with_the_approval_through_the_callback(
+    cli: Cli, provider: FakeProvider
+) -> None:
+    agent = cli.mint("agent-1", "--name", "mailbot", "--grant", "allow-all")
+    alice = cli.mint("alice", "--name", "Alice")
+    prompts = Prompts(cli, alice, "--json")
+    try:
+        listed = cli.run("participant", "list", "--room", ROOM, "--json", token=agent)
+        assert json.loads(listed.stdout) == [{"id": "alice", "name": "Alice"}]
+
+        asking = start_request(
+            cli, agent, "--from-participant-id", "alice", *oauth_flags(provider),
+            "--scopes", "mail.read, mail.send", "--scopes", "calendar", "--timeout", "30",
+        )
+        prompt = json.loads(prompts.next_line())
+        assert set(prompt) == {
+            "request_id", "authorization_url", "from_participant_id", "client_id", "scopes",
+            "expires_at",
+        }
+        assert prompt["from_participant_id"] == "agent-1"
+        assert prompt["client_id"] == CLIENT_ID
+        assert prompt["scopes"] == ["mail.read", "mail.send", "calendar"]
+        assert prompt["authorization_url"].startswith(provider.authorization_endpoint + "?")
+        time.sleep(0.8)  # long enough for the "waiting" notice
+        status, _, page = approve_via_callback(prompt["authorization_url"])
+        assert status == 200 and "approved" in page
+        code, token, stderr = finish(cli, asking, prints_secret=True)
+    finally:
+        prompts.stop()
+    assert code == 0, stderr
+    token = token.strip()
+    assert token and "\n" not in token
+    assert provider_accepts(provider, token)
+    assert re.search(r"waiting for alice to approve \(\d+ s left\)", stderr)
+
+    # Reuse: alice has left; the stored credential comes back without a prompt.
+    authorizations = len(provider.authorization_requests)
+    again = cli.run(
+        "oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
+        *oauth_flags(provider), "--scopes", "mail.read", token=agent, prints_secret=True,
+    )
+    assert again.stdout.strip() == token
+    assert "waiting" not in again.stderr
+    offline = cli.run(
+        "oauth2", "get", "--room", ROOM, "--delegated-by", "alice", *oauth_flags(provider),
+        "--scopes", "mail.read mail.send", token=agent, prints_secret=True,
+    )
+    assert offline.stdout.strip() == token
+    assert len(provider.authorization_requests) == authorizations
+
+    # The person's list, as JSON and as text.
+    mine = json.loads(cli.run("oauth2", "list", "--room", ROOM, "--json", token=alice).stdout)
+    assert len(mine) == 1
+    assert mine[0]["type"] == "oauth_token" and mine[0]["delegated_to"] == "agent-1"
+    assert set(mine[0]) == {"id", "type", "name", "delegated_to"}
+    text = cli.run("oauth2", "list", "--room", ROOM, token=alice).stdout
+    assert mine[0]["id"] in text and "agent-1" in text
+
+    # Delete; then the offline fetch has nothing: exit 1, one line.
+    cli.run("oauth2", "delete", "--room", ROOM, "--id", mine[0]["id"],
+            "--delegated-to", "agent-1", token=alice)
+    assert json.loads(cli.run("oauth2", "list", "--room", ROOM, "--json", token=alice).stdout) == []
+    gone = cli.run(
+        "oauth2", "get", "--room", ROOM, "--delegated-by", "alice", *oauth_flags(provider),
+        token=agent, check=False,
+    )
+    assert gone.returncode == 1
+    assert "alice" in one_error_line(gone)
+    cli.assert_no_secrets(provider.seen | {agent, alice, KEY})  # type: ignore[attr-defined]
+
+
+def test_an_expired_token_is_refreshed_once_through_the_cli(
+    cli: Cli, provider: FakeProvider
+) -> None:
+    provider.access_token_lifetime = 2  # refresh leeway is capped at half: 1 s
+    agent = cli.mint("agent-2", "--grant", "allow-all")
+    bob = cli.mint("bob")
+    prompts = Prompts(cli, bob)
+    try:
+        asking = start_request(cli, agent, "--from-participant-id", "bob",
+                               *oauth_flags(provider), "--scopes", "files")
+        line = prompts.next_line()
+        _request_id, who, client, scopes, url = line.rstrip("\n").split("\t")
+        assert (who, client, scopes) == ("from agent-2", f"client {CLIENT_ID}", "scopes files")
+        approve_via_callback(url)
+        code, first, stderr = finish(cli, asking, prints_secret=True)
+    finally:
+        prompts.stop()
+    assert code == 0, stderr
+    time.sleep(2.1)
+    posts = provider.refresh_posts
+    fresh = cli.run("oauth2", "get", "--room", ROOM, "--delegated-by", "bob",
+                    *oauth_flags(provider), "--scopes", "files", token=agent,
+                    prints_secret=True).stdout.strip()
+    assert fresh and fresh != first.strip()
+    assert provider.refresh_posts == posts + 1
+    assert provider_accepts(provider, fresh)
+    cli.assert_no_secrets(provider.seen | {agent, bob, KEY})  # type: ignore[attr-defined]
+
+
+def test_a_rejected_prompt_ends_the_request_with_one_line(
+    cli: Cli, provider: FakeProvider
+) -> None:
+    agent = cli.mint("agent-3", "--grant", "allow-all")
+    carol = cli.mint("carol")
+    prompts = Prompts(cli, carol, "--json")
+    try:
+        asking = start_request(cli, agent, "--from-participant-id", "carol",
+                               *oauth_flags(provider), "--timeout", "30")
+        prompt = json.loads(prompts.next_line())
+        cli.run("oauth2", "reject", "--room", ROOM, "--request-id", prompt["request_id"],
+                token=carol)
+        code, stdout, stderr = finish(cli, asking, prints_secret=False)
+        again = cli.run("oauth2", "reject", "--room", ROOM, "--request-id",
+                        prompt["request_id"], token=carol, check=False)
+    finally:
+        prompts.stop()
+    assert code != 0 and stdout == ""
+    assert len([line for line in stderr.splitlines() if "waiting" not in line]) == 1
+    assert "Traceback" not in stderr
+    one_error_line(again)  # answered already / unknown
+    cli.assert_no_secrets(provider.seen | {agent, carol, KEY})  # type: ignore[attr-defined]
+
+
+def test_provide_answers_a_prompt_with_a_code(cli: Cli, provider: FakeProvider) -> None:
+    from tests.support.headless_person import approve
+
+    agent = cli.mint("agent-4", "--grant", "allow-all")
+    dave = cli.mint("dave")
+    prompts = Prompts(cli, dave, "--json")
+    try:
+        # --redirect-uri given: the code comes back to the person, who passes it on.
+        provider.register_client(
+            CLIENT_ID, redirect_uris=[cli.server.callback, "https://app.example/cb"]
+        )
+        asking = start_request(cli, agent, "--from-participant-id", "dave",
+                               *oauth_flags(provider), "--redirect-uri", "https://app.example/cb")
+        prompt = json.loads(prompts.next_line())
+        code, state = approve(prompt["authorization_url"])
+        cli.run("oauth2", "provide", "--room", ROOM, "--request-id", prompt["request_id"],
+                "--code", code, "--state", state, token=dave)
+        status, token, stderr = finish(cli, asking, prints_secret=True)
+    finally:
+        prompts.stop()
+    assert status == 0, stderr
+    assert provider_accepts(provider, token.strip())
+    cli.assert_no_secrets(provider.seen | {agent, dave, KEY})  # type: ignore[attr-defined]
+
+
+# --- generic secrets, participants ---------------------------------------------------------
+
+
+def test_secret_set_get_list_delete(cli: Cli, tmp_path: Path) -> None:
+    erin = cli.mint("erin")
+    value = "s3cret-" + secrets.token_hex(8)
+    cli.run("secret", "set", "--room", ROOM, "--id", "db", "--value", value,
+            "--type", "text/plain", "--name", "database", token=erin)
+    got = cli.run("secret", "get", "--room", ROOM, "--id", "db", token=erin, prints_secret=True)
+    assert got.stdout == value
+    binary = tmp_path / "blob"
+    binary.write_bytes(bytes(range(256)))
+    cli.run("secret", "set", "--room", ROOM, "--id", "blob", "--file", str(binary), token=erin)
+    raw = subprocess.run(
+        cli.argv("secret", "get", "--room", ROOM, "--id", "blob"),
+        env=dict(cli.env, ROOMSECRETS_TOKEN=erin), capture_output=True, timeout=TIMEOUT,
+    )
+    assert raw.returncode == 0 and raw.stdout == bytes(range(256))
+    cli.run("secret", "set", "--room", ROOM, "--id", "piped", token=erin, stdin=value + "2")
+    listed = json.loads(cli.run("secret", "list", "--room", ROOM, "--json", token=erin).stdout)
+    assert {(s["id"], s["type"], s["name"]) for s in listed} == {
+        ("db", "text/plain", "database"),
+        ("blob", "application/octet-stream", None),
+        ("piped", "application/octet-stream", None),
+    }
+    # oauth2 list shows OAuth credentials only.
+    assert json.loads(cli.run("oauth2", "list", "--room", ROOM, "--json", token=erin).stdout) == []
+    for secret_id in ("db", "blob", "piped"):
+        cli.run("secret", "delete", "--room", ROOM, "--id", secret_id, token=erin)
+    assert json.loads(cli.run("secret", "list", "--room", ROOM, "--json", token=erin).stdout) == []
+    missing = cli.run("secret", "get", "--room", ROOM, "--id", "db", token=erin, check=False)
+    assert missing.returncode == 1 and "db" in one_error_line(missing)
+    cli.assert_no_secrets({value, value + "2", erin, KEY})
+
+
+def test_server_and_token_are_accepted_before_or_after_the_subcommand(
+    cli: Cli, server: Server
+) -> None:
+    frank = cli.mint("frank")
+    env = {k: v for k, v in cli.env.items() if k != "ROOMSECRETS_SERVER"}
+    for argv in (
+        ["--server", server.url, "--token", frank, "participant", "list", "--room", ROOM],
+        ["participant", "list", "--room", ROOM, "--server", server.url, "--token", frank],
+        ["--server", "http://127.0.0.1:1", "participant", "list", "--room", ROOM,
+         "--server", server.url, "--token", frank],
+    ):
+        done = subprocess.run(cli.argv(*argv), env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+    # Nobody connected: an empty list.
+    listed = cli.run("participant", "list", "--room", ROOM, "--json", token=frank)
+    assert json.loads(listed.stdout) == []
+
+
+# --- errors: one line, no traceback, non-zero --------------------------------------------
+
+
+def test_a_room_that_is_not_the_tokens_room_is_a_clear_error(cli: Cli) -> None:
+    token = cli.mint("gina")
+    done = cli.run("participant", "list", "--room", "elsewhere", token=token, check=False)
+    line = one_error_line(done)
+    assert "cliroom" in line and "elsewhere" in line
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "wrong key", "expired", "alg none", "no grant claim"]
+)
+def test_a_bad_token_is_one_line_on_stderr(cli: Cli, kind: str) -> None:
+    if kind == "garbage":
+        token = "not-a-jwt"
+    elif kind == "wrong key":
+        token = mint_participant_token(secrets.token_bytes(32), room=ROOM, participant_id="x")
+    elif kind == "expired":
+        token = mint_participant_token(KEY, room=ROOM, participant_id="x", ttl=10,
+                                       now=time.time() - 100)
+    elif kind == "alg none":
+        import jwt
+
+        token = jwt.encode(
+            {"room": ROOM, "sub": "x", "grant": {}, "exp": int(time.time()) + 60},
+            None, algorithm="none",  # type: ignore[arg-type]
+        )
+    else:
+        import jwt
+
+        token = jwt.encode({"room": ROOM, "sub": "x", "exp": int(time.time()) + 60}, KEY)
+    done = cli.run("secret", "list", "--room", ROOM, token=token, check=False)
+    line = one_error_line(done)
+    assert line.startswith("roomsecrets: ")
+    assert token not in line
+
+
+def test_a_missing_token_an_unreachable_server_and_bad_usage(cli: Cli) -> None:
+    no_token = cli.run("oauth2", "list", "--room", ROOM, check=False)
+    assert "ROOMSECRETS_TOKEN" in one_error_line(no_token)
+    token = cli.mint("hank")
+    down = cli.run("--server", "http://127.0.0.1:1", "oauth2", "list", "--room", ROOM,
+                   token=token, check=False)
+    assert "connect" in one_error_line(down)
+    usage = cli.run("oauth2", "list", check=False)
+    assert usage.returncode == 2 and "--room" in one_error_line(usage)
+    bad_grant = cli.run("token", "mint", "--room", ROOM, "--participant-id", "x",
+                        "--grant", "{nope", check=False)
+    assert "--grant" in one_error_line(bad_grant)
+    denied = cli.run("oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
+                     "--client-id", "c", "--authorization-endpoint", "http://127.0.0.1:1/a",
+                     "--token-endpoint", "http://127.0.0.1:1/t", token=token, check=False)
+    assert "grant_denied" in one_error_line(denied)
+    unknown = cli.run("oauth2", "provide", "--room", ROOM, "--request-id", "nope",
+                      "--code", "c0de-value", token=token, check=False)
+    one_error_line(unknown)
+
+
+def test_grants_from_json_and_from_a_file(cli: Cli, tmp_path: Path) -> None:
+    import jwt
+
+    rule = {"oauth": [{"client_id": CLIENT_ID, "participants": ["alice"]}]}
+    inline = cli.mint("ivy", "--grant", json.dumps(rule), "--ttl", "60")
+    grant_file = tmp_path / "grant.json"
+    grant_file.write_text(json.dumps(rule))
+    from_file = cli.mint("ivy", "--grant", "@" + str(grant_file))
+    for token in (inline, from_file):
+        claims = jwt.decode(token, KEY, algorithms=["HS256"])
+        assert claims["room"] == ROOM and claims["sub"] == "ivy"
+        assert claims["grant"]["oauth"][0]["client_id"] == CLIENT_ID
+    claims = jwt.decode(inline, KEY, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 60
+
+
+# --- the signing key in the file store's folder ---------------------------------------------
+
+
+def test_serve_and_token_mint_share_the_key_file_of_the_file_store(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    env = cli_env()
+    mint = subprocess.run(
+        [sys.executable, "-m", "roomsecrets", "token", "mint", "--store", f"file:{folder}",
+         "--room", ROOM, "--participant-id", "jack"],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert mint.returncode == 0, mint.stderr
+    key_file = folder / "jwt.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    running = Server(f"file:{folder}", env)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "roomsecrets", "participant", "list", "--room", ROOM,
+             "--server", running.url, "--token", mint.stdout.strip()],
+            env=env, capture_output=True, text=True, timeout=TIMEOUT,
+        )
+    finally:
+        running.stop()
+    assert done.returncode == 0, done.stderr
+    assert key_file.read_text().strip() not in mint.stdout + done.stdout + "".join(running.log)
+    memory = subprocess.run(
+        [sys.executable, "-m", "roomsecrets", "token", "mint", "--store", "memory",
+         "--room", ROOM, "--participant-id", "jack"],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert "ROOMSECRETS_JWT_KEY" in one_error_line(memory)
+
+
+# --- what the CLI imports -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["oauth2", "request", "--help"],
+        ["secret", "set", "--help"],
+        ["demo", "--help"],
+        ["token", "mint", "--room", "r", "--participant-id", "p"],
+        ["oauth2", "list"],  # a usage error
+    ],
+)
+def test_help_and_serverless_commands_import_neither_aiohttp_nor_boto3(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from roomsecrets.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in ('aiohttp', 'boto3', 'botocore') if m in sys.modules)\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(ROOMSECRETS_JWT_KEY=KEY),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert "LOADED []" in done.stderr, done.stderr
+
+
+def test_import_roomsecrets_and_its_cli_module_stay_light() -> None:
+    code = (
+        "import sys, roomsecrets, roomsecrets.cli\n"
+        "print(sorted(m for m in ('aiohttp', 'boto3', 'jwt', 'roomsecrets.adapters.server',"
+        " 'http.server') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True,
+                          text=True, timeout=TIMEOUT, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_python_dash_m_roomsecrets_is_the_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "roomsecrets", "--help"], env=cli_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0
+    for command in ("serve", "token", "oauth2", "participant", "secret", "demo"):
+        assert command in done.stdout
