@@ -17,3 +17,12 @@ def test_ci_runs_the_readme_test_command():
     assert len(test_command) == 1
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert test_command[0] in [line.strip() for line in ci]
+
+
+def test_the_readme_opens_with_the_demo_then_the_tests_and_ci_runs_both():
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("roomsecrets demo")
+    assert "pytest" in commands[1]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert commands[0] in ci
