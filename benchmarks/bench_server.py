@@ -1,0 +1,227 @@
+"""The room server's ``get_offline_oauth_token`` over HTTP on loopback, against a
+bare aiohttp JSON handler served and loaded the same way.
+
+Each server runs in its own process (``python -m benchmarks.bench_server serve
+KIND``) on 127.0.0.1, port chosen by the OS, with aiohttp's access log off:
+
+- ``bare``: an ``aiohttp.web`` app whose one POST route reads the JSON body and
+  answers ``{"access_token": ...}``: the floor for any aiohttp JSON endpoint.
+- ``roomsecrets``: :func:`roomsecrets.adapters.server.create_app` on a
+  MemoryStore holding one valid credential, run by ``start_server``, with the
+  access log at INFO written to /dev/null as ``roomsecrets serve`` would log it.
+  Each request verifies the participant token (HS256), checks the grant, reads
+  the store, audits and answers ``POST /rooms/{room}/get_offline_oauth_token``.
+
+The load generator is this process: one ``aiohttp.ClientSession`` with
+``CONCURRENCY`` workers sharing a fixed number of requests, the same JSON body
+and ``Authorization`` header against both servers. Rounds alternate the two
+servers so that a change in machine load hits both; the best round of each is
+reported (requests per second, p99 latency). Target: roomsecrets' throughput
+>= 0.5x the bare handler's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .harness import Row
+
+TARGET = 0.5
+CONCURRENCY = 32
+ROOM = "benchroom"
+KEY_ENV = "ROOMSECRETS_BENCH_JWT_KEY"
+ARGS = dict(
+    client_id="app",
+    authorization_endpoint="https://as.example/auth",
+    token_endpoint="https://as.example/token",
+    scopes=["mail.read"],
+    delegated_by="alice",
+)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- the servers (child processes) ----------------------------------------------------
+
+
+async def _bare_app() -> Any:
+    from aiohttp import web
+
+    answer = "AT-" + "x" * 40
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest()
+        return web.json_response({"access_token": answer}, headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_post("/rooms/{room}/get_offline_oauth_token", handler)
+    return app
+
+
+async def _our_app(key: bytes) -> Any:
+    import logging
+
+    from roomsecrets import MemoryStore, SecretsService
+    from roomsecrets.adapters.server import create_app
+    from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
+    from roomsecrets.core.tokens import TokenSet
+
+    # As `roomsecrets serve` logs: INFO access records, here to /dev/null.
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+    store = MemoryStore()
+    key_of = SecretsService(store=store, room=ROOM).credential_key(
+        owner="alice", requester="agent-1", client_id="app", token_endpoint=ARGS["token_endpoint"]
+    )
+    now = time.time()
+    cred = StoredCredential(
+        tokens=TokenSet(access_token="AT-" + "x" * 40, refresh_token="RT-" + "y" * 40,
+                        issued_at=now, expires_at=now + 36_000, scopes=("mail.read",)),
+        client_id="app",
+        authorization_endpoint=str(ARGS["authorization_endpoint"]),
+        token_endpoint=str(ARGS["token_endpoint"]),
+    )
+    await store.put(key_of, type=OAUTH_TOKEN_TYPE, name="n", data=cred.to_json())
+    return create_app(store=store, jwt_key=key, public_url="http://127.0.0.1:1")
+
+
+async def _serve(kind: str) -> None:
+    from aiohttp import web
+
+    if kind == "bare":
+        app = await _bare_app()
+    else:
+        app = await _our_app(os.environ[KEY_ENV].encode())
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"http://127.0.0.1:{port}", flush=True)
+    # Serve until the parent closes our stdin.
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+
+
+class _Server:
+    def __init__(self, kind: str, key: str) -> None:
+        env = dict(os.environ)
+        env[KEY_ENV] = key
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_server", "serve", kind],
+            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.stop()
+            raise RuntimeError(f"the {kind} server did not start")
+        self.url = line
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+# --- the load generator (this process) ------------------------------------------------
+
+
+async def _load(url: str, headers: dict[str, str], body: bytes, total: int) -> tuple[float, float]:
+    """Requests per second and p99 latency (s) of ``total`` POSTs, CONCURRENCY at a time."""
+    import aiohttp
+
+    latencies: list[float] = []
+    left = total
+    target = f"{url}/rooms/{ROOM}/get_offline_oauth_token"
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                started = time.perf_counter()
+                async with session.post(target, data=body) as response:
+                    payload = await response.read()
+                    if response.status != 200 or b'"access_token": "AT-' not in payload:
+                        raise RuntimeError(f"unexpected answer {response.status}")
+                latencies.append(time.perf_counter() - started)
+
+        # Warm up: open the connections.
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        latencies.clear()
+        left = total
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return total / elapsed, p99
+
+
+def run(quick: bool = False) -> list[Row]:
+    try:
+        import aiohttp  # noqa: F401
+        import jwt  # noqa: F401
+    except ImportError:
+        return []
+    import secrets
+
+    from roomsecrets import SecretsGrant
+    from roomsecrets.adapters.participant_tokens import mint_participant_token
+
+    total, rounds = (500, 1) if quick else (4_000, 3)
+    key = secrets.token_hex(32)
+    token = mint_participant_token(
+        key.encode(), room=ROOM, participant_id="agent-1", grant=SecretsGrant.allow_all(),
+        ttl=3600,
+    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = json.dumps(ARGS).encode()
+    servers = {kind: _Server(kind, key) for kind in ("bare", "roomsecrets")}
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in servers}
+    try:
+        for _ in range(rounds):
+            for kind, server in servers.items():
+                results[kind].append(asyncio.run(_load(server.url, headers, body, total)))
+    finally:
+        for server in servers.values():
+            server.stop()
+    best = {kind: max(r[0] for r in rs) for kind, rs in results.items()}
+    p99 = {kind: min(r[1] for r in rs) for kind, rs in results.items()}
+    median = {kind: statistics.median(r[0] for r in rs) for kind, rs in results.items()}
+    ratio = best["roomsecrets"] / best["bare"]
+    name = f"offline token over HTTP (c={CONCURRENCY}, {total} req x {rounds})"
+    return [
+        Row(name, "bare aiohttp JSON handler", best["bare"], "req/s"),
+        Row(name, "bare aiohttp p99", p99["bare"] * 1e3, "ms"),
+        Row(name, "roomsecrets server", best["roomsecrets"], "req/s"),
+        Row(name, "roomsecrets p99", p99["roomsecrets"] * 1e3, "ms"),
+        Row(name, "roomsecrets / bare (best round)", ratio, "x", f">= {TARGET}", ratio >= TARGET),
+        Row(name, "roomsecrets / bare (median round)", median["roomsecrets"] / median["bare"], "x"),
+    ]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve" and sys.argv[2] in ("bare", "roomsecrets"):
+        asyncio.run(_serve(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m benchmarks.bench_server serve bare|roomsecrets")
