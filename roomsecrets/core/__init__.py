@@ -2,30 +2,90 @@
 
 Vendorable: copy this folder into any project under any name; it imports only
 the standard library and itself (relatively). CPython 3.9+.
+
+Importing the package loads only the error hierarchy; every other public name is
+imported on first use (PEP 562), so ``import roomsecrets`` stays cheap for a CLI,
+a serverless function or a process that needs one piece.
 """
 
-from .api import SecretsAPI
-from .audit import AuditEvent, AuditSink, RecordingAuditSink, null_audit_sink
-from .authorization import build_authorization_url
-from .client import SecretsClient
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import *  # noqa: F403 - the error hierarchy is public as a whole
 from .errors import __all__ as _error_names
-from .grants import GrantDecision, OAuthRule, SecretsGrant
-from .http import HttpRequest, HttpResponse
-from .memory_store import MemoryStore
-from .pkce import generate_pkce_pair, generate_verifier, s256_challenge, validate_verifier
-from .ports import HttpTransport, Lease, SecretKey, SecretRecord, SecretStore
-from .retry import RetryPolicy
-from .service import OAuthPrompt, SecretInfo, SecretsService
-from .token_request import (
-    ClientAuthMethod,
-    ClientCredentials,
-    build_authorization_code_request,
-    build_refresh_request,
-)
-from .token_response import parse_token_response
-from .tokens import TokenSet
-from .urllib_transport import UrllibTransport
+
+if TYPE_CHECKING:
+    from .api import SecretsAPI
+    from .audit import AuditEvent, AuditSink, RecordingAuditSink, null_audit_sink
+    from .authorization import build_authorization_url
+    from .client import SecretsClient
+    from .grants import GrantDecision, OAuthRule, SecretsGrant
+    from .http import HttpRequest, HttpResponse
+    from .memory_store import MemoryStore
+    from .pkce import generate_pkce_pair, generate_verifier, s256_challenge, validate_verifier
+    from .ports import HttpTransport, Lease, SecretKey, SecretRecord, SecretStore
+    from .retry import RetryPolicy
+    from .service import OAuthPrompt, SecretInfo, SecretsService
+    from .token_request import (
+        ClientAuthMethod,
+        ClientCredentials,
+        build_authorization_code_request,
+        build_refresh_request,
+    )
+    from .token_response import parse_token_response
+    from .tokens import TokenSet
+    from .urllib_transport import UrllibTransport
+
+#: Public name -> the module (in this package) that defines it.
+_LAZY = {
+    "SecretsAPI": "api",
+    "AuditEvent": "audit",
+    "AuditSink": "audit",
+    "RecordingAuditSink": "audit",
+    "null_audit_sink": "audit",
+    "build_authorization_url": "authorization",
+    "SecretsClient": "client",
+    "GrantDecision": "grants",
+    "OAuthRule": "grants",
+    "SecretsGrant": "grants",
+    "HttpRequest": "http",
+    "HttpResponse": "http",
+    "MemoryStore": "memory_store",
+    "generate_pkce_pair": "pkce",
+    "generate_verifier": "pkce",
+    "s256_challenge": "pkce",
+    "validate_verifier": "pkce",
+    "HttpTransport": "ports",
+    "Lease": "ports",
+    "SecretKey": "ports",
+    "SecretRecord": "ports",
+    "SecretStore": "ports",
+    "RetryPolicy": "retry",
+    "OAuthPrompt": "service",
+    "SecretInfo": "service",
+    "SecretsService": "service",
+    "ClientAuthMethod": "token_request",
+    "ClientCredentials": "token_request",
+    "build_authorization_code_request": "token_request",
+    "build_refresh_request": "token_request",
+    "parse_token_response": "token_response",
+    "TokenSet": "tokens",
+    "UrllibTransport": "urllib_transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     *_error_names,
