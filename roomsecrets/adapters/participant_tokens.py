@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import jwt
 
@@ -32,7 +32,12 @@ from ..core.inputs import check_id, check_name
 from ..core.values import frozen_value
 from .http_api import InvalidParticipantToken
 
-__all__ = ["ParticipantToken", "mint_participant_token", "read_participant_token"]
+__all__ = [
+    "ParticipantToken",
+    "VerifiedTokens",
+    "mint_participant_token",
+    "read_participant_token",
+]
 
 _ALGORITHM = "HS256"
 _REQUIRED = ("room", "sub", "grant", "exp")
@@ -145,3 +150,31 @@ def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantTok
         grant=grant,
         expires_at=float(claims["exp"]),
     )
+
+
+class VerifiedTokens:
+    """Reads participant tokens for one key, remembering the ones already verified.
+
+    An agent sends the same token on every call; verifying it (base64, HMAC,
+    JSON, the grant) was the largest cost of a cheap request. The same token
+    string under the same key always verifies the same way, except for expiry,
+    which is checked on every hit. Only verified tokens are remembered, so junk
+    cannot fill the memory; the memory is bounded and starts afresh when full.
+    """
+
+    def __init__(self, key: Key, *, size: int = 4096, clock: Callable[[], float] = time.time):
+        self._key = key
+        self._size = size
+        self._clock = clock
+        self._verified: dict[tuple[str, str], ParticipantToken] = {}
+
+    def read(self, token: str, *, room: str) -> ParticipantToken:
+        """:func:`read_participant_token` with this key, remembered until the token expires."""
+        hit = self._verified.get((token, room))
+        if hit is not None and hit.expires_at > self._clock():
+            return hit
+        who = read_participant_token(token, self._key, room=room)
+        if len(self._verified) >= self._size:
+            self._verified.clear()
+        self._verified[(token, room)] = who
+        return who

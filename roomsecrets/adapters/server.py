@@ -81,7 +81,7 @@ from .http_api import (
     status_for,
 )
 from .openapi import openapi_document
-from .participant_tokens import Key, ParticipantToken, read_participant_token
+from .participant_tokens import Key, ParticipantToken, VerifiedTokens
 
 __all__ = ["RunningServer", "create_app", "start_server"]
 
@@ -129,6 +129,7 @@ class _Rooms:
         self.store = store
         self.max_body = max_body
         self.jwt_key = jwt_key
+        self.tokens = VerifiedTokens(jwt_key)
         self.public_url = public_url.rstrip("/")
         self.callback_url = self.public_url + "/oauth/callback"
         self._own_transport = transport is None
@@ -319,7 +320,7 @@ def _authenticate(request: web.Request) -> tuple[_Rooms, ParticipantToken]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidParticipantToken("send the participant token as 'Authorization: Bearer'")
-    who = read_participant_token(token.strip(), rooms.jwt_key, room=room)
+    who = rooms.tokens.read(token.strip(), room=room)
     _note(participant=who.participant_id)
     try:
         check_id(room, "room")
