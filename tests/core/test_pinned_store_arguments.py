@@ -1,0 +1,38 @@
+"""Pinned: the shared store argument checks name the argument they refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+from roomsecrets.core.errors import InvalidInput
+from roomsecrets.core.ports import Lease
+from roomsecrets.core.store_arguments import check_lease, check_ttl
+
+
+def test_a_bad_ttl_is_refused_with_a_message_naming_ttl() -> None:
+    with pytest.raises(InvalidInput, match=r"^ttl must be a finite number of seconds > 0$"):
+        check_ttl(0)
+
+
+def test_a_bad_ttl_message_names_the_argument_given() -> None:
+    with pytest.raises(InvalidInput, match=r"^lease ttl must be a finite number"):
+        check_ttl(float("nan"), "lease ttl")
+
+
+def test_a_lease_of_another_type_is_refused_naming_the_type() -> None:
+    with pytest.raises(InvalidInput, match=r"^lease must be a Lease, not tuple$"):
+        check_lease(("name", "holder", 1.0))
+
+
+def test_a_lease_without_a_name_is_refused_naming_the_lease_name() -> None:
+    with pytest.raises(InvalidInput, match=r"^lease name must be a non-empty string$"):
+        check_lease(Lease(name="", holder="worker-1", expires_at=10.0))
+
+
+def test_a_lease_without_a_holder_is_refused_naming_the_holder() -> None:
+    with pytest.raises(InvalidInput, match=r"^holder must be a non-empty string$"):
+        check_lease(Lease(name="refresh", holder="", expires_at=10.0))
+
+
+def test_a_complete_lease_passes() -> None:
+    assert check_lease(Lease(name="refresh", holder="worker-1", expires_at=10.0)) is None
