@@ -218,7 +218,7 @@ class TransportContract:
             srv.server_close()
             thread.join(5)
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def certificate(self, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         """A self-signed certificate for 127.0.0.1, made with the openssl CLI."""
         if shutil.which("openssl") is None:
