@@ -9,7 +9,7 @@ import pytest
 
 from roomsecrets.core.errors import InvalidInput
 from roomsecrets.core.memory_store import MemoryStore
-from roomsecrets.core.ports import SecretKey
+from roomsecrets.core.ports import Lease, SecretKey
 
 GOOD = dict(room="room", owner="alice", secret_id="mail", delegated_to=None)
 
@@ -51,3 +51,16 @@ def test_put_refuses_a_key_that_is_not_a_secret_key() -> None:
     with pytest.raises(InvalidInput, match="SecretKey"):
         run(store.put(("room", "alice", "mail"), type="t", name=None, data=b"x"))  # type: ignore[arg-type]
     assert repr(store) == "MemoryStore(records=0, leases=0)"
+
+
+def test_renewing_a_lease_held_by_another_holder_names_lease_and_holder() -> None:
+    from roomsecrets.core.errors import LeaseLost
+
+    async def scenario() -> None:
+        store = MemoryStore(clock=lambda: 100.0)
+        await store.acquire_lease("refresh:mail", holder="worker-1", ttl=30)
+        stranger = Lease(name="refresh:mail", holder="worker-2", expires_at=130.0)
+        with pytest.raises(LeaseLost, match=r"^lease 'refresh:mail' is no longer held by 'worker-2'$"):
+            await store.renew_lease(stranger, ttl=30)
+
+    run(scenario())
