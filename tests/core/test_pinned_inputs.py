@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.inputs import check_bytes, check_flag, check_vschar
+from roomsecrets.core.inputs import (
+    MAX_TIMEOUT,
+    MAX_URL,
+    check_bytes,
+    check_flag,
+    check_timeout,
+    check_url,
+    check_vschar,
+)
 
 
 def test_vschar_accepts_a_value_of_exactly_the_limit() -> None:
@@ -34,3 +42,34 @@ def test_bytes_of_exactly_the_limit_are_accepted_as_bytes() -> None:
 def test_bytes_over_the_limit_are_refused_naming_the_limit() -> None:
     with pytest.raises(InvalidInput, match=r"^data is larger than 4 bytes$"):
         check_bytes(b"abcde", "data", limit=4)
+
+
+def test_a_timeout_that_is_not_a_number_is_refused_saying_so() -> None:
+    with pytest.raises(InvalidInput, match=r"^timeout must be a number of seconds$"):
+        check_timeout("30")
+
+
+def test_a_timeout_of_zero_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"^timeout must be more than 0 and at most 86400 seconds$"):
+        check_timeout(0)
+
+
+def test_a_timeout_of_exactly_the_maximum_is_accepted_as_float() -> None:
+    assert check_timeout(int(MAX_TIMEOUT)) == MAX_TIMEOUT
+    assert type(check_timeout(int(MAX_TIMEOUT))) is float
+
+
+def test_a_one_character_url_and_a_url_of_exactly_the_maximum_pass_the_character_check() -> None:
+    assert check_url("a", "token_endpoint") == "a"
+    longest = "https://e.com/" + "p" * (MAX_URL - 14)
+    assert check_url(longest, "token_endpoint") == longest
+
+
+def test_a_url_over_the_maximum_is_refused_naming_the_limit() -> None:
+    with pytest.raises(InvalidInput, match=r"^token_endpoint must be a URL of 1-2048 characters$"):
+        check_url("h" * (MAX_URL + 1), "token_endpoint")
+
+
+def test_a_url_with_a_space_is_refused_with_the_percent_encoding_hint() -> None:
+    with pytest.raises(InvalidInput, match=r"^token_endpoint must be ASCII without spaces .*percent-encode"):
+        check_url("https://e.com/a b", "token_endpoint")
