@@ -69,3 +69,8 @@ def test_renewing_a_lease_held_by_another_holder_names_lease_and_holder() -> Non
 def test_acquiring_a_lease_without_a_name_is_refused_naming_the_lease_name() -> None:
     with pytest.raises(InvalidInput, match=r"^lease name must be a non-empty string$"):
         run(MemoryStore().acquire_lease("", holder="worker-1", ttl=30))
+
+
+def test_acquiring_a_lease_without_a_holder_is_refused_naming_the_holder() -> None:
+    with pytest.raises(InvalidInput, match=r"^holder must be a non-empty string$"):
+        run(MemoryStore().acquire_lease("refresh:mail", holder="", ttl=30))

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from roomsecrets.core.errors import ProviderResponseError, ProviderUnavailable
 from roomsecrets.core.token_response import parse_retry_after, parse_token_response
 
 NOW = 1_700_000_000.0
@@ -54,3 +55,50 @@ def test_a_retry_after_date_in_the_past_means_no_wait() -> None:
 def test_a_retry_after_date_half_a_second_ahead_waits_half_a_second() -> None:
     ahead = email.utils.formatdate(NOW + 10, usegmt=True)
     assert parse_retry_after(ahead, NOW + 9.5) == 0.5
+
+
+def answer(body: bytes, content_type: str | None = "application/json", status: int = 200,
+           requested: tuple[str, ...] = ()):
+    headers = () if content_type is None else (("Content-Type", content_type),)
+    return parse_token_response(
+        status=status, headers=headers, body=body, now=NOW, requested_scopes=requested
+    )
+
+
+def test_an_error_message_names_the_content_type_lowercased_without_parameters() -> None:
+    with pytest.raises(ProviderUnavailable, match=r"\(HTTP 502, text/html, 6 bytes\)"):
+        answer(b"oops!!", "Text/HTML; charset=UTF-8", status=502)
+
+
+def test_an_html_page_with_an_equals_sign_is_not_taken_for_form_data() -> None:
+    with pytest.raises(ProviderResponseError, match="not JSON or form data"):
+        answer(b"<html><a href=x>hi</a></html>", "text/html")
+
+
+def test_a_json_body_labelled_text_plain_is_parsed_as_json() -> None:
+    assert answer(b'{"access_token": "at"}', "text/plain").access_token == "at"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/problem+json", "Application/JSON"]
+)
+def test_a_form_body_labelled_json_is_refused(content_type: str) -> None:
+    with pytest.raises(ProviderResponseError, match="not JSON or form data"):
+        answer(b"access_token=at", content_type)
+
+
+def test_a_form_body_starting_with_a_capital_x_is_parsed_as_a_form() -> None:
+    tokens = answer(b"X_custom=1&access_token=at", "application/x-www-form-urlencoded")
+    assert tokens.access_token == "at"
+    assert tokens.extra == {"X_custom": "1"}
+
+
+def test_an_empty_scope_in_a_form_body_means_no_scopes_granted() -> None:
+    tokens = answer(b"access_token=at&scope=", "application/x-www-form-urlencoded",
+                    requested=("mail.read",))
+    assert tokens.scopes == ()
+
+
+def test_a_form_body_with_a_pair_missing_its_equals_sign_is_refused() -> None:
+    with pytest.raises(ProviderResponseError, match="not JSON or form data"):
+        answer(b"access_token=at&garbage", "application/x-www-form-urlencoded")
