@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.ports import Lease
-from roomsecrets.core.store_arguments import check_lease, check_ttl
+from roomsecrets.core.ports import Lease, SecretKey, SecretRecord
+from roomsecrets.core.store_arguments import check_lease, check_ttl, list_order
 
 
 def test_a_bad_ttl_is_refused_with_a_message_naming_ttl() -> None:
@@ -36,3 +36,14 @@ def test_a_lease_without_a_holder_is_refused_naming_the_holder() -> None:
 
 def test_a_complete_lease_passes() -> None:
     assert check_lease(Lease(name="refresh", holder="worker-1", expires_at=10.0)) is None
+
+
+def test_the_list_sort_key_of_an_undelegated_record_is_id_false_empty() -> None:
+    key = SecretKey(room="room", owner="alice", secret_id="mail", delegated_to=None)
+    record = SecretRecord(key=key, type="text/plain", name=None, data=b"x", version=1)
+    assert list_order(record) == ("mail", False, "")
+    delegated = SecretRecord(
+        key=SecretKey(room="room", owner="alice", secret_id="mail", delegated_to="bob"),
+        type="text/plain", name=None, data=b"x", version=2,
+    )
+    assert list_order(delegated) == ("mail", True, "bob")
