@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from roomsecrets.core.errors import ProviderResponseError, ProviderUnavailable
+from roomsecrets.core.errors import ProviderResponseError, ProviderUnavailable, ResponseTooLarge
 from roomsecrets.core.token_response import parse_retry_after, parse_token_response
 
 NOW = 1_700_000_000.0
@@ -102,3 +102,73 @@ def test_an_empty_scope_in_a_form_body_means_no_scopes_granted() -> None:
 def test_a_form_body_with_a_pair_missing_its_equals_sign_is_refused() -> None:
     with pytest.raises(ProviderResponseError, match="not JSON or form data"):
         answer(b"access_token=at&garbage", "application/x-www-form-urlencoded")
+
+
+def test_an_error_without_a_content_type_says_so() -> None:
+    with pytest.raises(ProviderUnavailable) as caught:
+        answer(b"oops!!", None, status=503)
+    assert str(caught.value) == "token endpoint unavailable (HTTP 503, no content type, 6 bytes)"
+    assert caught.value.status == 503
+
+
+def test_a_long_content_type_is_cut_to_64_characters_in_messages() -> None:
+    content_type = "application/" + "x" * 100
+    with pytest.raises(ProviderUnavailable) as caught:
+        answer(b"oops!!", content_type, status=502)
+    shown = content_type[:61] + "..."
+    assert str(caught.value) == f"token endpoint unavailable (HTTP 502, {shown}, 6 bytes)"
+
+
+def test_a_body_of_exactly_the_cap_is_parsed() -> None:
+    body = b'{"access_token": "at"}'
+    tokens = parse_token_response(
+        status=200, headers=(), body=body, now=NOW, max_body=len(body)
+    )
+    assert tokens.access_token == "at"
+
+
+def test_a_body_one_byte_over_the_cap_is_refused_with_sizes_and_status() -> None:
+    body = b'{"access_token": "at"}'
+    with pytest.raises(ResponseTooLarge) as caught:
+        parse_token_response(
+            status=200, headers=(), body=body, now=NOW, max_body=len(body) - 1
+        )
+    assert str(caught.value) == (
+        f"token response of {len(body)} bytes exceeds the {len(body) - 1}-byte cap"
+    )
+    assert caught.value.status == 200
+
+
+def test_http_500_without_an_oauth_error_is_provider_unavailable() -> None:
+    with pytest.raises(ProviderUnavailable) as caught:
+        answer(b"", "text/plain", status=500)
+    assert caught.value.status == 500
+
+
+@pytest.mark.parametrize("status", [300, 404])
+def test_a_non_2xx_answer_without_an_oauth_error_is_a_response_error(status: int) -> None:
+    with pytest.raises(ProviderResponseError) as caught:
+        answer(b"moved", "text/plain", status=status)
+    assert not isinstance(caught.value, ProviderUnavailable)
+    assert str(caught.value) == (
+        f"token endpoint answered without an OAuth error body (HTTP {status}, text/plain, 5 bytes)"
+    )
+    assert caught.value.status == status
+
+
+def test_a_body_that_is_neither_json_nor_form_is_refused_with_what_came() -> None:
+    with pytest.raises(ProviderResponseError) as caught:
+        answer(b"<html></html>", "text/html", status=201)
+    assert str(caught.value) == (
+        "token response is not JSON or form data (HTTP 201, text/html, 13 bytes)"
+    )
+    assert caught.value.status == 201
+
+
+def test_an_answer_without_an_access_token_is_refused_with_what_came() -> None:
+    with pytest.raises(ProviderResponseError) as caught:
+        answer(b'{"token_type": "bearer"}', "application/json", status=200)
+    assert str(caught.value) == (
+        "token response has no usable access_token (HTTP 200, application/json, 24 bytes)"
+    )
+    assert caught.value.status == 200
