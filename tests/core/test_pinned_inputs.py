@@ -10,6 +10,7 @@ from roomsecrets.core.inputs import (
     MAX_URL,
     check_bytes,
     check_flag,
+    check_scopes,
     check_timeout,
     check_url,
     check_vschar,
@@ -73,3 +74,8 @@ def test_a_url_over_the_maximum_is_refused_naming_the_limit() -> None:
 def test_a_url_with_a_space_is_refused_with_the_percent_encoding_hint() -> None:
     with pytest.raises(InvalidInput, match=r"^token_endpoint must be ASCII without spaces .*percent-encode"):
         check_url("https://e.com/a b", "token_endpoint")
+
+
+def test_scopes_that_are_not_a_list_are_refused_saying_what_is_expected() -> None:
+    with pytest.raises(InvalidInput, match=r"^scopes must be a list of strings or None$"):
+        check_scopes("mail.read")

@@ -74,3 +74,26 @@ def test_acquiring_a_lease_without_a_name_is_refused_naming_the_lease_name() -> 
 def test_acquiring_a_lease_without_a_holder_is_refused_naming_the_holder() -> None:
     with pytest.raises(InvalidInput, match=r"^holder must be a non-empty string$"):
         run(MemoryStore().acquire_lease("refresh:mail", holder="", ttl=30))
+
+
+@pytest.mark.parametrize("room, owner, named", [("", "alice", "room"), ("room", "", "owner")])
+def test_listing_with_an_empty_room_or_owner_is_refused_naming_it(
+    room: str, owner: str, named: str
+) -> None:
+    with pytest.raises(InvalidInput, match=rf"^{named} must be a non-empty string$"):
+        run(MemoryStore().list(room, owner))
+
+
+def test_putting_without_a_type_is_refused_naming_the_type() -> None:
+    with pytest.raises(InvalidInput, match=r"^type must be a non-empty string$"):
+        run(MemoryStore().put(SecretKey(**GOOD), type="", name=None, data=b"x"))
+
+
+def test_putting_a_non_string_name_is_refused_saying_so() -> None:
+    with pytest.raises(InvalidInput, match=r"^name must be a string or None$"):
+        run(MemoryStore().put(SecretKey(**GOOD), type="text/plain", name=7, data=b"x"))
+
+
+def test_putting_data_that_is_not_bytes_is_refused_naming_its_type() -> None:
+    with pytest.raises(InvalidInput, match=r"^data must be bytes, not str$"):
+        run(MemoryStore().put(SecretKey(**GOOD), type="text/plain", name=None, data="x"))
