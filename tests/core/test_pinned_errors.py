@@ -8,6 +8,7 @@ from roomsecrets.core.errors import (
     RequestCancelled,
     RequestRejected,
     VersionConflict,
+    safe_text,
     scrub,
 )
 
@@ -71,3 +72,8 @@ def test_scrub_redacts_a_run_whose_last_12_characters_are_a_piece_of_a_secret() 
 def test_scrub_does_not_redact_a_run_sharing_only_11_characters_at_its_end() -> None:
     # "qABCDEFGHIJK" shares "ABCDEFGHIJK" (11 characters) with the secret: not a piece.
     assert scrub("got qABCDEFGHIJK here", ["ABCDEFGHIJK0123"]) == "got qABCDEFGHIJK here"
+
+
+def test_safe_text_keeps_text_of_exactly_the_limit() -> None:
+    assert safe_text("a" * 10, 10) == "a" * 10
+    assert safe_text("a" * 11, 10) == "a" * 7 + "..."

@@ -6,10 +6,16 @@ import pytest
 
 from roomsecrets.core.errors import InvalidInput
 from roomsecrets.core.inputs import (
+    MAX_ID,
+    MAX_NAME,
+    MAX_SCOPE_LENGTH,
+    MAX_SCOPES,
     MAX_TIMEOUT,
     MAX_URL,
     check_bytes,
     check_flag,
+    check_id,
+    check_name,
     check_scopes,
     check_timeout,
     check_url,
@@ -79,3 +85,34 @@ def test_a_url_with_a_space_is_refused_with_the_percent_encoding_hint() -> None:
 def test_scopes_that_are_not_a_list_are_refused_saying_what_is_expected() -> None:
     with pytest.raises(InvalidInput, match=r"^scopes must be a list of strings or None$"):
         check_scopes("mail.read")
+
+
+def test_a_display_name_may_be_empty() -> None:
+    assert check_name("", "name") == ""
+
+
+def test_a_display_name_over_the_limit_is_refused_saying_0_to_limit() -> None:
+    with pytest.raises(InvalidInput, match=rf"^name must be 0-{MAX_NAME} characters long$"):
+        check_name("n" * (MAX_NAME + 1), "name")
+
+
+def test_an_empty_id_is_refused_saying_1_to_limit() -> None:
+    with pytest.raises(InvalidInput, match=rf"^secret_id must be 1-{MAX_ID} characters long$"):
+        check_id("", "secret_id")
+
+
+def test_exactly_the_most_scopes_of_the_longest_length_are_accepted() -> None:
+    scopes = ["s" * MAX_SCOPE_LENGTH] * MAX_SCOPES
+    assert check_scopes(scopes) == tuple(scopes)
+
+
+def test_one_scope_too_many_is_refused_naming_the_limit() -> None:
+    with pytest.raises(InvalidInput, match=rf"^at most {MAX_SCOPES} scopes may be requested$"):
+        check_scopes(["s"] * (MAX_SCOPES + 1))
+
+
+def test_a_scope_one_character_too_long_is_refused_naming_the_limit() -> None:
+    with pytest.raises(
+        InvalidInput, match=rf"^each scope must be a string of at most {MAX_SCOPE_LENGTH} chars$"
+    ):
+        check_scopes(["s" * (MAX_SCOPE_LENGTH + 1)])
