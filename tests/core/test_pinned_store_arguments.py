@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from roomsecrets.core.errors import InvalidInput
+from roomsecrets.core.errors import InvalidInput, VersionConflict
 from roomsecrets.core.ports import Lease, SecretKey, SecretRecord
-from roomsecrets.core.store_arguments import check_lease, check_ttl, list_order
+from roomsecrets.core.store_arguments import (
+    check_expected_version,
+    check_lease,
+    check_ttl,
+    compare_version,
+    list_order,
+)
 
 
 def test_a_bad_ttl_is_refused_with_a_message_naming_ttl() -> None:
@@ -47,3 +53,24 @@ def test_the_list_sort_key_of_an_undelegated_record_is_id_false_empty() -> None:
         type="text/plain", name=None, data=b"x", version=2,
     )
     assert list_order(delegated) == ("mail", True, "bob")
+
+
+def test_a_negative_expected_version_is_refused_saying_what_is_allowed() -> None:
+    with pytest.raises(
+        InvalidInput, match=r"^expected_version must be None or an integer >= 0$"
+    ):
+        check_expected_version(-1)
+
+
+def test_a_version_conflict_over_a_missing_record_says_no_record() -> None:
+    with pytest.raises(VersionConflict, match=r"^expected version 2, found no record$") as caught:
+        compare_version(2, None)
+    assert (caught.value.expected, caught.value.actual) == (2, None)
+
+
+def test_a_version_conflict_over_a_record_names_its_version() -> None:
+    key = SecretKey(room="room", owner="alice", secret_id="mail", delegated_to=None)
+    record = SecretRecord(key=key, type="text/plain", name=None, data=b"x", version=3)
+    with pytest.raises(VersionConflict, match=r"^expected version 0, found version 3$") as caught:
+        compare_version(0, record)
+    assert (caught.value.expected, caught.value.actual) == (0, 3)

@@ -27,9 +27,11 @@ class Transport:
     def __init__(self, *responses: HttpResponse) -> None:
         self.responses = list(responses)
         self.requests: list[HttpRequest] = []
+        self.timeouts: list[float] = []
 
     async def send(self, request: HttpRequest, *, timeout: float, max_body: int) -> HttpResponse:
         self.requests.append(request)
+        self.timeouts.append(timeout)
         return self.responses.pop(0)
 
 
@@ -165,3 +167,16 @@ def test_the_retry_wait_comes_from_the_injected_uniform() -> None:
     assert redeem(client).access_token == "at"
     assert slept == [0.125]
     assert len(transport.requests) == 2
+
+
+def test_by_default_a_call_waits_30_seconds_and_a_token_lives_an_hour() -> None:
+    transport = Transport(json_response(access_token="at"))
+    tokens = redeem(endpoint_client(transport))
+    assert transport.timeouts == [30.0]
+    assert tokens.expires_at == NOW + 3600.0
+
+
+def test_the_configured_timeout_reaches_the_transport() -> None:
+    transport = Transport(json_response(access_token="at"))
+    redeem(endpoint_client(transport, timeout=4.5))
+    assert transport.timeouts == [4.5]
