@@ -8,6 +8,7 @@ from roomsecrets.core.errors import InvalidInput, VersionConflict
 from roomsecrets.core.ports import Lease, SecretKey, SecretRecord
 from roomsecrets.core.store_arguments import (
     check_expected_version,
+    check_key,
     check_lease,
     check_ttl,
     compare_version,
@@ -74,3 +75,17 @@ def test_a_version_conflict_over_a_record_names_its_version() -> None:
     with pytest.raises(VersionConflict, match=r"^expected version 0, found version 3$") as caught:
         compare_version(0, record)
     assert (caught.value.expected, caught.value.actual) == (0, 3)
+
+
+@pytest.mark.parametrize("field", ["room", "owner", "secret_id", "delegated_to"])
+def test_a_key_with_an_empty_field_is_refused_naming_the_field(field: str) -> None:
+    fields: dict[str, object] = dict(room="room", owner="alice", secret_id="mail",
+                                     delegated_to="bob")
+    fields[field] = ""
+    with pytest.raises(InvalidInput, match=rf"^{field} must be a non-empty string$"):
+        check_key(SecretKey(**fields))  # type: ignore[arg-type]
+
+
+def test_a_key_of_another_type_is_refused_naming_the_type() -> None:
+    with pytest.raises(InvalidInput, match=r"^key must be a SecretKey, not dict$"):
+        check_key({"room": "room"})
