@@ -116,3 +116,8 @@ def test_a_scope_one_character_too_long_is_refused_naming_the_limit() -> None:
         InvalidInput, match=rf"^each scope must be a string of at most {MAX_SCOPE_LENGTH} chars$"
     ):
         check_scopes(["s" * (MAX_SCOPE_LENGTH + 1)])
+
+
+def test_text_with_a_control_character_is_refused_saying_so() -> None:
+    with pytest.raises(InvalidInput, match=r"^name must not contain control characters$"):
+        check_name("a\x85b", "name")

@@ -172,3 +172,30 @@ def test_an_answer_without_an_access_token_is_refused_with_what_came() -> None:
         "token response has no usable access_token (HTTP 200, application/json, 24 bytes)"
     )
     assert caught.value.status == 200
+
+
+def test_an_empty_refresh_token_keeps_the_previous_one() -> None:
+    tokens = parse_token_response(
+        status=200, headers=(), body=b'{"access_token": "at", "refresh_token": ""}', now=NOW,
+        previous_refresh_token="old-refresh",
+    )
+    assert tokens.refresh_token == "old-refresh"
+
+
+def test_a_malformed_refresh_token_is_refused_with_what_came() -> None:
+    body = b'{"access_token": "at", "refresh_token": "bad\\u0001"}'
+    with pytest.raises(ProviderResponseError) as caught:
+        answer(body, "application/json")
+    assert str(caught.value) == (
+        f"token response has a malformed refresh_token (HTTP 200, application/json, {len(body)} bytes)"
+    )
+    assert caught.value.status == 200
+
+
+@pytest.mark.parametrize("raw", [123, "", None, ["x"]])
+def test_an_id_token_that_is_not_a_non_empty_string_is_dropped(raw: object) -> None:
+    assert parse(id_token=raw).id_token is None
+
+
+def test_an_id_token_string_is_kept() -> None:
+    assert parse(id_token="header.payload.sig").id_token == "header.payload.sig"
