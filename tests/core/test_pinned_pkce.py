@@ -107,3 +107,16 @@ def test_a_bad_verifier_length_error_states_the_bounds() -> None:
     with pytest.raises(InvalidInput) as info:
         generate_verifier(42)
     assert str(info.value) == "PKCE verifier length must be an int from 43 to 128"
+
+
+def test_a_randomness_source_returning_text_is_refused_saying_it_must_return_bytes() -> None:
+    with pytest.raises(ConfigurationError, match=r"^the randomness source must return bytes$"):
+        generate_verifier(43, token_bytes=lambda n: "a" * n)  # type: ignore[arg-type,return-value]
+
+
+def test_short_randomness_is_refused_saying_too_few_bytes() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^the randomness source returned too few bytes for the verifier$",
+    ):
+        generate_verifier(43, token_bytes=short_but_unique(16))
