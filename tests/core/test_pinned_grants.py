@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.grants import SecretsGrant, check_answer_prompt, check_manage_own_secrets
+from roomsecrets.core.grants import (
+    SecretsGrant,
+    check_answer_prompt,
+    check_manage_own_secrets,
+    glob_match,
+)
 
 
 @pytest.mark.parametrize(
@@ -50,3 +55,20 @@ def test_an_unknown_key_error_lists_the_allowed_keys_comma_separated() -> None:
 def test_a_non_string_key_is_named_in_the_refusal() -> None:
     with pytest.raises(InvalidInput, match=r"^SecretsGrant: keys must be strings, got 7$"):
         SecretsGrant.from_dict({7: True})
+
+
+@pytest.mark.parametrize(
+    "value, pattern, matches",
+    [
+        ("b", "*b", True),
+        ("xb", "*b", True),
+        ("abc", "a*c", True),
+        ("https://login.example.com/token", "https://*.example.com/*", True),
+        ("https://example.com/token", "https://*.example.com/*", False),
+        ("ac", "a*bc", False),
+    ],
+)
+def test_a_star_matches_any_run_including_none_wherever_it_stands(
+    value: str, pattern: str, matches: bool
+) -> None:
+    assert glob_match(value, pattern) is matches
