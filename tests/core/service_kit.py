@@ -89,3 +89,24 @@ def room(service: SecretsService, grant: SecretsGrant | None = None):
     agent = service.connect("agent-1", name="mailbot", grant=grant or SecretsGrant.allow_all())
     alice = service.connect("alice", name="Alice")
     return agent, alice
+
+
+def offline(agent, provider, **kw):
+    """``agent`` fetches alice's offline token (the default client and scopes)."""
+    return agent.get_offline_oauth_token(**oauth_args(provider, **kw), delegated_by="alice")
+
+
+async def approved(agent, alice, provider, **kw):
+    """``agent`` asks alice, alice approves at the provider; returns the agent's token."""
+    request = ask(agent, provider, **kw)
+    await approve_next(alice)
+    return await request
+
+
+async def until(condition, timeout=5.0):
+    """Wait (polling every 10 ms) until ``condition()`` is true; fail after ``timeout``."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")

@@ -19,33 +19,18 @@ from tests.core.service_kit import (
     CLIENT_ID,
     REDIRECT_URI,
     approve_next,
+    approved,
     ask,
     make_service,
     next_prompt,
     oauth_args,
+    offline,
     room,
     running_provider,
+    until,
 )
 from tests.support.fake_provider import CannedResponse, TokenQuirk
 from tests.support.headless_person import approve
-
-
-def offline(agent, provider, **kw):
-    return agent.get_offline_oauth_token(**oauth_args(provider, **kw), delegated_by="alice")
-
-
-async def approved(agent, alice, provider, **kw):
-    request = ask(agent, provider, **kw)
-    await approve_next(alice)
-    return await request
-
-
-async def until(condition, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def stored(store, owner="alice"):

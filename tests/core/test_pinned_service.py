@@ -16,33 +16,18 @@ from roomsecrets.core.memory_store import MemoryStore
 from tests.core.service_kit import (
     REDIRECT_URI,
     approve_next,
+    approved,
     ask,
     make_service,
     next_prompt,
     oauth_args,
+    offline,
     room,
     running_provider,
+    until,
 )
 from tests.support.fake_provider import TokenQuirk
 from tests.support.headless_person import approve
-
-
-def offline(agent, provider, **kw):
-    return agent.get_offline_oauth_token(**oauth_args(provider, **kw), delegated_by="alice")
-
-
-async def approved(agent, alice, provider, **kw):
-    request = ask(agent, provider, **kw)
-    await approve_next(alice)
-    return await request
-
-
-async def until(condition, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 def test_the_remembered_grant_decision_depends_on_the_scopes_asked_for():

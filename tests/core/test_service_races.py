@@ -12,33 +12,17 @@ from roomsecrets.core.memory_store import MemoryStore
 from tests.core.service_kit import (
     REDIRECT_URI,
     approve_next,
+    approved,
     ask,
     make_service,
     next_prompt,
     oauth_args,
+    offline,
     room,
     running_provider,
+    until,
 )
 from tests.support.fake_provider import TokenQuirk
-
-
-async def approved(provider, service, agent, alice):
-    request = asyncio.create_task(agent.request_oauth_token(
-        **oauth_args(provider), from_participant_id="alice", redirect_uri=REDIRECT_URI))
-    await approve_next(alice)
-    return await request
-
-
-async def until(condition, timeout=5.0):
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
-def offline(agent, provider):
-    return agent.get_offline_oauth_token(**oauth_args(provider), delegated_by="alice")
 
 
 def test_cancelling_the_caller_that_started_a_refresh_does_not_replay_the_refresh_token():
@@ -46,7 +30,7 @@ def test_cancelling_the_caller_that_started_a_refresh_does_not_replay_the_refres
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            await approved(provider, service, agent, alice)
+            await approved(agent, alice, provider)
             provider.queue_token_responses(TokenQuirk(delay=0.5))
             service.clock.advance(3600)
             first = asyncio.create_task(offline(agent, provider))
@@ -67,7 +51,7 @@ def test_a_delete_during_a_refresh_is_not_undone():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
-            await approved(provider, service, agent, alice)
+            await approved(agent, alice, provider)
             provider.queue_token_responses(TokenQuirk(delay=0.5))
             service.clock.advance(3600)
             pending = asyncio.create_task(offline(agent, provider))
@@ -87,7 +71,7 @@ def test_a_post_slower_than_the_lease_ttl_keeps_the_lease_and_refreshes_once():
             store = MemoryStore()
             first = make_service(store, lease_ttl=0.3)
             agent1, alice = room(first)
-            await approved(provider, first, agent1, alice)
+            await approved(agent1, alice, provider)
             second = make_service(store, lease_ttl=0.3)
             agent2 = second.connect("agent-1", grant=SecretsGrant.allow_all())
             provider.queue_token_responses(TokenQuirk(delay=1.0))
