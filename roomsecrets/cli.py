@@ -174,13 +174,19 @@ def _build_parser() -> _Parser:
     provide = oauth2_commands.add_parser(
         "provide", parents=common, help="answer a prompt with an authorization code"
     )
-    provide.add_argument("--request-id", required=True)
-    provide.add_argument("--code", required=True)
-    provide.add_argument("--state")
+    provide.add_argument("--request-id", required=True,
+        help="random values may start with '-': write --request-id=VALUE",
+    )
+    provide.add_argument("--code", required=True,
+        help="random values may start with '-': write --code=VALUE",
+    )
+    provide.add_argument("--state", help="random values may start with '-': write --state=VALUE")
     provide.set_defaults(run=_client_command(_oauth2_provide))
 
     reject = oauth2_commands.add_parser("reject", parents=common, help="refuse a prompt")
-    reject.add_argument("--request-id", required=True)
+    reject.add_argument("--request-id", required=True,
+        help="random values may start with '-': write --request-id=VALUE",
+    )
     reject.add_argument("--error", default="user_cancelled")
     reject.set_defaults(run=_client_command(_oauth2_reject))
 

@@ -366,11 +366,12 @@ def test_a_rejected_prompt_ends_the_request_with_one_line(
         asking = start_request(cli, agent, "--from-participant-id", "carol",
                                *oauth_flags(provider), "--timeout", "30")
         prompt = json.loads(prompts.next_line())
-        cli.run("oauth2", "reject", "--room", ROOM, "--request-id", prompt["request_id"],
+        # VALUE joined with '=': a random id, code or state may start with '-'.
+        cli.run("oauth2", "reject", "--room", ROOM, f"--request-id={prompt['request_id']}",
                 token=carol)
         code, stdout, stderr = finish(cli, asking, prints_secret=False)
-        again = cli.run("oauth2", "reject", "--room", ROOM, "--request-id",
-                        prompt["request_id"], token=carol, check=False)
+        again = cli.run("oauth2", "reject", "--room", ROOM,
+                        f"--request-id={prompt['request_id']}", token=carol, check=False)
     finally:
         prompts.stop()
     assert code != 0 and stdout == ""
@@ -395,8 +396,8 @@ def test_provide_answers_a_prompt_with_a_code(cli: Cli, provider: FakeProvider) 
                                *oauth_flags(provider), "--redirect-uri", "https://app.example/cb")
         prompt = json.loads(prompts.next_line())
         code, state = approve(prompt["authorization_url"])
-        cli.run("oauth2", "provide", "--room", ROOM, "--request-id", prompt["request_id"],
-                "--code", code, "--state", state, token=dave)
+        cli.run("oauth2", "provide", "--room", ROOM, f"--request-id={prompt['request_id']}",
+                f"--code={code}", f"--state={state}", token=dave)
         status, token, stderr = finish(cli, asking, prints_secret=True)
     finally:
         prompts.stop()
