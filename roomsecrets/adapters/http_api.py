@@ -20,16 +20,19 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     POST /rooms/{room}/list_user_secrets            {}
          -> {"secrets": [{"id", "type", "name", "delegated_to"}, ...]}
     POST /rooms/{room}/delete_user_secret           {"id", "delegated_to"?}  -> {}
-    POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint",
-         "token_endpoint", "from_participant_id", "redirect_uri"?, "client_secret"?,
-         "scopes"?, "timeout"?, "no_pkce"?}        -> {"access_token": str}
+    POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint"?,
+         "token_endpoint"?, "issuer"?, "from_participant_id", "redirect_uri"?,
+         "client_secret"?, "scopes"?, "timeout"?, "no_pkce"?}  -> {"access_token": str}
          (a long request: it answers when the person approves, rejects, leaves, or
          ``timeout`` seconds pass; ``redirect_uri`` defaults to PUBLIC_URL/oauth/callback.
-         A client that drops the request cancels it.)
-    POST /rooms/{room}/get_offline_oauth_token      {"client_id", "authorization_endpoint",
-         "token_endpoint", "client_secret"?, "scopes"?, "timeout"?, "delegated_by"?,
-         "participant_name"?}                      -> {"access_token": str | null}
-    POST /rooms/{room}/provide_oauth_authorization  {"request_id", "code", "state"?} -> {}
+         A client that drops the request cancels it. Both endpoints are required
+         unless ``issuer`` is given: then the server learns those left out from the
+         issuer's metadata, RFC 8414 / OpenID Connect Discovery.)
+    POST /rooms/{room}/get_offline_oauth_token      {"client_id", "authorization_endpoint"?,
+         "token_endpoint"?, "issuer"?, "client_secret"?, "scopes"?, "timeout"?,
+         "delegated_by"?, "participant_name"?}     -> {"access_token": str | null}
+    POST /rooms/{room}/provide_oauth_authorization  {"request_id", "code", "state"?, "iss"?}
+         -> {}
     POST /rooms/{room}/reject_oauth_authorization   {"request_id", "error"}          -> {}
     POST /rooms/{room}/set_secret                   {"secret_id", "data" (base64),
          "type"?, "name"?, "delegated_to"?}         -> {}
@@ -38,7 +41,8 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     GET  /rooms/{room}/participants
          -> {"participants": [{"id", "name"}, ...]}  (the connected ones)
     GET  /rooms/{room}/ws                           WebSocket (below)
-    GET  /oauth/callback?code=&state=  |  ?error=&state=   (no token: ``state`` is the proof)
+    GET  /oauth/callback?code=&state=&iss=  |  ?error=&state=   (no token: ``state`` is the
+         proof; ``iss`` is checked as RFC 9207 says)
          -> 200 text/html; 400/404/502 text/html when it cannot complete the request
     GET  /openapi.json                              -> this table as OpenAPI 3.1
 
@@ -81,6 +85,7 @@ from ..core.errors import (
     GrantDenied,
     IllegalTransition,
     InvalidInput,
+    IssuerMismatch,
     LeaseLost,
     OAuthError,
     ParticipantNotConnected,
@@ -150,6 +155,7 @@ ERROR_STATUSES: tuple[tuple[type[RoomSecretsError], int, str], ...] = (
     (InvalidParticipantToken, 401, "bad, missing, expired or other-room participant token"),
     (BodyTooLarge, 413, "request body over the server's limit"),
     (ParticipantAlreadyConnected, 409, "the participant already has a WebSocket open"),
+    (IssuerMismatch, 400, "the answer's iss is missing or not the request's issuer (RFC 9207)"),
     (InvalidInput, 400, "bad input: malformed JSON, a missing or invalid field"),
     (GrantDenied, 403, "the participant's grant does not allow it (or not addressed to you)"),
     (UnknownRequest, 404, "no open pending request with this id or state"),
@@ -451,8 +457,25 @@ _EMPTY = {"type": "object", "additionalProperties": False}
 _COMMON_ERRORS = (400, 401, 403, 413)
 _OAUTH_FIELDS = (
     Field(name="client_id", schema=_STRING, required=True),
-    Field(name="authorization_endpoint", schema=_STRING, required=True),
-    Field(name="token_endpoint", schema=_STRING, required=True),
+    Field(
+        name="authorization_endpoint",
+        schema=_OPTIONAL_STRING,
+        description="required unless issuer is given; when given, it wins over the metadata",
+    ),
+    Field(
+        name="token_endpoint",
+        schema=_OPTIONAL_STRING,
+        description="required unless issuer is given; when given, it wins over the metadata",
+    ),
+    Field(
+        name="issuer",
+        schema=_OPTIONAL_STRING,
+        description=(
+            "the provider's issuer identifier: endpoints left out come from its metadata "
+            "(RFC 8414, OpenID Connect Discovery); its revocation endpoint is used on "
+            "delete (RFC 7009) and the answer's iss is checked (RFC 9207)"
+        ),
+    ),
     Field(name="client_secret", schema=_OPTIONAL_STRING, description="never leaves the server"),
     Field(name="scopes", schema=_SCOPES),
     Field(name="timeout", schema=_TIMEOUT, description="seconds"),
@@ -505,7 +528,11 @@ OPERATIONS: tuple[Operation, ...] = (
         name="delete_user_secret",
         method="POST",
         path="/rooms/{room}/delete_user_secret",
-        summary="Delete one of the caller's secrets (a no-op if absent).",
+        summary=(
+            "Delete one of the caller's secrets (a no-op if absent); an OAuth credential "
+            "whose provider has a revocation endpoint is then revoked there (RFC 7009; "
+            "a failed revocation is audited and does not fail the delete)."
+        ),
         fields=(
             Field(name="id", schema=_STRING, required=True),
             Field(name="delegated_to", schema=_OPTIONAL_STRING),
@@ -523,14 +550,14 @@ OPERATIONS: tuple[Operation, ...] = (
             "seconds. Dropping the HTTP request cancels the prompt."
         ),
         fields=(
-            *_OAUTH_FIELDS[:3],
+            *_OAUTH_FIELDS[:4],
             Field(name="from_participant_id", schema=_STRING, required=True),
             Field(
                 name="redirect_uri",
                 schema=_STRING,
                 description="default: the server's PUBLIC_URL/oauth/callback",
             ),
-            *_OAUTH_FIELDS[3:],
+            *_OAUTH_FIELDS[4:],
             Field(name="no_pkce", schema={"type": "boolean", "default": False}),
         ),
         response=_TOKEN_RESPONSE,
@@ -566,6 +593,11 @@ OPERATIONS: tuple[Operation, ...] = (
             Field(name="request_id", schema=_STRING, required=True),
             Field(name="code", schema=_STRING, required=True),
             Field(name="state", schema=_OPTIONAL_STRING),
+            Field(
+                name="iss",
+                schema=_OPTIONAL_STRING,
+                description="the redirect's iss parameter (RFC 9207), when it has one",
+            ),
         ),
         response=_EMPTY,
         errors=(*_COMMON_ERRORS, 404, 409, 502, 503, 504),
@@ -655,7 +687,8 @@ OPERATIONS: tuple[Operation, ...] = (
         path="/oauth/callback",
         summary=(
             "The provider's redirect: ?code=&state= completes the pending request whose "
-            "state matches (as its addressee's provide_oauth_authorization); ?error=&state= "
+            "state matches (as its addressee's provide_oauth_authorization, with the "
+            "RFC 9207 iss when the redirect carries one); ?error=&state= "
             "rejects it. Answers a small HTML page with Cache-Control: no-store and "
             "Referrer-Policy: no-referrer; 400 without state, 404 for an unknown state, "
             "502/504 when the code exchange fails."

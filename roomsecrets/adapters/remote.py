@@ -164,33 +164,34 @@ class RemoteSecretsClient:
         self,
         *,
         client_id: str,
-        authorization_endpoint: str,
-        token_endpoint: str,
         from_participant_id: str,
         redirect_uri: Optional[str] = None,
+        authorization_endpoint: Optional[str] = None,
+        token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         no_pkce: bool = False,
+        issuer: Optional[str] = None,
     ) -> str:
         """See :meth:`SecretsClient.request_oauth_token
         <roomsecrets.core.client.SecretsClient.request_oauth_token>`.
 
         ``redirect_uri=None`` (remote only): the server's
-        ``PUBLIC_URL/oauth/callback``."""
-        body: dict[str, Any] = {
-            "client_id": client_id,
-            "authorization_endpoint": authorization_endpoint,
-            "token_endpoint": token_endpoint,
-            "from_participant_id": from_participant_id,
-            "redirect_uri": redirect_uri,
-            "client_secret": client_secret,
-            "scopes": _scopes(scopes),
-            "timeout": timeout,
-            "no_pkce": no_pkce,
-        }
-        if redirect_uri is None:
-            del body["redirect_uri"]
+        ``PUBLIC_URL/oauth/callback``. The server fetches the issuer's metadata."""
+        body: dict[str, Any] = _without_none(
+            {
+                "client_id": client_id,
+                "authorization_endpoint": authorization_endpoint,
+                "token_endpoint": token_endpoint,
+                "from_participant_id": from_participant_id,
+                "redirect_uri": redirect_uri,
+                "issuer": issuer,
+            }
+        )
+        body.update(
+            client_secret=client_secret, scopes=_scopes(scopes), timeout=timeout, no_pkce=no_pkce
+        )
         wait = timeout if isinstance(timeout, (int, float)) and timeout > 0 else 0
         answer = await self._call(
             "request_oauth_token", body, timeout=float(wait) + _LONG_REQUEST_MARGIN
@@ -201,42 +202,52 @@ class RemoteSecretsClient:
         self,
         *,
         client_id: str,
-        authorization_endpoint: str,
-        token_endpoint: str,
+        authorization_endpoint: Optional[str] = None,
+        token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         delegated_by: Optional[str] = None,
         participant_name: Optional[str] = None,
+        issuer: Optional[str] = None,
     ) -> Optional[str]:
         """See :meth:`SecretsClient.get_offline_oauth_token
         <roomsecrets.core.client.SecretsClient.get_offline_oauth_token>`."""
-        answer = await self._call(
-            "get_offline_oauth_token",
+        body: dict[str, Any] = _without_none(
             {
                 "client_id": client_id,
                 "authorization_endpoint": authorization_endpoint,
                 "token_endpoint": token_endpoint,
-                "client_secret": client_secret,
-                "scopes": _scopes(scopes),
-                "timeout": timeout,
-                "delegated_by": delegated_by,
-                "participant_name": participant_name,
-            },
+                "issuer": issuer,
+            }
         )
+        body.update(
+            client_secret=client_secret,
+            scopes=_scopes(scopes),
+            timeout=timeout,
+            delegated_by=delegated_by,
+            participant_name=participant_name,
+        )
+        answer = await self._call("get_offline_oauth_token", body)
         token = answer.get("access_token")
         if token is not None and not isinstance(token, str):
             raise RoomSecretsError("the server's access_token is not a string")
         return token
 
     async def provide_oauth_authorization(
-        self, *, request_id: str, code: str, state: Optional[str] = None
+        self,
+        *,
+        request_id: str,
+        code: str,
+        state: Optional[str] = None,
+        iss: Optional[str] = None,
     ) -> None:
         """See :meth:`SecretsClient.provide_oauth_authorization
         <roomsecrets.core.client.SecretsClient.provide_oauth_authorization>`."""
-        await self._call(
-            "provide_oauth_authorization", {"request_id": request_id, "code": code, "state": state}
-        )
+        body: dict[str, Any] = {"request_id": request_id, "code": code, "state": state}
+        if iss is not None:
+            body["iss"] = iss
+        await self._call("provide_oauth_authorization", body)
 
     async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None:
         """See :meth:`SecretsClient.reject_oauth_authorization
@@ -415,6 +426,12 @@ def _quote(segment: str) -> str:
     from urllib.parse import quote
 
     return quote(segment, safe="")
+
+
+def _without_none(fields: dict[str, Any]) -> dict[str, Any]:
+    # Optional keys are left out rather than sent as null, so a server that
+    # predates them (issuer, iss) still accepts calls that do not use them.
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _scopes(scopes: Optional[Sequence[str]]) -> Union[list[Any], Any]:

@@ -66,31 +66,38 @@ class SecretsAPI(Protocol):
         self,
         *,
         client_id: str,
-        authorization_endpoint: str,
-        token_endpoint: str,
         from_participant_id: str,
         redirect_uri: str,
+        authorization_endpoint: Optional[str] = None,
+        token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         no_pkce: bool = False,
+        issuer: Optional[str] = None,
     ) -> str: ...
 
     async def get_offline_oauth_token(
         self,
         *,
         client_id: str,
-        authorization_endpoint: str,
-        token_endpoint: str,
+        authorization_endpoint: Optional[str] = None,
+        token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         delegated_by: Optional[str] = None,
         participant_name: Optional[str] = None,
+        issuer: Optional[str] = None,
     ) -> Optional[str]: ...
 
     async def provide_oauth_authorization(
-        self, *, request_id: str, code: str, state: Optional[str] = None
+        self,
+        *,
+        request_id: str,
+        code: str,
+        state: Optional[str] = None,
+        iss: Optional[str] = None,
     ) -> None: ...
 
     async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None: ...

@@ -7,10 +7,11 @@ Method names and keywords follow the reference Secrets API
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from .api import OAuthPrompt, SecretInfo, SecretsAPI
 from .credentials import OAUTH_TOKEN_TYPE
+from .discovery import ProviderMetadata, resolve_endpoints
 from .endpoints import check_redirect_uri
 from .errors import InvalidInput, ParticipantNotConnected, safe_text
 from .grants import authorize, check_manage_own_secrets
@@ -34,8 +35,59 @@ from .inputs import (
 from .participants import Participant, RoomService
 from .ports import SecretKey
 from .token_request import ClientCredentials
+from .values import frozen_value
 
-__all__ = ["SecretsClient"]
+__all__ = ["ProviderRoomService", "SecretsClient"]
+
+
+class ProviderRoomService(RoomService, Protocol):
+    """:class:`~.participants.RoomService` plus what discovery (RFC 8414), revocation
+    on delete (RFC 7009) and the RFC 9207 ``iss`` check need from the service
+    (:class:`~.service.SecretsService` documents each member)."""
+
+    def check_issuer(self, issuer: object) -> str: ...
+
+    async def provider_metadata(
+        self, issuer: str, *, endpoints_given: bool
+    ) -> Optional[ProviderMetadata]: ...
+
+    async def delete_secret(self, key: SecretKey, *, actor: str) -> None: ...
+
+    async def request_token(
+        self,
+        *,
+        requester: str,
+        target: str,
+        client: ClientCredentials,
+        authorization_endpoint: str,
+        token_endpoint: str,
+        scopes: Sequence[str],
+        redirect_uri: str,
+        timeout: float,
+        no_pkce: bool,
+        issuer: Optional[str] = None,
+        metadata: Optional[ProviderMetadata] = None,
+    ) -> str: ...
+
+    async def provide(
+        self,
+        *,
+        by: str,
+        request_id: str,
+        code: str,
+        state: Optional[str],
+        iss: Optional[str] = None,
+    ) -> None: ...
+
+
+@frozen_value
+class _Provider:
+    """The endpoints one OAuth call uses, and the issuer and metadata they came from."""
+
+    authorization_endpoint: str
+    token_endpoint: str
+    issuer: Optional[str]
+    metadata: Optional[ProviderMetadata]
 
 
 def _client_credentials(client_id: str, client_secret: Optional[str]) -> ClientCredentials:
@@ -53,7 +105,7 @@ class SecretsClient:
     method of a closed client raises :class:`~.errors.ParticipantNotConnected`.
     """
 
-    def __init__(self, service: RoomService, participant: Participant) -> None:
+    def __init__(self, service: ProviderRoomService, participant: Participant) -> None:
         self._service = service
         self._participant = participant
         self.participant_id = participant.participant_id
@@ -86,16 +138,24 @@ class SecretsClient:
         self,
         *,
         client_id: str,
-        authorization_endpoint: str,
-        token_endpoint: str,
         from_participant_id: str,
         redirect_uri: str,
+        authorization_endpoint: Optional[str] = None,
+        token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         no_pkce: bool = False,
+        issuer: Optional[str] = None,
     ) -> str:
         """An access token for ``from_participant_id``'s account, asking them if needed.
+
+        ``authorization_endpoint`` and ``token_endpoint`` are required unless
+        ``issuer`` is given: then those left out come from the issuer's metadata
+        (RFC 8414, or OpenID Connect Discovery; fetched once and cached), and an
+        endpoint given explicitly always wins. With an issuer, the credential
+        also learns the provider's revocation endpoint (used by
+        ``delete_user_secret``), and the answer's ``iss`` is checked (RFC 9207).
 
         Checks this participant's grant first. If the person already has a
         credential for this client and token endpoint, delegated to us, whose
@@ -107,13 +167,27 @@ class SecretsClient:
         Raises: GrantDenied (also when the stored credential carries scopes our
         grant does not allow), ParticipantNotConnected (the person is not here),
         RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
-        an OAuthError from the provider, ProviderError (retryable), InvalidInput.
+        an OAuthError from the provider, ProviderError (retryable),
+        InvalidProviderMetadata (the issuer's metadata is unusable; its subclass
+        ProviderMetadataNotFound when an endpoint is neither given nor
+        published), InvalidInput.
         """
         scopes = check_scopes(scopes)
         check_url(redirect_uri, "redirect_uri")
         check_redirect_uri(redirect_uri)
         timeout = check_timeout(timeout)
         check_flag(no_pkce, "no_pkce")
+        provider = await self._provider(
+            "oauth.request_token",
+            from_participant_id,
+            client_id,
+            issuer,
+            authorization_endpoint,
+            token_endpoint,
+            scopes,
+        )
+        authorization_endpoint = provider.authorization_endpoint
+        token_endpoint = provider.token_endpoint
         key = self._checked_credential_key(
             "oauth.request_token",
             from_participant_id,
@@ -150,6 +224,63 @@ class SecretsClient:
             redirect_uri=redirect_uri,
             timeout=timeout,
             no_pkce=no_pkce,
+            issuer=provider.issuer,
+            metadata=provider.metadata,
+        )
+
+    async def _provider(
+        self,
+        action: str,
+        owner: str,
+        client_id: str,
+        issuer: Optional[str],
+        authorization_endpoint: Optional[str],
+        token_endpoint: Optional[str],
+        scopes: tuple[str, ...],
+    ) -> _Provider:
+        """The endpoints to use: as given, or from ``issuer``'s metadata (explicit wins)."""
+        self._check_connected()
+        if issuer is None:
+            if authorization_endpoint is None or token_endpoint is None:
+                raise InvalidInput(
+                    "authorization_endpoint and token_endpoint are required unless issuer is given"
+                )
+            return _Provider(
+                authorization_endpoint=authorization_endpoint,
+                token_endpoint=token_endpoint,
+                issuer=None,
+                metadata=None,
+            )
+        service = self._service
+        service.check_issuer(issuer)
+        if authorization_endpoint is not None:
+            check_url(authorization_endpoint, "authorization_endpoint")
+        if token_endpoint is not None:
+            check_url(token_endpoint, "token_endpoint")
+        given = authorization_endpoint is not None and token_endpoint is not None
+        if not given and not self._participant.grant.oauth:
+            # A grant without OAuth rules refuses whatever the endpoints are: decide
+            # (audited) before asking the issuer for anything.
+            self._checked_credential_key(
+                action,
+                owner,
+                client_id,
+                authorization_endpoint or issuer,
+                token_endpoint or issuer,
+                scopes,
+            )
+        metadata = await service.provider_metadata(issuer, endpoints_given=given)
+        chosen = resolve_endpoints(
+            issuer=issuer,
+            metadata=metadata,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+        )
+        return _Provider(
+            authorization_endpoint=chosen[0],
+            token_endpoint=chosen[1],
+            issuer=issuer,
+            metadata=metadata,
         )
 
     def _checked_credential_key(
@@ -217,15 +348,18 @@ class SecretsClient:
         self,
         *,
         client_id: str,
-        authorization_endpoint: str,
-        token_endpoint: str,
+        authorization_endpoint: Optional[str] = None,
+        token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         delegated_by: Optional[str] = None,
         participant_name: Optional[str] = None,
+        issuer: Optional[str] = None,
     ) -> Optional[str]:
         """A saved access token of ``delegated_by`` (refreshed if needed), never a prompt.
+
+        The endpoints and ``issuer`` work as in :meth:`request_oauth_token`.
 
         Returns None when there is no usable credential (none stored, scopes not
         covered, or the provider revoked it). ``participant_name`` is accepted as
@@ -235,7 +369,7 @@ class SecretsClient:
 
         Raises: GrantDenied (also when the stored credential carries scopes our
         grant does not allow), an OAuthError or ProviderError from a refresh,
-        InvalidInput.
+        InvalidProviderMetadata (see :meth:`request_oauth_token`), InvalidInput.
         """
         if delegated_by is not None and participant_name is not None:
             check_id(delegated_by, "delegated_by")
@@ -246,6 +380,17 @@ class SecretsClient:
             raise InvalidInput("delegated_by (or participant_name) is required")
         scopes = check_scopes(scopes)
         check_timeout(timeout)
+        provider = await self._provider(
+            "oauth.get_offline_token",
+            owner,
+            client_id,
+            issuer,
+            authorization_endpoint,
+            token_endpoint,
+            scopes,
+        )
+        authorization_endpoint = provider.authorization_endpoint
+        token_endpoint = provider.token_endpoint
         key = self._checked_credential_key(
             "oauth.get_offline_token",
             owner,
@@ -270,26 +415,37 @@ class SecretsClient:
         )
 
     async def provide_oauth_authorization(
-        self, *, request_id: str, code: str, state: Optional[str] = None
+        self,
+        *,
+        request_id: str,
+        code: str,
+        state: Optional[str] = None,
+        iss: Optional[str] = None,
     ) -> None:
         """Answer a prompt addressed to us with the provider's authorization ``code``.
 
         The code is redeemed at once and the credential stored as our secret,
         delegated to the requester, whose ``request_oauth_token`` then returns.
         ``state``, when given, must match the prompt's (compared in constant time).
+        ``iss`` is the redirect's ``iss`` parameter (RFC 9207): when the request
+        was made with an issuer that promises to send it, it is required and
+        must equal that issuer; when the issuer made no promise, a given ``iss``
+        must still equal it; without an issuer it is ignored.
 
         Raises: UnknownRequest (no such open request), NotAddressedToYou,
-        IllegalTransition (already answered), StateMismatch, InvalidInput (a
-        malformed code or state: the request stays open for the right one), or
-        the exchange's error (which the requester gets too).
+        IllegalTransition (already answered), StateMismatch, IssuerMismatch,
+        InvalidInput (a malformed code, state or iss: the request stays open for
+        the right one), or the exchange's error (which the requester gets too).
         """
         self._check_connected()
         check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
         check_vschar(code, "code", limit=MAX_CODE)
         if state is not None:
             check_vschar(state, "state", limit=MAX_STATE)
+        if iss is not None:
+            check_url(iss, "iss")
         await self._service.provide(
-            by=self.participant_id, request_id=request_id, code=code, state=state
+            by=self.participant_id, request_id=request_id, code=code, state=state, iss=iss
         )
 
     async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None:
@@ -362,8 +518,15 @@ class SecretsClient:
         ]
 
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
-        """Delete our secret ``id`` (delegated to ``delegated_to``); a no-op if absent."""
-        await self._service.store.delete(self._own_key("secret.manage", id, delegated_to))
+        """Delete our secret ``id`` (delegated to ``delegated_to``); a no-op if absent.
+
+        An OAuth credential whose provider has a revocation endpoint (learnt from
+        its issuer's metadata) is then revoked there (RFC 7009), with a bounded
+        wait; a failed revocation is audited (``credential.revocation_failed``)
+        and does not undo or fail the delete.
+        """
+        key = self._own_key("secret.manage", id, delegated_to)
+        await self._service.delete_secret(key, actor=self.participant_id)
 
     async def set_secret(
         self,

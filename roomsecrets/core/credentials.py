@@ -9,6 +9,7 @@ not cover prompts again, and the new approval replaces the stored credential.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any, Optional
@@ -23,7 +24,12 @@ __all__ = ["OAUTH_TOKEN_TYPE", "StoredCredential", "credential_secret_id"]
 #: ``SecretInfo.type`` of OAuth credentials (SPEC.md); other secrets carry a MIME type.
 OAUTH_TOKEN_TYPE = "oauth_token"
 
+#: Format 1 has no issuer, revocation endpoint or client secret; the writer uses it
+#: whenever none is set, so records readable by older versions stay that way.
 _FORMAT_VERSION = 1
+#: Format 2 adds ``issuer``, ``revocation_endpoint`` and ``client_secret``.
+_FORMAT_VERSION_REVOCABLE = 2
+_OPTIONAL_FIELDS = ("issuer", "revocation_endpoint", "client_secret")
 
 
 def credential_secret_id(client_id: str, token_endpoint: str) -> str:
@@ -38,12 +44,34 @@ def credential_secret_id(client_id: str, token_endpoint: str) -> str:
 
 @frozen_value
 class StoredCredential:
-    """A token set with the client and endpoints it belongs to. ``repr`` shows no token."""
+    """A token set with the client and endpoints it belongs to. ``repr`` shows no token.
+
+    ``issuer`` is the provider's issuer identifier when the credential was
+    obtained through discovery (RFC 8414). ``revocation_endpoint`` is where
+    ``delete_user_secret`` revokes it (RFC 7009). ``client_secret`` is kept only
+    together with a revocation endpoint, because RFC 7009 §2.1 requires client
+    authentication and the person who deletes the credential does not know the
+    agent's client secret. This is a deliberate trade-off: the store already
+    holds the refresh token, which is worth more than the client secret alone.
+    ``repr`` shows none of the three.
+    """
 
     tokens: TokenSet
     client_id: str
     authorization_endpoint: str
     token_endpoint: str
+    issuer: Optional[str] = None
+    revocation_endpoint: Optional[str] = None
+    client_secret: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInput(f"stored credential has no valid {name}")
+        if self.client_secret is not None and self.revocation_endpoint is None:
+            # Kept only for revocation (see the class docstring).
+            raise InvalidInput("a stored credential keeps a client_secret only for revocation")
 
     @property
     def secret_id(self) -> str:
@@ -61,15 +89,15 @@ class StoredCredential:
 
     def with_tokens(self, tokens: TokenSet) -> StoredCredential:
         """The same credential with new tokens (after a refresh)."""
-        return StoredCredential(
-            tokens=tokens,
-            client_id=self.client_id,
-            authorization_endpoint=self.authorization_endpoint,
-            token_endpoint=self.token_endpoint,
-        )
+        return dataclasses.replace(self, tokens=tokens)
 
     def to_json(self) -> bytes:
-        """Compact JSON bytes for the store. Contains the token values."""
+        """Compact JSON bytes for the store. Contains the token values (and the
+        client secret, when one is kept).
+
+        Format 1 when none of ``issuer``, ``revocation_endpoint`` and
+        ``client_secret`` is set, format 2 otherwise.
+        """
         data: dict[str, Any] = {
             "version": _FORMAT_VERSION,
             "client_id": self.client_id,
@@ -77,16 +105,33 @@ class StoredCredential:
             "token_endpoint": self.token_endpoint,
             "tokens": self.tokens.to_dict(),
         }
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+                data["version"] = _FORMAT_VERSION_REVOCABLE
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredCredential:
-        """Inverse of :meth:`to_json`; InvalidInput if the bytes are not a credential."""
+        """Inverse of :meth:`to_json` (formats 1 and 2); InvalidInput if the bytes are
+        not a credential."""
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise InvalidInput("stored credential is not valid JSON") from None
-        if not isinstance(data, dict) or data.get("version") != _FORMAT_VERSION:
+        if not isinstance(data, dict):
+            raise InvalidInput("stored credential has an unknown format")
+        version = data.get("version")
+        # The writer uses format 2 only with at least one of its fields, so a
+        # "format 2" record without any was not written by us.
+        if type(version) is not int or not (
+            version == _FORMAT_VERSION
+            or (
+                version == _FORMAT_VERSION_REVOCABLE
+                and any(data.get(name) is not None for name in _OPTIONAL_FIELDS)
+            )
+        ):
             raise InvalidInput("stored credential has an unknown format")
         fields: dict[str, Optional[str]] = {
             name: data.get(name)
@@ -95,11 +140,15 @@ class StoredCredential:
         for name, value in fields.items():
             if not isinstance(value, str) or not value:
                 raise InvalidInput(f"stored credential has no valid {name}")
+        optional: dict[str, Any] = {}
+        if version == _FORMAT_VERSION_REVOCABLE:
+            optional = {name: data.get(name) for name in _OPTIONAL_FIELDS}
         return cls(
             tokens=TokenSet.from_dict(data.get("tokens") or {}),
             client_id=str(fields["client_id"]),
             authorization_endpoint=str(fields["authorization_endpoint"]),
             token_endpoint=str(fields["token_endpoint"]),
+            **optional,
         )
 
     def __repr__(self) -> str:

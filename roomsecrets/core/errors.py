@@ -27,13 +27,16 @@ __all__ = [
     "InvalidClient",
     "InvalidGrant",
     "InvalidInput",
+    "InvalidProviderMetadata",
     "InvalidRequest",
     "InvalidScope",
+    "IssuerMismatch",
     "LeaseLost",
     "NotAddressedToYou",
     "OAuthError",
     "ParticipantNotConnected",
     "ProviderError",
+    "ProviderMetadataNotFound",
     "ProviderResponseError",
     "ProviderTimeout",
     "ProviderUnavailable",
@@ -53,6 +56,7 @@ __all__ = [
     "UnknownRequest",
     "UnsupportedGrantType",
     "UnsupportedResponseType",
+    "UnsupportedTokenType",
     "VersionConflict",
     "oauth_error_from_response",
     "safe_text",
@@ -155,6 +159,18 @@ class StateMismatch(InvalidInput):
     """
 
     code = "state_mismatch"
+
+
+class IssuerMismatch(InvalidInput):
+    """The ``iss`` of an authorization response is missing or is not the issuer the
+    request was sent to (RFC 9207 §2.4, the mix-up defence).
+
+    The request stays pending, so the right answer can still arrive. The message
+    names no value: the expected issuer is public, but the received one is
+    whatever a redirect carried.
+    """
+
+    code = "issuer_mismatch"
 
 
 class TooManyPendingRequests(RoomSecretsError):
@@ -346,6 +362,12 @@ class UnsupportedResponseType(OAuthError):
     code = "unsupported_response_type"
 
 
+class UnsupportedTokenType(OAuthError):
+    """RFC 7009 §2.2.1 ``unsupported_token_type``: the provider cannot revoke this kind of token."""
+
+    code = "unsupported_token_type"
+
+
 class ServerError(OAuthError):
     """RFC 6749 §4.1.2.1 ``server_error``; some providers also send it from the token endpoint."""
 
@@ -371,6 +393,7 @@ _OAUTH_ERRORS: dict[str, type[OAuthError]] = {
         InvalidScope,
         AccessDenied,
         UnsupportedResponseType,
+        UnsupportedTokenType,
         ServerError,
         TemporarilyUnavailable,
     )
@@ -441,6 +464,26 @@ class ProviderResponseError(ProviderError):
     """The provider answered with something we cannot parse (HTML, garbage, no token)."""
 
     code = "provider_bad_response"
+
+
+class InvalidProviderMetadata(ProviderResponseError):
+    """The provider's metadata (RFC 8414, OpenID Connect Discovery) cannot be used: not a
+    JSON object, an ``issuer`` other than the one asked for (RFC 8414 §3.3), or an
+    endpoint that is not an absolute https URL (http only on loopback).
+
+    Not retryable: the same document comes back until someone fixes the
+    provider or the issuer the caller named.
+    """
+
+    code = "invalid_provider_metadata"
+    retryable = False
+
+
+class ProviderMetadataNotFound(InvalidProviderMetadata):
+    """The issuer publishes no metadata at any well-known URL (every one answered 4xx),
+    or its metadata lacks an endpoint the caller did not give either."""
+
+    code = "provider_metadata_not_found"
 
 
 class ResponseTooLarge(ProviderResponseError):

@@ -40,6 +40,7 @@ from typing import Callable, ClassVar, Generic, Optional, TypeVar, Union
 from .errors import (
     ConfigurationError,
     InvalidInput,
+    IssuerMismatch,
     NotAddressedToYou,
     RoomSecretsError,
     StateMismatch,
@@ -248,12 +249,22 @@ _Waiter = Callable[[Outcome[ResultT]], None]
 class _Entry(PendingMachine, Generic[ResultT]):
     """One open request: its machine state (inherited), its data, its waiter."""
 
-    __slots__ = ("request", "waiter")
+    __slots__ = ("iss_required", "issuer", "request", "waiter")
 
-    def __init__(self, request: PendingRequest, waiter: _Waiter[ResultT]) -> None:
+    def __init__(
+        self,
+        request: PendingRequest,
+        waiter: _Waiter[ResultT],
+        issuer: Optional[str] = None,
+        iss_required: bool = False,
+    ) -> None:
         super().__init__()
         self.request = request
         self.waiter = waiter
+        #: The issuer the authorization request went to (None: not known).
+        self.issuer = issuer
+        #: True when that issuer promised to send ``iss`` (RFC 9207 §3).
+        self.iss_required = iss_required
 
     def __lt__(self, other: _Entry[ResultT]) -> bool:
         # Heap order. The entry itself is the heap item: no (deadline, id) tuple.
@@ -408,6 +419,8 @@ class PendingRegistry(Generic[ResultT]):
         timeout: float,
         build_authorization_url: Callable[[str], str],
         waiter: Callable[[Outcome[ResultT]], None],
+        issuer: Optional[str] = None,
+        iss_required: bool = False,
     ) -> PendingRequest:
         """Open a request from ``requester`` to ``target``; return it (state ``PENDING``).
 
@@ -415,7 +428,10 @@ class PendingRegistry(Generic[ResultT]):
         ``token_urlsafe`` (128 bits each). ``build_authorization_url`` is called
         once with the new OAuth state and returns the URL to show the target.
         The request's deadline is ``clock() + timeout``. ``waiter`` is called
-        exactly once, with the outcome, when the request ends.
+        exactly once, with the outcome, when the request ends. ``issuer``: the
+        issuer the authorization request goes to, when known; ``iss_required``:
+        it advertised ``authorization_response_iss_parameter_supported`` (RFC
+        9207 §3), so every answer must carry its ``iss`` (see :meth:`provide`).
 
         Raises :class:`~.errors.TooManyPendingRequests` when either participant is
         at its bound, :class:`~.errors.InvalidInput` for bad arguments; in both
@@ -430,6 +446,10 @@ class PendingRegistry(Generic[ResultT]):
             raise InvalidInput("timeout must be a finite number of seconds > 0")
         if isinstance(scopes, str):
             raise InvalidInput("scopes must be a sequence of strings, not one string")
+        if issuer is not None and (not isinstance(issuer, str) or not issuer):
+            raise InvalidInput("issuer must be None or a non-empty string")
+        if type(iss_required) is not bool or (iss_required and issuer is None):
+            raise InvalidInput("iss_required must be True or False, and True only with an issuer")
         now = self._clock()
         self._expire(now)
         if len(self._by_requester.get(requester, ())) >= self._max_open_per_requester:
@@ -463,7 +483,7 @@ class PendingRegistry(Generic[ResultT]):
             created_at=now,
             deadline=now + timeout,
         )
-        entry = _Entry(request, waiter)
+        entry = _Entry(request, waiter, issuer, iss_required)
         self._by_id[request_id] = entry
         self._by_state[oauth_state] = entry
         self._by_requester.setdefault(requester, []).append(entry)
@@ -471,7 +491,14 @@ class PendingRegistry(Generic[ResultT]):
         heappush(self._deadlines, entry)
         return request
 
-    def provide(self, request_id: str, *, by: str, state: Optional[str] = None) -> PendingRequest:
+    def provide(
+        self,
+        request_id: str,
+        *,
+        by: str,
+        state: Optional[str] = None,
+        iss: Optional[str] = None,
+    ) -> PendingRequest:
         """Record that ``by`` answered with a code; return the request to exchange it.
 
         Only the target may answer (:class:`~.errors.NotAddressedToYou`), once
@@ -480,8 +507,18 @@ class PendingRegistry(Generic[ResultT]):
         constant time; a mismatch raises :class:`~.errors.StateMismatch` and the
         request stays ``PENDING`` (only the target can get this far, so a wrong
         state is a stale or forged redirect in the target's own browser, and the
-        real answer may still come). On success the request is ``EXCHANGING``:
-        call :meth:`exchange_succeeded` or :meth:`exchange_failed` next.
+        real answer may still come).
+
+        ``iss`` is the authorization response's issuer (RFC 9207). When the
+        request's issuer promised to send it, it must be given and equal that
+        issuer; when the issuer is known but made no promise, a given ``iss``
+        must still equal it; when no issuer is known, ``iss`` is ignored. The
+        comparison is exact (RFC 9207 §2.4: simple string comparison, RFC 3986
+        §6.2.1). A failure raises :class:`~.errors.IssuerMismatch` and, like a
+        wrong state, leaves the request ``PENDING``.
+
+        On success the request is ``EXCHANGING``: call :meth:`exchange_succeeded`
+        or :meth:`exchange_failed` next.
         """
         self._expire(self._clock())
         entry = self._answerable(request_id, by, PendingInput.PROVIDE)
@@ -491,6 +528,19 @@ class PendingRegistry(Generic[ResultT]):
             expected = entry.request.oauth_state.encode("utf-8")
             if not hmac.compare_digest(state.encode("utf-8"), expected):
                 raise StateMismatch("the state does not match the pending request's state")
+        if iss is not None and not isinstance(iss, str):
+            raise InvalidInput("iss must be a string")
+        if entry.issuer is not None:
+            if iss is None and entry.iss_required:
+                raise IssuerMismatch(
+                    "the authorization response has no iss, but the issuer sends one "
+                    "(RFC 9207 §2.4)"
+                )
+            if iss is not None and iss != entry.issuer:
+                raise IssuerMismatch(
+                    "the authorization response's iss is not the issuer the request "
+                    "was sent to (RFC 9207 §2.4)"
+                )
         entry.fire(PendingInput.PROVIDE)
         return entry.request
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -21,15 +22,29 @@ from .audit import AuditEvent, AuditSink, null_audit_sink
 from .authorization import build_authorization_url, join_scopes
 from .client import SecretsClient
 from .credentials import StoredCredential, credential_secret_id
+from .discovery import (
+    MAX_METADATA_BYTES,
+    MetadataCache,
+    ProviderMetadata,
+    build_metadata_request,
+    check_issuer,
+    metadata_urls,
+    parse_metadata_response,
+)
 from .endpoints import check_endpoint
 from .errors import (
     InvalidInput,
+    OAuthError,
     ParticipantNotConnected,
+    ProviderError,
+    ProviderMetadataNotFound,
+    ProviderTimeout,
     RequestCancelled,
     RequestRejected,
     RequestTimedOut,
     RoomSecretsError,
     UnknownRequest,
+    VersionConflict,
 )
 from .grants import (
     GrantDecision,
@@ -54,13 +69,34 @@ from .pkce import generate_pkce_pair
 from .ports import Clock, HttpTransport, SecretKey, SecretStore
 from .refresh import CredentialRefresher
 from .retry import RetryPolicy
+from .revocation import (
+    MAX_REVOCATION_RESPONSE_BYTES,
+    check_revocation_response,
+    revocation_request_for,
+)
 from .token_endpoint import TokenEndpointClient
 from .token_request import ClientCredentials
 from .tokens import TokenSet
+from .values import frozen_value
 
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
 
 _MAX_REMEMBERED_DECISIONS = 1024
+#: Compare-and-swap tries of a delete racing a refresh before it deletes unconditionally.
+_DELETE_ATTEMPTS = 3
+#: Beyond the transport's own timeout, how long a revocation may take before the
+#: delete stops waiting for it (a transport that ignores its timeout).
+_REVOCATION_GRACE = 1.0
+
+_log = logging.getLogger("roomsecrets.service")
+
+
+@frozen_value
+class _ProviderBinding:
+    """What the exchange of one pending request stores beyond the token endpoint's answer."""
+
+    issuer: Optional[str]
+    revocation_endpoint: Optional[str]
 
 
 class SecretsService:
@@ -81,6 +117,11 @@ class SecretsService:
             token's lifetime).
         default_lifetime: assumed lifetime when a provider sends no ``expires_in``.
         allow_insecure_http: allow plain-http OAuth endpoints on non-loopback hosts.
+        discovery_ttl: how long an issuer's metadata (RFC 8414) is kept.
+        discovery_failure_ttl: how long a failed metadata lookup is remembered
+            before the issuer is asked again.
+        revocation_timeout: how long ``delete_user_secret`` waits for the
+            provider's revocation endpoint (RFC 7009) before it gives up on it.
     """
 
     def __init__(
@@ -102,13 +143,34 @@ class SecretsService:
         max_open_per_requester: int = 16,
         max_open_per_target: int = 32,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        discovery_ttl: float = 3600.0,
+        discovery_failure_ttl: float = 5.0,
+        revocation_timeout: float = 10.0,
     ) -> None:
         if not isinstance(room, str) or not room:
             raise InvalidInput("room must be a non-empty string")
+        if (
+            isinstance(revocation_timeout, bool)
+            or not isinstance(revocation_timeout, (int, float))
+            or not 0 < revocation_timeout < float("inf")
+        ):
+            raise InvalidInput("revocation_timeout must be a finite number of seconds > 0")
         if transport is None:
             from .urllib_transport import UrllibTransport
 
             transport = UrllibTransport()
+        self._transport = transport
+        self._http_timeout = http_timeout
+        self._revocation_timeout = float(revocation_timeout)
+        #: Each issuer's metadata, fetched through the transport (RFC 8414).
+        self.discovery = MetadataCache(
+            fetch=self._fetch_metadata,
+            clock=clock,
+            ttl=discovery_ttl,
+            failure_ttl=discovery_failure_ttl,
+        )
+        # Open requests that know their issuer or revocation endpoint, by request id.
+        self._bindings: dict[str, _ProviderBinding] = {}
         self.room = room
         self.store = store
         self.clock = clock
@@ -414,6 +476,53 @@ class SecretsService:
             ),
         )
 
+    # --- the provider's metadata (RFC 8414) ----------------------------------------
+
+    def check_issuer(self, issuer: object) -> str:
+        """``issuer`` if it can be an issuer identifier (RFC 8414 §2); InvalidInput otherwise."""
+        return check_issuer(issuer, allow_insecure_http=self.allow_insecure_http)
+
+    async def provider_metadata(
+        self, issuer: str, *, endpoints_given: bool
+    ) -> Optional[ProviderMetadata]:
+        """``issuer``'s metadata (cached; see :class:`~.discovery.MetadataCache`).
+
+        With ``endpoints_given`` the caller named both endpoints and the metadata
+        only adds the revocation endpoint and the RFC 9207 promise: an issuer
+        that publishes none, or cannot be reached, gives None. Metadata that is
+        wrong (another issuer, a bad endpoint) raises InvalidProviderMetadata
+        either way; without ``endpoints_given`` every failure raises.
+        """
+        try:
+            return await self.discovery.get(issuer)
+        except ProviderError as exc:
+            if endpoints_given and (isinstance(exc, ProviderMetadataNotFound) or exc.retryable):
+                return None
+            raise
+
+    async def _fetch_metadata(self, issuer: str) -> ProviderMetadata:
+        """GET each well-known URL of ``issuer`` in turn until one has its metadata."""
+        urls = metadata_urls(issuer)
+        for url in urls:
+            response = await self._transport.send(
+                build_metadata_request(url), timeout=self._http_timeout, max_body=MAX_METADATA_BYTES
+            )
+            try:
+                return parse_metadata_response(
+                    issuer=issuer,
+                    status=response.status,
+                    headers=response.headers,
+                    body=response.body,
+                    now=self.clock(),
+                    allow_insecure_http=self.allow_insecure_http,
+                )
+            except ProviderMetadataNotFound:
+                continue  # not published here: the next URL may have it
+        raise ProviderMetadataNotFound(
+            f"the issuer {issuer!r} publishes no metadata at {' or '.join(urls)} "
+            "(RFC 8414 §3.1, OpenID Connect Discovery 1.0 §4)"
+        )
+
     async def request_token(
         self,
         *,
@@ -426,10 +535,15 @@ class SecretsService:
         redirect_uri: str,
         timeout: float,
         no_pkce: bool,
+        issuer: Optional[str] = None,
+        metadata: Optional[ProviderMetadata] = None,
     ) -> str:
         """Prompt ``target``, wait for the answer, return the access token.
 
         The client checked every argument (``SecretsClient.request_oauth_token``).
+        ``issuer`` (when the caller named one) and its ``metadata`` (when it
+        publishes some) decide the RFC 9207 check of the answer and where the
+        credential is revoked when deleted.
         """
         # The requester may have left while we looked for a stored credential.
         self.participant(requester)
@@ -443,6 +557,8 @@ class SecretsService:
             redirect_uri=redirect_uri,
             timeout=timeout,
             no_pkce=no_pkce,
+            issuer=issuer,
+            metadata=metadata,
         )
 
     async def _request_token(
@@ -458,6 +574,8 @@ class SecretsService:
         timeout: float,
         no_pkce: bool,
         asked: Optional[set[str]] = None,
+        issuer: Optional[str] = None,
+        metadata: Optional[ProviderMetadata] = None,
     ) -> str:
         """:meth:`request_token` once the requester is known to be present.
 
@@ -474,6 +592,7 @@ class SecretsService:
         outcome: asyncio.Future[Outcome[TokenSet]] = loop.create_future()
 
         def deliver(result: Outcome[TokenSet]) -> None:
+            self._bindings.pop(result.request_id, None)
             target_participant.prompts.pop(result.request_id, None)
             target_participant.changed()
             if not outcome.done():
@@ -500,7 +619,15 @@ class SecretsService:
                 allow_insecure_http=self.allow_insecure_http,
             ),
             waiter=deliver,
+            issuer=issuer,
+            # RFC 9207 §2.4: an issuer that promised iss must send it on every answer.
+            iss_required=metadata is not None and metadata.iss_parameter_supported,
         )
+        revocation_endpoint = None if metadata is None else metadata.revocation_endpoint
+        if issuer is not None or revocation_endpoint is not None:
+            self._bindings[pending.request_id] = _ProviderBinding(
+                issuer=issuer, revocation_endpoint=revocation_endpoint
+            )
         target_participant.prompts[pending.request_id] = OAuthPrompt(
             request_id=pending.request_id,
             authorization_url=pending.authorization_url,
@@ -537,16 +664,33 @@ class SecretsService:
                 asked.discard(pending.request_id)
         return _token_from(result)
 
-    async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
-        """``by`` answers ``request_id`` with a code: redeem it, store the credential."""
-        await self._provide(self.participant(by), request_id=request_id, code=code, state=state)
+    async def provide(
+        self,
+        *,
+        by: str,
+        request_id: str,
+        code: str,
+        state: Optional[str],
+        iss: Optional[str] = None,
+    ) -> None:
+        """``by`` answers ``request_id`` with a code (and the response's RFC 9207
+        ``iss``): redeem it, store the credential."""
+        await self._provide(
+            self.participant(by), request_id=request_id, code=code, state=state, iss=iss
+        )
 
     async def _provide(
-        self, answering: Participant, *, request_id: str, code: str, state: Optional[str]
+        self,
+        answering: Participant,
+        *,
+        request_id: str,
+        code: str,
+        state: Optional[str],
+        iss: Optional[str] = None,
     ) -> None:
         by = answering.participant_id
         self._check_answering(answering, "oauth.provide", request_id)
-        pending = self.registry.provide(request_id, by=by, state=state)
+        pending = self.registry.provide(request_id, by=by, state=state, iss=iss)
         # Answered: the prompt leaves the person's list now, not when the exchange
         # ends. It sits with the connected participant, which may be answering
         # itself or through a session.
@@ -583,11 +727,17 @@ class SecretsService:
                 request_id, RequestCancelled("the exchange failed unexpectedly")
             )
             raise
+        binding = self._bindings.get(request_id)
+        revocation_endpoint = None if binding is None else binding.revocation_endpoint
         credential = StoredCredential(
             tokens=tokens,
             client_id=pending.client_id,
             authorization_endpoint=pending.authorization_endpoint,
             token_endpoint=pending.token_endpoint,
+            issuer=None if binding is None else binding.issuer,
+            revocation_endpoint=revocation_endpoint,
+            # Kept only to authenticate the revocation (RFC 7009 §2.1; see StoredCredential).
+            client_secret=None if revocation_endpoint is None else pending.client_secret,
         )
         key = self.credential_key(
             owner=pending.target,
@@ -611,6 +761,100 @@ class SecretsService:
                 reason="authorization code redeemed",
                 at=self.clock(),
                 details=(("requester", pending.requester), ("secret_id", key.secret_id)),
+            )
+        )
+
+    # --- deleting a secret, revoking a credential (RFC 7009) -------------------------
+
+    async def delete_secret(self, key: SecretKey, *, actor: str) -> None:
+        """Delete the secret at ``key`` (a no-op if absent); if it was an OAuth
+        credential with a revocation endpoint, then revoke it there.
+
+        The delete comes first: it is what the person asked for, and a provider
+        that is down must not keep a credential alive here. The record deleted
+        is the one read (compare-and-swap), so the token revoked is the one that
+        was stored, even while a refresh rotates it. The revocation is audited
+        (``credential.revoked`` or ``credential.revocation_failed``); it never
+        fails the delete.
+        """
+        record, credential = await self.refresher.load(key)
+        for attempt in range(_DELETE_ATTEMPTS):
+            if record is None:
+                return
+            try:
+                if attempt + 1 < _DELETE_ATTEMPTS:
+                    await self.store.delete(key, expected_version=record.version)
+                else:
+                    await self.store.delete(key)  # still racing: the person's delete wins
+                break
+            except VersionConflict:
+                record, credential = await self.refresher.load(key)
+        if credential is not None and credential.revocation_endpoint is not None:
+            await self._revoke(credential, key=key, actor=actor)
+
+    async def _revoke(self, credential: StoredCredential, *, key: SecretKey, actor: str) -> None:
+        details: list[tuple[str, str]] = [
+            ("owner", key.owner),
+            ("secret_id", key.secret_id),
+            ("delegated_to", key.delegated_to or ""),
+            ("revocation_endpoint", str(credential.revocation_endpoint)),
+        ]
+        try:
+            built = revocation_request_for(
+                credential, allow_insecure_http=self.allow_insecure_http
+            )
+            assert built is not None  # the caller checked the endpoint
+            request, hint, sent = built
+            details.append(("token_type_hint", hint))
+            response = await asyncio.wait_for(
+                self._transport.send(
+                    request,
+                    timeout=self._revocation_timeout,
+                    max_body=MAX_REVOCATION_RESPONSE_BYTES,
+                ),
+                self._revocation_timeout + _REVOCATION_GRACE,
+            )
+            details.append(("status", str(response.status)))
+            check_revocation_response(
+                status=response.status,
+                headers=response.headers,
+                body=response.body,
+                now=self.clock(),
+                redact=sent,
+            )
+        except asyncio.TimeoutError:
+            self._revocation_failed(actor, ProviderTimeout.code, details)
+        except RoomSecretsError as exc:
+            if isinstance(exc, OAuthError):
+                details.append(("oauth_error", exc.error))
+            self._revocation_failed(actor, exc.code, details)
+        except Exception as exc:  # a transport bug must not fail the person's delete
+            self._revocation_failed(actor, type(exc).__name__, details)
+        else:
+            self.audit(
+                AuditEvent(
+                    action="credential.revoked",
+                    room=self.room,
+                    actor=actor,
+                    outcome="ok",
+                    reason="revoked at the provider (RFC 7009)",
+                    at=self.clock(),
+                    details=tuple(details),
+                )
+            )
+
+    def _revocation_failed(self, actor: str, code: str, details: list[tuple[str, str]]) -> None:
+        # The credential is deleted here; the provider may still honour the token.
+        _log.warning("revoking a deleted credential failed (%s); it is deleted here", code)
+        self.audit(
+            AuditEvent(
+                action="credential.revocation_failed",
+                room=self.room,
+                actor=actor,
+                outcome="error",
+                reason=code,
+                at=self.clock(),
+                details=tuple(details),
             )
         )
 
@@ -729,6 +973,17 @@ class _Session:
             scopes=scopes,
         )
 
+    def check_issuer(self, issuer: object) -> str:
+        return self._service.check_issuer(issuer)
+
+    async def provider_metadata(
+        self, issuer: str, *, endpoints_given: bool
+    ) -> Optional[ProviderMetadata]:
+        return await self._service.provider_metadata(issuer, endpoints_given=endpoints_given)
+
+    async def delete_secret(self, key: SecretKey, *, actor: str) -> None:
+        await self._service.delete_secret(key, actor=actor)
+
     async def request_token(
         self,
         *,
@@ -741,6 +996,8 @@ class _Session:
         redirect_uri: str,
         timeout: float,
         no_pkce: bool,
+        issuer: Optional[str] = None,
+        metadata: Optional[ProviderMetadata] = None,
     ) -> str:
         # The session may have ended while we looked for a stored credential.
         self.participant(requester)
@@ -755,11 +1012,21 @@ class _Session:
             timeout=timeout,
             no_pkce=no_pkce,
             asked=self._asked,
+            issuer=issuer,
+            metadata=metadata,
         )
 
-    async def provide(self, *, by: str, request_id: str, code: str, state: Optional[str]) -> None:
+    async def provide(
+        self,
+        *,
+        by: str,
+        request_id: str,
+        code: str,
+        state: Optional[str],
+        iss: Optional[str] = None,
+    ) -> None:
         await self._service._provide(
-            self.participant(by), request_id=request_id, code=code, state=state
+            self.participant(by), request_id=request_id, code=code, state=state, iss=iss
         )
 
     def reject(self, *, by: str, request_id: str, error: str) -> None:
