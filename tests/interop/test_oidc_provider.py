@@ -404,6 +404,72 @@ def test_client_secret_post(room: Room, oidc_provider: OidcProvider) -> None:
     run(scenario())
 
 
+def test_the_provider_refuses_an_authorization_request_without_pkce(
+    room: Room, oidc_provider: OidcProvider
+) -> None:
+    """The provider's PKCE rule is real (so the flows above prove we send S256): with
+    ``no_pkce=True`` it answers our callback with an error, and the agent is told."""
+
+    async def scenario() -> None:
+        agent, alice = room.agent(), await room.person()
+        try:
+            asking = asyncio.create_task(
+                agent.request_oauth_token(
+                    **oidc_provider.oauth_args("strict-app"), from_participant_id="alice",
+                    timeout=60, no_pkce=True,
+                )
+            )
+            prompt = await next_prompt(alice)
+            assert "code_challenge" not in prompt.authorization_url
+            visit = await approve_at_provider(
+                prompt.authorization_url, callback_url=room.callback_url
+            )
+            assert visit.pages == ()  # refused before any login page
+            assert visit.query["error"] == "invalid_request"
+            assert "PKCE" in visit.query["error_description"]
+            assert visit.status == 200 and "declined" in visit.text.lower()
+            with pytest.raises(errors.RequestRejected) as rejected:
+                await asyncio.wait_for(asking, 30)
+            assert rejected.value.error == "invalid_request"
+            assert code_exchanges(oidc_provider, "strict-app") == []
+        finally:
+            await room.close()
+
+    run(scenario())
+
+
+def test_a_scope_the_provider_does_not_grant_is_left_out_of_the_credential(
+    room: Room, oidc_provider: OidcProvider
+) -> None:
+    """oidc-provider drops scopes it does not know and says so in the token response's
+    ``scope`` (RFC 6749 §3.3); our credential records what was granted, not what was
+    asked, so it covers only that."""
+
+    async def scenario() -> None:
+        agent, alice = room.agent(), await room.person()
+        asked = ["mail.read", "calendar.unknown"]
+        try:
+            approved = await approve_one(
+                room, oidc_provider, "narrow-app", agent, alice, scopes=asked
+            )
+            [exchange] = code_exchanges(oidc_provider, "narrow-app")
+            assert exchange["scope"] == "mail.read"
+            assert oidc_provider.introspect(approved.token)["scope"] == "mail.read"
+            granted = await agent.get_offline_oauth_token(
+                **oidc_provider.oauth_args("narrow-app", scopes=["mail.read"]),
+                delegated_by="alice",
+            )
+            assert granted == approved.token
+            full = await agent.get_offline_oauth_token(
+                **oidc_provider.oauth_args("narrow-app", scopes=asked), delegated_by="alice"
+            )
+            assert full is None
+        finally:
+            await room.close()
+
+    run(scenario())
+
+
 # --- declining, deleting -----------------------------------------------------------------
 
 
