@@ -427,6 +427,26 @@ def _grant(text: str) -> SecretsGrant:
 
 
 _Work = Callable[["RemoteSecretsClient", argparse.Namespace], Awaitable[int]]
+# The exit status of a command stopped by SIGTERM (128 + 15, as a shell reports it).
+_TERMINATED = 143
+
+
+def _cancel_on_sigterm() -> asyncio.Event:
+    """On SIGTERM, cancel the running task (so its ``async with`` blocks close) and
+    set the returned event. Where signal handlers cannot be set, nothing changes."""
+    import signal
+
+    terminated = asyncio.Event()
+    task = asyncio.current_task()
+
+    def stop() -> None:
+        terminated.set()
+        if task is not None:
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+    return terminated
 
 
 def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
@@ -439,8 +459,17 @@ def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
         from .adapters.remote import RemoteSecretsClient
 
         async def with_client() -> int:
-            async with RemoteSecretsClient(server, token=token, room=args.room) as client:
-                return await work(client, args)
+            terminated = _cancel_on_sigterm()
+            try:
+                async with RemoteSecretsClient(server, token=token, room=args.room) as client:
+                    return await work(client, args)
+            except asyncio.CancelledError:
+                if not terminated.is_set():
+                    raise
+                # Closed cleanly on the way out: a normal WebSocket close makes the
+                # participant leave at once; only a dropped connection gets the
+                # server's grace period.
+                return _TERMINATED
 
         return asyncio.run(with_client())
 

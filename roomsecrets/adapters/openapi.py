@@ -1,11 +1,14 @@
 """The OpenAPI 3.1 document of the room server, built from the one route table
 (:data:`roomsecrets.adapters.http_api.OPERATIONS`) the server registers its
-routes from, so it cannot describe a route the server does not serve or miss one."""
+routes from, plus the approval page's routes
+(:data:`roomsecrets.adapters.approval.PAGE_ROUTES`), so it cannot describe a
+route the server does not serve or miss one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .approval import PAGE_ROUTES
 from .http_api import ERROR_STATUSES, OPERATIONS, PROMPT_SCHEMA, Operation
 
 __all__ = ["openapi_document"]
@@ -55,9 +58,14 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
     responses: dict[str, Any] = {}
     if op.name == "websocket":
+        doc["description"] = _WEBSOCKET_DETAILS
         responses["101"] = {
             "description": "switching to the WebSocket protocol; prompts arrive as "
-            '{"type": "oauth_prompt", "prompt": <OAuthPrompt>}',
+            '{"type": "oauth_prompt", "prompt": <OAuthPrompt>, "from_participant_name"}',
+        }
+        responses["403"] = {
+            "description": "`forbidden_origin`: the Origin header is not the server's own",
+            "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         }
     elif op.name == "oauth_callback":
         responses["200"] = {
@@ -80,6 +88,44 @@ def _operation(op: Operation) -> dict[str, Any]:
     return doc
 
 
+_WEBSOCKET_DETAILS = (
+    "Programs send the participant token in `Authorization: Bearer`; refusals are "
+    "HTTP statuses before the upgrade. Browsers, which cannot set that header, "
+    "open the socket without it and send "
+    '{"type": "authenticate", "token": "<participant token>"} as the first frame; '
+    'the server answers {"type": "authenticated", "room", "participant": {"id", "name"}, '
+    '"server_time", "disconnect_grace"} or an error frame and closes with 4400 (bad '
+    "first frame), 4401 (bad token) or 4409 (already connected). A request with an "
+    "Origin header other than the server's own origin is refused with 403. "
+    'Besides prompts the server sends {"type": "oauth_prompt_ended", "request_id"} when '
+    "an open prompt ends (answered, rejected, timed out or cancelled). A close with "
+    "code 1000 disconnects at once; a drop (no close frame, or 1001 going away) keeps "
+    "the participant connected for the server's grace period, and a new socket "
+    "within it gets the open prompts again."
+)
+
+
+def _page_operation(path: str, content_type: str, summary: str) -> dict[str, Any]:
+    name = "approval_" + path.rsplit("/", 1)[-1].replace(".", "_")
+    return {
+        "operationId": name,
+        "summary": summary,
+        "description": (
+            "No token: the page reads it from the URL fragment (#token=<participant "
+            "token>, never sent to the server). Served with a strict "
+            "Content-Security-Policy, X-Content-Type-Options: nosniff, "
+            "Referrer-Policy: no-referrer and Cache-Control: no-store."
+        ),
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "the file",
+                "content": {content_type: {"schema": {"type": "string"}}},
+            }
+        },
+    }
+
+
 def _field(schema: Any, description: str) -> dict[str, Any]:
     field = dict(schema)
     if description:
@@ -92,6 +138,8 @@ def openapi_document(*, public_url: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    for path, _, content_type, summary in PAGE_ROUTES:
+        paths.setdefault(path, {})["get"] = _page_operation(path, content_type, summary)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -52,9 +52,9 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_websocket import WebSocketError
 
-from ..core.api import OAuthPrompt
 from ..core.client import SecretsClient
 from ..core.errors import (
     InvalidInput,
@@ -63,10 +63,12 @@ from ..core.errors import (
     safe_text,
 )
 from ..core.inputs import check_id
+from ..core.participants import Participant
 from ..core.pending_registry import PendingRequest
 from ..core.ports import HttpTransport, SecretStore
 from ..core.service import SecretsService
 from .aiohttp_transport import AiohttpTransport
+from .approval import add_approval_page, public_origin
 from .http_api import (
     OPERATIONS,
     BodyTooLarge,
@@ -90,6 +92,18 @@ log = logging.getLogger("roomsecrets.server")
 
 #: Default request body limit: a 64 KiB secret in base64 plus the rest of the JSON.
 DEFAULT_MAX_BODY = 256 * 1024
+#: Default seconds a participant whose WebSocket dropped stays connected: a page
+#: reload or a network blip must not cancel the prompts waiting for a person.
+DEFAULT_DISCONNECT_GRACE = 30.0
+# How long a WebSocket without an Authorization header has to send its token.
+_LOGIN_TIMEOUT = 10.0
+# Close codes (RFC 6455 §7.4.2: 4000-4999 are for applications) a browser can
+# read, since it cannot see the status of a refused handshake.
+CLOSE_BAD_FRAME = 4400
+CLOSE_INVALID_TOKEN = 4401
+CLOSE_ALREADY_CONNECTED = 4409
+# How many requesters' display names the server remembers for its prompts.
+_NAMES_REMEMBERED = 4096
 _MAX_WS_MESSAGE = 64 * 1024
 # How often a long request checks that its caller is still there.
 _DISCONNECT_POLL = 0.2
@@ -125,6 +139,7 @@ class _Rooms:
         transport: Optional[HttpTransport],
         service_options: Mapping[str, Any],
         max_body: int,
+        disconnect_grace: float,
     ) -> None:
         self.store = store
         self.max_body = max_body
@@ -137,6 +152,14 @@ class _Rooms:
         self._service_options = dict(service_options)
         self.services: dict[str, SecretsService] = {}
         self.sockets: set[web.WebSocketResponse] = set()
+        self.disconnect_grace = disconnect_grace
+        self.origin = public_origin(self.public_url)
+        self.presences: dict[tuple[str, str], _Presence] = {}
+        # Display names of recent requesters, from their verified tokens: a
+        # prompt names who asks, and an agent calling over HTTP is not connected.
+        self.names: dict[tuple[str, str], Optional[str]] = {}
+        self.closing = False
+        self._background: set[asyncio.Future[None]] = set()
 
     def service(self, room: str) -> SecretsService:
         found = self.services.get(room)
@@ -154,11 +177,100 @@ class _Rooms:
                 return service, service.registry.find_by_oauth_state(state)
         raise UnknownRequest("no open pending request has this state")
 
+    def remember_name(self, who: ParticipantToken) -> None:
+        if len(self.names) >= _NAMES_REMEMBERED:
+            self.names.clear()
+        self.names[(who.room, who.participant_id)] = who.name
+
+    def name_of(self, room: str, participant_id: str) -> Optional[str]:
+        service = self.services.get(room)
+        if service is not None and service.is_connected(participant_id):
+            return service.participant(participant_id).name
+        return self.names.get((room, participant_id))
+
+    def secrets_changed(self, room: str, participant_id: str) -> None:
+        """Tell the participant's open WebSocket (if any) that its secrets changed,
+        so the approval page lists them again."""
+        presence = self.presences.get((room, participant_id))
+        ws = presence.socket if presence is not None else None
+        if ws is not None and not ws.closed:
+            task = asyncio.ensure_future(_send_quietly(ws, {"type": "secrets_changed"}))
+            # The loop keeps only weak references to tasks: hold it until done.
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def join(self, who: ParticipantToken) -> _Presence:
+        """Connect ``who`` for a new WebSocket, or give it back the presence it
+        left less than the grace period ago (same name and grant), prompts and all.
+
+        Raises ParticipantAlreadyConnected while another WebSocket of ``who`` is open.
+        """
+        key = (who.room, who.participant_id)
+        service = self.service(who.room)
+        found = self.presences.get(key)
+        if found is not None and found.socket is None:
+            if found.name == who.name and found.grant == who.grant:
+                found.stay()
+                return found
+            # A new token with another name or grant: the old presence ends now.
+            await self.leave(found)
+        if service.is_connected(who.participant_id):
+            raise ParticipantAlreadyConnected(
+                f"participant {who.participant_id!r} already has a WebSocket open"
+            )
+        client = service.connect(who.participant_id, name=who.name, grant=who.grant)
+        presence = _Presence(who, client, service.participant(who.participant_id))
+        self.presences[key] = presence
+        return presence
+
+    async def release(self, presence: _Presence, *, grace: float) -> None:
+        """Its WebSocket closed: ``presence`` leaves after ``grace`` seconds
+        unless a new WebSocket takes it back first (at once for 0)."""
+        presence.socket = None
+        if self.closing or grace <= 0:
+            await self.leave(presence)
+        else:
+            presence.leaving = asyncio.ensure_future(self._leave_later(presence, grace))
+
+    async def _leave_later(self, presence: _Presence, grace: float) -> None:
+        await asyncio.sleep(grace)
+        await self.leave(presence)
+
+    async def leave(self, presence: _Presence) -> None:
+        """The participant leaves: pending requests to and from it end at once."""
+        if self.presences.get(presence.key) is presence:
+            del self.presences[presence.key]
+        await presence.client.close()
+
     async def close(self) -> None:
+        self.closing = True
         for ws in list(self.sockets):
             await ws.close(code=1001, message=b"server shutting down")
+        for presence in list(self.presences.values()):
+            presence.stay()
+            await self.leave(presence)
         if self._own_transport and isinstance(self.transport, AiohttpTransport):
             await self.transport.aclose()
+
+
+class _Presence:
+    """A participant connected through WebSockets: its client, the socket open
+    now (None during the grace period after a drop), and the pending leave."""
+
+    def __init__(self, who: ParticipantToken, client: SecretsClient, participant: Participant):
+        self.key = (who.room, who.participant_id)
+        self.name = who.name
+        self.grant = who.grant
+        self.client = client
+        self.participant = participant
+        self.socket: Optional[web.WebSocketResponse] = None
+        self.leaving: Optional[asyncio.Future[None]] = None
+
+    def stay(self) -> None:
+        """Cancel a pending leave (a new WebSocket came back in time)."""
+        if self.leaving is not None and not self.leaving.done():
+            self.leaving.cancel()
+        self.leaving = None
 
 
 _ROOMS = web.AppKey("roomsecrets.rooms", _Rooms)
@@ -172,6 +284,7 @@ def create_app(
     transport: Optional[HttpTransport] = None,
     max_body: int = DEFAULT_MAX_BODY,
     service_options: Optional[Mapping[str, Any]] = None,
+    disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
 ) -> web.Application:
     """The room server as an aiohttp application, for embedding or :func:`start_server`.
 
@@ -186,11 +299,21 @@ def create_app(
         service_options: extra keyword arguments for each room's
             :class:`~roomsecrets.core.service.SecretsService` (``clock``,
             ``audit``, ``retry``, ``http_timeout``, ``allow_insecure_http``, ...).
+        disconnect_grace: seconds a participant whose WebSocket dropped (no
+            close frame, or "going away" as a browser sends on reload) stays
+            connected; a new WebSocket within it keeps its prompts. A normal
+            close (code 1000) leaves at once.
     """
     if not isinstance(public_url, str) or not public_url.startswith(("http://", "https://")):
         raise InvalidInput("public_url must be an http or https URL")
     if max_body < 1024:
         raise InvalidInput("max_body must be at least 1024 bytes")
+    if (
+        isinstance(disconnect_grace, bool)
+        or not isinstance(disconnect_grace, (int, float))
+        or not 0 <= disconnect_grace <= 3600
+    ):
+        raise InvalidInput("disconnect_grace must be between 0 and 3600 seconds")
     rooms = _Rooms(
         store=store,
         jwt_key=jwt_key,
@@ -198,11 +321,13 @@ def create_app(
         transport=transport,
         service_options=service_options or {},
         max_body=max_body,
+        disconnect_grace=float(disconnect_grace),
     )
     app = web.Application(client_max_size=max_body, middlewares=[_access_and_errors])
     app[_ROOMS] = rooms
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, _handler_for(op), name=op.name)
+    add_approval_page(app, public_url=rooms.public_url)
 
     async def close_rooms(app: web.Application) -> None:
         await rooms.close()
@@ -453,6 +578,8 @@ _RUNNERS: dict[str, Runner] = {
     "set_secret": _set_secret,
     "get_secret": _get_secret,
 }
+# Operations after which the caller's own secrets may differ.
+_CHANGES_SECRETS = frozenset({"delete_user_secret", "set_secret", "provide_oauth_authorization"})
 # Answers that carry a token or a secret must not be cached anywhere.
 _SECRET_ANSWERS = frozenset({"request_oauth_token", "get_offline_oauth_token", "get_secret"})
 
@@ -460,12 +587,16 @@ _SECRET_ANSWERS = frozenset({"request_oauth_token", "get_offline_oauth_token", "
 async def _json_operation(request: web.Request, op: Operation) -> web.StreamResponse:
     rooms, who = _authenticate(request)
     args = await _read_body(request, op)
+    if op.name == "request_oauth_token":
+        rooms.remember_name(who)
     service = rooms.service(who.room)
     client = service.session(who.participant_id, name=who.name, grant=who.grant)
     try:
         result = await _RUNNERS[op.name](client, args, request)
     finally:
         await client.close()
+    if op.name in _CHANGES_SECRETS:
+        rooms.secrets_changed(who.room, who.participant_id)
     headers = _NO_STORE if op.name in _SECRET_ANSWERS else None
     return web.json_response(result, headers=headers)
 
@@ -484,38 +615,138 @@ async def _openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
-    rooms, who = _authenticate(request)
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=_MAX_WS_MESSAGE)
-    if not ws.can_prepare(request).ok:
-        raise InvalidInput("this route needs a WebSocket upgrade")
-    service = rooms.service(who.room)
-    if service.is_connected(who.participant_id):
-        raise ParticipantAlreadyConnected(
-            f"participant {who.participant_id!r} already has a WebSocket open"
+    rooms = request.app[_ROOMS]
+    # A browser always sends Origin; another site's page must not act for the
+    # person whose token it found nowhere but could try to reuse (RFC 6455 §10.2).
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != rooms.origin:
+        _note(error="forbidden_origin")
+        return web.json_response(
+            {"error": "forbidden_origin", "message": "this WebSocket is for the server's own page"},
+            status=403,
         )
-    client = service.connect(who.participant_id, name=who.name, grant=who.grant)
-    pusher: Optional[asyncio.Future[None]] = None
-    try:
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=_MAX_WS_MESSAGE)
+    if "Authorization" in request.headers:
+        # Programs: the token in the header, refusals as HTTP statuses before the upgrade.
+        _, who = _authenticate(request)
+        if not ws.can_prepare(request).ok:
+            raise InvalidInput("this route needs a WebSocket upgrade")
+        presence = await rooms.join(who)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await rooms.release(presence, grace=0)
+            raise
+    else:
+        # Browsers cannot set headers on a WebSocket, and a token in its URL
+        # would reach logs: the first frame carries it instead.
+        if not ws.can_prepare(request).ok:
+            raise InvalidInput("this route needs a WebSocket upgrade")
         await ws.prepare(request)
-        rooms.sockets.add(ws)
-        pusher = asyncio.ensure_future(_push_prompts(ws, client))
-        async for message in ws:
+        found = await _log_in_by_first_frame(ws, rooms, request.match_info["room"])
+        if found is None:
+            return ws
+        presence = found
+    await _serve_socket(ws, rooms, presence)
+    return ws
+
+
+async def _log_in_by_first_frame(
+    ws: web.WebSocketResponse, rooms: _Rooms, room: str
+) -> Optional[_Presence]:
+    """Read ``{"type": "authenticate", "token": JWT}``; connect its participant and
+    answer ``{"type": "authenticated", ...}``, or send an error frame and close."""
+    try:
+        message = await ws.receive(timeout=_LOGIN_TIMEOUT)
+    except asyncio.TimeoutError:
+        await _refuse(ws, CLOSE_BAD_FRAME, "invalid_input", "no authenticate frame in time")
+        return None
+    token: object = None
+    if message.type == WSMsgType.TEXT:
+        with contextlib.suppress(ValueError):
+            frame = json.loads(message.data)
+            if isinstance(frame, dict) and frame.get("type") == "authenticate":
+                token = frame.get("token")
+    if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        return None
+    if not isinstance(token, str):
+        await _refuse(
+            ws,
+            CLOSE_BAD_FRAME,
+            "invalid_input",
+            'the first frame must be {"type": "authenticate", "token": "<participant token>"}',
+        )
+        return None
+    try:
+        who = rooms.tokens.read(token, room=room)
+    except InvalidParticipantToken as refused:
+        _note(error=refused.code)
+        await _refuse(ws, CLOSE_INVALID_TOKEN, refused.code, str(refused))
+        return None
+    _note(participant=who.participant_id)
+    try:
+        presence = await rooms.join(who)
+    except ParticipantAlreadyConnected as refused:
+        _note(error=refused.code)
+        await _refuse(ws, CLOSE_ALREADY_CONNECTED, refused.code, str(refused))
+        return None
+    service = rooms.service(room)
+    try:
+        await ws.send_json(
+            {
+                "type": "authenticated",
+                "room": room,
+                "participant": {"id": who.participant_id, "name": who.name},
+                # The service's clock: prompts' expires_at are on it, not the browser's.
+                "server_time": service.clock(),
+                "disconnect_grace": rooms.disconnect_grace,
+            }
+        )
+    except ConnectionError:
+        await rooms.release(presence, grace=rooms.disconnect_grace)
+        return None
+    return presence
+
+
+async def _refuse(ws: web.WebSocketResponse, close_code: int, code: str, message: str) -> None:
+    with contextlib.suppress(ConnectionError):
+        await _send_error(ws, code, message)
+    await ws.close(code=close_code, message=code.encode("ascii"))
+
+
+async def _serve_socket(ws: web.WebSocketResponse, rooms: _Rooms, presence: _Presence) -> None:
+    presence.socket = ws
+    rooms.sockets.add(ws)
+    room = presence.key[0]
+    pusher = asyncio.ensure_future(_push_prompts(ws, presence.participant, rooms, room))
+    # A drop (no close frame, or 1001 "going away" as a browser sends when the
+    # page reloads) keeps the participant for the grace period; a normal close
+    # or a protocol error leaves at once.
+    grace = rooms.disconnect_grace
+    try:
+        while True:
+            message = await ws.receive()
             if message.type == WSMsgType.TEXT:
                 await _answer_frame(ws, message.data)
             elif message.type == WSMsgType.BINARY:
                 await _send_error(ws, "invalid_input", "send JSON text frames, not binary ones")
+            elif message.type == WSMsgType.CLOSE:
+                if message.data == WSCloseCode.OK:
+                    grace = 0
+                break
             elif message.type == WSMsgType.ERROR:
+                if isinstance(message.data, WebSocketError):
+                    grace = 0
+                break
+            elif message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
     finally:
         rooms.sockets.discard(ws)
-        if pusher is not None:
-            pusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await pusher
-        # Leaving: pending requests to and from this participant end at once.
-        await client.close()
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await pusher
+        await rooms.release(presence, grace=grace)
         await ws.close()
-    return ws
 
 
 async def _answer_frame(ws: web.WebSocketResponse, text: str) -> None:
@@ -530,16 +761,49 @@ async def _answer_frame(ws: web.WebSocketResponse, text: str) -> None:
     await ws.send_json({"type": "pong"})
 
 
+async def _send_quietly(ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_json(frame)
+
+
 async def _send_error(ws: web.WebSocketResponse, code: str, message: str) -> None:
     await ws.send_json({"type": "error", "error": code, "message": message})
 
 
-async def _push_prompts(ws: web.WebSocketResponse, client: SecretsClient) -> None:
-    prompt: OAuthPrompt
-    async for prompt in client.oauth_prompts():
-        if ws.closed:
-            return
-        await ws.send_json({"type": "oauth_prompt", "prompt": prompt_to_json(prompt)})
+async def _push_prompts(
+    ws: web.WebSocketResponse, participant: Participant, rooms: _Rooms, room: str
+) -> None:
+    """Send each open prompt once (those open before the socket too, in arrival
+    order) and ``{"type": "oauth_prompt_ended", "request_id"}`` when one ends
+    (answered, rejected, timed out, cancelled), until the participant leaves."""
+    loop = asyncio.get_running_loop()
+    sent: set[str] = set()
+    while not participant.closed and not ws.closed:
+        # Watch before looking, so a change made while we send is not missed.
+        watcher: asyncio.Future[None] = loop.create_future()
+        participant.watchers.append(watcher)
+        try:
+            open_now = dict(participant.prompts)
+            for request_id in [rid for rid in sent if rid not in open_now]:
+                sent.discard(request_id)
+                await ws.send_json({"type": "oauth_prompt_ended", "request_id": request_id})
+            for request_id, prompt in open_now.items():
+                if request_id in sent:
+                    continue
+                sent.add(request_id)
+                await ws.send_json(
+                    {
+                        "type": "oauth_prompt",
+                        "prompt": prompt_to_json(prompt),
+                        "from_participant_name": rooms.name_of(
+                            room, prompt.from_participant_id
+                        ),
+                    }
+                )
+            await watcher
+        finally:
+            if watcher in participant.watchers:
+                participant.watchers.remove(watcher)
 
 
 # --- the provider's redirect ----------------------------------------------------------
@@ -598,6 +862,7 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
             )
         finally:
             await client.close()
+        rooms.secrets_changed(service.room, pending.target)
     except RoomSecretsError as exc:
         _note(error=exc.code)
         return _page(

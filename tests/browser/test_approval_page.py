@@ -1,0 +1,281 @@
+"""The approval page in headless Chromium: a person approves, rejects, watches a
+prompt time out, deletes a secret, survives a reload and a server restart."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from roomsecrets.adapters.approval import login_url
+from roomsecrets.adapters.participant_tokens import mint_participant_token
+from roomsecrets.core.errors import RequestRejected, RequestTimedOut
+from roomsecrets.dev_provider import OAuthProvider
+
+from .kit import (
+    AGENT,
+    AGENT_NAME,
+    PERSON,
+    ROOM,
+    SCREENSHOTS,
+    Agent,
+    RoomServer,
+    provider_host,
+)
+
+expect: Any = pytest.importorskip("playwright.sync_api").expect
+
+CONNECTED = re.compile(r"^Connected")
+
+
+def open_page(context: Any, server: RoomServer, console: Optional[list[str]] = None) -> Any:
+    """The page, opened with the person's sign-in URL; ``console`` collects its messages."""
+    page = context.new_page()
+    if console is not None:
+        page.on("console", lambda message: console.append(message.text))
+    page.goto(server.login_url())
+    expect(page.locator("#connection")).to_have_text(CONNECTED)
+    return page
+
+
+def prompt_item(page: Any, provider: OAuthProvider) -> Any:
+    return page.get_by_role("listitem").filter(has_text=AGENT).filter(
+        has_text=provider_host(provider)
+    )
+
+
+def result(future: concurrent.futures.Future[Any], timeout: float = 20.0) -> Any:
+    return future.result(timeout)
+
+
+def test_approve_opens_the_provider_and_the_agent_gets_its_token(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    console: list[str] = []
+    page = open_page(context, room_server, console)
+    # The token came in the fragment and is gone from the address bar.
+    assert "#" not in page.url and "token" not in page.url
+    expect(page.get_by_text("No requests are waiting for you.")).to_be_visible()
+    expect(page.get_by_text("You have no stored secrets.")).to_be_visible()
+
+    asking = agent.request()
+    item = prompt_item(page, provider)
+    expect(item).to_have_count(1)
+    expect(item).to_contain_text(AGENT_NAME)
+    expect(item.locator(".host")).to_have_text(provider_host(provider))
+    expect(item).to_contain_text("mail-app")
+    expect(item).to_contain_text("mail.read mail.send")
+    expect(item.locator(".time-left")).to_have_text(re.compile(r"^(\d+:\d\d min|\d+ s)$"))
+    assert not asking.done()
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "approval-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 360, "height": 780})
+    page.screenshot(path=str(SCREENSHOTS / "approval-phone-360.png"), full_page=True)
+    # Usable at phone width: nothing wider than the screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+    with context.expect_page() as opened:
+        item.get_by_role("button", name="Approve", exact=True).click()
+    provider_tab = opened.value
+    provider_tab.wait_for_load_state()
+    # The provider (who signs the person in and approves) redirected to the
+    # server's /oauth/callback, which completed the request.
+    assert provider_tab.url.startswith(room_server.url + "/oauth/callback?")
+    expect(provider_tab.get_by_role("heading", name="Approved")).to_be_visible()
+
+    token = result(asking)
+    assert provider.is_active(token)
+    expect(item).to_have_count(0)
+    expect(page.locator("#notice")).to_contain_text("answered at the provider")
+    credential = page.get_by_role("listitem").filter(has_text=f"delegated to {AGENT}")
+    expect(credential).to_have_count(1)
+    expect(credential).to_contain_text("OAuth access")
+    # Nothing the page does trips its own Content-Security-Policy.
+    assert not [text for text in console if "Content Security Policy" in text]
+
+
+def test_reject_ends_the_agents_request_with_user_cancelled(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    asking = agent.request()
+    item = prompt_item(page, provider)
+    item.get_by_role("button", name="Reject", exact=True).click()
+    with pytest.raises(RequestRejected) as rejected:
+        result(asking)
+    assert rejected.value.error == "user_cancelled"
+    expect(item).to_have_count(0)
+    expect(page.locator("#notice")).to_have_text(
+        f"You rejected the request from {AGENT_NAME} ({AGENT})."
+    )
+    expect(page.get_by_text("No requests are waiting for you.")).to_be_visible()
+    assert provider.authorization_requests == []
+
+
+def test_a_prompt_that_times_out_disappears(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    asking = agent.request(timeout=3)
+    item = prompt_item(page, provider)
+    expect(item).to_have_count(1)
+    with pytest.raises(RequestTimedOut):
+        result(asking)
+    expect(item).to_have_count(0)
+    expect(page.locator("#notice")).to_contain_text("timed out")
+
+
+def test_deleting_a_secret_asks_first_then_removes_it(
+    context: Any, room_server: RoomServer
+) -> None:
+    person = room_server.client(room_server.person_token())
+    try:
+        room_server.run(
+            person.set_secret(
+                secret_id="calendar", data=b"abc", type="text/plain", name="Calendar key"
+            )
+        )
+        room_server.run(person.set_secret(secret_id="notes", data=b"x", name="Notes key"))
+    finally:
+        room_server.run(person.close())
+    page = open_page(context, room_server)
+    row = page.get_by_role("listitem").filter(has_text="Calendar key")
+    expect(row).to_contain_text("text/plain · not delegated")
+
+    # Cancel keeps it.
+    row.get_by_role("button", name="Delete", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Calendar key")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(row).to_have_count(1)
+
+    row.get_by_role("button", name="Delete", exact=True).click()
+    dialog.get_by_role("button", name="Delete", exact=True).click()
+    expect(row).to_have_count(0)
+    expect(page.get_by_role("listitem").filter(has_text="Notes key")).to_have_count(1)
+    expect(page.locator("#notice")).to_have_text("Deleted “Calendar key”.")
+
+    person = room_server.client(room_server.person_token())
+    try:
+        left = room_server.run(person.list_user_secrets())
+    finally:
+        room_server.run(person.close())
+    assert [info.id for info in left] == ["notes"]
+
+
+def test_a_reload_keeps_the_sign_in_and_the_waiting_prompt(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    asking = agent.request()
+    expect(prompt_item(page, provider)).to_have_count(1)
+    page.reload()
+    # Signed in from this tab's storage; the prompt survived the dropped socket.
+    expect(page.locator("#connection")).to_have_text(CONNECTED)
+    item = prompt_item(page, provider)
+    expect(item).to_have_count(1)
+    assert not asking.done()
+    item.get_by_role("button", name="Reject", exact=True).click()
+    with pytest.raises(RequestRejected):
+        result(asking)
+
+
+def test_the_page_recovers_after_the_server_restarts(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    room_server.stop()
+    expect(page.locator("#connection")).to_contain_text("Disconnected from the server.")
+    expect(page.locator("#connection")).to_contain_text("Reconnecting in")
+    room_server.start()
+    expect(page.locator("#connection")).to_have_text(CONNECTED, timeout=20_000)
+    asking = agent.request()
+    item = prompt_item(page, provider)
+    expect(item).to_have_count(1)
+    item.get_by_role("button", name="Reject", exact=True).click()
+    with pytest.raises(RequestRejected):
+        result(asking)
+
+
+def test_without_a_token_the_page_says_how_to_sign_in(
+    context: Any, room_server: RoomServer
+) -> None:
+    page = context.new_page()
+    page.goto(room_server.url + "/approve")
+    expect(page.get_by_role("heading", name="You are not signed in")).to_be_visible()
+    expect(page.locator("#connection")).to_have_text("Signed out")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+
+
+def test_an_expired_or_forged_token_signs_the_page_out(
+    context: Any, room_server: RoomServer
+) -> None:
+    page = context.new_page()
+    # Signed with another key: the page cannot tell, the server's first-frame check can.
+    forged = mint_participant_token(b"k" * 32, room=ROOM, participant_id=PERSON, ttl=600)
+    page.goto(login_url(room_server.url, forged))
+    expect(page.get_by_role("heading", name="You are not signed in")).to_be_visible()
+    expect(page.locator("#signed-out-reason")).to_contain_text("not valid any more")
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_keyboard_alone_reaches_approve_with_a_visible_focus(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    asking = agent.request()
+    approve = prompt_item(page, provider).get_by_role("button", name="Approve", exact=True)
+    expect(approve).to_be_visible()
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if approve.evaluate("button => button === document.activeElement"):
+            break
+    else:
+        pytest.fail("Tab never reached the Approve button")
+    outline = approve.evaluate("button => getComputedStyle(button).outlineStyle")
+    assert outline != "none"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # on Reject
+    with pytest.raises(RequestRejected):
+        result(asking)
+
+
+def test_axe_finds_no_serious_or_critical_violations(
+    browser: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    axe = Path(__file__).resolve().parents[2] / "node_modules/axe-core/axe.min.js"
+    if not axe.exists():
+        pytest.skip("axe-core is not installed (npm ci)")
+    person = room_server.client(room_server.person_token())
+    try:
+        room_server.run(person.set_secret(secret_id="k", data=b"x", name="A key"))
+    finally:
+        room_server.run(person.close())
+    # Only this test bypasses the page's CSP, to inject axe.
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 800})
+    try:
+        page = open_page(context, room_server)
+        asking = agent.request()
+        expect(prompt_item(page, provider)).to_have_count(1)
+        page.add_script_tag(path=str(axe))
+        found = page.evaluate(
+            "async () => (await axe.run(document)).violations"
+            ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))"
+        )
+        bad = [v for v in found if v["impact"] in ("serious", "critical")]
+        assert bad == []
+        page.set_viewport_size({"width": 360, "height": 780})
+        found = page.evaluate(
+            "async () => (await axe.run(document)).violations.map(v => v.impact)"
+        )
+        assert not {"serious", "critical"} & set(found)
+        prompt_item(page, provider).get_by_role("button", name="Reject", exact=True).click()
+        with pytest.raises(RequestRejected):
+            result(asking)
+    finally:
+        context.close()
