@@ -9,17 +9,25 @@ works against it is likely to work against a real one:
   redirect URI, ``response_type=code``, the scope and PKCE (S256 only,
   required when the client is registered with ``require_pkce=True``, the
   default), then acts as if the configured person approved and redirects with
-  ``code`` and ``state``. Errors follow §4.1.2.1: a redirect with ``error=``
-  when the redirect URI is trustworthy, a plain 400 page when it is not.
+  ``code``, ``state`` and ``iss`` (RFC 9207 §2, the mix-up defence; turn it off
+  with ``send_iss = False``). Errors follow §4.1.2.1: a redirect with
+  ``error=`` (and ``iss``) when the redirect URI is trustworthy, a plain 400
+  page when it is not.
 - ``POST /token`` (RFC 6749 §4.1.3, §6): ``authorization_code`` and
   ``refresh_token`` grants. Codes are single-use and a reused code revokes the
   tokens issued from it (§4.1.2). Refresh tokens rotate, and replaying a used
   one revokes the whole grant (RFC 9700 §4.14.2), as real providers do. Client
   authentication per the client's registered method (§2.3).
-- ``POST /revoke`` (RFC 7009).
+- ``POST /revoke`` (RFC 7009): revoking a refresh token ends its whole grant
+  (its access tokens die, and the refresh token then gets ``invalid_grant``);
+  200 also for a token it does not know (§2.2). Failures are scripted with
+  :meth:`OAuthProvider.queue_revocation_responses`.
 - ``GET /check`` and ``GET /userinfo``: 200 for a valid bearer access token
   (RFC 6750 §2.1), 401 otherwise, so a test can prove an issued token works.
-- ``GET /.well-known/oauth-authorization-server`` (RFC 8414 metadata).
+- ``GET /.well-known/oauth-authorization-server`` (RFC 8414 metadata at the
+  :attr:`~OAuthProvider.issuer`, which is the base URL): the endpoints above,
+  ``revocation_endpoint`` and ``authorization_response_iss_parameter_supported``
+  (true while ``send_iss``).
 
 Example::
 
@@ -257,11 +265,14 @@ class OAuthProvider:
       with ``error=access_denied``; resets itself,
     - ``rotate_refresh_tokens`` (default True): False keeps the refresh token
       and leaves ``refresh_token`` out of refresh responses, like Google,
-    - ``issue_refresh_tokens`` (default True).
+    - ``issue_refresh_tokens`` (default True),
+    - ``send_iss`` (default True): put ``iss`` on every authorization redirect
+      and say so in the metadata (RFC 9207); False behaves like a provider that
+      does neither.
 
     Read-only records (copies, taken under the lock): ``token_requests``,
     ``refresh_posts``, ``revoked_grants``, ``revocation_requests``,
-    ``authorization_requests``, ``check_requests``.
+    ``authorization_requests``, ``check_requests``, ``metadata_requests``.
 
     ``on_secret``: called (under the provider's lock, so keep it quick) with
     each secret value issued or received; it must not raise.
@@ -283,6 +294,7 @@ class OAuthProvider:
         self.deny_next_authorization = False
         self.rotate_refresh_tokens = True
         self.issue_refresh_tokens = True
+        self.send_iss = True
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._clients: dict[str, _Client] = {}
@@ -290,12 +302,14 @@ class OAuthProvider:
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._quirks: collections.deque[_Quirk] = collections.deque()
+        self._revocation_quirks: collections.deque[CannedResponse] = collections.deque()
         self._token_requests: list[tuple[str, str]] = []
         self._authorization_requests: list[dict[str, str]] = []
         self._refresh_posts = 0
         self._revoked_grants = 0
         self._revocation_requests = 0
         self._check_requests = 0
+        self._metadata_requests = 0
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -437,6 +451,19 @@ class OAuthProvider:
         with self._lock:
             self._quirks.extend(responses)
 
+    def queue_revocation_responses(self, *responses: CannedResponse) -> None:
+        """Make the next ``len(responses)`` revocation POSTs answer with these, in order.
+
+        With ``process=False`` (default) the token is not revoked (a gateway's
+        500, a 503 with ``Retry-After``, a slow answer); with ``process=True`` it
+        is revoked first and the answer is lost or replaced.
+        """
+        for response in responses:
+            if not isinstance(response, CannedResponse):
+                raise TypeError("queue CannedResponse values")
+        with self._lock:
+            self._revocation_quirks.extend(responses)
+
     # --- records ------------------------------------------------------------------
 
     @property
@@ -462,6 +489,12 @@ class OAuthProvider:
         """POSTs to the revocation endpoint."""
         with self._lock:
             return self._revocation_requests
+
+    @property
+    def metadata_requests(self) -> int:
+        """GETs of the metadata document."""
+        with self._lock:
+            return self._metadata_requests
 
     @property
     def check_requests(self) -> int:
@@ -539,6 +572,7 @@ class OAuthProvider:
                     error=failure.error,
                     error_description=failure.description,
                     state=state,
+                    iss=self._iss(),
                 )
             if self.deny_next_authorization:
                 self.deny_next_authorization = False
@@ -547,6 +581,7 @@ class OAuthProvider:
                     error="access_denied",
                     error_description="the person denied the request",
                     state=state,
+                    iss=self._iss(),
                 )
             code = "ac_" + secrets.token_urlsafe(32)
             self._note_secret(code)
@@ -558,7 +593,12 @@ class OAuthProvider:
                 challenge=challenge,
                 expires_at=time.time() + self.code_lifetime,
             )
-        return _redirect(redirect_uri, code=code, state=state)
+        return _redirect(redirect_uri, code=code, state=state, iss=self._iss())
+
+    def _iss(self) -> Optional[str]:
+        # RFC 9207 §2: the issuer identifier rides on every authorization response,
+        # success and error alike.
+        return self.issuer if self.send_iss else None
 
     def _check_authorization(
         self, client: _Client, params: dict[str, str], repeated: set[str]
@@ -777,6 +817,9 @@ class OAuthProvider:
         params, repeated = _parse_body(headers, body)
         with self._lock:
             self._revocation_requests += 1
+            quirk = self._revocation_quirks.popleft() if self._revocation_quirks else None
+            if quirk is not None and not quirk.process:
+                return _Reply(quirk.status, quirk.headers, quirk.body, quirk.delay)
             try:
                 if params is None:
                     raise _OAuthFailure(
@@ -803,6 +846,8 @@ class OAuthProvider:
                 status = 401 if failure.error == "invalid_client" else 400
                 body_out = {"error": failure.error, "error_description": failure.description}
                 return _json_reply(status, body_out, _NO_STORE)
+        if quirk is not None:
+            return _Reply(quirk.status, quirk.headers, quirk.body, quirk.delay)
         # §2.2: 200 whether or not the token was known.
         return _Reply(200, _NO_STORE)
 
@@ -840,9 +885,13 @@ class OAuthProvider:
         return token
 
     def _metadata(self) -> _Reply:
+        with self._lock:
+            self._metadata_requests += 1
         return _json_reply(
             200,
             {
+                # RFC 8414 §2; the issuer has no path, so the metadata sits at
+                # /.well-known/oauth-authorization-server (§3.1).
                 "issuer": self.issuer,
                 "authorization_endpoint": self.authorization_endpoint,
                 "token_endpoint": self.token_endpoint,
@@ -852,6 +901,8 @@ class OAuthProvider:
                 "grant_types_supported": ["authorization_code", "refresh_token"],
                 "code_challenge_methods_supported": ["S256"],
                 "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+                "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+                "authorization_response_iss_parameter_supported": self.send_iss,
             },
         )
 
