@@ -299,6 +299,15 @@ class OidcProvider:
         return args
 
 
+    def issuer_args(self, client_id: str, **overrides: Any) -> dict[str, Any]:
+        """As :meth:`oauth_args`, but naming the provider by its issuer only."""
+        args = self.oauth_args(client_id, issuer=self.issuer, **overrides)
+        for endpoint in ("authorization_endpoint", "token_endpoint"):
+            if endpoint not in overrides:
+                del args[endpoint]
+        return args
+
+
 def provider_config(callback_url: str) -> dict[str, Any]:
     clients: list[dict[str, Any]] = [
         {

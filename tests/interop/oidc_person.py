@@ -6,14 +6,15 @@ aiohttp session, signs in, consents (or cancels), and follows every redirect the
 browser tab would, up to our server's ``/oauth/callback``. Unlike
 ``tests/support/headless_person.py`` (made for our own dev provider, which redirects at
 once), it reads the provider's HTML forms with the stdlib :mod:`html.parser` and submits
-them, so it works whatever paths and hidden fields the provider uses.
+them, so it works whatever paths and hidden fields the provider uses, and it follows
+redirects itself, so a test can tamper with the one to our callback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from html.parser import HTMLParser
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
@@ -100,6 +101,11 @@ def _single_values(query: str) -> dict[str, str]:
     return {name: values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
 
 
+#: Redirects one page may take (oidc-provider: /auth -> /interaction -> /auth/{uid} ...).
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
 async def approve_at_provider(
     authorization_url: str,
     *,
@@ -107,13 +113,16 @@ async def approve_at_provider(
     login: str = "alice",
     cancel_at: Optional[str] = None,
     session: Optional[aiohttp.ClientSession] = None,
+    rewrite_callback: Optional[Callable[[str], str]] = None,
 ) -> CallbackVisit:
     """Sign in as ``login`` and consent at the provider, then land on ``callback_url``.
 
     ``cancel_at="login"`` or ``"consent"``: follow the page's Cancel link there instead
     (oidc-provider then redirects with ``error=access_denied``). ``session``: a
     browser that already has the provider's cookies (a person who signed in before);
-    by default a fresh one. Raises :class:`PersonError` on a provider error page.
+    by default a fresh one. ``rewrite_callback``: change the provider's redirect to
+    our callback before following it (an attacker in the middle, for the RFC 9207
+    tests). Raises :class:`PersonError` on a provider error page.
     """
     own = session is None
     browser = session or aiohttp.ClientSession(
@@ -122,11 +131,26 @@ async def approve_at_provider(
         timeout=aiohttp.ClientTimeout(total=30),
     )
     pages: list[str] = []
-    try:
-        response = await browser.get(authorization_url)
-        for _ in range(MAX_PAGES):
+
+    async def visit(
+        method: str, url: str, data: Optional[dict[str, str]] = None
+    ) -> tuple[aiohttp.ClientResponse, str, str]:
+        """Like a browser tab: follow redirects (POST becomes GET after 301-303)."""
+        for _ in range(MAX_REDIRECTS):
+            response = await browser.request(method, url, data=data, allow_redirects=False)
             text = await response.text()
-            here = str(response.url)
+            if response.status not in _REDIRECTS:
+                return response, url, text
+            url = urljoin(url, response.headers["Location"])
+            if rewrite_callback is not None and url.split("?", 1)[0] == callback_url:
+                url = rewrite_callback(url)
+            if response.status in (301, 302, 303):
+                method, data = "GET", None
+        raise PersonError(f"more than {MAX_REDIRECTS} redirects")
+
+    try:
+        response, here, text = await visit("GET", authorization_url)
+        for _ in range(MAX_PAGES):
             if here.split("?", 1)[0] == callback_url:
                 return CallbackVisit(
                     status=response.status,
@@ -147,7 +171,7 @@ async def approve_at_provider(
             pages.append(page)
             if cancel_at == page:
                 [cancel] = [href for href, label in links if "Cancel" in label]
-                response = await browser.get(urljoin(here, cancel))
+                response, here, text = await visit("GET", urljoin(here, cancel))
                 continue
             fields = dict(form.fields)
             if page == "login":
@@ -156,7 +180,7 @@ async def approve_at_provider(
                 raise PersonError(f"unknown provider prompt {page!r}")
             if form.method != "post":
                 raise PersonError(f"the {page} form does not POST")
-            response = await browser.post(urljoin(here, form.action), data=fields)
+            response, here, text = await visit("POST", urljoin(here, form.action), fields)
         raise PersonError(f"no callback after {MAX_PAGES} pages: {pages}")
     finally:
         if own:

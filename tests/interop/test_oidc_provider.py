@@ -15,117 +15,25 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
-from collections.abc import Awaitable
-from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.core import errors
-from roomsecrets.core.api import OAuthPrompt
 from roomsecrets.core.grants import SecretsGrant
 from tests.interop.conftest import CLIENTS, REPO, OidcProvider, Room
-from tests.interop.oidc_person import CallbackVisit, approve_at_provider
+from tests.interop.flows import (
+    approve_one,
+    code_exchanges,
+    issued_refresh_token,
+    next_prompt,
+    refreshes,
+    revoked_grants,
+    run,
+    until,
+)
+from tests.interop.oidc_person import approve_at_provider
 from tests.support import leak_watch
-
-#: No scenario may hang the suite: each runs under this limit.
-SCENARIO_LIMIT = 120
-
-
-def run(scenario: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(scenario, SCENARIO_LIMIT))  # type: ignore[arg-type]
-
-
-async def next_prompt(
-    person: RemoteSecretsClient, timeout: float = 20, *, skip: frozenset[str] = frozenset()
-) -> OAuthPrompt:
-    """The first prompt offered to ``person`` whose request id is not in ``skip``."""
-    prompts = person.oauth_prompts()
-
-    async def first_new() -> OAuthPrompt:
-        async for prompt in prompts:
-            if prompt.request_id not in skip:
-                return prompt
-        raise AssertionError("the prompts ended")
-
-    try:
-        return await asyncio.wait_for(first_new(), timeout)
-    finally:
-        await prompts.aclose()  # type: ignore[attr-defined]
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, limit: float = 30) -> None:
-    deadline = time.monotonic() + limit
-    while not await check():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.25)
-
-
-class Approved:
-    """The outcome of one approval: the agent's token, the prompt, the callback page."""
-
-    def __init__(self, token: str, prompt: OAuthPrompt, visit: CallbackVisit) -> None:
-        self.token = token
-        self.prompt = prompt
-        self.visit = visit
-
-
-async def approve_one(
-    room: Room,
-    provider: OidcProvider,
-    client_id: str,
-    agent: RemoteSecretsClient,
-    alice: RemoteSecretsClient,
-    **overrides: Any,
-) -> Approved:
-    """The agent asks alice; she approves at the provider; the agent gets the token."""
-    asking = asyncio.create_task(
-        agent.request_oauth_token(
-            **provider.oauth_args(client_id, **overrides), from_participant_id="alice",
-            timeout=60,
-        )
-    )
-    # Skip the prompts answered before: RemoteSecretsClient offers them again (see
-    # test_a_prompt_answered_through_the_callback_is_not_offered_again).
-    prompt = await next_prompt(alice, skip=frozenset(room.answered))
-    room.answered.add(prompt.request_id)
-    assert prompt.from_participant_id == "agent-1"
-    assert prompt.client_id == client_id
-    assert prompt.redirect_uri == room.callback_url
-    visit = await approve_at_provider(prompt.authorization_url, callback_url=room.callback_url)
-    assert visit.status == 200, visit.text
-    assert "approved" in visit.text.lower(), visit.text
-    token = await asyncio.wait_for(asyncio.shield(asking), 30)
-    leak_watch.remember_secret(token)
-    return Approved(token, prompt, visit)
-
-
-def code_exchanges(provider: OidcProvider, client_id: str) -> list[Any]:
-    return provider.token_requests(client_id, "authorization_code")
-
-
-def refreshes(provider: OidcProvider, client_id: str) -> list[Any]:
-    return provider.token_requests(client_id, "refresh_token")
-
-
-def revoked_grants(provider: OidcProvider, client_id: str) -> list[Any]:
-    return [entry for entry in provider.log()["revoked_grants"] if entry["client_id"] == client_id]
-
-
-def issued_refresh_token(provider: OidcProvider, client_id: str) -> str:
-    """The refresh token the provider issued last to ``client_id`` (and still valid if
-    nothing else rotated it)."""
-    issued = [
-        entry["issued_refresh_token"]
-        for entry in provider.token_requests(client_id)
-        if entry["status"] == 200
-    ]
-    assert issued and issued[-1], "no refresh token was issued"
-    token: str = issued[-1]
-    return token
-
 
 # --- a public client (PKCE, no secret) ---------------------------------------------------
 

@@ -5,7 +5,7 @@
 // It binds 127.0.0.1 on the port the config names (0: any free port), then prints one JSON
 // line on stdout, {"issuer": ..., "port": ...}; other stdout lines are oidc-provider notices.
 //
-// The configuration is the strict one (see README.md next to this file):
+// The configuration is the strict one (tests/interop/README.md says more):
 // - PKCE required for every client, S256 only (RFC 7636 §4.2, RFC 9700 §2.1.1);
 // - refresh tokens issued on the plain OAuth 2.0 code flow (no `openid`, no `offline_access`,
 //   no `prompt=consent`: oidc-provider's default issues them only for `offline_access`), and
@@ -20,7 +20,8 @@
 // Test-only routes under /_interop/ (never part of the provider):
 // - GET /_interop/log: every token, revocation and introspection request that reached the
 //   provider (grant type, client, auth method used, status, error, tokens issued), the
-//   authorization codes issued and the grants revoked, in order.
+//   authorization codes issued, the grants revoked and the metadata (/.well-known/) GETs,
+//   in order.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -40,7 +41,7 @@ const CLIENT_AUTH_ROUTES = new Set([ROUTES.token, ROUTES.revocation, ROUTES.intr
 
 const registered = new Map(config.clients.map((client) => [client.client_id, client]));
 
-const log = { requests: [], codes: [], revoked_grants: [] };
+const log = { requests: [], codes: [], revoked_grants: [], metadata: [] };
 const entries = new WeakMap(); // req -> its entry in log.requests
 
 function clientMetadata(client) {
@@ -189,6 +190,11 @@ server.listen(config.port ?? 0, '127.0.0.1', () => {
     if (req.method === 'GET' && path === '/_interop/log') {
       sendJson(res, 200, log);
       return;
+    }
+    if (req.method === 'GET' && path.startsWith('/.well-known/')) {
+      const entry = { path, status: null };
+      log.metadata.push(entry);
+      res.on('finish', () => { entry.status = res.statusCode; });
     }
     if (req.method === 'POST' && CLIENT_AUTH_ROUTES.has(path)) {
       // Read the form here to see the client auth; oidc-provider takes the already-read
