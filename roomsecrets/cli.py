@@ -6,6 +6,7 @@ server, the remote client and the CLI")::
     roomsecrets serve [--host H] [--port P] [--store file:DIR | memory | aws:PREFIX]
                       [--public-url URL]
     roomsecrets token mint --room R --participant-id ID [--name N] [--grant G] [--ttl S]
+                           [--login-url [--server URL]]
     roomsecrets oauth2 list|delete|request|get|prompts|provide|reject --room R ...
     roomsecrets participant list --room R [--json]
     roomsecrets secret set|get|list|delete --room R ...
@@ -15,7 +16,8 @@ Every client command takes ``--server`` (env ``ROOMSECRETS_SERVER``, default
 ``http://127.0.0.1:8700``) and ``--token`` (env ``ROOMSECRETS_TOKEN``), before or
 after the subcommand. An error is one line on stderr and a non-zero exit status
 (2 for a usage error), never a traceback. The only secret a command prints is the
-one it exists to print (``token mint``: the JWT; ``oauth2 request``/``get``: the
+one it exists to print (``token mint``: the JWT, or with ``--login-url`` the
+approval page's sign-in URL that carries it; ``oauth2 request``/``get``: the
 access token; ``secret get``: the secret's bytes).
 
 This module imports only the standard library at load time: ``--help``, ``token
@@ -124,6 +126,19 @@ def _build_parser() -> _Parser:
         help="default | allow-all | a SecretsGrant as JSON | @FILE holding that JSON",
     )
     mint.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    mint.add_argument(
+        "--login-url",
+        action="store_true",
+        help="print instead the URL that opens the approval page signed in as this "
+        "participant (the token rides in the URL fragment, which no server or "
+        "Referer sees)",
+    )
+    mint.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        help=f"with --login-url: the server's public URL (env {SERVER_ENV}, "
+        f"default {DEFAULT_SERVER})",
+    )
     _store_flag(mint)
     mint.set_defaults(run=_token_mint)
 
@@ -391,17 +406,29 @@ def _token_mint(args: argparse.Namespace) -> int:
     _need("jwt", "aiohttp")
     from .adapters.participant_tokens import mint_participant_token
 
-    print(
-        mint_participant_token(
-            key,
-            room=args.room,
-            participant_id=args.participant_id,
-            name=args.name,
-            grant=grant,
-            ttl=args.ttl,
-        )
+    token = mint_participant_token(
+        key,
+        room=args.room,
+        participant_id=args.participant_id,
+        name=args.name,
+        grant=grant,
+        ttl=args.ttl,
     )
+    if args.login_url:
+        from .adapters.approval import login_url
+
+        server = _server_url(args)
+        if not server.startswith(("http://", "https://")):
+            raise InvalidInput("--server must be an http or https URL")
+        print(login_url(server, token))
+    else:
+        print(token)
     return 0
+
+
+def _server_url(args: argparse.Namespace) -> str:
+    found: str = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+    return found
 
 
 def _grant(text: str) -> SecretsGrant:
@@ -451,7 +478,7 @@ def _cancel_on_sigterm() -> asyncio.Event:
 
 def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        server = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+        server = _server_url(args)
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         if not token:
             raise _Failure(f"no participant token: pass --token or set {TOKEN_ENV}")
