@@ -10,7 +10,7 @@ server, the remote client and the CLI")::
     roomsecrets oauth2 list|delete|request|get|prompts|provide|reject --room R ...
     roomsecrets participant list --room R [--json]
     roomsecrets secret set|get|list|delete --room R ...
-    roomsecrets demo [--data DIR]
+    roomsecrets demo [--data DIR] [--open]
 
 Every client command takes ``--server`` (env ``ROOMSECRETS_SERVER``, default
 ``http://127.0.0.1:8700``) and ``--token`` (env ``ROOMSECRETS_TOKEN``), before or
@@ -247,6 +247,12 @@ def _build_parser() -> _Parser:
         "demo", help="the whole flow, offline, in one command (server, provider, agent, person)"
     )
     demo.add_argument("--data", help="file store folder (default: a temporary folder)")
+    demo.add_argument(
+        "--open",
+        action="store_true",
+        help="be the person yourself: print the approval page's sign-in URL, then wait "
+        "for you to open it in your browser and approve",
+    )
     demo.set_defaults(run=_demo)
     return parser
 
@@ -673,4 +679,4 @@ async def _secret_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(data=args.data)
+    return run_demo(data=args.data, by_hand=args.open)

@@ -20,6 +20,15 @@ its timing and checking that it did what it says:
 The exit status is 0 only if every step checked out. No secret value is printed:
 the demo checks its own output against every secret the provider issued or
 received, the signing key and the participant tokens.
+
+``roomsecrets demo --open`` lets you be the person: it prints the approval
+page's sign-in URL for alice (her token rides in the URL fragment: the one
+secret this mode prints, on purpose) and waits for you to open it in your own
+browser. Steps 2 to 4 are then yours: the prompt appears on the page, Approve
+opens the development provider in a new tab, which approves at once (it has no
+password form) and redirects to ``/oauth/callback``. The demo never starts a
+browser itself: a URL on a command line would show the token to every local
+user's ``ps``.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ SCOPES = ("mail.read", "mail.send")
 CONCURRENT_CALLERS = 50
 # No step should take longer than this on any machine; a hang is a failure.
 _STEP_TIMEOUT = 20.0
+#: How long ``--open`` waits for the person to open the page, then to approve.
+BY_HAND_TIMEOUT = 600.0
 
 T = TypeVar("T")
 
@@ -87,8 +98,19 @@ class _Output:
         print(text, file=self.stream, flush=True)
 
 
-def run_demo(*, data: Optional[str] = None, out: Optional[TextIO] = None) -> int:
-    """Run the demo; return 0 if every step did what it says, else 1."""
+def run_demo(
+    *,
+    data: Optional[str] = None,
+    out: Optional[TextIO] = None,
+    by_hand: bool = False,
+    by_hand_timeout: float = BY_HAND_TIMEOUT,
+) -> int:
+    """Run the demo; return 0 if every step did what it says, else 1.
+
+    ``by_hand``: a person approves in their own browser on the approval page
+    (its sign-in URL is printed), not the simulated one; each wait for them
+    gives up after ``by_hand_timeout`` seconds.
+    """
     stream = sys.stdout if out is None else out
     try:
         import aiohttp  # noqa: F401 - only to give a clear message
@@ -103,7 +125,8 @@ def run_demo(*, data: Optional[str] = None, out: Optional[TextIO] = None) -> int
         folder = data if data is not None else stack.enter_context(
             tempfile.TemporaryDirectory(prefix="roomsecrets-demo-")
         )
-        return asyncio.run(_walk(folder, _Output(stream)))
+        hand = by_hand_timeout if by_hand else None
+        return asyncio.run(_walk(folder, _Output(stream), hand))
     return 1  # pragma: no cover - the with block always returns
 
 
@@ -145,7 +168,7 @@ async def _room_server(
         await server.close()
 
 
-async def _walk(folder: str, out: _Output) -> int:
+async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> int:
     from .adapters.participant_tokens import mint_participant_token
     from .adapters.remote import RemoteSecretsClient
     from .core.grants import OAuthRule, SecretsGrant
@@ -174,16 +197,28 @@ async def _walk(folder: str, out: _Output) -> int:
             person_token = mint_participant_token(
                 key, room=ROOM, participant_id=PERSON, name="Alice", ttl=600
             )
-            secrets_seen.update({key.decode("ascii", "replace"), agent_token, person_token})
+            secrets_seen.update({key.decode("ascii", "replace"), agent_token})
+            if by_hand is None:
+                # By hand, alice's sign-in URL is printed on purpose: her token is the
+                # one secret that mode exists to print.
+                secrets_seen.add(person_token)
             out.line("roomsecrets demo: everything on 127.0.0.1, nothing leaves this machine")
             out.line(f"  room server      {url}  (room {ROOM!r}, file store {folder})")
             out.line(f"  OAuth provider   {provider.base_url}  (development provider, PKCE S256)")
             out.line(f"  agent            {AGENT} (may ask {PERSON} for {CLIENT_ID})")
-            out.line(f"  person           {PERSON} (connected over the WebSocket)")
+            if by_hand is None:
+                out.line(f"  person           {PERSON} (connected over the WebSocket)")
+            else:
+                from .adapters.approval import login_url
+
+                out.line(f"  person           you, as {PERSON}: open this in your browser:")
+                out.line(f"  {login_url(url, person_token)}")
             agent = RemoteSecretsClient(url, token=agent_token, room=ROOM)
             person = RemoteSecretsClient(url, token=person_token, room=ROOM)
             try:
-                ok = await _steps(out, provider, url, clock, agent, person, person_token)
+                ok = await _steps(
+                    out, provider, url, clock, agent, person, person_token, by_hand
+                )
             finally:
                 await agent.close()
                 await person.close()
@@ -194,11 +229,28 @@ async def _walk(folder: str, out: _Output) -> int:
     total = (time.perf_counter() - started) * 1000
     if ok:
         out.line(
-            f"all 8 steps did what they say in {total:.0f} ms; no secret value was printed "
-            f"(checked against {len(secrets_seen)} values)"
+            f"all {_step_count(by_hand)} steps did what they say in {total:.0f} ms; "
+            f"no secret value was printed (checked against {len(secrets_seen)} values)"
         )
         return 0
     return 1
+
+
+def _step_count(by_hand: Optional[float]) -> int:
+    # By hand, the prompt, the approval and the callback are one step: yours.
+    return 8 if by_hand is None else 6
+
+
+async def _by_hand(awaitable: Awaitable[T], what: str, timeout: float) -> T:
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise StepFailed(f"{what}: nothing in {timeout:.0f} s") from None
+
+
+async def _until_connected(agent: RemoteSecretsClient) -> None:
+    while PERSON not in [p.id for p in await agent.list_participants()]:
+        await asyncio.sleep(0.2)
 
 
 async def _steps(
@@ -209,6 +261,7 @@ async def _steps(
     agent: RemoteSecretsClient,
     person: RemoteSecretsClient,
     person_token: str,
+    by_hand: Optional[float] = None,
 ) -> bool:
     from .adapters.remote import RemoteSecretsClient
 
@@ -230,65 +283,95 @@ async def _steps(
 
     requesting: Optional[asyncio.Task[str]] = None
     try:
-        await _within(person.connect(), "connecting the person")
-        prompts = person.oauth_prompts()
+        if by_hand is None:
+            await _within(person.connect(), "connecting the person")
+            prompts = person.oauth_prompts()
+        else:
+            out.line("   waiting for you to open the page (the agent can only ask a person "
+                     "who is connected)...")
+            await _by_hand(_until_connected(agent), "waiting for you to open the page", by_hand)
         mark = time.perf_counter()
 
         # 1. request
         requesting = asyncio.ensure_future(
-            agent.request_oauth_token(from_participant_id=PERSON, timeout=60, **oauth)
+            agent.request_oauth_token(
+                from_participant_id=PERSON, timeout=60 if by_hand is None else by_hand, **oauth
+            )
         )
         await asyncio.sleep(0)
         _check(not requesting.done(), "the request ended before anyone approved")
         step("request", f"{AGENT} asks {PERSON} for a {' '.join(SCOPES)} token; it waits")
 
-        # 2. the prompt reaches the person
-        prompt = await _within(prompts.__anext__(), "the prompt reaching the person")
-        _check(prompt.from_participant_id == AGENT, "the prompt names another requester")
-        _check(prompt.client_id == CLIENT_ID, "the prompt names another client")
-        _check(tuple(prompt.scopes) == SCOPES, "the prompt asks for other scopes")
-        _check(
-            prompt.authorization_url.startswith(provider.authorization_endpoint + "?"),
-            "the authorization URL is not the provider's",
-        )
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(prompt.authorization_url).query))
-        _check(
-            query.get("code_challenge_method") == "S256" and bool(query.get("code_challenge")),
-            "the authorization URL has no S256 code challenge",
-        )
-        _check(query.get("redirect_uri") == url + "/oauth/callback", "wrong redirect URI")
-        _check(not requesting.done(), "the request ended before anyone approved")
-        step(
-            "the prompt reaches the person",
-            f"over {PERSON}'s WebSocket: from {prompt.from_participant_id}, provider "
-            f"{_host_port(prompt.authorization_url)}, PKCE S256",
-        )
+        if by_hand is None:
+            # 2. the prompt reaches the person
+            prompt = await _within(prompts.__anext__(), "the prompt reaching the person")
+            _check(prompt.from_participant_id == AGENT, "the prompt names another requester")
+            _check(prompt.client_id == CLIENT_ID, "the prompt names another client")
+            _check(tuple(prompt.scopes) == SCOPES, "the prompt asks for other scopes")
+            _check(
+                prompt.authorization_url.startswith(provider.authorization_endpoint + "?"),
+                "the authorization URL is not the provider's",
+            )
+            query = dict(
+                urllib.parse.parse_qsl(urllib.parse.urlsplit(prompt.authorization_url).query)
+            )
+            _check(
+                query.get("code_challenge_method") == "S256" and bool(query.get("code_challenge")),
+                "the authorization URL has no S256 code challenge",
+            )
+            _check(query.get("redirect_uri") == url + "/oauth/callback", "wrong redirect URI")
+            _check(not requesting.done(), "the request ended before anyone approved")
+            step(
+                "the prompt reaches the person",
+                f"over {PERSON}'s WebSocket: from {prompt.from_participant_id}, provider "
+                f"{_host_port(prompt.authorization_url)}, PKCE S256",
+            )
 
-        # 3. the person approves at the provider
-        approvals = len(provider.authorization_requests)
-        location = await _within(
-            asyncio.to_thread(authorization_redirect, prompt.authorization_url),
-            "the provider's answer",
-        )
-        sent_back = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
-        _check(location.startswith(url + "/oauth/callback?"), "the provider redirected elsewhere")
-        _check(bool(sent_back.get("code")) and "error" not in sent_back, "no code came back")
-        _check(len(provider.authorization_requests) == approvals + 1, "the provider saw nothing")
-        step(
-            "the person approves at the provider",
-            f"{provider.user} approves; the provider redirects to /oauth/callback "
-            "with a code (not shown)",
-        )
+            # 3. the person approves at the provider
+            approvals = len(provider.authorization_requests)
+            location = await _within(
+                asyncio.to_thread(authorization_redirect, prompt.authorization_url),
+                "the provider's answer",
+            )
+            sent_back = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+            _check(
+                location.startswith(url + "/oauth/callback?"), "the provider redirected elsewhere"
+            )
+            _check(bool(sent_back.get("code")) and "error" not in sent_back, "no code came back")
+            _check(
+                len(provider.authorization_requests) == approvals + 1, "the provider saw nothing"
+            )
+            step(
+                "the person approves at the provider",
+                f"{provider.user} approves; the provider redirects to /oauth/callback "
+                "with a code (not shown)",
+            )
 
-        # 4. /oauth/callback completes it
-        page = await _within(asyncio.to_thread(browser_get, location), "/oauth/callback")
-        _check(page.status == 200, f"/oauth/callback answered HTTP {page.status}")
-        _check(b"Approved" in page.body, "/oauth/callback did not approve")
-        _check(page.headers.get("cache-control") == "no-store", "the page may be cached")
-        step(
-            "/oauth/callback completes it",
-            "HTTP 200 'Approved', Cache-Control: no-store; the server exchanged the code",
-        )
+            # 4. /oauth/callback completes it
+            page = await _within(asyncio.to_thread(browser_get, location), "/oauth/callback")
+            _check(page.status == 200, f"/oauth/callback answered HTTP {page.status}")
+            _check(b"Approved" in page.body, "/oauth/callback did not approve")
+            _check(page.headers.get("cache-control") == "no-store", "the page may be cached")
+            step(
+                "/oauth/callback completes it",
+                "HTTP 200 'Approved', Cache-Control: no-store; the server exchanged the code",
+            )
+        else:
+            # 2-4 by hand: the page shows the prompt, Approve opens the provider,
+            # which redirects the browser to /oauth/callback.
+            approvals = len(provider.authorization_requests)
+            out.line(f"   approve the request from {AGENT} on the page, in your browser...")
+            await _by_hand(asyncio.shield(requesting), "waiting for your approval", by_hand)
+            _check(
+                len(provider.authorization_requests) == approvals + 1,
+                "the provider saw no authorization request",
+            )
+            step(
+                "you approve on the page",
+                f"the prompt reached your page; Approve opened "
+                f"{_host_port(provider.authorization_endpoint)}, which redirected to "
+                "/oauth/callback",
+            )
 
         # 5. the agent gets the token
         token = await _within(requesting, "the agent's token")
@@ -306,8 +389,9 @@ async def _steps(
             f"secret delegated to {AGENT}",
         )
 
-        # 6. offline fetch, no prompt: the person has left
-        await _within(person.close(), "the person leaving")
+        # 6. offline fetch, no prompt: the person has left (by hand: the page may stay)
+        if by_hand is None:
+            await _within(person.close(), "the person leaving")
         posts, authorizations = len(provider.token_requests), len(provider.authorization_requests)
         again = await _within(
             agent.get_offline_oauth_token(delegated_by=PERSON, **oauth), "the offline fetch"
@@ -319,7 +403,8 @@ async def _steps(
         )
         step(
             "offline fetch, without a prompt",
-            f"{PERSON} is gone; the same token comes back; 0 prompts, 0 token POSTs",
+            f"{PERSON if by_hand is None else 'no one'} is asked; the same token comes back; "
+            "0 prompts, 0 token POSTs",
         )
 
         # 7. expiry and one refresh for 50 concurrent callers

@@ -97,3 +97,9 @@ def test_a_server_that_is_not_a_web_address_is_one_error_line() -> None:
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert "--server must be an http or https URL" in done.stderr
+
+
+def test_demo_offers_open_to_approve_by_hand() -> None:
+    done = mint("demo", "--help")
+    assert done.returncode == 0
+    assert "--open" in done.stdout and "sign-in URL" in done.stdout
