@@ -19,7 +19,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_sep(
             "-",
             f"secret leak scan: {secrets} secret values against {outputs} log records, "
-            f"exception messages, audit events and reprs: {len(leaks)} leaks",
+            f"exception messages, audit events, reprs and CLI outputs: {len(leaks)} leaks",
         )
         for leak in leaks[:20]:
             reporter.write_line("  LEAK " + leak, red=True)

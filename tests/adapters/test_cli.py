@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROOM = "cliroom"
 CLIENT_ID = "cli-mail"
 KEY = secrets.token_hex(32)
+leak_watch.remember_secret(KEY)
 TIMEOUT = 60
 
 
@@ -115,11 +116,10 @@ class Cli:
         self, args: list[str], stdout: str, stderr: str, prints_secret: bool,
         also_allowed: frozenset[str] = frozenset(),
     ) -> None:
+        # The session-wide scan sees every CLI process's output by itself
+        # (tests/support/leak_watch.py); this list is for assert_no_secrets.
         allowed = stdout.strip() if prints_secret and stdout.strip() else None
         self.outputs.append((args, stdout, stderr, allowed, also_allowed))
-        leak_watch.record("cli stderr", stderr)
-        if allowed is None and not also_allowed:
-            leak_watch.record("cli stdout", stdout)
 
     def mint(self, participant_id: str, *extra: str) -> str:
         done = self.run("token", "mint", "--room", ROOM, "--participant-id", participant_id,
@@ -153,9 +153,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
     finally:
         running.stop()
-    # The server's log: access records only, never a query string or a secret.
+    # The server's log: access records only, never a query string or a secret
+    # (the session-wide scan reads it as the server's stderr).
     assert not any("code=" in line or "state=" in line for line in running.log)
-    leak_watch.record("server log", "".join(running.log))
 
 
 @pytest.fixture
@@ -616,3 +616,31 @@ def test_python_dash_m_roomsecrets_is_the_cli() -> None:
     assert done.returncode == 0
     for command in ("serve", "token", "oauth2", "participant", "secret", "demo"):
         assert command in done.stdout
+
+
+# --- the session-wide leak scan sees every CLI process ---------------------------------
+
+
+def test_every_cli_process_output_reaches_the_leak_scan(cli: Cli) -> None:
+    # No helper involved: a bare subprocess.run of the CLI is watched too.
+    planted = "planted-" + secrets.token_hex(8)
+    done = subprocess.run(cli.argv("oauth2", "list", "--room", ROOM, f"--no-such-{planted}"),
+                          env=cli.env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert planted in done.stderr
+    found = [text for text in leak_watch.recorded_texts() if planted in text]
+    assert found, "the CLI's stderr was not recorded"
+    assert leak_watch.scan([planted], [("cli", text) for text in found])
+    # The one value `token mint` exists to print is allowed on its stdout, and
+    # becomes a secret the scan looks for everywhere else.
+    jwt = cli.mint("watched-one")
+    assert not any(jwt in text for text in leak_watch.recorded_texts())
+    assert leak_watch.remembered(jwt)
+
+
+def test_a_cli_command_is_named_by_its_words_not_its_option_values() -> None:
+    assert leak_watch.cli_command([sys.executable, "-m", "roomsecrets", "token", "mint"]) == [
+        "token", "mint"]
+    assert leak_watch.cli_command([sys.executable, "-c", "print(1)"]) is None
+    assert leak_watch.cli_command("roomsecrets token mint") is None  # a shell string: not ours
+    assert leak_watch._subcommand(["--server", "http://x", "--token", "t", "oauth2", "get",
+                                   "--room", "r"]) == ("oauth2", "get")
