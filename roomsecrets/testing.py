@@ -36,7 +36,11 @@ the state machine is built (:func:`store_state_machine`, ``test_agrees_with_mode
 :func:`authorization_redirect`) is a strict OAuth 2.0 authorization server on
 127.0.0.1 for your own tests and the demo: PKCE S256 required, rotating refresh
 tokens, a replayed refresh token revokes the grant, failures scripted with
-``queue_token_responses``. Standard library only; loaded on first use::
+``queue_token_responses``. It publishes RFC 8414 metadata at its ``issuer`` (so
+``request_oauth_token(issuer=provider.issuer, ...)`` needs no endpoints), has an
+RFC 7009 revocation endpoint that really revokes (failures scripted with
+``queue_revocation_responses``), and puts the RFC 9207 ``iss`` on its redirects.
+Standard library only; loaded on first use::
 
     from roomsecrets.testing import OAuthProvider, approve
 

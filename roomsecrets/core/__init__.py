@@ -19,12 +19,19 @@ if TYPE_CHECKING:
     from .audit import AuditEvent, AuditSink, RecordingAuditSink, null_audit_sink
     from .authorization import build_authorization_url
     from .client import SecretsClient
+    from .discovery import (
+        ProviderMetadata,
+        build_metadata_request,
+        metadata_urls,
+        parse_metadata_response,
+    )
     from .grants import GrantDecision, OAuthRule, SecretsGrant
     from .http import HttpRequest, HttpResponse
     from .memory_store import MemoryStore
     from .pkce import generate_pkce_pair, generate_verifier, s256_challenge, validate_verifier
     from .ports import HttpTransport, Lease, SecretKey, SecretRecord, SecretStore
     from .retry import RetryPolicy
+    from .revocation import build_revocation_request, check_revocation_response
     from .service import OAuthPrompt, SecretInfo, SecretsService
     from .token_request import (
         ClientAuthMethod,
@@ -45,6 +52,10 @@ _LAZY = {
     "null_audit_sink": "audit",
     "build_authorization_url": "authorization",
     "SecretsClient": "client",
+    "ProviderMetadata": "discovery",
+    "build_metadata_request": "discovery",
+    "metadata_urls": "discovery",
+    "parse_metadata_response": "discovery",
     "GrantDecision": "grants",
     "OAuthRule": "grants",
     "SecretsGrant": "grants",
@@ -61,6 +72,8 @@ _LAZY = {
     "SecretRecord": "ports",
     "SecretStore": "ports",
     "RetryPolicy": "retry",
+    "build_revocation_request": "revocation",
+    "check_revocation_response": "revocation",
     "OAuthPrompt": "service",
     "SecretInfo": "service",
     "SecretsService": "service",
@@ -95,6 +108,7 @@ __all__ = [
     "MemoryStore",
     "OAuthPrompt",
     "OAuthRule",
+    "ProviderMetadata",
     "RecordingAuditSink",
     "RetryPolicy",
     "SecretInfo",
@@ -116,9 +130,14 @@ __all__ = [
     "TokenSet",
     "build_authorization_code_request",
     "build_authorization_url",
+    "build_metadata_request",
     "build_refresh_request",
+    "build_revocation_request",
+    "check_revocation_response",
     "generate_pkce_pair",
     "generate_verifier",
+    "metadata_urls",
+    "parse_metadata_response",
     "parse_token_response",
     "s256_challenge",
     "validate_verifier",
