@@ -360,3 +360,25 @@ def test_a_deeply_nested_websocket_frame_gets_an_error_frame_and_the_socket_stay
             await _completes(room, request, await asyncio.to_thread(_redirect_query, prompt))
 
     _run(scenario())
+
+
+def test_the_servers_aiohttp_log_reaches_the_leak_scan() -> None:
+    # aiohttp logs a request it cannot parse (here a header line over its 8190-byte
+    # limit) on its own logger, quoting the start of the line: the session-wide
+    # scan must read that logger too (tests/support/leak_watch.py).
+    marker = "hostile-" + secrets.token_hex(8)
+
+    async def scenario() -> int:
+        async with serving() as served:
+            parts = urllib.parse.urlsplit(served.url)
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.write(f"GET /openapi.json HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                         f"X-Long: {marker}{'a' * 9000}\r\n\r\n".encode())
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            return int(status_line.split()[1])
+
+    assert _run(scenario()) == 400
+    logged = [text for text in leak_watch.recorded_texts() if marker in text]
+    assert logged, "aiohttp's error log was not recorded"
