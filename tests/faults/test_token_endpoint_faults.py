@@ -116,13 +116,15 @@ class Pauses:
     """The service's ``sleep``: records each pause, sleeps a token amount, and
     reopens the provider's listener (the CONNECT_REFUSED fault ends at the pause)."""
 
-    def __init__(self, provider: MisbehavingProvider) -> None:
+    def __init__(self, provider: MisbehavingProvider, *, reopen: bool = True) -> None:
         self.provider = provider
+        self.reopen = reopen
         self.taken: list[float] = []
 
     async def __call__(self, seconds: float) -> None:
         self.taken.append(seconds)
-        await self.provider.listen()
+        if self.reopen:
+            await self.provider.listen()
         await asyncio.sleep(min(seconds, 0.01))
 
 
@@ -331,3 +333,36 @@ async def _close(transport: HttpTransport) -> None:
     aclose = getattr(transport, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+@pytest.mark.parametrize("flow", ["exchange", "refresh"])
+def test_an_endpoint_that_stays_refused_gives_connect_error_after_every_try(
+    flow: str, transport_name: str
+) -> None:
+    # The CONNECT_REFUSED cell with no recovery: nothing reached the provider, so
+    # every try is safe (retry.py), and after the last one the error is typed.
+    async def scenario() -> None:
+        async with MisbehavingProvider() as provider:
+            transport = TRANSPORTS[transport_name]()
+            pauses = Pauses(provider, reopen=False)
+            service = _service(transport, pauses)
+            agent, alice = room(service)
+            try:
+                if flow == "exchange":
+                    await provider.stop_listening()
+                    provided, outcome = await _exchange(agent, alice, provider, None)
+                    assert type(provided) is errors.ConnectError
+                else:
+                    await _exchange(agent, alice, provider, None)
+                    service.clock.advance(3600)
+                    await provider.stop_listening()
+                    outcome = await _outcome(agent.get_offline_oauth_token(
+                        **_oauth_args(provider), delegated_by="alice"))
+                assert type(outcome) is errors.ConnectError
+                assert len(pauses.taken) == RETRY.attempts - 1
+                assert len(provider.posts) == (0 if flow == "exchange" else 1)
+                await _nothing_pending(service, provider)
+            finally:
+                await _close(transport)
+
+    asyncio.run(scenario())
