@@ -790,7 +790,11 @@ class SecretsService:
             except VersionConflict:
                 record, credential = await self.refresher.load(key)
         if credential is not None and credential.revocation_endpoint is not None:
-            await self._revoke(credential, key=key, actor=actor)
+            # Its own task: a caller that gives up (the person closed the page) does
+            # not abort a revocation the provider may already be acting on.
+            revocation = asyncio.ensure_future(self._revoke(credential, key=key, actor=actor))
+            revocation.add_done_callback(_retrieve_exception)
+            await asyncio.shield(revocation)
 
     async def _revoke(self, credential: StoredCredential, *, key: SecretKey, actor: str) -> None:
         details: list[tuple[str, str]] = [
