@@ -19,8 +19,14 @@ How it works:
   session is closed when the call ends; if the caller drops a long
   ``request_oauth_token``, the pending request is cancelled.
 - **The WebSocket** ``/rooms/{room}/ws`` connects the participant
-  (``service.connect``) while it is open and pushes each prompt addressed to it;
-  closing it disconnects (pending requests to and from it end at once).
+  (``service.connect``) while it is open and pushes each prompt addressed to it,
+  then ``{"type": "oauth_prompt_ended"}`` when it ends. Programs authenticate with
+  the header; a browser, which cannot set one, sends the token in its first frame
+  (``{"type": "authenticate", "token"}``), and a request whose ``Origin`` is not the
+  server's own is refused (403). A normal close (1000) disconnects at once
+  (pending requests to and from it end); a drop keeps the participant for
+  ``disconnect_grace`` seconds, and a new socket within it takes it back.
+- **The approval page** ``/approve`` (:mod:`~roomsecrets.adapters.approval`).
 - **``/oauth/callback``** finds the open request by its ``state`` (at least 128
   random bits: the state is the proof, no token is needed) and answers it as its
   addressee would, with the addressee's own grant.
@@ -663,13 +669,15 @@ async def _log_in_by_first_frame(
         return None
     token: object = None
     if message.type == WSMsgType.TEXT:
-        with contextlib.suppress(ValueError):
+        # RecursionError: a deeply nested frame under the size limit.
+        with contextlib.suppress(ValueError, RecursionError):
             frame = json.loads(message.data)
             if isinstance(frame, dict) and frame.get("type") == "authenticate":
                 token = frame.get("token")
     if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
         return None
     if not isinstance(token, str):
+        _note(error=InvalidInput.code)
         await _refuse(
             ws,
             CLOSE_BAD_FRAME,

@@ -18,7 +18,9 @@ from .kit import CLIENT_ID, SCOPES, Agent, RoomServer
 CHROMIUM = os.environ.get("ROOMSECRETS_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API runs, the main thread has a
+# running event loop, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
