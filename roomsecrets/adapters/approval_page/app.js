@@ -15,6 +15,7 @@
   var claims = null;
   var socket = null;
   var retrySeconds = 1;
+  var failedOpens = 0; // connections in a row that never opened
   var retryTimer = null;
   var retryTicker = null;
   var expiryTimer = null;
@@ -112,7 +113,10 @@
     setConnection("loading", "Connecting…");
     var ws = new WebSocket(socketUrl(claims.room));
     socket = ws;
+    var opened = false;
     ws.onopen = function () {
+      opened = true;
+      failedOpens = 0;
       // The token goes in the first frame, never in the WebSocket's URL.
       ws.send(JSON.stringify({ type: "authenticate", token: token }));
     };
@@ -139,9 +143,15 @@
         signOut("Your sign-in link is not valid any more (expired, or for another server). Ask for a new one.");
         return;
       }
+      failedOpens = opened ? 0 : failedOpens + 1;
       var why = event.code === CLOSE_ALREADY_CONNECTED
         ? "This account is open in another tab or program."
         : "Disconnected from the server.";
+      if (failedOpens >= 3) {
+        // The server refuses a WebSocket from any origin but its own public URL.
+        why += " If this goes on, check that the server runs and that you opened the " +
+          "sign-in link exactly as it was given (the same address and port).";
+      }
       reconnectLater(why);
     };
   }
