@@ -4,7 +4,7 @@ Commands, flags and environment variables are the ones SPEC.md pins ("The room
 server, the remote client and the CLI")::
 
     roomsecrets serve [--host H] [--port P] [--store file:DIR | memory | aws:PREFIX]
-                      [--public-url URL]
+                      [--public-url URL] [--disconnect-grace SECONDS]
     roomsecrets token mint --room R --participant-id ID [--name N] [--grant G] [--ttl S]
                            [--login-url [--server URL]]
     roomsecrets oauth2 list|delete|request|get|prompts|provide|reject --room R ...
@@ -107,6 +107,14 @@ def _build_parser() -> _Parser:
         "--public-url",
         help="where browsers and providers reach the server (default http://HOST:PORT); "
         "the redirect URI is PUBLIC_URL/oauth/callback",
+    )
+    serve.add_argument(
+        "--disconnect-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a participant whose WebSocket dropped stays connected, so a page "
+        "reload does not cancel its prompts (default 30; 0: none)",
     )
     serve.set_defaults(run=_serve)
 
@@ -385,7 +393,9 @@ async def _serve_until_stopped(
     host = args.host
     shown = f"[{host}]" if ":" in host else host
     public_url = (args.public_url or f"http://{shown}:{args.port}").rstrip("/")
-    app = create_app(store=store, jwt_key=key, public_url=public_url)
+    app = create_app(
+        store=store, jwt_key=key, public_url=public_url, disconnect_grace=args.disconnect_grace
+    )
     server = await start_server(app, host=host, port=args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -396,7 +406,8 @@ async def _serve_until_stopped(
     where = spec.kind if spec.location is None else f"{spec.kind}:{spec.location}"
     _say(
         f"{_PROG}: serving on {server.url} (store {where}; "
-        f"redirect URI {public_url}/oauth/callback); Ctrl-C stops"
+        f"redirect URI {public_url}/oauth/callback; approval page {public_url}/approve); "
+        "Ctrl-C stops"
     )
     try:
         await stop.wait()

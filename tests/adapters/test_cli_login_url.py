@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,35 @@ def test_demo_offers_open_to_approve_by_hand() -> None:
     done = mint("demo", "--help")
     assert done.returncode == 0
     assert "--open" in done.stdout and "sign-in URL" in done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_names_the_approval_page_and_takes_a_grace_period() -> None:
+    port = _free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSECRETS_")}
+    environ["PYTHONPATH"] = str(REPO) + os.pathsep + environ.get("PYTHONPATH", "")
+    environ["ROOMSECRETS_JWT_KEY"] = KEY
+    argv = [sys.executable, "-m", "roomsecrets", "serve", "--port", str(port), "--store",
+            "memory", "--disconnect-grace", "5"]
+    server = subprocess.Popen(argv, env=environ, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert f"approval page {url}/approve" in first, first
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url + "/approve", timeout=10) as page:
+            assert page.status == 200
+            assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    refused = mint("serve", "--port", str(port), "--store", "memory", "--disconnect-grace", "-1")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "disconnect_grace must be between 0 and 3600 seconds" in refused.stderr
