@@ -28,9 +28,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import pytest
 
@@ -44,6 +44,8 @@ from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
 from roomsecrets.core.retry import RetryPolicy
 from tests.support import leak_watch
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER_SCRIPT = Path(__file__).resolve().parent / "provider" / "provider.mjs"
@@ -90,6 +92,12 @@ CLIENTS = {
         Client("again-app", "none", LONG_TTL),
         Client("strict-app", "none", LONG_TTL),
         Client("narrow-app", "none", LONG_TTL),
+        Client("discovery-app", "none", SHORT_TTL),
+        Client("revoke-app", "none", LONG_TTL),
+        Client("revoke-basic", "client_secret_basic", LONG_TTL, BASIC_SECRET),
+        Client("iss-app", "none", LONG_TTL),
+        Client("iss-callback-app", "none", LONG_TTL),
+        Client("discovery-callback-app", "none", LONG_TTL),
     )
 }
 
@@ -301,7 +309,7 @@ class OidcProvider:
 
     def issuer_args(self, client_id: str, **overrides: Any) -> dict[str, Any]:
         """As :meth:`oauth_args`, but naming the provider by its issuer only."""
-        args = self.oauth_args(client_id, issuer=self.issuer, **overrides)
+        args = self.oauth_args(client_id, **{"issuer": self.issuer, **overrides})
         for endpoint in ("authorization_endpoint", "token_endpoint"):
             if endpoint not in overrides:
                 del args[endpoint]
@@ -378,6 +386,17 @@ class Room:
         self._clients: list[RemoteSecretsClient] = []
         #: Request ids of the prompts answered in this room.
         self.answered: set[str] = set()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coroutine`` as a task that :meth:`close` cancels and awaits, so none is
+        left holding an exception nobody retrieved (its finalizer would log it during
+        a later test, and on CPython 3.11.7 a finalizer that runs while pytest parses a
+        source file for a report makes ``ast.parse`` fail with "AST constructor
+        recursion depth mismatch")."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.append(task)
+        return task
 
     def token(
         self, participant_id: str, *, grant: Optional[SecretsGrant] = None,
@@ -407,6 +426,9 @@ class Room:
     async def close(self) -> None:
         for client in self._clients:
             await client.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.core.api import OAuthPrompt
 from tests.interop.conftest import OidcProvider, Room
-from tests.interop.oidc_person import CallbackVisit, approve_at_provider
+from tests.interop.oidc_person import answer_from_provider, approve_at_provider
 from tests.support import leak_watch
 
 #: No scenario may hang the suite: each runs under this limit.
@@ -48,12 +48,16 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, limit: float = 
 
 
 class Approved:
-    """The outcome of one approval: the agent's token, the prompt, the callback page."""
+    """The outcome of one approval: the agent's token, the prompt, the query of the
+    provider's redirect to our callback and the provider pages the person saw."""
 
-    def __init__(self, token: str, prompt: OAuthPrompt, visit: CallbackVisit) -> None:
+    def __init__(
+        self, token: str, prompt: OAuthPrompt, query: dict[str, str], pages: tuple[str, ...]
+    ) -> None:
         self.token = token
         self.prompt = prompt
-        self.visit = visit
+        self.query = query
+        self.pages = pages
 
 
 async def approve_one(
@@ -64,13 +68,16 @@ async def approve_one(
     alice: RemoteSecretsClient,
     *,
     by_issuer: bool = False,
+    through_callback: bool = True,
     **overrides: Any,
 ) -> Approved:
     """The agent asks alice; she approves at the provider; the agent gets the token.
 
-    ``by_issuer``: name the provider by its issuer only (endpoints from discovery)."""
+    ``by_issuer``: name the provider by its issuer only (endpoints from discovery).
+    ``through_callback=False``: alice stops at the provider's redirect and answers with
+    ``provide_oauth_authorization`` (code, state and iss from the redirect) instead."""
     args = (provider.issuer_args if by_issuer else provider.oauth_args)(client_id, **overrides)
-    asking = asyncio.create_task(
+    asking = room.spawn(
         agent.request_oauth_token(**args, from_participant_id="alice", timeout=60)
     )
     # Skip the prompts answered before: RemoteSecretsClient offers them again (see
@@ -80,12 +87,25 @@ async def approve_one(
     assert prompt.from_participant_id == "agent-1"
     assert prompt.client_id == client_id
     assert prompt.redirect_uri == room.callback_url
-    visit = await approve_at_provider(prompt.authorization_url, callback_url=room.callback_url)
-    assert visit.status == 200, visit.text
-    assert "approved" in visit.text.lower(), visit.text
+    if through_callback:
+        visit = await approve_at_provider(
+            prompt.authorization_url, callback_url=room.callback_url
+        )
+        assert visit.status == 200, visit.text
+        assert "approved" in visit.text.lower(), visit.text
+        query, pages = visit.query, visit.pages
+    else:
+        query, pages = await answer_from_provider(
+            prompt.authorization_url, callback_url=room.callback_url
+        )
+        leak_watch.remember_secret(query.get("code"))
+        await alice.provide_oauth_authorization(
+            request_id=prompt.request_id, code=query["code"], state=query["state"],
+            iss=query.get("iss"),
+        )
     token = await asyncio.wait_for(asyncio.shield(asking), 30)
     leak_watch.remember_secret(token)
-    return Approved(token, prompt, visit)
+    return Approved(token, prompt, query, pages)
 
 
 def code_exchanges(provider: OidcProvider, client_id: str) -> list[Any]:

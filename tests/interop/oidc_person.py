@@ -19,7 +19,13 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
-__all__ = ["CallbackVisit", "PersonError", "approve_at_provider", "page_forms"]
+__all__ = [
+    "CallbackVisit",
+    "PersonError",
+    "answer_from_provider",
+    "approve_at_provider",
+    "page_forms",
+]
 
 #: The most pages a sign-in and consent may take (login, consent, and their redirects
 #: are followed by aiohttp itself); more means the provider loops.
@@ -124,6 +130,51 @@ async def approve_at_provider(
     our callback before following it (an attacker in the middle, for the RFC 9207
     tests). Raises :class:`PersonError` on a provider error page.
     """
+    walked = await _walk(
+        authorization_url, callback_url=callback_url, login=login, cancel_at=cancel_at,
+        session=session, rewrite_callback=rewrite_callback, stop_at_callback=False,
+    )
+    assert walked.response is not None
+    return CallbackVisit(
+        status=walked.response.status,
+        headers=dict(walked.response.headers),
+        text=walked.text,
+        query=walked.query,
+        pages=walked.pages,
+    )
+
+
+async def answer_from_provider(
+    authorization_url: str, *, callback_url: str, login: str = "alice"
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Sign in and consent, but stop at the provider's redirect to ``callback_url``:
+    its query (``code``, ``state``, ``iss``) and the pages seen, for a person who
+    answers through ``provide_oauth_authorization`` instead of our callback."""
+    walked = await _walk(
+        authorization_url, callback_url=callback_url, login=login, cancel_at=None,
+        session=None, rewrite_callback=None, stop_at_callback=True,
+    )
+    return walked.query, walked.pages
+
+
+@dataclasses.dataclass(frozen=True)
+class _Walked:
+    response: Optional[aiohttp.ClientResponse]  # None: stopped before the callback
+    text: str
+    query: dict[str, str]
+    pages: tuple[str, ...]
+
+
+async def _walk(
+    authorization_url: str,
+    *,
+    callback_url: str,
+    login: str,
+    cancel_at: Optional[str],
+    session: Optional[aiohttp.ClientSession],
+    rewrite_callback: Optional[Callable[[str], str]],
+    stop_at_callback: bool,
+) -> _Walked:
     own = session is None
     browser = session or aiohttp.ClientSession(
         # unsafe: keep cookies of IP-address hosts (127.0.0.1), as browsers do.
@@ -134,7 +185,7 @@ async def approve_at_provider(
 
     async def visit(
         method: str, url: str, data: Optional[dict[str, str]] = None
-    ) -> tuple[aiohttp.ClientResponse, str, str]:
+    ) -> tuple[Optional[aiohttp.ClientResponse], str, str]:
         """Like a browser tab: follow redirects (POST becomes GET after 301-303)."""
         for _ in range(MAX_REDIRECTS):
             response = await browser.request(method, url, data=data, allow_redirects=False)
@@ -142,8 +193,11 @@ async def approve_at_provider(
             if response.status not in _REDIRECTS:
                 return response, url, text
             url = urljoin(url, response.headers["Location"])
-            if rewrite_callback is not None and url.split("?", 1)[0] == callback_url:
-                url = rewrite_callback(url)
+            if url.split("?", 1)[0] == callback_url:
+                if stop_at_callback:
+                    return None, url, ""
+                if rewrite_callback is not None:
+                    url = rewrite_callback(url)
             if response.status in (301, 302, 303):
                 method, data = "GET", None
         raise PersonError(f"more than {MAX_REDIRECTS} redirects")
@@ -152,13 +206,9 @@ async def approve_at_provider(
         response, here, text = await visit("GET", authorization_url)
         for _ in range(MAX_PAGES):
             if here.split("?", 1)[0] == callback_url:
-                return CallbackVisit(
-                    status=response.status,
-                    headers=dict(response.headers),
-                    text=text,
-                    query=_single_values(urlsplit(here).query),
-                    pages=tuple(pages),
-                )
+                query = _single_values(urlsplit(here).query)
+                return _Walked(response, text, query, tuple(pages))
+            assert response is not None
             forms, links = page_forms(text)
             posting = [form for form in forms if "prompt" in form.fields]
             if response.status != 200 or len(posting) != 1:

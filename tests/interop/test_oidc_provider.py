@@ -62,9 +62,9 @@ def test_a_public_client_gets_a_token_through_login_and_consent(
             assert "client_secret" not in query and "code_verifier" not in query
             # The person really went through the provider's pages, and its redirect
             # carried the RFC 9207 issuer.
-            assert approved.visit.pages == ("login", "consent")
-            assert approved.visit.query["state"] == approved.prompt.state
-            assert approved.visit.query["iss"] == oidc_provider.issuer
+            assert approved.pages == ("login", "consent")
+            assert approved.query["state"] == approved.prompt.state
+            assert approved.query["iss"] == oidc_provider.issuer
             # One code exchange, as a public client, that got a refresh token.
             [exchange] = code_exchanges(oidc_provider, "public-app")
             assert (exchange["auth_method"], exchange["status"]) == ("none", 200)
@@ -179,9 +179,7 @@ def test_a_replayed_refresh_token_revokes_the_grant_and_the_person_must_approve_
             # it and revokes the whole grant (RFC 9700 §4.14.2), which proves it rotated.
             status, body = oidc_provider.refresh_directly("replay-app", consumed)
             assert (status, body["error"]) == (400, "invalid_grant")
-            assert [entry["client_id"] for entry in oidc_provider.log()["revoked_grants"]] == [
-                "replay-app"
-            ]
+            assert len(revoked_grants(oidc_provider, "replay-app")) == 1
             assert not oidc_provider.is_active(fresh)
 
             # Our side learns it at the next refresh: invalid_grant, so None (until our
@@ -321,7 +319,7 @@ def test_the_provider_refuses_an_authorization_request_without_pkce(
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
         try:
-            asking = asyncio.create_task(
+            asking = room.spawn(
                 agent.request_oauth_token(
                     **oidc_provider.oauth_args("strict-app"), from_participant_id="alice",
                     timeout=60, no_pkce=True,
@@ -387,7 +385,7 @@ def test_the_person_cancels_at_the_providers_consent_page(
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
         try:
-            asking = asyncio.create_task(
+            asking = room.spawn(
                 agent.request_oauth_token(
                     **oidc_provider.oauth_args("decline-app"), from_participant_id="alice",
                     timeout=60,
@@ -465,7 +463,7 @@ def test_the_cli_asks_gets_refreshes_and_finds_nothing_after_a_delete(
         agent_token = room.token("agent-1", grant=SecretsGrant.allow_all(), name="mailbot")
         flags = cli_oauth_flags(oidc_provider, "cli-app")
         try:
-            asking = asyncio.create_task(
+            asking = room.spawn(
                 cli(room, agent_token, "oauth2", "request", f"--room={room.name}",
                     "--from-participant-id=alice", *flags, "--timeout=60")
             )
@@ -535,7 +533,7 @@ def test_a_prompt_answered_through_the_callback_is_not_offered_again(
             assert oidc_provider.is_active(first.token)
             # A second request (a scope not granted yet): the next prompt alice is
             # offered must be that one, not the one she answered.
-            asking = asyncio.create_task(
+            asking = room.spawn(
                 agent.request_oauth_token(
                     **oidc_provider.oauth_args("again-app", scopes=["files.read"]),
                     from_participant_id="alice", timeout=60,
