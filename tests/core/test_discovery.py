@@ -7,6 +7,8 @@ import asyncio
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from roomsecrets.core import errors
 from roomsecrets.core.discovery import (
@@ -82,6 +84,19 @@ def test_a_port_is_kept_in_both_urls():
         "http://127.0.0.1:9000/.well-known/oauth-authorization-server",
         "http://127.0.0.1:9000/.well-known/openid-configuration",
     )
+
+
+_SEGMENT = st.text(alphabet="abcxyz0189-._~", min_size=1, max_size=8)
+
+
+@given(segments=st.lists(_SEGMENT, max_size=4), slash=st.booleans(), port=st.sampled_from(["", ":8443"]))
+def test_both_urls_keep_the_issuer_path_after_the_well_known_part(segments, slash, port):
+    path = "".join("/" + segment for segment in segments)
+    issuer = f"https://as.example{port}{path}" + ("/" if slash else "")
+    oauth, openid = metadata_urls(issuer)
+    assert oauth == f"https://as.example{port}/.well-known/oauth-authorization-server{path}"
+    assert openid == f"https://as.example{port}{path}/.well-known/openid-configuration"
+    check_issuer(issuer)
 
 
 def test_the_metadata_request_is_a_get_asking_for_json():

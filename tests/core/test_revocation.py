@@ -379,6 +379,12 @@ def test_deleting_a_generic_secret_or_nothing_revokes_nothing():
     run(scenario())
 
 
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), True, "10"])
+def test_the_revocation_timeout_must_be_a_finite_positive_number(bad):
+    with pytest.raises(errors.InvalidInput, match="revocation_timeout"):
+        make_service(revocation_timeout=bad)
+
+
 def test_a_format_1_record_in_the_store_is_used_and_deleted_without_revocation():
     async def scenario():
         with running_provider() as provider:
