@@ -155,6 +155,9 @@ def test_deleting_a_secret_asks_first_then_removes_it(
     expect(row).to_have_count(1)
 
     row.get_by_role("button", name="Delete", exact=True).click()
+    expect(dialog).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "approval-delete-confirm.png"))
     dialog.get_by_role("button", name="Delete", exact=True).click()
     expect(row).to_have_count(0)
     expect(page.get_by_role("listitem").filter(has_text="Notes key")).to_have_count(1)
@@ -192,6 +195,11 @@ def test_the_page_recovers_after_the_server_restarts(
     room_server.stop()
     expect(page.locator("#connection")).to_contain_text("Disconnected from the server.")
     expect(page.locator("#connection")).to_contain_text("Reconnecting in")
+    expect(page.locator("#requests-state")).to_have_text(
+        "Not connected: requests reach this page again once it reconnects."
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "approval-disconnected.png"))
     room_server.start()
     expect(page.locator("#connection")).to_have_text(CONNECTED, timeout=20_000)
     asking = agent.request()

@@ -21,6 +21,7 @@
   var expiryTimer = null;
   var clockOffset = 0; // server clock minus this browser's clock, in seconds
   var connected = false;
+  var everConnected = false;
   var prompts = new Map(); // request_id -> {prompt, name, item, approved}
   var pendingDelete = null;
   var deleteOpener = null;
@@ -139,6 +140,7 @@
       socket = null;
       connected = false;
       markStale(true);
+      renderRequestsState();
       if (event.code === CLOSE_INVALID_TOKEN) {
         signOut("Your sign-in link is not valid any more (expired, or for another server). Ask for a new one.");
         return;
@@ -175,6 +177,7 @@
   function onFrame(frame) {
     if (frame.type === "authenticated") {
       connected = true;
+      everConnected = true;
       retrySeconds = 1;
       clockOffset = frame.server_time - Date.now() / 1000;
       var me = frame.participant || {};
@@ -312,7 +315,11 @@
 
   function renderRequestsState() {
     if (prompts.size === 0) {
-      els.requestsState.textContent = connected ? "No requests are waiting for you." : "Loading…";
+      els.requestsState.textContent = connected
+        ? "No requests are waiting for you."
+        : everConnected
+        ? "Not connected: requests reach this page again once it reconnects."
+        : "Loading…";
     } else {
       els.requestsState.textContent = "";
     }
