@@ -107,6 +107,22 @@ class ProviderMetadata:
         if not isinstance(self.iss_parameter_supported, bool):
             raise InvalidInput("ProviderMetadata.iss_parameter_supported must be True or False")
 
+    def revocation_endpoint_for(self, token_endpoint: str) -> Optional[str]:
+        """Where tokens from ``token_endpoint`` are revoked: the metadata's revocation
+        endpoint when ``token_endpoint`` is the metadata's own, else None.
+
+        A caller may override the token endpoint with another server's; its tokens
+        must never be sent to this issuer's revocation endpoint.
+        """
+        return self.revocation_endpoint if token_endpoint == self.token_endpoint else None
+
+    def promises_iss_from(self, authorization_endpoint: str) -> bool:
+        """True when answers from ``authorization_endpoint`` must carry ``iss``: the
+        issuer promised it (RFC 9207 §3) and this is the issuer's own endpoint."""
+        return self.iss_parameter_supported and authorization_endpoint == (
+            self.authorization_endpoint
+        )
+
 
 def check_issuer(issuer: object, *, allow_insecure_http: bool = False) -> str:
     """``issuer`` if it can be an issuer identifier; InvalidInput otherwise.

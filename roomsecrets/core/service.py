@@ -621,9 +621,12 @@ class SecretsService:
             waiter=deliver,
             issuer=issuer,
             # RFC 9207 §2.4: an issuer that promised iss must send it on every answer.
-            iss_required=metadata is not None and metadata.iss_parameter_supported,
+            iss_required=metadata is not None
+            and metadata.promises_iss_from(authorization_endpoint),
         )
-        revocation_endpoint = None if metadata is None else metadata.revocation_endpoint
+        revocation_endpoint = (
+            None if metadata is None else metadata.revocation_endpoint_for(token_endpoint)
+        )
         if issuer is not None or revocation_endpoint is not None:
             self._bindings[pending.request_id] = _ProviderBinding(
                 issuer=issuer, revocation_endpoint=revocation_endpoint

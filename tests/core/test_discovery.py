@@ -236,6 +236,16 @@ def test_a_huge_document_is_refused_unparsed():
         parse(None, raw=b" " * 300_000)
 
 
+def test_the_revocation_endpoint_and_the_iss_promise_hold_only_for_the_issuers_own_endpoints():
+    metadata = parse(document(revocation_endpoint=ISSUER + "/revoke",
+                              authorization_response_iss_parameter_supported=True))
+    assert metadata.revocation_endpoint_for(ISSUER + "/token") == ISSUER + "/revoke"
+    assert metadata.revocation_endpoint_for("https://other.example/token") is None
+    assert metadata.promises_iss_from(ISSUER + "/authorize")
+    assert not metadata.promises_iss_from("https://other.example/authorize")
+    assert not parse(document()).promises_iss_from(ISSUER + "/authorize")
+
+
 def test_explicit_endpoints_win_and_missing_ones_come_from_the_metadata():
     metadata = parse(document())
     assert resolve_endpoints(

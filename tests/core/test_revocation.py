@@ -26,10 +26,13 @@ from tests.core.service_kit import (
     CLIENT_ID,
     approved,
     make_service,
+    next_prompt,
     room,
     running_provider,
 )
 from tests.support.fake_provider import CannedResponse, TokenQuirk
+from tests.support.headless_person import approve
+from tests.support.metadata_server import MetadataServer
 
 ENDPOINT = "https://as.example/revoke"
 ODD_SECRET = "s+/=&:% cret"
@@ -209,6 +212,13 @@ async def stored_credential(service, key_owner="alice") -> tuple[SecretKey, Stor
     return records[0].key, StoredCredential.from_json(records[0].data)
 
 
+async def approved_answer(person):
+    """Approve the next prompt and answer without iss (the issuer promised none)."""
+    prompt = await next_prompt(person)
+    code, state = await asyncio.to_thread(approve, prompt.authorization_url)
+    await person.provide_oauth_authorization(request_id=prompt.request_id, code=code, state=state)
+
+
 def refresh_at_provider(provider, refresh_token: str, **auth: str) -> dict[str, object]:
     """POST a refresh straight to the provider's token endpoint; its JSON answer."""
     body = urllib.parse.urlencode(
@@ -324,6 +334,31 @@ def test_a_provider_that_is_gone_does_not_stop_the_delete():
         assert await service.store.list(service.room, "alice") == []
         [failed] = events(service, "credential.revocation_failed")
         assert failed.reason == "connect_error"
+
+    run(scenario())
+
+
+def test_tokens_from_an_overriding_token_endpoint_are_never_sent_to_the_issuers_revocation():
+    async def scenario():
+        with running_provider() as provider, MetadataServer() as issuer:
+            issuer.answer("/.well-known/oauth-authorization-server", body={
+                "issuer": issuer.base_url,
+                "authorization_endpoint": provider.authorization_endpoint,
+                "token_endpoint": issuer.base_url + "/token",
+                "revocation_endpoint": issuer.base_url + "/revoke",
+            })
+            service = make_service()
+            agent, alice = room(service)
+            request = ask_by_issuer(agent, issuer.base_url, token_endpoint=provider.token_endpoint)
+            await approved_answer(alice)
+            await request
+            key, stored = await stored_credential(service)
+            assert (stored.issuer, stored.revocation_endpoint, stored.client_secret) == (
+                issuer.base_url, None, None)
+            await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
+            assert await service.store.list(service.room, "alice") == []
+            assert "/revoke" not in issuer.hits
+            assert events(service, "credential.revoked") == []
 
     run(scenario())
 
