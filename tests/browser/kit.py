@@ -41,8 +41,8 @@ class RoomServer:
     """The room server on 127.0.0.1 in its own thread and event loop; it can be
     stopped and started again on the same port (a restart), on the same file store."""
 
-    def __init__(self, folder: Path, *, grace: float = GRACE) -> None:
-        self.key = secrets.token_bytes(32)
+    def __init__(self, folder: Path, *, grace: float = GRACE, key: Optional[bytes] = None):
+        self.key = secrets.token_bytes(32) if key is None else key
         self.folder = folder
         self.grace = grace
         self.loop = asyncio.new_event_loop()
@@ -123,7 +123,7 @@ class Agent:
         grant = SecretsGrant.allow_all()
         self.client = server.client(server.token(AGENT, name=AGENT_NAME, grant=grant))
 
-    def request(self, *, timeout: float = 60.0) -> concurrent.futures.Future[str]:
+    def request(self, *, timeout: float = 60.0, **extra: Any) -> concurrent.futures.Future[str]:
         return self.server.submit(
             self.client.request_oauth_token(
                 client_id=CLIENT_ID,
@@ -132,6 +132,7 @@ class Agent:
                 scopes=list(SCOPES),
                 from_participant_id=PERSON,
                 timeout=timeout,
+                **extra,
             )
         )
 

@@ -4,7 +4,10 @@ prompt time out, deletes a secret, survives a reload and a server restart."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,6 +17,7 @@ from roomsecrets.adapters.approval import login_url
 from roomsecrets.adapters.participant_tokens import mint_participant_token
 from roomsecrets.core.errors import RequestRejected, RequestTimedOut
 from roomsecrets.dev_provider import OAuthProvider
+from tests.support import leak_watch
 
 from .kit import (
     AGENT,
@@ -287,3 +291,53 @@ def test_axe_finds_no_serious_or_critical_violations(
             result(asking)
     finally:
         context.close()
+
+
+def test_a_redirect_to_somewhere_else_is_pointed_out_before_approving(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    provider.register_client(
+        "mail-app",
+        redirect_uris=[room_server.url + "/oauth/callback", "https://app.example/cb"],
+        scopes=("mail.read", "mail.send"),
+    )
+    page = open_page(context, room_server)
+    ours = agent.request()
+    theirs = agent.request(redirect_uri="https://app.example/cb")
+    items = page.get_by_role("listitem").filter(has_text=AGENT)
+    expect(items).to_have_count(2)
+    warned = items.filter(has_text="sends you to app.example, not to this server")
+    expect(warned).to_have_count(1)
+    for item in (warned, items.filter(has_not_text="not to this server")):
+        item.get_by_role("button", name="Reject", exact=True).click()
+    for asking in (ours, theirs):
+        with pytest.raises(RequestRejected):
+            result(asking)
+
+
+def test_the_url_token_mint_login_url_prints_signs_the_page_in(
+    context: Any, tmp_path: Path
+) -> None:
+    key = "a-signing-key-for-this-test-only-" + "x" * 16
+    server = RoomServer(tmp_path / "store", key=key.encode())
+    server.start()
+    try:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSECRETS_")}
+        environ["ROOMSECRETS_JWT_KEY"] = key
+        environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        done = subprocess.run(
+            [sys.executable, "-m", "roomsecrets", "token", "mint", "--room", ROOM,
+             "--participant-id", PERSON, "--name", "Alice", "--login-url",
+             "--server", server.url],
+            env=environ, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        url = done.stdout.strip()
+        leak_watch.remember_secret(url.split("#token=")[1])
+        page = context.new_page()
+        page.goto(url)
+        expect(page.locator("#connection")).to_have_text(CONNECTED)
+        expect(page.locator("#who")).to_have_text(f"Signed in as Alice ({PERSON}) · room {ROOM}")
+        assert page.url == server.url + "/approve"
+    finally:
+        server.close()

@@ -234,6 +234,15 @@
     item.querySelector(".scopes").textContent =
       prompt.scopes && prompt.scopes.length ? prompt.scopes.join(" ") : "(none named: the provider's default)";
     item.setAttribute("aria-label", "Request from " + requesterText(entry) + " for " + host);
+    // The agent chose where the provider sends the code: if not to this server,
+    // the person should know before approving.
+    var back = safeUrl(prompt.redirect_uri);
+    if (!back || back.origin !== window.location.origin) {
+      var elsewhere = item.querySelector(".elsewhere");
+      elsewhere.hidden = false;
+      elsewhere.textContent = "After you approve, the provider sends you to " +
+        (back ? back.host : prompt.redirect_uri) + ", not to this server.";
+    }
     var approve = item.querySelector(".approve");
     var reject = item.querySelector(".reject");
     if (!url) {
