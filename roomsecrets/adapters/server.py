@@ -219,6 +219,7 @@ class _Rooms:
                 found.stay()
                 return found
             # A new token with another name or grant: the old presence ends now.
+            found.stay()
             await self.leave(found)
         if service.is_connected(who.participant_id):
             raise ParticipantAlreadyConnected(
@@ -246,6 +247,9 @@ class _Rooms:
         """The participant leaves: pending requests to and from it end at once."""
         if self.presences.get(presence.key) is presence:
             del self.presences[presence.key]
+        if presence.left:
+            return
+        presence.left = True
         await presence.client.close()
 
     async def close(self) -> None:
@@ -271,6 +275,7 @@ class _Presence:
         self.participant = participant
         self.socket: Optional[web.WebSocketResponse] = None
         self.leaving: Optional[asyncio.Future[None]] = None
+        self.left = False
 
     def stay(self) -> None:
         """Cancel a pending leave (a new WebSocket came back in time)."""
