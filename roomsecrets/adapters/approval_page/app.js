@@ -97,7 +97,8 @@
 
   function setConnection(kind, text) {
     els.connection.className = "connection connection-" + kind;
-    els.connection.textContent = text;
+    els.connectionText.textContent = text;
+    els.connectionRetry.textContent = "";
   }
 
   function socketUrl(room) {
@@ -161,8 +162,11 @@
   function reconnectLater(why) {
     var left = retrySeconds;
     retrySeconds = Math.min(retrySeconds * 2, MAX_RETRY_SECONDS);
+    setConnection("down", why);
+    // The countdown ticks outside the live region, so a screen reader hears the
+    // state once, not every second.
     function show() {
-      setConnection("down", why + " Reconnecting in " + left + " s…");
+      els.connectionRetry.textContent = "Reconnecting in " + left + " s…";
     }
     show();
     retryTicker = setInterval(function () {
@@ -477,6 +481,7 @@
   function start() {
     [
       ["who", "who"], ["signOut", "sign-out"], ["connection", "connection"],
+      ["connectionText", "connection-text"], ["connectionRetry", "connection-retry"],
       ["signedOut", "signed-out"], ["signedOutReason", "signed-out-reason"],
       ["signedIn", "signed-in"], ["requests", "requests"], ["requestsState", "requests-state"],
       ["secrets", "secrets"], ["secretsState", "secrets-state"], ["notice", "notice"],
