@@ -82,7 +82,12 @@ async def approve_one(
     )
     # Skip the prompts answered before: RemoteSecretsClient offers them again (see
     # test_a_prompt_answered_through_the_callback_is_not_offered_again).
-    prompt = await next_prompt(alice, skip=frozenset(room.answered))
+    prompted = room.spawn(next_prompt(alice, skip=frozenset(room.answered)))
+    await asyncio.wait({prompted, asking}, return_when=asyncio.FIRST_COMPLETED)
+    if not prompted.done():
+        await asking  # it ended before any prompt: raise its error now
+        raise AssertionError("a token without a prompt")
+    prompt = prompted.result()
     room.answered.add(prompt.request_id)
     assert prompt.from_participant_id == "agent-1"
     assert prompt.client_id == client_id

@@ -1,7 +1,7 @@
 """Interop: our room server, remote client and CLI against a real OAuth provider we did
 not write, ``oidc-provider`` (npm), configured the strict way (``provider/provider.mjs``):
 PKCE S256 required, refresh tokens rotated on every use, a replayed refresh token revokes
-the grant, access tokens that live two seconds, each client held to its registered
+the grant, access tokens that live four seconds, each client held to its registered
 authentication method.
 
 A headless person (``oidc_person.py``) follows each prompt's authorization URL through the
@@ -281,11 +281,12 @@ def test_client_secret_basic_with_reserved_characters_in_the_secret(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "product gap: roomsecrets/core/client.py _client_credentials() always builds "
-        "ClientCredentials without a method, so a client secret is always sent with "
-        "client_secret_basic; request_oauth_token/get_offline_oauth_token (and the server "
-        "and CLI) have no way to ask for client_secret_post, which this client is "
-        "registered with (RFC 7591 §2 token_endpoint_auth_method)"
+        "product gap: no way to choose client_secret_post. roomsecrets/core/client.py "
+        "_client_credentials() builds ClientCredentials(client_id, client_secret) without "
+        "a method, so a secret always goes in HTTP Basic; request_oauth_token and "
+        "get_offline_oauth_token (core, RemoteSecretsClient, the server's JSON API, the "
+        "CLI) take no token_endpoint_auth_method (RFC 7591 §2) to pass as "
+        "ClientCredentials(method=ClientAuthMethod.CLIENT_SECRET_POST)"
     ),
 )
 def test_client_secret_post(room: Room, oidc_provider: OidcProvider) -> None:
@@ -479,7 +480,7 @@ def test_the_cli_asks_gets_refreshes_and_finds_nothing_after_a_delete(
             assert oidc_provider.is_active(token)
             assert token not in stderr
 
-            # Offline, after the two-second token expired: a refreshed one.
+            # Offline, after the four-second token expired: a refreshed one.
             await oidc_provider.until_expired(token)
             code, stdout, stderr = await cli(
                 room, agent_token, "oauth2", "get", f"--room={room.name}",
