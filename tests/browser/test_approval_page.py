@@ -58,8 +58,17 @@ def result(future: concurrent.futures.Future[Any], timeout: float = 20.0) -> Any
 def test_approve_opens_the_provider_and_the_agent_gets_its_token(
     context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
 ) -> None:
+    requests: list[Any] = []
+    context.on("request", lambda request: requests.append(request))
     console: list[str] = []
-    page = open_page(context, room_server, console)
+    login = room_server.login_url()
+    token = login.split("#token=")[1]
+    page = context.new_page()
+    page.on("console", lambda message: console.append(message.text))
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page.goto(login)
+    expect(page.locator("#connection")).to_have_text(CONNECTED)
     # The token came in the fragment and is gone from the address bar.
     assert "#" not in page.url and "token" not in page.url
     expect(page.get_by_text("No requests are waiting for you.")).to_be_visible()
@@ -91,8 +100,8 @@ def test_approve_opens_the_provider_and_the_agent_gets_its_token(
     assert provider_tab.url.startswith(room_server.url + "/oauth/callback?")
     expect(provider_tab.get_by_role("heading", name="Approved")).to_be_visible()
 
-    token = result(asking)
-    assert provider.is_active(token)
+    access_token = result(asking)
+    assert provider.is_active(access_token)
     expect(item).to_have_count(0)
     expect(page.locator("#notice")).to_contain_text("answered at the provider")
     credential = page.get_by_role("listitem").filter(has_text=f"delegated to {AGENT}")
@@ -100,6 +109,17 @@ def test_approve_opens_the_provider_and_the_agent_gets_its_token(
     expect(credential).to_contain_text("OAuth access")
     # Nothing the page does trips its own Content-Security-Policy.
     assert not [text for text in console if "Content Security Policy" in text]
+    # The participant token never rode in a URL (the WebSocket's included), and the
+    # provider got no Referer.
+    assert requests and not [r.url for r in requests if token in r.url]
+    assert sockets == [room_server.url.replace("http://", "ws://") + f"/rooms/{ROOM}/ws"]
+    to_provider = [r for r in requests if r.url.startswith(provider.authorization_endpoint)]
+    assert len(to_provider) == 1
+    assert "referer" not in to_provider[0].all_headers()
+    api_calls = [r for r in requests if "/rooms/" in r.url and r.method == "POST"]
+    assert api_calls and all(
+        r.all_headers().get("authorization") == f"Bearer {token}" for r in api_calls
+    )
 
 
 def test_reject_ends_the_agents_request_with_user_cancelled(
@@ -257,6 +277,15 @@ def test_keyboard_alone_reaches_approve_with_a_visible_focus(
         result(asking)
 
 
+def serious_or_critical(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    found: list[dict[str, Any]] = page.evaluate(
+        "async () => (await axe.run(document)).violations"
+        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))"
+    )
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
 def test_axe_finds_no_serious_or_critical_violations(
     browser: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
 ) -> None:
@@ -275,20 +304,24 @@ def test_axe_finds_no_serious_or_critical_violations(
         asking = agent.request()
         expect(prompt_item(page, provider)).to_have_count(1)
         page.add_script_tag(path=str(axe))
-        found = page.evaluate(
-            "async () => (await axe.run(document)).violations"
-            ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))"
-        )
-        bad = [v for v in found if v["impact"] in ("serious", "critical")]
-        assert bad == []
+        assert serious_or_critical(page) == []
         page.set_viewport_size({"width": 360, "height": 780})
-        found = page.evaluate(
-            "async () => (await axe.run(document)).violations.map(v => v.impact)"
-        )
-        assert not {"serious", "critical"} & set(found)
+        assert serious_or_critical(page) == []
+        # The delete confirmation, open.
+        page.get_by_role("listitem").filter(has_text="A key").get_by_role(
+            "button", name="Delete", exact=True
+        ).click()
+        expect(page.get_by_role("dialog")).to_be_visible()
+        assert serious_or_critical(page) == []
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("dialog")).to_be_hidden()
         prompt_item(page, provider).get_by_role("button", name="Reject", exact=True).click()
         with pytest.raises(RequestRejected):
             result(asking)
+        # Signed out.
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="You are not signed in")).to_be_visible()
+        assert serious_or_critical(page) == []
     finally:
         context.close()
 
