@@ -92,6 +92,7 @@ CLIENTS = {
         Client("again-app", "none", LONG_TTL),
         Client("strict-app", "none", LONG_TTL),
         Client("narrow-app", "none", LONG_TTL),
+        Client("wider-app", "none", LONG_TTL),
         Client("discovery-app", "none", SHORT_TTL),
         Client("revoke-app", "none", LONG_TTL),
         Client("revoke-basic", "client_secret_basic", LONG_TTL, BASIC_SECRET),

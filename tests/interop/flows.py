@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+import aiohttp
 
 from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.core.api import OAuthPrompt
@@ -69,13 +71,15 @@ async def approve_one(
     *,
     by_issuer: bool = False,
     through_callback: bool = True,
+    browser: Optional[aiohttp.ClientSession] = None,
     **overrides: Any,
 ) -> Approved:
     """The agent asks alice; she approves at the provider; the agent gets the token.
 
     ``by_issuer``: name the provider by its issuer only (endpoints from discovery).
     ``through_callback=False``: alice stops at the provider's redirect and answers with
-    ``provide_oauth_authorization`` (code, state and iss from the redirect) instead."""
+    ``provide_oauth_authorization`` (code, state and iss from the redirect) instead.
+    ``browser``: alice's browser, with her cookies at the provider (default: a new one)."""
     args = (provider.issuer_args if by_issuer else provider.oauth_args)(client_id, **overrides)
     asking = room.spawn(
         agent.request_oauth_token(**args, from_participant_id="alice", timeout=60)
@@ -94,7 +98,7 @@ async def approve_one(
     assert prompt.redirect_uri == room.callback_url
     if through_callback:
         visit = await approve_at_provider(
-            prompt.authorization_url, callback_url=room.callback_url
+            prompt.authorization_url, callback_url=room.callback_url, session=browser
         )
         assert visit.status == 200, visit.text
         assert "approved" in visit.text.lower(), visit.text

@@ -17,6 +17,7 @@ import os
 import sys
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from roomsecrets.core import errors
@@ -372,6 +373,44 @@ def test_a_scope_the_provider_does_not_grant_is_left_out_of_the_credential(
             )
             assert full is None
         finally:
+            await room.close()
+
+    run(scenario())
+
+
+def test_a_wider_request_prompts_again_and_the_signed_in_person_only_consents(
+    room: Room, oidc_provider: OidcProvider
+) -> None:
+    """Incremental authorization with a real provider: alice's browser keeps her
+    provider session, so the second approval shows only the consent page, for the new
+    scope; the new credential covers both scopes and replaces the first."""
+
+    async def scenario() -> None:
+        agent, alice = room.agent(), await room.person()
+        both = ["mail.read", "mail.send"]
+        browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        try:
+            first = await approve_one(
+                room, oidc_provider, "wider-app", agent, alice, browser=browser
+            )
+            assert first.pages == ("login", "consent")
+            wider = oidc_provider.oauth_args("wider-app", scopes=both)
+            assert await agent.get_offline_oauth_token(**wider, delegated_by="alice") is None
+            second = await approve_one(
+                room, oidc_provider, "wider-app", agent, alice, browser=browser, scopes=both
+            )
+            assert second.pages == ("consent",)
+            assert second.token != first.token
+            assert oidc_provider.introspect(second.token)["scope"] == "mail.read mail.send"
+            for scopes in (["mail.read"], ["mail.send"], both):
+                assert await agent.get_offline_oauth_token(
+                    **oidc_provider.oauth_args("wider-app", scopes=scopes),
+                    delegated_by="alice",
+                ) == second.token
+            assert len(await alice.list_user_secrets()) == 1
+            assert len(code_exchanges(oidc_provider, "wider-app")) == 2
+        finally:
+            await browser.close()
             await room.close()
 
     run(scenario())
