@@ -268,7 +268,12 @@ class OAuthProvider:
     - ``issue_refresh_tokens`` (default True),
     - ``send_iss`` (default True): put ``iss`` on every authorization redirect
       and say so in the metadata (RFC 9207); False behaves like a provider that
-      does neither.
+      does neither,
+    - ``advertised_auth_methods`` (default :data:`AUTH_METHODS`): what the
+      metadata lists as ``token_endpoint_auth_methods_supported`` and
+      ``revocation_endpoint_auth_methods_supported`` (RFC 8414 §2). Only the
+      list changes: each client is still held to the one method it registered
+      (``invalid_client`` for any other).
 
     Read-only records (copies, taken under the lock): ``token_requests``,
     ``refresh_posts``, ``revoked_grants``, ``revocation_requests``,
@@ -295,6 +300,7 @@ class OAuthProvider:
         self.rotate_refresh_tokens = True
         self.issue_refresh_tokens = True
         self.send_iss = True
+        self.advertised_auth_methods: tuple[str, ...] = AUTH_METHODS
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._clients: dict[str, _Client] = {}
@@ -900,8 +906,10 @@ class OAuthProvider:
                 "response_types_supported": ["code"],
                 "grant_types_supported": ["authorization_code", "refresh_token"],
                 "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-                "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+                "token_endpoint_auth_methods_supported": list(self.advertised_auth_methods),
+                "revocation_endpoint_auth_methods_supported": list(
+                    self.advertised_auth_methods
+                ),
                 "authorization_response_iss_parameter_supported": self.send_iss,
             },
         )

@@ -75,6 +75,7 @@ class SecretsAPI(Protocol):
         timeout: float = 300,
         no_pkce: bool = False,
         issuer: Optional[str] = None,
+        client_auth_method: Optional[str] = None,
     ) -> str: ...
 
     async def get_offline_oauth_token(
@@ -89,6 +90,7 @@ class SecretsAPI(Protocol):
         delegated_by: Optional[str] = None,
         participant_name: Optional[str] = None,
         issuer: Optional[str] = None,
+        client_auth_method: Optional[str] = None,
     ) -> Optional[str]: ...
 
     async def provide_oauth_authorization(

@@ -7,7 +7,7 @@ Method names and keywords follow the reference Secrets API
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .api import OAuthPrompt, SecretInfo, SecretsAPI
 from .credentials import OAUTH_TOKEN_TYPE
@@ -23,6 +23,7 @@ from .inputs import (
     MAX_STATE,
     MAX_TYPE,
     check_bytes,
+    check_client_auth_method,
     check_flag,
     check_id,
     check_name,
@@ -34,50 +35,10 @@ from .inputs import (
 )
 from .participants import Participant, RoomService
 from .ports import SecretKey
-from .token_request import ClientCredentials
+from .token_request import ClientAuthMethod, ClientCredentials
 from .values import frozen_value
 
-__all__ = ["ProviderRoomService", "SecretsClient"]
-
-
-class ProviderRoomService(RoomService, Protocol):
-    """:class:`~.participants.RoomService` plus what discovery (RFC 8414), revocation
-    on delete (RFC 7009) and the RFC 9207 ``iss`` check need from the service
-    (:class:`~.service.SecretsService` documents each member)."""
-
-    def check_issuer(self, issuer: object) -> str: ...
-
-    async def provider_metadata(
-        self, issuer: str, *, endpoints_given: bool
-    ) -> Optional[ProviderMetadata]: ...
-
-    async def delete_secret(self, key: SecretKey, *, actor: str) -> None: ...
-
-    async def request_token(
-        self,
-        *,
-        requester: str,
-        target: str,
-        client: ClientCredentials,
-        authorization_endpoint: str,
-        token_endpoint: str,
-        scopes: Sequence[str],
-        redirect_uri: str,
-        timeout: float,
-        no_pkce: bool,
-        issuer: Optional[str] = None,
-        metadata: Optional[ProviderMetadata] = None,
-    ) -> str: ...
-
-    async def provide(
-        self,
-        *,
-        by: str,
-        request_id: str,
-        code: str,
-        state: Optional[str],
-        iss: Optional[str] = None,
-    ) -> None: ...
+__all__ = ["SecretsClient"]
 
 
 @frozen_value
@@ -90,10 +51,14 @@ class _Provider:
     metadata: Optional[ProviderMetadata]
 
 
-def _client_credentials(client_id: str, client_secret: Optional[str]) -> ClientCredentials:
+def _checked_auth_method(
+    client_secret: Optional[str], client_auth_method: Optional[str]
+) -> Optional[ClientAuthMethod]:
+    """Check the client secret and the method the caller named (None: not named)."""
     if client_secret is not None:
         check_vschar(client_secret, "client_secret", limit=MAX_CLIENT_SECRET)
-    return ClientCredentials(client_id=client_id, client_secret=client_secret)
+    method = check_client_auth_method(client_auth_method, client_secret=client_secret)
+    return None if method is None else ClientAuthMethod(method)
 
 
 class SecretsClient:
@@ -105,7 +70,7 @@ class SecretsClient:
     method of a closed client raises :class:`~.errors.ParticipantNotConnected`.
     """
 
-    def __init__(self, service: ProviderRoomService, participant: Participant) -> None:
+    def __init__(self, service: RoomService, participant: Participant) -> None:
         self._service = service
         self._participant = participant
         self.participant_id = participant.participant_id
@@ -147,6 +112,7 @@ class SecretsClient:
         timeout: float = 300,
         no_pkce: bool = False,
         issuer: Optional[str] = None,
+        client_auth_method: Optional[str] = None,
     ) -> str:
         """An access token for ``from_participant_id``'s account, asking them if needed.
 
@@ -156,6 +122,15 @@ class SecretsClient:
         endpoint given explicitly always wins. With an issuer, the credential
         also learns the provider's revocation endpoint (used by
         ``delete_user_secret``), and the answer's ``iss`` is checked (RFC 9207).
+
+        ``client_auth_method`` says how the ``client_secret`` is sent (RFC 6749
+        §2.3.1): ``"client_secret_basic"`` or ``"client_secret_post"``, as the
+        client is registered at the provider; it needs a ``client_secret``. Left
+        out, a stored credential is refreshed the way its code was exchanged,
+        and a new code is exchanged with ``client_secret_basic``, unless the
+        issuer's metadata lists ``client_secret_post`` and not basic in
+        ``token_endpoint_auth_methods_supported``. The credential remembers the
+        method, for its refreshes and its revocation.
 
         Checks this participant's grant first. If the person already has a
         credential for this client and token endpoint, delegated to us, whose
@@ -177,6 +152,7 @@ class SecretsClient:
         check_redirect_uri(redirect_uri)
         timeout = check_timeout(timeout)
         check_flag(no_pkce, "no_pkce")
+        method = _checked_auth_method(client_secret, client_auth_method)
         provider = await self._provider(
             "oauth.request_token",
             from_participant_id,
@@ -196,11 +172,11 @@ class SecretsClient:
             token_endpoint,
             scopes,
         )
-        client = _client_credentials(client_id, client_secret)
+        client = self._new_client(client_id, client_secret, method, provider)
         service = self._service
         token = await service.refresher.access_token(
             key,
-            client=client,
+            client=await self._refresh_client(key, client, method),
             token_endpoint=token_endpoint,
             scopes=scopes,
             allow=self._stored_scopes_check(
@@ -283,6 +259,42 @@ class SecretsClient:
             metadata=metadata,
         )
 
+    @staticmethod
+    def _new_client(
+        client_id: str,
+        client_secret: Optional[str],
+        method: Optional[ClientAuthMethod],
+        provider: _Provider,
+    ) -> ClientCredentials:
+        """The client as a new code exchange authenticates it: the method named,
+        else what the issuer's metadata implies for this token endpoint, else
+        ``client_secret_basic`` (RFC 6749 §2.3.1: servers MUST support it)."""
+        if client_secret is not None and method is None and provider.metadata is not None:
+            method = provider.metadata.secret_auth_method_for(provider.token_endpoint)
+        return ClientCredentials(client_id=client_id, client_secret=client_secret, method=method)
+
+    async def _refresh_client(
+        self, key: SecretKey, client: ClientCredentials, method: Optional[ClientAuthMethod]
+    ) -> ClientCredentials:
+        """The client as a refresh of the credential at ``key`` authenticates it.
+
+        The method the caller named wins (it is the caller's client). Otherwise
+        the credential's own: a client registered for one method is refused with
+        ``invalid_client`` when it uses another, so a refresh must authenticate
+        as the exchange that obtained the credential did.
+        """
+        if method is not None or client.client_secret is None:
+            return client
+        _, stored = await self._service.refresher.load(key)
+        if stored is None:
+            return client  # nothing to refresh (or a new approval will decide)
+        recorded = stored.client_auth_method or ClientAuthMethod.CLIENT_SECRET_BASIC
+        if recorded is client.auth_method:
+            return client
+        return ClientCredentials(
+            client_id=client.client_id, client_secret=client.client_secret, method=recorded
+        )
+
     def _checked_credential_key(
         self,
         action: str,
@@ -356,10 +368,12 @@ class SecretsClient:
         delegated_by: Optional[str] = None,
         participant_name: Optional[str] = None,
         issuer: Optional[str] = None,
+        client_auth_method: Optional[str] = None,
     ) -> Optional[str]:
         """A saved access token of ``delegated_by`` (refreshed if needed), never a prompt.
 
-        The endpoints and ``issuer`` work as in :meth:`request_oauth_token`.
+        The endpoints, ``issuer`` and ``client_auth_method`` work as in
+        :meth:`request_oauth_token`.
 
         Returns None when there is no usable credential (none stored, scopes not
         covered, or the provider revoked it). ``participant_name`` is accepted as
@@ -380,6 +394,7 @@ class SecretsClient:
             raise InvalidInput("delegated_by (or participant_name) is required")
         scopes = check_scopes(scopes)
         check_timeout(timeout)
+        method = _checked_auth_method(client_secret, client_auth_method)
         provider = await self._provider(
             "oauth.get_offline_token",
             owner,
@@ -399,9 +414,10 @@ class SecretsClient:
             token_endpoint,
             scopes,
         )
+        client = self._new_client(client_id, client_secret, method, provider)
         return await self._service.refresher.access_token(
             key,
-            client=_client_credentials(client_id, client_secret),
+            client=await self._refresh_client(key, client, method),
             token_endpoint=token_endpoint,
             scopes=scopes,
             allow=self._stored_scopes_check(

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from .errors import InvalidInput
+from .token_request import ClientAuthMethod
 from .tokens import TokenSet
 from .values import frozen_value
 
@@ -27,9 +28,15 @@ OAUTH_TOKEN_TYPE = "oauth_token"
 #: Format 1 has no issuer, revocation endpoint or client secret; the writer uses it
 #: whenever none is set, so records readable by older versions stay that way.
 _FORMAT_VERSION = 1
-#: Format 2 adds ``issuer``, ``revocation_endpoint`` and ``client_secret``.
+#: Format 2 adds ``issuer``, ``revocation_endpoint``, ``client_secret`` and
+#: ``client_auth_method`` (each written only when set).
 _FORMAT_VERSION_REVOCABLE = 2
 _OPTIONAL_FIELDS = ("issuer", "revocation_endpoint", "client_secret")
+_METHOD_FIELD = "client_auth_method"
+#: The methods a credential records: only those that differ from the default
+#: (``client_secret_basic`` with a secret, ``none`` without), so a credential
+#: that uses the default is written exactly as before.
+_RECORDED_METHODS = frozenset({ClientAuthMethod.CLIENT_SECRET_POST})
 
 
 def credential_secret_id(client_id: str, token_endpoint: str) -> str:
@@ -54,6 +61,11 @@ class StoredCredential:
     agent's client secret. This is a deliberate trade-off: the store already
     holds the refresh token, which is worth more than the client secret alone.
     ``repr`` shows none of the three.
+
+    ``client_auth_method`` is how the client authenticated when the code was
+    exchanged (RFC 6749 §2.3.1), so refreshes and the revocation use the same
+    one: None for the default (``client_secret_basic`` with a secret, ``none``
+    without), else ``ClientAuthMethod.CLIENT_SECRET_POST``.
     """
 
     tokens: TokenSet
@@ -63,6 +75,7 @@ class StoredCredential:
     issuer: Optional[str] = None
     revocation_endpoint: Optional[str] = None
     client_secret: Optional[str] = None
+    client_auth_method: Optional[ClientAuthMethod] = None
 
     def __post_init__(self) -> None:
         for name in _OPTIONAL_FIELDS:
@@ -72,6 +85,13 @@ class StoredCredential:
         if self.client_secret is not None and self.revocation_endpoint is None:
             # Kept only for revocation (see the class docstring).
             raise InvalidInput("a stored credential keeps a client_secret only for revocation")
+        method = self.client_auth_method
+        if method is not None:
+            if method not in _RECORDED_METHODS:
+                # One spelling per meaning: the default is recorded as None.
+                raise InvalidInput("stored credential has no valid client_auth_method")
+            if self.revocation_endpoint is not None and self.client_secret is None:
+                raise InvalidInput("a stored credential revoked with a client secret keeps it")
 
     @property
     def secret_id(self) -> str:
@@ -95,8 +115,8 @@ class StoredCredential:
         """Compact JSON bytes for the store. Contains the token values (and the
         client secret, when one is kept).
 
-        Format 1 when none of ``issuer``, ``revocation_endpoint`` and
-        ``client_secret`` is set, format 2 otherwise.
+        Format 1 when none of ``issuer``, ``revocation_endpoint``,
+        ``client_secret`` and ``client_auth_method`` is set, format 2 otherwise.
         """
         data: dict[str, Any] = {
             "version": _FORMAT_VERSION,
@@ -110,6 +130,9 @@ class StoredCredential:
             if value is not None:
                 data[name] = value
                 data["version"] = _FORMAT_VERSION_REVOCABLE
+        if self.client_auth_method is not None:
+            data[_METHOD_FIELD] = self.client_auth_method.value
+            data["version"] = _FORMAT_VERSION_REVOCABLE
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -129,7 +152,9 @@ class StoredCredential:
             version == _FORMAT_VERSION
             or (
                 version == _FORMAT_VERSION_REVOCABLE
-                and any(data.get(name) is not None for name in _OPTIONAL_FIELDS)
+                and any(
+                    data.get(name) is not None for name in (*_OPTIONAL_FIELDS, _METHOD_FIELD)
+                )
             )
         ):
             raise InvalidInput("stored credential has an unknown format")
@@ -143,6 +168,14 @@ class StoredCredential:
         optional: dict[str, Any] = {}
         if version == _FORMAT_VERSION_REVOCABLE:
             optional = {name: data.get(name) for name in _OPTIONAL_FIELDS}
+            method = data.get(_METHOD_FIELD)
+            if method is not None:
+                try:
+                    optional[_METHOD_FIELD] = ClientAuthMethod(method)
+                except (ValueError, TypeError):
+                    raise InvalidInput(
+                        "stored credential has no valid client_auth_method"
+                    ) from None
         return cls(
             tokens=TokenSet.from_dict(data.get("tokens") or {}),
             client_id=str(fields["client_id"]),

@@ -45,6 +45,7 @@ from .errors import (
 from .http import Headers, HttpRequest, header_value
 from .inputs import check_url
 from .ports import Clock
+from .token_request import ClientAuthMethod
 from .token_response import parse_retry_after
 from .values import frozen_value
 
@@ -115,6 +116,26 @@ class ProviderMetadata:
         must never be sent to this issuer's revocation endpoint.
         """
         return self.revocation_endpoint if token_endpoint == self.token_endpoint else None
+
+    def secret_auth_method_for(self, token_endpoint: str) -> ClientAuthMethod:
+        """How a client with a secret authenticates to ``token_endpoint`` when the
+        caller did not say: ``client_secret_post`` only when this is the metadata's
+        own token endpoint and its ``token_endpoint_auth_methods_supported`` lists
+        post but not basic; ``client_secret_basic`` otherwise (RFC 8414 §2: the
+        list's default is ``client_secret_basic``, which RFC 6749 §2.3.1 says
+        servers MUST support).
+
+        Another server's token endpoint is not described by this list.
+        """
+        supported = self.token_endpoint_auth_methods_supported
+        if (
+            token_endpoint == self.token_endpoint
+            and supported is not None
+            and ClientAuthMethod.CLIENT_SECRET_BASIC.value not in supported
+            and ClientAuthMethod.CLIENT_SECRET_POST.value in supported
+        ):
+            return ClientAuthMethod.CLIENT_SECRET_POST
+        return ClientAuthMethod.CLIENT_SECRET_BASIC
 
     def promises_iss_from(self, authorization_endpoint: str) -> bool:
         """True when answers from ``authorization_endpoint`` must carry ``iss``: the

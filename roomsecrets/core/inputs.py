@@ -23,6 +23,7 @@ from typing import Optional
 from .errors import InvalidInput
 
 __all__ = [
+    "CLIENT_AUTH_METHODS",
     "MAX_CLIENT_ID",
     "MAX_CLIENT_SECRET",
     "MAX_CODE",
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_TYPE",
     "MAX_URL",
     "check_bytes",
+    "check_client_auth_method",
     "check_flag",
     "check_id",
     "check_name",
@@ -58,7 +60,7 @@ MAX_TYPE = 256
 MAX_CLIENT_ID = 256
 #: ``client_secret``.
 MAX_CLIENT_SECRET = 1024
-#: Authorization, token and redirect URIs.
+#: Authorization, token and redirect URIs, ``issuer`` and ``iss``.
 MAX_URL = 2048
 #: Scopes in one request, and characters in one scope.
 MAX_SCOPES = 100
@@ -77,6 +79,9 @@ MAX_TIMEOUT = 86400.0
 #: Bytes of one generic secret (AWS Secrets Manager's own cap; keeps stores
 #: interchangeable).
 MAX_SECRET_BYTES = 64 * 1024
+#: The ``client_auth_method`` values a caller may name: RFC 6749 §2.3.1's two ways
+#: to send a client secret (IANA "OAuth Token Endpoint Authentication Methods").
+CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
 # RFC 6749 Appendix A: VSCHAR = %x20-7E.
 _VSCHAR = re.compile(r"[\x20-\x7e]*")
@@ -182,3 +187,20 @@ def check_bytes(value: object, what: str, *, limit: int = MAX_SECRET_BYTES) -> b
     if len(value) > limit:
         raise InvalidInput(f"{what} is larger than {limit} bytes")
     return bytes(value)
+
+
+def check_client_auth_method(value: object, *, client_secret: object) -> Optional[str]:
+    """None, or one of :data:`CLIENT_AUTH_METHODS` given together with a client secret.
+
+    Both methods send a secret (RFC 6749 §2.3.1), so naming one without a
+    ``client_secret`` is a mistake, not a request for a public client.
+    """
+    if value is None:
+        return None
+    if type(value) is not str or value not in CLIENT_AUTH_METHODS:
+        raise InvalidInput(
+            "client_auth_method must be 'client_secret_basic' or 'client_secret_post'"
+        )
+    if client_secret is None:
+        raise InvalidInput(f"client_auth_method {value} needs a client_secret")
+    return value

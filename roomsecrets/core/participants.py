@@ -13,6 +13,7 @@ from typing import Optional, Protocol
 
 from .api import OAuthPrompt
 from .audit import AuditSink
+from .discovery import ProviderMetadata
 from .grants import SecretsGrant
 from .ports import Clock, SecretKey, SecretStore
 from .refresh import CredentialRefresher
@@ -54,7 +55,9 @@ class Participant:
 
 class RoomService(Protocol):
     """What a :class:`~.client.SecretsClient` needs from its
-    :class:`~.service.SecretsService` (which documents each member)."""
+    :class:`~.service.SecretsService` (which documents each member), including
+    what discovery (RFC 8414), revocation on delete (RFC 7009) and the RFC 9207
+    ``iss`` check need."""
 
     room: str
     store: SecretStore
@@ -96,6 +99,14 @@ class RoomService(Protocol):
         scopes: tuple[str, ...],
     ) -> None: ...
 
+    def check_issuer(self, issuer: object) -> str: ...
+
+    async def provider_metadata(
+        self, issuer: str, *, endpoints_given: bool
+    ) -> Optional[ProviderMetadata]: ...
+
+    async def delete_secret(self, key: SecretKey, *, actor: str) -> None: ...
+
     async def request_token(
         self,
         *,
@@ -108,10 +119,18 @@ class RoomService(Protocol):
         redirect_uri: str,
         timeout: float,
         no_pkce: bool,
+        issuer: Optional[str] = None,
+        metadata: Optional[ProviderMetadata] = None,
     ) -> str: ...
 
     async def provide(
-        self, *, by: str, request_id: str, code: str, state: Optional[str]
+        self,
+        *,
+        by: str,
+        request_id: str,
+        code: str,
+        state: Optional[str],
+        iss: Optional[str] = None,
     ) -> None: ...
 
     def reject(self, *, by: str, request_id: str, error: str) -> None: ...

@@ -29,7 +29,7 @@ from .errors import (
     oauth_error_from_response,
 )
 from .http import Headers, HttpRequest, header_value
-from .token_request import ClientCredentials, _token_request
+from .token_request import ClientCredentials, build_client_authenticated_request
 from .token_response import parse_retry_after
 
 __all__ = [
@@ -73,7 +73,9 @@ def build_revocation_request(
         form.append(("token_type_hint", token_type_hint))
     # §2.1: "The client also includes its authentication credentials as described
     # in Section 2.3 of [RFC6749]": the same as at the token endpoint.
-    return _token_request(revocation_endpoint, client, form, allow_insecure_http)
+    return build_client_authenticated_request(
+        revocation_endpoint, client, form, allow_insecure_http, what="revocation_endpoint"
+    )
 
 
 def revocation_request_for(
@@ -93,8 +95,12 @@ def revocation_request_for(
         token, hint = tokens.refresh_token, "refresh_token"
     else:
         token, hint = tokens.access_token, "access_token"
+    # The method the token endpoint got when the code was exchanged (RFC 7009
+    # §2.1: the client authenticates here as it does there).
     client = ClientCredentials(
-        client_id=credential.client_id, client_secret=credential.client_secret
+        client_id=credential.client_id,
+        client_secret=credential.client_secret,
+        method=credential.client_auth_method,
     )
     request = build_revocation_request(
         revocation_endpoint=endpoint,

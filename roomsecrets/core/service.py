@@ -75,7 +75,7 @@ from .revocation import (
     revocation_request_for,
 )
 from .token_endpoint import TokenEndpointClient
-from .token_request import ClientCredentials
+from .token_request import ClientAuthMethod, ClientCredentials
 from .tokens import TokenSet
 from .values import frozen_value
 
@@ -90,6 +90,10 @@ _REVOCATION_GRACE = 1.0
 
 _log = logging.getLogger("roomsecrets.service")
 
+#: What a client authenticates with when nobody says otherwise (RFC 6749 §2.3.1:
+#: servers MUST support Basic); a credential records only other methods.
+_DEFAULT_METHODS = frozenset({ClientAuthMethod.NONE, ClientAuthMethod.CLIENT_SECRET_BASIC})
+
 
 @frozen_value
 class _ProviderBinding:
@@ -97,6 +101,8 @@ class _ProviderBinding:
 
     issuer: Optional[str]
     revocation_endpoint: Optional[str]
+    #: None: the default for the client (``client_secret_basic`` with a secret).
+    client_auth_method: Optional[ClientAuthMethod] = None
 
 
 class SecretsService:
@@ -627,9 +633,12 @@ class SecretsService:
         revocation_endpoint = (
             None if metadata is None else metadata.revocation_endpoint_for(token_endpoint)
         )
-        if issuer is not None or revocation_endpoint is not None:
+        # The pending request keeps the id and secret; a method other than the
+        # default rides here, so the exchange authenticates as the caller said.
+        method = None if client.auth_method in _DEFAULT_METHODS else client.auth_method
+        if issuer is not None or revocation_endpoint is not None or method is not None:
             self._bindings[pending.request_id] = _ProviderBinding(
-                issuer=issuer, revocation_endpoint=revocation_endpoint
+                issuer=issuer, revocation_endpoint=revocation_endpoint, client_auth_method=method
             )
         target_participant.prompts[pending.request_id] = OAuthPrompt(
             request_id=pending.request_id,
@@ -710,11 +719,15 @@ class SecretsService:
 
     async def _exchange(self, pending: PendingRequest, code: str, by: str) -> None:
         request_id = pending.request_id
+        binding = self._bindings.get(request_id)
+        method = None if binding is None else binding.client_auth_method
         try:
             tokens = await self.token_endpoint.redeem_code(
                 token_endpoint=pending.token_endpoint,
                 client=ClientCredentials(
-                    client_id=pending.client_id, client_secret=pending.client_secret
+                    client_id=pending.client_id,
+                    client_secret=pending.client_secret,
+                    method=method,
                 ),
                 code=code,
                 redirect_uri=pending.redirect_uri,
@@ -730,7 +743,6 @@ class SecretsService:
                 request_id, RequestCancelled("the exchange failed unexpectedly")
             )
             raise
-        binding = self._bindings.get(request_id)
         revocation_endpoint = None if binding is None else binding.revocation_endpoint
         credential = StoredCredential(
             tokens=tokens,
@@ -741,6 +753,8 @@ class SecretsService:
             revocation_endpoint=revocation_endpoint,
             # Kept only to authenticate the revocation (RFC 7009 §2.1; see StoredCredential).
             client_secret=None if revocation_endpoint is None else pending.client_secret,
+            # Refreshes and the revocation authenticate as this exchange did.
+            client_auth_method=method,
         )
         key = self.credential_key(
             owner=pending.target,

@@ -23,6 +23,7 @@ __all__ = [
     "ClientAuthMethod",
     "ClientCredentials",
     "build_authorization_code_request",
+    "build_client_authenticated_request",
     "build_refresh_request",
 ]
 
@@ -90,13 +91,26 @@ _FORM_HEADERS = (
 )
 
 
-def _token_request(
-    token_endpoint: str,
+def build_client_authenticated_request(
+    endpoint: str,
     client: ClientCredentials,
     form: list[tuple[str, str]],
-    allow_insecure_http: bool,
+    allow_insecure_http: bool = False,
+    *,
+    what: str = "token_endpoint",
 ) -> HttpRequest:
-    check_endpoint(token_endpoint, what="token_endpoint", allow_insecure_http=allow_insecure_http)
+    """A form POST of ``form`` to ``endpoint``, authenticated as ``client``.
+
+    The one implementation of RFC 6749 §2.3.1 client authentication, shared by
+    the token endpoint (§4.1.3, §6) and the revocation endpoint (RFC 7009 §2.1,
+    which asks for the same credentials): ``client_secret_basic`` puts the
+    form-encoded id and secret in ``Authorization: Basic``,
+    ``client_secret_post`` puts them in the body, and a public client sends its
+    ``client_id`` in the body. ``form`` is extended in place. ``what`` names the
+    endpoint in the error an unusable URL raises (InvalidInput,
+    InsecureEndpointError).
+    """
+    check_endpoint(endpoint, what=what, allow_insecure_http=allow_insecure_http)
     headers = list(_FORM_HEADERS)
     method = client.auth_method
     if method is ClientAuthMethod.CLIENT_SECRET_BASIC:
@@ -113,7 +127,7 @@ def _token_request(
             form.append(("client_secret", client.client_secret))
     return HttpRequest(
         method="POST",
-        url=token_endpoint,
+        url=endpoint,
         headers=tuple(headers),
         body=urlencode(form).encode("ascii"),
     )
@@ -139,7 +153,7 @@ def build_authorization_code_request(
     form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)]
     if code_verifier is not None:
         form.append(("code_verifier", validate_verifier(code_verifier)))
-    return _token_request(token_endpoint, client, form, allow_insecure_http)
+    return build_client_authenticated_request(token_endpoint, client, form, allow_insecure_http)
 
 
 def build_refresh_request(
@@ -160,4 +174,4 @@ def build_refresh_request(
     scope = join_scopes(scopes)
     if scope is not None:
         form.append(("scope", scope))
-    return _token_request(token_endpoint, client, form, allow_insecure_http)
+    return build_client_authenticated_request(token_endpoint, client, form, allow_insecure_http)
