@@ -305,8 +305,8 @@ class OidcProvider:
         if client.client_secret is not None:
             args["client_secret"] = client.client_secret
         if client.auth_method == "client_secret_post":
-            # RFC 7591 §2's name for it; see test_client_secret_post.
-            args["token_endpoint_auth_method"] = client.auth_method
+            # client_secret_basic is the default (RFC 6749 §2.3.1: servers MUST support it).
+            args["client_auth_method"] = client.auth_method
         args.update(overrides)
         return args
 

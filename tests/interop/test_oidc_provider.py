@@ -286,8 +286,9 @@ def test_client_secret_basic_with_reserved_characters_in_the_secret(
         "_client_credentials() builds ClientCredentials(client_id, client_secret) without "
         "a method, so a secret always goes in HTTP Basic; request_oauth_token and "
         "get_offline_oauth_token (core, RemoteSecretsClient, the server's JSON API, the "
-        "CLI) take no token_endpoint_auth_method (RFC 7591 §2) to pass as "
-        "ClientCredentials(method=ClientAuthMethod.CLIENT_SECRET_POST)"
+        "CLI) take no client_auth_method to pass as "
+        "ClientCredentials(method=ClientAuthMethod.CLIENT_SECRET_POST); the client is "
+        "registered with token_endpoint_auth_method client_secret_post (RFC 7591 §2)"
     ),
 )
 def test_client_secret_post(room: Room, oidc_provider: OidcProvider) -> None:
