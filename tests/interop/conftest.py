@@ -99,6 +99,7 @@ CLIENTS = {
         Client("iss-app", "none", LONG_TTL),
         Client("iss-callback-app", "none", LONG_TTL),
         Client("discovery-callback-app", "none", LONG_TTL),
+        Client("cli-issuer-app", "none", LONG_TTL),
     )
 }
 

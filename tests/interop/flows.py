@@ -4,6 +4,8 @@ what reached the provider."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
@@ -12,7 +14,7 @@ import aiohttp
 
 from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.core.api import OAuthPrompt
-from tests.interop.conftest import OidcProvider, Room
+from tests.interop.conftest import REPO, OidcProvider, Room
 from tests.interop.oidc_person import answer_from_provider, approve_at_provider
 from tests.support import leak_watch
 
@@ -140,3 +142,24 @@ def issued_refresh_token(provider: OidcProvider, client_id: str) -> str:
     assert issued and issued[-1], "no refresh token was issued"
     token: str = issued[-1]
     return token
+
+
+async def cli(room: Room, token: str, *args: str) -> tuple[int, str, str]:
+    """Run ``python -m roomsecrets ARGS`` against the room server as ``token``: exit
+    status, stdout, stderr (stderr goes to the leak scan; stdout is the one secret)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSECRETS_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["ROOMSECRETS_TOKEN"] = token
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roomsecrets", *args, f"--server={room.url}",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    leak_watch.record("interop cli stderr", stderr.decode())
+    return process.returncode, stdout.decode(), stderr.decode()

@@ -20,9 +20,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from roomsecrets.core import errors
+from roomsecrets.core.grants import SecretsGrant
 from tests.interop.conftest import CLIENTS, OidcProvider, Room
 from tests.interop.flows import (
     approve_one,
+    cli,
     code_exchanges,
     issued_refresh_token,
     next_prompt,
@@ -255,6 +257,60 @@ def test_an_issuer_without_metadata_is_a_typed_error(
                     from_participant_id="alice", timeout=5,
                 )
             assert await alice.list_user_secrets() == []
+        finally:
+            await room.close()
+
+    run(scenario())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "product gap: roomsecrets/cli.py oauth2 request/get take no --issuer, and "
+        "server.py _oauth_callback drops the redirect's iss (see CALLBACK_DROPS_ISS)"
+    ),
+)
+def test_the_cli_by_issuer_asks_gets_and_deletes_with_revocation(
+    room: Room, oidc_provider: OidcProvider
+) -> None:
+    async def scenario() -> None:
+        alice = await room.person()
+        agent_token = room.token("agent-1", grant=SecretsGrant.allow_all(), name="mailbot")
+        flags = [
+            f"--issuer={oidc_provider.issuer}", "--client-id=cli-issuer-app",
+            "--scopes=mail.read",
+        ]
+        try:
+            asking = room.spawn(
+                cli(room, agent_token, "oauth2", "request", f"--room={room.name}",
+                    "--from-participant-id=alice", *flags, "--timeout=60")
+            )
+            prompt = await next_prompt(alice, timeout=60)
+            assert prompt.authorization_url.startswith(oidc_provider.authorization_endpoint)
+            visit = await approve_at_provider(
+                prompt.authorization_url, callback_url=room.callback_url
+            )
+            assert visit.status == 200 and "approved" in visit.text.lower(), visit.text
+            code, stdout, stderr = await asking
+            assert code == 0, stderr
+            token = stdout.strip()
+            leak_watch.remember_secret(token)
+            assert oidc_provider.is_active(token)
+            code, stdout, stderr = await cli(
+                room, agent_token, "oauth2", "get", f"--room={room.name}",
+                "--delegated-by=alice", *flags,
+            )
+            assert (code, stdout.strip()) == (0, token), stderr
+            refresh_token = issued_refresh_token(oidc_provider, "cli-issuer-app")
+            [info] = await alice.list_user_secrets()
+            code, _, stderr = await cli(
+                room, room.token("alice"), "oauth2", "delete", f"--room={room.name}",
+                f"--id={info.id}", "--delegated-to=agent-1",
+            )
+            assert code == 0, stderr
+            assert not oidc_provider.is_active(token)
+            status, body = oidc_provider.refresh_directly("cli-issuer-app", refresh_token)
+            assert (status, body["error"]) == (400, "invalid_grant")
         finally:
             await room.close()
 

@@ -13,8 +13,6 @@ introspection endpoint.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -22,9 +20,10 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
-from tests.interop.conftest import CLIENTS, REPO, OidcProvider, Room
+from tests.interop.conftest import CLIENTS, OidcProvider, Room
 from tests.interop.flows import (
     approve_one,
+    cli,
     code_exchanges,
     issued_refresh_token,
     next_prompt,
@@ -471,20 +470,6 @@ def test_after_a_delete_the_offline_fetch_returns_none(
 
 
 # --- the CLI -----------------------------------------------------------------------------
-
-
-async def cli(room: Room, token: str, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSECRETS_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["ROOMSECRETS_TOKEN"] = token
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "roomsecrets", *args, f"--server={room.url}",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
-    assert process.returncode is not None
-    leak_watch.record("interop cli stderr", stderr.decode())
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 def cli_oauth_flags(provider: OidcProvider, client_id: str) -> list[str]:
