@@ -22,15 +22,18 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     POST /rooms/{room}/delete_user_secret           {"id", "delegated_to"?}  -> {}
     POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "from_participant_id", "redirect_uri"?,
-         "client_secret"?, "scopes"?, "timeout"?, "no_pkce"?}  -> {"access_token": str}
+         "client_secret"?, "client_auth_method"?, "scopes"?, "timeout"?, "no_pkce"?}
+         -> {"access_token": str}
          (a long request: it answers when the person approves, rejects, leaves, or
          ``timeout`` seconds pass; ``redirect_uri`` defaults to PUBLIC_URL/oauth/callback.
          A client that drops the request cancels it. Both endpoints are required
          unless ``issuer`` is given: then the server learns those left out from the
          issuer's metadata, RFC 8414 / OpenID Connect Discovery.)
     POST /rooms/{room}/get_offline_oauth_token      {"client_id", "authorization_endpoint"?,
-         "token_endpoint"?, "issuer"?, "client_secret"?, "scopes"?, "timeout"?,
-         "delegated_by"?, "participant_name"?}     -> {"access_token": str | null}
+         "token_endpoint"?, "issuer"?, "client_secret"?, "client_auth_method"?, "scopes"?,
+         "timeout"?, "delegated_by"?, "participant_name"?}  -> {"access_token": str | null}
+         (``client_auth_method``: "client_secret_basic" or "client_secret_post", how
+         the secret is sent, RFC 6749 §2.3.1.)
     POST /rooms/{room}/provide_oauth_authorization  {"request_id", "code", "state"?, "iss"?}
          -> {}
     POST /rooms/{room}/reject_oauth_authorization   {"request_id", "error"}          -> {}
@@ -58,7 +61,9 @@ WebSocket ``/rooms/{room}/ws``
 
         {"type": "oauth_prompt", "prompt": {"request_id", "authorization_url", "state",
          "code_challenge", "from_participant_id", "client_id", "scopes",
-         "redirect_uri", "expires_at"}}
+         "redirect_uri", "expires_at"}, "from_participant_name"}
+        {"type": "oauth_prompt_ended", "request_id"}   (answered, rejected, cancelled
+         or timed out: it can no longer be answered)
         {"type": "pong"}
         {"type": "error", "error": CODE, "message": TEXT}
 
@@ -102,6 +107,7 @@ from ..core.errors import (
     UnknownRequest,
     VersionConflict,
 )
+from ..core.inputs import CLIENT_AUTH_METHODS
 from ..core.pending import PendingInput, PendingState
 from ..core.values import frozen_value
 
@@ -477,6 +483,16 @@ _OAUTH_FIELDS = (
         ),
     ),
     Field(name="client_secret", schema=_OPTIONAL_STRING, description="never leaves the server"),
+    Field(
+        name="client_auth_method",
+        schema={"type": ["string", "null"], "enum": [*CLIENT_AUTH_METHODS, None]},
+        description=(
+            "how client_secret is sent (RFC 6749 §2.3.1), as the client is registered; "
+            "needs client_secret. Default: the stored credential's method, else "
+            "client_secret_basic unless the issuer's metadata lists only "
+            "client_secret_post of the two"
+        ),
+    ),
     Field(name="scopes", schema=_SCOPES),
     Field(name="timeout", schema=_TIMEOUT, description="seconds"),
 )

@@ -23,9 +23,13 @@ to it, the participant list shows it) while this client holds its WebSocket:
 :meth:`~RemoteSecretsClient.oauth_prompts`; :meth:`~RemoteSecretsClient.close`
 closes it, which ends pending requests to and from the participant, as
 ``SecretsClient.close()`` does. ``oauth_prompts()`` yields every prompt received
-since ``connect()`` that has not expired, then new ones as they arrive; it ends
-when the WebSocket closes. Unlike in process, a prompt that another answer or a
-cancellation ended may still be yielded (answering it raises UnknownRequest).
+since ``connect()`` that is still open, then new ones as they arrive; it ends
+when the WebSocket closes. As in process, prompts that ended drop out: the
+server sends ``{"type": "oauth_prompt_ended", "request_id"}`` when one is
+answered (by us, through ``/oauth/callback`` or another client), rejected,
+cancelled or timed out, and a prompt is not yielded after that frame came.
+(One that ends while the caller holds it can still be answered in vain:
+UnknownRequest.)
 """
 
 from __future__ import annotations
@@ -173,6 +177,7 @@ class RemoteSecretsClient:
         timeout: float = 300,
         no_pkce: bool = False,
         issuer: Optional[str] = None,
+        client_auth_method: Optional[str] = None,
     ) -> str:
         """See :meth:`SecretsClient.request_oauth_token
         <roomsecrets.core.client.SecretsClient.request_oauth_token>`.
@@ -187,6 +192,7 @@ class RemoteSecretsClient:
                 "from_participant_id": from_participant_id,
                 "redirect_uri": redirect_uri,
                 "issuer": issuer,
+                "client_auth_method": client_auth_method,
             }
         )
         body.update(
@@ -210,6 +216,7 @@ class RemoteSecretsClient:
         delegated_by: Optional[str] = None,
         participant_name: Optional[str] = None,
         issuer: Optional[str] = None,
+        client_auth_method: Optional[str] = None,
     ) -> Optional[str]:
         """See :meth:`SecretsClient.get_offline_oauth_token
         <roomsecrets.core.client.SecretsClient.get_offline_oauth_token>`."""
@@ -219,6 +226,7 @@ class RemoteSecretsClient:
                 "authorization_endpoint": authorization_endpoint,
                 "token_endpoint": token_endpoint,
                 "issuer": issuer,
+                "client_auth_method": client_auth_method,
             }
         )
         body.update(
@@ -295,11 +303,24 @@ class RemoteSecretsClient:
                     continue
                 with contextlib.suppress(ValueError, InvalidInput):
                     frame = json.loads(message.data)
-                    if isinstance(frame, dict) and frame.get("type") == "oauth_prompt":
+                    if not isinstance(frame, dict):
+                        continue
+                    if frame.get("type") == "oauth_prompt":
                         self._deliver(prompt_from_json(frame.get("prompt")))
+                    elif frame.get("type") == "oauth_prompt_ended":
+                        request_id = frame.get("request_id")
+                        if isinstance(request_id, str):
+                            # Iterators that have it queued skip it: see _is_open.
+                            self._recent.pop(request_id, None)
         finally:
             for listener in self._listeners:
                 listener.put_nowait(None)
+
+    def _is_open(self, prompt: OAuthPrompt) -> bool:
+        """True while ``prompt`` may still be answered, as far as we have heard:
+        no ``oauth_prompt_ended`` frame for it, and its deadline has not passed
+        (the server's frame for a timeout may not have arrived yet)."""
+        return prompt.request_id in self._recent and prompt.expires_at > time.time()
 
     def _deliver(self, prompt: OAuthPrompt) -> None:
         now = time.time()
@@ -313,25 +334,27 @@ class RemoteSecretsClient:
     def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
         """Prompts addressed to this participant (connects first if needed).
 
-        Every prompt received since :meth:`connect` that has not expired, then
-        new ones as they arrive; ends when the WebSocket closes.
+        Every prompt received since :meth:`connect` that is still open, then
+        new ones as they arrive; prompts that ended (answered, rejected,
+        cancelled, timed out) drop out. Ends when the WebSocket closes.
         """
         return self._prompt_stream()
 
     async def _prompt_stream(self) -> AsyncIterator[OAuthPrompt]:
         await self.connect()
         queue: asyncio.Queue[Optional[OAuthPrompt]] = asyncio.Queue()
-        now = time.time()
         for prompt in self._recent.values():
-            if prompt.expires_at > now:
-                queue.put_nowait(prompt)
+            queue.put_nowait(prompt)
         self._listeners.add(queue)
         try:
             while self.connected or not queue.empty():
                 received = await queue.get()
                 if received is None:
                     return
-                yield received
+                # It may have ended while it waited in the queue (SPEC.md: prompts
+                # that ended drop out).
+                if self._is_open(received):
+                    yield received
         finally:
             self._listeners.discard(queue)
 

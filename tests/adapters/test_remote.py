@@ -4,7 +4,10 @@ becomes connected, and the errors it raises when the server is not there."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import urllib.request
+from typing import Any
 
 import pytest
 
@@ -16,7 +19,13 @@ from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.participants import ParticipantInfo
-from tests.adapters.server_kit import ROOM, oauth_args, running_provider, serving
+from tests.adapters.server_kit import (
+    ROOM,
+    approve_via_callback,
+    oauth_args,
+    running_provider,
+    serving,
+)
 
 
 def run(coro: object) -> object:
@@ -147,5 +156,59 @@ def test_an_expired_token_is_invalid_token() -> None:
                     await client.connect()
             finally:
                 await client.close()
+
+    run(scenario())
+
+
+def test_client_auth_method_goes_over_http_and_is_in_the_openapi_document() -> None:
+    secret = "s+/=&:% cret"
+
+    async def scenario() -> None:
+        with running_provider() as provider:
+            async with serving(provider=provider) as served:
+                provider.register_client(
+                    "post-app", client_secret=secret, auth_method="client_secret_post",
+                    redirect_uris=[served.callback_url],
+                )
+                alice = served.remote("alice")
+                agent = served.remote("agent-1", grant=SecretsGrant.allow_all())
+                args = oauth_args(provider, client_id="post-app", client_secret=secret)
+                try:
+                    await alice.connect()
+                    prompts = alice.oauth_prompts()
+                    request = asyncio.ensure_future(agent.request_oauth_token(
+                        **args, from_participant_id="alice", client_auth_method="client_secret_post"
+                    ))
+                    prompt = await asyncio.wait_for(prompts.__anext__(), 10)
+                    status, _, _ = await asyncio.to_thread(
+                        approve_via_callback, prompt.authorization_url
+                    )
+                    assert status == 200
+                    token = await request
+                    assert provider.is_active(token)
+                    assert provider.token_requests == [("authorization_code", "ok")]
+                    assert await agent.get_offline_oauth_token(
+                        **args, delegated_by="alice", client_auth_method="client_secret_post"
+                    ) == token
+                    with pytest.raises(errors.InvalidInput, match="client_auth_method") as info:
+                        await agent.get_offline_oauth_token(
+                            **args, delegated_by="alice", client_auth_method="private_key_jwt"
+                        )
+                    assert secret not in str(info.value)
+                finally:
+                    await agent.close()
+                    await alice.close()
+
+                def openapi() -> dict[str, Any]:
+                    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                    with opener.open(served.url + "/openapi.json", timeout=10) as response:
+                        return json.loads(response.read())  # type: ignore[no-any-return]
+
+                document = await asyncio.to_thread(openapi)
+                for route in ("request_oauth_token", "get_offline_oauth_token"):
+                    body = document["paths"][f"/rooms/{{room}}/{route}"]["post"]["requestBody"]
+                    schema = body["content"]["application/json"]["schema"]
+                    field = schema["properties"]["client_auth_method"]
+                    assert field["enum"] == ["client_secret_basic", "client_secret_post", None]
 
     run(scenario())
