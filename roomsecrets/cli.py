@@ -204,6 +204,7 @@ def _build_parser() -> _Parser:
         help="random values may start with '-': write --code=VALUE",
     )
     provide.add_argument("--state", help="random values may start with '-': write --state=VALUE")
+    provide.add_argument("--iss", help="the redirect's iss parameter (RFC 9207), if it has one")
     provide.set_defaults(run=_client_command(_oauth2_provide))
 
     reject = oauth2_commands.add_parser("reject", parents=common, help="refuse a prompt")
@@ -276,8 +277,12 @@ def _store_flag(parser: argparse.ArgumentParser) -> None:
 
 def _provider_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-id", required=True)
-    parser.add_argument("--authorization-endpoint", required=True)
-    parser.add_argument("--token-endpoint", required=True)
+    parser.add_argument(
+        "--issuer",
+        help="the provider's issuer: endpoints left out come from its metadata (RFC 8414)",
+    )
+    parser.add_argument("--authorization-endpoint", help="required unless --issuer is given")
+    parser.add_argument("--token-endpoint", help="required unless --issuer is given")
     parser.add_argument(
         "--scopes",
         action="append",
@@ -563,6 +568,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             scopes=_scopes(args.scopes),
             timeout=args.timeout,
             no_pkce=args.no_pkce,
+            issuer=args.issuer,
         )
     )
     interactive = sys.stderr.isatty()
@@ -600,6 +606,7 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
         client_secret=args.client_secret,
         scopes=_scopes(args.scopes),
         delegated_by=args.delegated_by,
+        issuer=args.issuer,
     )
     if token is None:
         raise _Failure(
@@ -637,7 +644,7 @@ async def _oauth2_prompts(client: RemoteSecretsClient, args: argparse.Namespace)
 
 async def _oauth2_provide(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     await client.provide_oauth_authorization(
-        request_id=args.request_id, code=args.code, state=args.state
+        request_id=args.request_id, code=args.code, state=args.state, iss=args.iss
     )
     return 0
 

@@ -38,7 +38,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.name == "oauth_callback":
         doc["parameters"] = [
             {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in ("code", "state", "error", "error_description")
+            for name in ("code", "state", "iss", "error", "error_description")
         ]
     if not op.auth:
         doc["security"] = []

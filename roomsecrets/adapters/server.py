@@ -478,7 +478,9 @@ async def _read_body(request: web.Request, op: Operation) -> dict[str, Any]:
     else:
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser's stack, well under the
+            # size cap; it is bad input like any other, not a server fault.
             raise InvalidInput("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
@@ -765,7 +767,7 @@ async def _serve_socket(ws: web.WebSocketResponse, rooms: _Rooms, presence: _Pre
 async def _answer_frame(ws: web.WebSocketResponse, text: str) -> None:
     try:
         frame = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         await _send_error(ws, "invalid_input", "a frame must be a JSON object")
         return
     if not isinstance(frame, dict) or frame.get("type") != "ping":
@@ -845,9 +847,19 @@ def _page(status: int, title: str, text: str) -> web.Response:
     )
 
 
+#: The authorization-response parameters the callback reads (RFC 6749 §4.1.2, §4.1.2.1;
+#: RFC 9207 §2).
+_CALLBACK_PARAMETERS = ("code", "state", "error", "error_description", "iss")
+
+
 async def _oauth_callback(request: web.Request) -> web.StreamResponse:
     rooms = request.app[_ROOMS]
     query = request.query
+    # RFC 6749 §3.1: a response parameter appears at most once. Taking the first of two
+    # would let whoever added the second decide which one counts; refuse both.
+    if any(len(query.getall(name, [])) > 1 for name in _CALLBACK_PARAMETERS):
+        _note(error=InvalidInput.code)
+        return _page(400, "Not an authorization answer", "A parameter appears more than once.")
     state, code, error = query.get("state"), query.get("code"), query.get("error")
     if not state or (code is None and error is None):
         _note(error=InvalidInput.code)
@@ -871,8 +883,9 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
                 return _page(
                     200, "Request declined", "You declined the request. You can close this tab."
                 )
+            # RFC 9207 §2.4: the issuer's `iss`, checked against the one the request expects.
             await client.provide_oauth_authorization(
-                request_id=pending.request_id, code=code or "", state=state
+                request_id=pending.request_id, code=code or "", state=state, iss=query.get("iss")
             )
         finally:
             await client.close()

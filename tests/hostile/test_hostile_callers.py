@@ -134,11 +134,8 @@ def test_a_replayed_callback_is_404_and_redeems_nothing() -> None:
     ("variant", "status"),
     [("wrong state", 404), ("reused state", 404), ("missing state", 400),
      ("missing code", 400),
-     pytest.param("state twice", 400, marks=pytest.mark.xfail(
-         strict=True,
-         reason="server gap: /oauth/callback takes the first of two state parameters and "
-         "completes the request; RFC 6749 §3.1 says a response parameter appears at most once, "
-         "so a repeated code/state should be a 400 that changes nothing"))],
+     # RFC 6749 §3.1: a response parameter appears at most once.
+     ("state twice", 400)],
 )
 def test_a_callback_with_a_bad_state_is_refused_and_the_request_stays_open(
     variant: str, status: int
@@ -233,13 +230,6 @@ def _nested(depth: int) -> bytes:
     return b'{"secret_id": "x", "data": "aGk=", "name": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-_RECURSION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="server bug: adapters/server.py _read_body catches (ValueError, UnicodeDecodeError) "
-    "around json.loads, not RecursionError, so a deeply nested body under the size cap is a 500",
-)
-
-
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [
@@ -247,11 +237,9 @@ _RECURSION_BUG = pytest.mark.xfail(
         pytest.param(json.dumps({"secret_id": "x", "data": "A" * (300 * 1024)}).encode(), 413,
                      "body_too_large", id="oversized"),
         # Deep enough to blow the JSON parser's recursion, small enough to pass the cap.
-        pytest.param(_nested(100_000), 400, "invalid_input", id="nested-arrays-100k",
-                     marks=_RECURSION_BUG),
+        pytest.param(_nested(100_000), 400, "invalid_input", id="nested-arrays-100k"),
         pytest.param(b'{"secret_id": "x", "data": "aGk=", "name": ' + b'{"a":' * 40_000 + b"1"
-                     + b"}" * 40_000 + b"}", 400, "invalid_input", id="nested-objects-40k",
-                     marks=_RECURSION_BUG),
+                     + b"}" * 40_000 + b"}", 400, "invalid_input", id="nested-objects-40k"),
         # Shallow nesting: parsed, then refused as the wrong type for the field.
         pytest.param(_nested(64), 400, "invalid_input", id="nested-64"),
     ],
@@ -343,12 +331,6 @@ async def _until(condition: Any, timeout: float = 20.0) -> None:
     raise AssertionError("condition not reached")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: adapters/server.py _answer_frame catches ValueError around json.loads, "
-    "not RecursionError: a 10 KB nested frame kills the WebSocket handler (logged as an "
-    "internal error) and disconnects the participant instead of answering an error frame",
-)
 def test_a_deeply_nested_websocket_frame_gets_an_error_frame_and_the_socket_stays() -> None:
     async def scenario() -> None:
         async with hostile_room() as room:
