@@ -51,6 +51,23 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, limit: float = 
         await asyncio.sleep(0.25)
 
 
+async def prompt_for(
+    room: Room, person: RemoteSecretsClient, asking: asyncio.Task[Any], timeout: float = 60
+) -> OAuthPrompt:
+    """The new prompt ``asking`` makes ``person`` see; if ``asking`` ends first (an
+    error, a token without a prompt), fail at once with its outcome."""
+    # Skip the prompts answered before: RemoteSecretsClient offers them again (see
+    # test_a_prompt_answered_through_the_callback_is_not_offered_again).
+    prompted = room.spawn(next_prompt(person, timeout, skip=frozenset(room.answered)))
+    await asyncio.wait({prompted, asking}, return_when=asyncio.FIRST_COMPLETED)
+    if not prompted.done():
+        outcome = await asking  # raises its error, if it ended with one
+        raise AssertionError(f"the request ended before any prompt: {outcome!r}")
+    prompt = prompted.result()
+    room.answered.add(prompt.request_id)
+    return prompt
+
+
 class Approved:
     """The outcome of one approval: the agent's token, the prompt, the query of the
     provider's redirect to our callback and the provider pages the person saw."""
@@ -86,15 +103,7 @@ async def approve_one(
     asking = room.spawn(
         agent.request_oauth_token(**args, from_participant_id="alice", timeout=60)
     )
-    # Skip the prompts answered before: RemoteSecretsClient offers them again (see
-    # test_a_prompt_answered_through_the_callback_is_not_offered_again).
-    prompted = room.spawn(next_prompt(alice, skip=frozenset(room.answered)))
-    await asyncio.wait({prompted, asking}, return_when=asyncio.FIRST_COMPLETED)
-    if not prompted.done():
-        await asking  # it ended before any prompt: raise its error now
-        raise AssertionError("a token without a prompt")
-    prompt = prompted.result()
-    room.answered.add(prompt.request_id)
+    prompt = await prompt_for(room, alice, asking)
     assert prompt.from_participant_id == "agent-1"
     assert prompt.client_id == client_id
     assert prompt.redirect_uri == room.callback_url

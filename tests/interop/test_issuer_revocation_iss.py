@@ -27,7 +27,7 @@ from tests.interop.flows import (
     cli,
     code_exchanges,
     issued_refresh_token,
-    next_prompt,
+    prompt_for,
     revoked_grants,
     run,
 )
@@ -166,7 +166,7 @@ def test_an_answer_with_a_wrong_or_missing_iss_is_refused(
                     timeout=60,
                 )
             )
-            prompt = await next_prompt(alice)
+            prompt = await prompt_for(room, alice, asking)
             query, _ = await answer_from_provider(
                 prompt.authorization_url, callback_url=room.callback_url
             )
@@ -213,7 +213,7 @@ def test_a_callback_with_a_wrong_or_missing_iss_is_refused(
                     from_participant_id="alice", timeout=60,
                 )
             )
-            prompt = await next_prompt(alice)
+            prompt = await prompt_for(room, alice, asking)
             exchanged = len(code_exchanges(oidc_provider, "iss-callback-app"))
             genuine: list[str] = []
 
@@ -285,7 +285,7 @@ def test_the_cli_by_issuer_asks_gets_and_deletes_with_revocation(
                 cli(room, agent_token, "oauth2", "request", f"--room={room.name}",
                     "--from-participant-id=alice", *flags, "--timeout=60")
             )
-            prompt = await next_prompt(alice, timeout=60)
+            prompt = await prompt_for(room, alice, asking)
             assert prompt.authorization_url.startswith(oidc_provider.authorization_endpoint)
             visit = await approve_at_provider(
                 prompt.authorization_url, callback_url=room.callback_url

@@ -27,6 +27,7 @@ from tests.interop.flows import (
     code_exchanges,
     issued_refresh_token,
     next_prompt,
+    prompt_for,
     refreshes,
     revoked_grants,
     run,
@@ -327,7 +328,7 @@ def test_the_provider_refuses_an_authorization_request_without_pkce(
                     timeout=60, no_pkce=True,
                 )
             )
-            prompt = await next_prompt(alice)
+            prompt = await prompt_for(room, alice, asking)
             assert "code_challenge" not in prompt.authorization_url
             visit = await approve_at_provider(
                 prompt.authorization_url, callback_url=room.callback_url
@@ -431,7 +432,7 @@ def test_the_person_cancels_at_the_providers_consent_page(
                     timeout=60,
                 )
             )
-            prompt = await next_prompt(alice)
+            prompt = await prompt_for(room, alice, asking)
             visit = await approve_at_provider(
                 prompt.authorization_url, callback_url=room.callback_url, cancel_at="consent"
             )
@@ -493,7 +494,7 @@ def test_the_cli_asks_gets_refreshes_and_finds_nothing_after_a_delete(
                 cli(room, agent_token, "oauth2", "request", f"--room={room.name}",
                     "--from-participant-id=alice", *flags, "--timeout=60")
             )
-            prompt = await next_prompt(alice, timeout=60)
+            prompt = await prompt_for(room, alice, asking)
             visit = await approve_at_provider(
                 prompt.authorization_url, callback_url=room.callback_url
             )
