@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support import leak_watch
+
+#: Suites that need tools outside pip: Node with `npm ci`'s packages (tests/interop, and
+#: axe-core for tests/browser) and Debian's chromium (tests/browser). On a machine without
+#: them they skip, saying what is missing; in CI (`CI` set, as `.ci/run` runs) a skip there
+#: means an install step failed, so it fails the run instead of passing it quietly.
+_NEEDS_TOOLS = ("tests/interop/", "tests/browser/")
+_skipped_for_tools: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     leak_watch.install()
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and report.nodeid.startswith(_NEEDS_TOOLS):
+        _skipped_for_tools.append(report.nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaks = leak_watch.find_leaks()
     secrets, outputs = leak_watch.counts()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    in_ci = bool(os.environ.get("CI"))
     if reporter is not None:
         reporter.write_sep(
             "-",
@@ -23,5 +38,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
         for leak in leaks[:20]:
             reporter.write_line("  LEAK " + leak, red=True)
-    if leaks:
+        if _skipped_for_tools:
+            reporter.write_line(
+                f"{len(_skipped_for_tools)} interop/browser tests skipped for a missing tool "
+                "(node packages: `npm ci`; Debian's chromium); .ci/run installs both"
+                + ("; in CI that is a failure" if in_ci else ""),
+                red=in_ci,
+                yellow=not in_ci,
+            )
+    if leaks or (in_ci and _skipped_for_tools):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
