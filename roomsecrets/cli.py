@@ -290,6 +290,13 @@ def _provider_flags(parser: argparse.ArgumentParser) -> None:
         help="may repeat; each value may hold several scopes separated by spaces or commas",
     )
     parser.add_argument("--client-secret")
+    parser.add_argument(
+        "--client-auth-method",
+        choices=("client_secret_basic", "client_secret_post"),
+        help="how --client-secret is sent (RFC 6749 §2.3.1), as the client is registered; "
+        "default: the stored credential's, else client_secret_basic unless the issuer's "
+        "metadata lists only client_secret_post",
+    )
 
 
 # --- running it ---------------------------------------------------------------------------
@@ -568,6 +575,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             scopes=_scopes(args.scopes),
             timeout=args.timeout,
             no_pkce=args.no_pkce,
+            client_auth_method=args.client_auth_method,
             issuer=args.issuer,
         )
     )
@@ -606,6 +614,7 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
         client_secret=args.client_secret,
         scopes=_scopes(args.scopes),
         delegated_by=args.delegated_by,
+        client_auth_method=args.client_auth_method,
         issuer=args.issuer,
     )
     if token is None:

@@ -18,6 +18,7 @@ from tests.adapters.test_cli import (
     provider_accepts,
     start_request,
 )
+from tests.support import leak_watch
 from tests.support.headless_person import authorization_redirect
 
 from . import test_cli as _cli
@@ -110,3 +111,40 @@ def test_the_callback_passes_the_redirects_iss_on(cli: Cli, provider: FakeProvid
         prompts.stop()
     assert status == 0, stderr
     assert provider_accepts(provider, token.strip())
+
+
+def test_client_auth_method_sends_the_secret_as_the_client_is_registered(
+    cli: Cli, provider: FakeProvider
+) -> None:
+    secret = "p+o/s=t&:%" + "x" * 12
+    leak_watch.remember_secret(secret)
+    provider.register_client("post-client", client_secret=secret,
+                             auth_method="client_secret_post", redirect_uris=[cli.server.callback])
+    agent = cli.mint("agent-post", "--grant", "allow-all")
+    hal = cli.mint("hal")
+    flags = ["--client-id", "post-client", "--authorization-endpoint",
+             provider.authorization_endpoint, "--token-endpoint", provider.token_endpoint,
+             f"--client-secret={secret}"]
+    prompts = Prompts(cli, hal, "--json")
+    try:
+        # Sent the default way (client_secret_basic), the provider refuses the client.
+        basic = start_request(cli, agent, "--from-participant-id", "hal", *flags)
+        prompt = json.loads(prompts.next_line())
+        # The provider refused the exchange: the callback page says so with a 502.
+        assert _get(authorization_redirect(prompt["authorization_url"])) == 502
+        status, _, stderr = finish(cli, basic, prints_secret=False)
+        assert status != 0 and "invalid_client" in stderr
+        asking = start_request(cli, agent, "--from-participant-id", "hal", *flags,
+                               "--client-auth-method", "client_secret_post")
+        prompt = json.loads(prompts.next_line())
+        assert _get(authorization_redirect(prompt["authorization_url"])) == 200
+        status, token, stderr = finish(cli, asking, prints_secret=True)
+    finally:
+        prompts.stop()
+    assert status == 0, stderr
+    assert provider_accepts(provider, token.strip())
+    # The stored credential remembers the method: a later get needs no flag.
+    got = cli.run("oauth2", "get", "--room", ROOM, "--delegated-by", "hal", *flags,
+                  token=agent, prints_secret=True)
+    assert got.stdout.strip() == token.strip()
+    cli.assert_no_secrets(provider.seen | {agent, hal, secret})  # type: ignore[attr-defined]
