@@ -55,15 +55,25 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
 WebSocket ``/rooms/{room}/ws``
     Opening it makes the participant *connected* (``SecretsService.connect``
     with the token's name and grant): prompts can be addressed to it and it is
-    listed by ``/participants``. Closing it disconnects: pending requests it made
-    or was asked end at once. A second WebSocket of a connected participant is
-    refused with 409 before the upgrade. Server -> client frames (JSON text)::
+    listed by ``/participants``. A program authenticates with the
+    ``Authorization`` header; a browser (the approval page), which cannot set
+    headers on a WebSocket, opens it without one and sends
+    ``{"type": "authenticate", "token": JWT}`` as its first frame, so the token is
+    never in a URL. A bad first frame closes the socket with code 4400, a bad or
+    expired token with 4401, a second socket of a connected participant with 4409
+    (409 before the upgrade when the header was used). A socket whose ``Origin``
+    is not the server's own gets 403 before the upgrade. A normal close (1000)
+    disconnects at once: pending requests it made or was asked end. A dropped
+    socket, or a browser's 1001 "going away", keeps the participant connected for
+    the server's grace period (``disconnect_grace``, about 30 s), and a new socket
+    within it gets the open prompts again. Server -> client frames (JSON text)::
 
         {"type": "oauth_prompt", "prompt": {"request_id", "authorization_url", "state",
          "code_challenge", "from_participant_id", "client_id", "scopes",
          "redirect_uri", "expires_at"}, "from_participant_name"}
         {"type": "oauth_prompt_ended", "request_id"}   (answered, rejected, cancelled
          or timed out: it can no longer be answered)
+        {"type": "secrets_changed"}   (the participant's stored secrets changed)
         {"type": "pong"}
         {"type": "error", "error": CODE, "message": TEXT}
 
@@ -692,9 +702,10 @@ OPERATIONS: tuple[Operation, ...] = (
             "WebSocket: connects the participant while open and pushes "
             '{"type": "oauth_prompt", "prompt": {...}} for each prompt addressed to it. '
             'Send {"type": "ping"} to get {"type": "pong"}; anything else gets an '
-            '{"type": "error"} frame. Token in the Authorization header only.'
+            '{"type": "error"} frame. Token in the Authorization header, or (browsers) '
+            'in a first {"type": "authenticate", "token"} frame; a foreign Origin is 403.'
         ),
-        errors=(400, 401, 409),
+        errors=(400, 401, 403, 409),
         json_operation=False,
     ),
     Operation(
