@@ -389,8 +389,6 @@ class Room:
         self.url = server.url
         self.callback_url = server.callback_url
         self._clients: list[RemoteSecretsClient] = []
-        #: Request ids of the prompts answered in this room.
-        self.answered: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
 
     def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

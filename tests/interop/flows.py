@@ -26,20 +26,11 @@ def run(scenario: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(scenario, SCENARIO_LIMIT))  # type: ignore[arg-type]
 
 
-async def next_prompt(
-    person: RemoteSecretsClient, timeout: float = 20, *, skip: frozenset[str] = frozenset()
-) -> OAuthPrompt:
-    """The first prompt offered to ``person`` whose request id is not in ``skip``."""
+async def next_prompt(person: RemoteSecretsClient, timeout: float = 20) -> OAuthPrompt:
+    """The next prompt offered to ``person`` (an open one, or the next to arrive)."""
     prompts = person.oauth_prompts()
-
-    async def first_new() -> OAuthPrompt:
-        async for prompt in prompts:
-            if prompt.request_id not in skip:
-                return prompt
-        raise AssertionError("the prompts ended")
-
     try:
-        return await asyncio.wait_for(first_new(), timeout)
+        return await asyncio.wait_for(prompts.__anext__(), timeout)
     finally:
         await prompts.aclose()  # type: ignore[attr-defined]
 
@@ -56,15 +47,12 @@ async def prompt_for(
 ) -> OAuthPrompt:
     """The new prompt ``asking`` makes ``person`` see; if ``asking`` ends first (an
     error, a token without a prompt), fail at once with its outcome."""
-    # Skip the prompts answered before: RemoteSecretsClient offers them again (see
-    # test_a_prompt_answered_through_the_callback_is_not_offered_again).
-    prompted = room.spawn(next_prompt(person, timeout, skip=frozenset(room.answered)))
+    prompted = room.spawn(next_prompt(person, timeout))
     await asyncio.wait({prompted, asking}, return_when=asyncio.FIRST_COMPLETED)
     if not prompted.done():
         outcome = await asking  # raises its error, if it ended with one
         raise AssertionError(f"the request ended before any prompt: {outcome!r}")
-    prompt = prompted.result()
-    room.answered.add(prompt.request_id)
+    prompt: OAuthPrompt = prompted.result()
     return prompt
 
 

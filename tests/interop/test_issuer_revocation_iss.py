@@ -6,9 +6,8 @@ oidc-provider publishes its metadata only at ``/.well-known/openid-configuration
 says ``authorization_response_iss_parameter_supported: true`` there, and sends ``iss``
 on every authorization response; revoking a refresh token revokes its whole grant.
 
-Most scenarios here have the person answer with ``provide_oauth_authorization`` (the
-code, state and iss of the provider's redirect); the ones through ``/oauth/callback``
-are marked while the room server does not hand the redirect's ``iss`` on.
+The person answers both ways: through ``/oauth/callback`` (the server hands the
+redirect's ``iss`` on) and with ``provide_oauth_authorization(..., iss=...)``.
 """
 
 from __future__ import annotations
@@ -33,17 +32,6 @@ from tests.interop.flows import (
 )
 from tests.interop.oidc_person import answer_from_provider, approve_at_provider
 from tests.support import leak_watch
-
-CALLBACK_DROPS_ISS = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: roomsecrets/adapters/server.py _oauth_callback calls "
-        "client.provide_oauth_authorization(request_id=..., code=..., state=...) without "
-        "iss=query.get('iss'), so for a request made with issuer= (whose metadata promises "
-        "iss, RFC 9207 §2.4) every answer through /oauth/callback fails with "
-        "issuer_mismatch, the genuine one included"
-    ),
-)
 
 WRONG_ISSUER = "http://127.0.0.1:1"
 
@@ -88,7 +76,6 @@ def test_the_endpoints_come_from_the_issuers_metadata(
     run(scenario())
 
 
-@CALLBACK_DROPS_ISS
 def test_by_issuer_through_the_callback(room: Room, oidc_provider: OidcProvider) -> None:
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
@@ -196,7 +183,6 @@ def _with_iss(url: str, iss: Optional[str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-@CALLBACK_DROPS_ISS
 @pytest.mark.parametrize("iss", [WRONG_ISSUER, None], ids=["wrong-iss", "no-iss"])
 def test_a_callback_with_a_wrong_or_missing_iss_is_refused(
     room: Room, oidc_provider: OidcProvider, iss: Optional[str]
@@ -263,13 +249,6 @@ def test_an_issuer_without_metadata_is_a_typed_error(
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product gap: roomsecrets/cli.py oauth2 request/get take no --issuer, and "
-        "server.py _oauth_callback drops the redirect's iss (see CALLBACK_DROPS_ISS)"
-    ),
-)
 def test_the_cli_by_issuer_asks_gets_and_deletes_with_revocation(
     room: Room, oidc_provider: OidcProvider
 ) -> None:

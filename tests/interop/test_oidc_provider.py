@@ -279,34 +279,31 @@ def test_client_secret_basic_with_reserved_characters_in_the_secret(
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product gap: no way to choose client_secret_post. roomsecrets/core/client.py "
-        "_client_credentials() builds ClientCredentials(client_id, client_secret) without "
-        "a method, so a secret always goes in HTTP Basic; request_oauth_token and "
-        "get_offline_oauth_token (core, RemoteSecretsClient, the server's JSON API, the "
-        "CLI) take no client_auth_method to pass as "
-        "ClientCredentials(method=ClientAuthMethod.CLIENT_SECRET_POST); the client is "
-        "registered with token_endpoint_auth_method client_secret_post (RFC 7591 §2)"
-    ),
-)
 def test_client_secret_post(room: Room, oidc_provider: OidcProvider) -> None:
+    """``client_auth_method="client_secret_post"``: the secret goes in the form, for the
+    code exchange and for refreshes (the provider refuses Basic for this client)."""
+
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
         args = oidc_provider.oauth_args("post-app")
+        assert args["client_auth_method"] == "client_secret_post"
         try:
-            try:
-                first = await approve_one(room, oidc_provider, "post-app", agent, alice)
-            finally:
-                exchanges = code_exchanges(oidc_provider, "post-app")
-                assert [entry["auth_method"] for entry in exchanges] == ["client_secret_post"]
+            first = await approve_one(room, oidc_provider, "post-app", agent, alice)
+            [exchange] = code_exchanges(oidc_provider, "post-app")
+            assert (exchange["auth_method"], exchange["status"]) == ("client_secret_post", 200)
             assert oidc_provider.is_active(first.token)
             await oidc_provider.until_expired(first.token)
             fresh = await agent.get_offline_oauth_token(**args, delegated_by="alice")
             assert fresh is not None and oidc_provider.is_active(fresh)
             [refresh] = refreshes(oidc_provider, "post-app")
             assert (refresh["auth_method"], refresh["status"]) == ("client_secret_post", 200)
+            # The same secret in HTTP Basic is refused: the method check is real.
+            status, body = oidc_provider.post_form(
+                oidc_provider.token_endpoint,
+                {"grant_type": "refresh_token", "refresh_token": refresh["issued_refresh_token"]},
+                basic=("post-app", args["client_secret"]),
+            )
+            assert (status, body["error"]) == (401, "invalid_client")
         finally:
             await room.close()
 
@@ -537,22 +534,15 @@ def test_the_cli_asks_gets_refreshes_and_finds_nothing_after_a_delete(
     run(scenario())
 
 
+# --- prompts that ended --------------------------------------------------------------------
 
-# --- found on the way --------------------------------------------------------------------
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: roomsecrets/adapters/remote.py RemoteSecretsClient._prompt_stream "
-        "replays every prompt in self._recent that has not expired, including prompts "
-        "already answered (through /oauth/callback) or otherwise ended; SPEC.md says "
-        "prompts that ended drop out, as they do for the in-process SecretsClient"
-    ),
-)
 def test_a_prompt_answered_through_the_callback_is_not_offered_again(
     room: Room, oidc_provider: OidcProvider
 ) -> None:
+    """SPEC: prompts that ended drop out; a new ``oauth_prompts()`` iterator of the
+    remote client must not offer the one alice answered at the provider."""
+
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
         try:
