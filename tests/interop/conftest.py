@@ -82,6 +82,8 @@ CLIENTS = {
     client.client_id: client
     for client in (
         Client("public-app", "none", LONG_TTL),
+        Client("reuse-app", "none", LONG_TTL),
+        Client("delete-app", "none", LONG_TTL),
         Client("public-short", "none", SHORT_TTL),
         Client("crowd-app", "none", CROWD_TTL),
         Client("replay-app", "none", SHORT_TTL),

@@ -91,22 +91,22 @@ def test_the_token_is_reused_without_a_prompt_and_fetched_offline(
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
         try:
-            approved = await approve_one(room, oidc_provider, "public-app", agent, alice)
+            approved = await approve_one(room, oidc_provider, "reuse-app", agent, alice)
             seen = len(oidc_provider.log()["codes"]), len(oidc_provider.log()["requests"])
             # Alice leaves: a reuse and an offline fetch need neither her nor the provider.
             await alice.close()
             again = await agent.request_oauth_token(
-                **oidc_provider.oauth_args("public-app"), from_participant_id="alice", timeout=5
+                **oidc_provider.oauth_args("reuse-app"), from_participant_id="alice", timeout=5
             )
             offline = await agent.get_offline_oauth_token(
-                **oidc_provider.oauth_args("public-app"), delegated_by="alice"
+                **oidc_provider.oauth_args("reuse-app"), delegated_by="alice"
             )
             assert again == offline == approved.token
             assert (len(oidc_provider.log()["codes"]), len(oidc_provider.log()["requests"])) \
                 == seen
             # A scope alice never granted is not covered: offline gives None, asking
             # needs her, and she is gone.
-            wider = oidc_provider.oauth_args("public-app", scopes=["mail.read", "mail.send"])
+            wider = oidc_provider.oauth_args("reuse-app", scopes=["mail.read", "mail.send"])
             assert await agent.get_offline_oauth_token(**wider, delegated_by="alice") is None
             with pytest.raises(errors.ParticipantNotConnected):
                 await agent.request_oauth_token(**wider, from_participant_id="alice", timeout=5)
@@ -452,9 +452,9 @@ def test_after_a_delete_the_offline_fetch_returns_none(
 ) -> None:
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
-        args = oidc_provider.oauth_args("public-app")
+        args = oidc_provider.oauth_args("delete-app")
         try:
-            approved = await approve_one(room, oidc_provider, "public-app", agent, alice)
+            approved = await approve_one(room, oidc_provider, "delete-app", agent, alice)
             assert await agent.get_offline_oauth_token(**args, delegated_by="alice") \
                 == approved.token
             [info] = await alice.list_user_secrets()
