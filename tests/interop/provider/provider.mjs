@@ -71,6 +71,9 @@ function clientAuthOf(req, form) {
     if (scheme?.toLowerCase() === 'basic' && value) {
       const basic = Buffer.from(value, 'base64').toString('utf8');
       const colon = basic.indexOf(':');
+      if (colon === -1) {
+        return { clientId: undefined, method: 'client_secret_basic' };
+      }
       try {
         return { clientId: decodeFormComponent(basic.slice(0, colon)), method: 'client_secret_basic' };
       } catch {
@@ -185,7 +188,15 @@ server.listen(config.port ?? 0, '127.0.0.1', () => {
 
   const handle = provider.callback();
 
-  server.on('request', async (req, res) => {
+  server.on('request', (req, res) => {
+    route(req, res).catch((err) => {
+      process.stderr.write(`interop wrapper: ${err.stack}\n`);
+      if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
+      else res.destroy();
+    });
+  });
+
+  async function route(req, res) {
     const path = new URL(req.url, issuer).pathname;
     if (req.method === 'GET' && path === '/_interop/log') {
       sendJson(res, 200, log);
@@ -229,7 +240,7 @@ server.listen(config.port ?? 0, '127.0.0.1', () => {
       }
     }
     handle(req, res);
-  });
+  }
 
   process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
 });
