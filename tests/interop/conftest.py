@@ -102,6 +102,7 @@ CLIENTS = {
         Client("iss-callback-app", "none", LONG_TTL),
         Client("discovery-callback-app", "none", LONG_TTL),
         Client("cli-issuer-app", "none", LONG_TTL),
+        Client("cli-post-app", "client_secret_post", SHORT_TTL, POST_SECRET),
     )
 }
 

@@ -27,6 +27,7 @@ from tests.interop.flows import (
     code_exchanges,
     issued_refresh_token,
     prompt_for,
+    refreshes,
     revoked_grants,
     run,
 )
@@ -290,6 +291,66 @@ def test_the_cli_by_issuer_asks_gets_and_deletes_with_revocation(
             assert not oidc_provider.is_active(token)
             status, body = oidc_provider.refresh_directly("cli-issuer-app", refresh_token)
             assert (status, body["error"]) == (400, "invalid_grant")
+        finally:
+            await room.close()
+
+    run(scenario())
+
+
+def test_the_cli_with_client_secret_post_and_the_person_answering_with_oauth2_provide(
+    room: Room, oidc_provider: OidcProvider
+) -> None:
+    """All from the command line: the agent asks by issuer for a ``client_secret_post``
+    client (its secret has ``+/=&:%``); the person signs in at the provider and answers
+    with ``oauth2 provide --code --state --iss``; after expiry ``oauth2 get`` refreshes,
+    again with the secret in the form."""
+    secret = CLIENTS["cli-post-app"].client_secret
+    assert secret is not None
+
+    async def scenario() -> None:
+        alice = await room.person()  # her WebSocket: prompts may be addressed to her
+        alice_token = room.token("alice", name="Alice")
+        agent_token = room.token("agent-1", grant=SecretsGrant.allow_all(), name="mailbot")
+        flags = [
+            f"--issuer={oidc_provider.issuer}", "--client-id=cli-post-app", "--scopes=mail.read",
+            f"--client-secret={secret}", "--client-auth-method=client_secret_post",
+        ]
+        try:
+            asking = room.spawn(
+                cli(room, agent_token, "oauth2", "request", f"--room={room.name}",
+                    "--from-participant-id=alice", *flags, "--timeout=60")
+            )
+            prompt = await prompt_for(room, alice, asking)
+            query, pages = await answer_from_provider(
+                prompt.authorization_url, callback_url=room.callback_url
+            )
+            leak_watch.remember_secret(query["code"])
+            assert pages == ("login", "consent")
+            code, _, stderr = await cli(
+                room, alice_token, "oauth2", "provide", f"--room={room.name}",
+                f"--request-id={prompt.request_id}", f"--code={query['code']}",
+                f"--state={query['state']}", f"--iss={query['iss']}",
+            )
+            assert code == 0, stderr
+            code, stdout, stderr = await asking
+            assert code == 0, stderr
+            token = stdout.strip()
+            leak_watch.remember_secret(token)
+            assert oidc_provider.is_active(token)
+            [exchange] = code_exchanges(oidc_provider, "cli-post-app")
+            assert exchange["auth_method"] == "client_secret_post"
+
+            await oidc_provider.until_expired(token)
+            code, stdout, stderr = await cli(
+                room, agent_token, "oauth2", "get", f"--room={room.name}",
+                "--delegated-by=alice", *flags,
+            )
+            assert code == 0, stderr
+            fresh = stdout.strip()
+            leak_watch.remember_secret(fresh)
+            assert fresh != token and oidc_provider.is_active(fresh)
+            [refresh] = refreshes(oidc_provider, "cli-post-app")
+            assert (refresh["auth_method"], refresh["status"]) == ("client_secret_post", 200)
         finally:
             await room.close()
 
