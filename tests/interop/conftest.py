@@ -176,7 +176,7 @@ class OidcProvider:
         with self.stdout_file.open("wb") as out, self.stderr_file.open("wb") as err:
             self.process = subprocess.Popen(
                 [node, str(PROVIDER_SCRIPT), str(config_file)], stdout=out, stderr=err,
-                cwd=str(REPO),
+                stdin=subprocess.PIPE, cwd=str(REPO),  # stdin's EOF stops it (provider.mjs)
             )
         try:
             ready = self._ready_line()
@@ -206,6 +206,8 @@ class OidcProvider:
         return self.stderr_file.read_text(errors="replace")
 
     def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,7 +1,7 @@
 // A real OAuth 2.0 provider we did not write (the `oidc-provider` npm package, pinned in the
 // repository's package-lock.json), started by tests/interop/conftest.py on 127.0.0.1.
 //
-// Usage: node provider.mjs CONFIG_JSON_FILE
+// Usage: node provider.mjs CONFIG_JSON_FILE  (stdin: a pipe; EOF stops the provider)
 // It binds 127.0.0.1 on the port the config names (0: any free port), then prints one JSON
 // line on stdout, {"issuer": ..., "port": ...}; other stdout lines are oidc-provider notices.
 //
@@ -252,3 +252,7 @@ function stop() {
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// The test holds our stdin open; when it ends (the test process exited, even killed),
+// so do we: no provider outlives its test run.
+process.stdin.on('end', stop);
+process.stdin.resume();
