@@ -186,7 +186,7 @@ def test_approve_signs_in_at_oidc_provider_and_the_agent_gets_a_token_it_accepts
     assert exchange["status"] == 200 and exchange["auth_method"] == "none"
 
     expect(item).to_have_count(0)
-    expect(page.locator("#notice")).to_contain_text("answered at the provider")
+    expect(page.locator("#notice")).to_contain_text("ended at the provider")
     credential = page.get_by_role("listitem").filter(has_text=f"{APPROVE_CLIENT} @ 127.0.0.1")
     expect(credential).to_have_count(1)
     expect(credential).to_contain_text(f"OAuth access · delegated to {AGENT}")

@@ -103,7 +103,7 @@ def test_approve_opens_the_provider_and_the_agent_gets_its_token(
     access_token = result(asking)
     assert provider.is_active(access_token)
     expect(item).to_have_count(0)
-    expect(page.locator("#notice")).to_contain_text("answered at the provider")
+    expect(page.locator("#notice")).to_contain_text("ended at the provider")
     credential = page.get_by_role("listitem").filter(has_text=f"delegated to {AGENT}")
     expect(credential).to_have_count(1)
     expect(credential).to_contain_text("OAuth access")

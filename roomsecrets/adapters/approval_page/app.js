@@ -303,7 +303,9 @@
     var what = entry.rejecting
       ? "You rejected the request from " + requesterText(entry) + "."
       : entry.approved
-      ? "The request from " + requesterText(entry) + " was answered at the provider."
+      ? // Approved or declined there: the server does not say which, so neither do we.
+        "The request from " + requesterText(entry) + " ended at the provider. " +
+        "If you approved it there, it is now among your stored secrets."
       : entry.prompt.expires_at - 1 <= serverNow()
         ? "The request from " + requesterText(entry) + " timed out."
         : "The request from " + requesterText(entry) + " ended (answered elsewhere, or withdrawn).";
