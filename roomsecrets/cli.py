@@ -404,11 +404,25 @@ async def _serve_until_stopped(
     )
     host = args.host
     shown = f"[{host}]" if ":" in host else host
-    public_url = (args.public_url or f"http://{shown}:{args.port}").rstrip("/")
+    sock = None
+    port = args.port
+    if port == 0 and not args.public_url:
+        # --port 0: the redirect URI must name the port the system picks, so bind first.
+        import socket
+
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, 0))
+        except OSError as exc:
+            sock.close()
+            raise _Failure(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+        port = sock.getsockname()[1]
+    public_url = (args.public_url or f"http://{shown}:{port}").rstrip("/")
     app = create_app(
         store=store, jwt_key=key, public_url=public_url, disconnect_grace=args.disconnect_grace
     )
-    server = await start_server(app, host=host, port=args.port)
+    server = await start_server(app, host=host, port=port, sock=sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
