@@ -340,8 +340,11 @@ class CredentialRefresher:
 
         A failing store is tried again a few times; the last StoreError propagates.
         """
-        self._unsaved.pop(key, None)  # a new approval replaces any rotated leftovers
         await self._put(key, credential, name=credential.display_name, expected_version=None)
+        # The new approval replaces any rotated leftovers, but only once it is in the
+        # store: until then the kept rotated credential is still the live one, and a call
+        # made during the write must not fall back to the spent refresh token in the store.
+        self._unsaved.pop(key, None)
 
     async def _put(
         self,
