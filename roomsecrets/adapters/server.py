@@ -55,7 +55,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -101,6 +101,8 @@ DEFAULT_MAX_BODY = 256 * 1024
 #: Default seconds a participant whose WebSocket dropped stays connected: a page
 #: reload or a network blip must not cancel the prompts waiting for a person.
 DEFAULT_DISCONNECT_GRACE = 30.0
+#: Seconds after its last request that an idle room's service is let go (create_app).
+DEFAULT_ROOM_IDLE_TTL = 600.0
 # How long a WebSocket without an Authorization header has to send its token.
 _LOGIN_TIMEOUT = 10.0
 # Close codes (RFC 6455 §7.4.2: 4000-4999 are for applications) a browser can
@@ -146,6 +148,7 @@ class _Rooms:
         service_options: Mapping[str, Any],
         max_body: int,
         disconnect_grace: float,
+        room_idle_ttl: float,
     ) -> None:
         self.store = store
         self.max_body = max_body
@@ -166,6 +169,11 @@ class _Rooms:
         self.names: dict[tuple[str, str], Optional[str]] = {}
         self.closing = False
         self._background: set[asyncio.Future[None]] = set()
+        # Rooms are made on demand; without letting idle ones go, a long-running server
+        # would keep a service for every room it ever saw.
+        self.room_idle_ttl = room_idle_ttl
+        self._calls: dict[str, int] = {}  # requests (WebSockets too) running, by room
+        self._last_used: dict[str, float] = {}
 
     def service(self, room: str) -> SecretsService:
         found = self.services.get(room)
@@ -175,6 +183,38 @@ class _Rooms:
             )
             self.services[room] = found
         return found
+
+    def call_started(self, room: str) -> None:
+        self._calls[room] = self._calls.get(room, 0) + 1
+
+    def call_ended(self, room: str, now: float) -> None:
+        left = self._calls.get(room, 1) - 1
+        if left > 0:
+            self._calls[room] = left
+        else:
+            self._calls.pop(room, None)
+        self._last_used[room] = now
+
+    def evict_idle(self, now: float) -> list[str]:
+        """Let go of the services of rooms unused for ``room_idle_ttl`` seconds that
+        hold nothing the store does not (see ``SecretsService.idle``); return them."""
+        present = {room for room, _ in self.presences}
+        gone = []
+        for room, service in list(self.services.items()):
+            if room in self._calls or room in present or not service.idle:
+                continue
+            if now - self._last_used.get(room, now) < self.room_idle_ttl:
+                continue
+            del self.services[room]
+            self._last_used.pop(room, None)
+            gone.append(room)
+        return gone
+
+    async def evict_idle_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(60.0, self.room_idle_ttl / 2))
+            self.evict_idle(loop.time())
 
     def find_by_state(self, state: str) -> tuple[SecretsService, PendingRequest]:
         """The room and open request whose OAuth ``state`` this is; UnknownRequest."""
@@ -296,6 +336,7 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     service_options: Optional[Mapping[str, Any]] = None,
     disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
+    room_idle_ttl: float = DEFAULT_ROOM_IDLE_TTL,
 ) -> web.Application:
     """The room server as an aiohttp application, for embedding or :func:`start_server`.
 
@@ -314,6 +355,10 @@ def create_app(
             close frame, or "going away" as a browser sends on reload) stays
             connected; a new WebSocket within it keeps its prompts. A normal
             close (code 1000) leaves at once.
+        room_idle_ttl: seconds after its last request that a room's service is let
+            go, when nobody is connected there and it holds no open request, running
+            refresh or unsaved credential; the next request makes a new one from the
+            store. Keeps a long-running server's memory bounded by its busy rooms.
     """
     if not isinstance(public_url, str) or not public_url.startswith(("http://", "https://")):
         raise InvalidInput("public_url must be an http or https URL")
@@ -325,6 +370,12 @@ def create_app(
         or not 0 <= disconnect_grace <= 3600
     ):
         raise InvalidInput("disconnect_grace must be between 0 and 3600 seconds")
+    if (
+        isinstance(room_idle_ttl, bool)
+        or not isinstance(room_idle_ttl, (int, float))
+        or not 0 < room_idle_ttl <= 86400
+    ):
+        raise InvalidInput("room_idle_ttl must be more than 0 and at most 86400 seconds")
     rooms = _Rooms(
         store=store,
         jwt_key=jwt_key,
@@ -333,6 +384,7 @@ def create_app(
         service_options=service_options or {},
         max_body=max_body,
         disconnect_grace=float(disconnect_grace),
+        room_idle_ttl=float(room_idle_ttl),
     )
     app = web.Application(client_max_size=max_body, middlewares=[_access_and_errors])
     app[_ROOMS] = rooms
@@ -340,9 +392,17 @@ def create_app(
         app.router.add_route(op.method, op.path, _handler_for(op), name=op.name)
     add_approval_page(app, public_url=rooms.public_url)
 
+    async def evict_idle_rooms(app: web.Application) -> AsyncIterator[None]:
+        sweeper = asyncio.ensure_future(rooms.evict_idle_forever())
+        yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
     async def close_rooms(app: web.Application) -> None:
         await rooms.close()
 
+    app.cleanup_ctx.append(evict_idle_rooms)
     app.on_shutdown.append(close_rooms)
     return app
 
@@ -374,6 +434,10 @@ async def _access_and_errors(
     error: Optional[str] = None
     record: dict[str, Optional[str]] = {}
     _ACCESS.set(record)
+    room = request.match_info.get("room")
+    rooms = request.app[_ROOMS]
+    if room is not None:
+        rooms.call_started(room)
     try:
         response = await handler(request)
     except RoomSecretsError as exc:
@@ -397,6 +461,9 @@ async def _access_and_errors(
         response = web.json_response(
             {"error": error, "message": "internal server error"}, status=500
         )
+    finally:
+        if room is not None:
+            rooms.call_ended(room, asyncio.get_running_loop().time())
     _log_access(request, response.status, error or record.get("error"), record, started)
     return response
 

@@ -120,6 +120,12 @@ class CredentialRefresher:
         # they replace: the live refresh token must not be forgotten (see module doc).
         self._unsaved: dict[SecretKey, tuple[int, StoredCredential]] = {}
 
+    @property
+    def busy(self) -> bool:
+        """True while a refresh runs or a rotated credential waits to be saved: state
+        that lives only in this object and would be lost with it."""
+        return bool(self._inflight) or bool(self._unsaved)
+
     async def load(
         self, key: SecretKey
     ) -> tuple[Optional[SecretRecord], Optional[StoredCredential]]:

@@ -211,6 +211,14 @@ class SecretsService:
             sleep=sleep,
         )
 
+    @property
+    def idle(self) -> bool:
+        """True when dropping this service loses nothing but caches: nobody is
+        connected, no request is open, no refresh runs and no rotated credential
+        waits to be saved. A host with many rooms may then let it go and make a
+        new one on the room's next use (the store keeps every secret)."""
+        return not self._participants and len(self.registry) == 0 and not self.refresher.busy
+
     # --- participants ------------------------------------------------------------
 
     def connect(
