@@ -197,20 +197,14 @@ def _build_parser() -> _Parser:
     provide = oauth2_commands.add_parser(
         "provide", parents=common, help="answer a prompt with an authorization code"
     )
-    provide.add_argument("--request-id", required=True,
-        help="random values may start with '-': write --request-id=VALUE",
-    )
-    provide.add_argument("--code", required=True,
-        help="random values may start with '-': write --code=VALUE",
-    )
-    provide.add_argument("--state", help="random values may start with '-': write --state=VALUE")
+    provide.add_argument("--request-id", required=True)
+    provide.add_argument("--code", required=True)
+    provide.add_argument("--state")
     provide.add_argument("--iss", help="the redirect's iss parameter (RFC 9207), if it has one")
     provide.set_defaults(run=_client_command(_oauth2_provide))
 
     reject = oauth2_commands.add_parser("reject", parents=common, help="refuse a prompt")
-    reject.add_argument("--request-id", required=True,
-        help="random values may start with '-': write --request-id=VALUE",
-    )
+    reject.add_argument("--request-id", required=True)
     reject.add_argument("--error", default="user_cancelled")
     reject.set_defaults(run=_client_command(_oauth2_reject))
 
@@ -302,10 +296,34 @@ def _provider_flags(parser: argparse.ArgumentParser) -> None:
 # --- running it ---------------------------------------------------------------------------
 
 
+#: Options whose values are random (``secrets.token_urlsafe``, a provider's code):
+#: such a value may start with '-', which argparse would read as another option.
+_RANDOM_VALUED = frozenset({"--request-id", "--code", "--state", "--iss"})
+
+
+def _join_random_values(argv: Sequence[str]) -> list[str]:
+    """``--code -abc`` becomes ``--code=-abc``, so a random value is never mistaken
+    for an option (``--code=-abc`` works as it is)."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            joined.append(word)
+            joined.extend(words)
+            break
+        if word in _RANDOM_VALUED:
+            value = next(words, None)
+            joined.append(word if value is None else f"{word}={value}")
+        else:
+            joined.append(word)
+    return joined
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    words = sys.argv[1:] if argv is None else argv
     try:
-        args = _build_parser().parse_args(argv)
+        args = _build_parser().parse_args(_join_random_values(words))
     except _UsageError as usage:
         _say(str(usage))
         return 2

@@ -1,11 +1,14 @@
-"""The CLI's discovery and mix-up flags: ``oauth2 request|get --issuer`` learns the
-endpoints from the provider's metadata (RFC 8414), and ``oauth2 provide --iss`` passes
-the redirect's ``iss`` on (RFC 9207), which the server checks."""
+"""The CLI's provider flags: ``oauth2 request|get --issuer`` learns the endpoints from
+the provider's metadata (RFC 8414), ``oauth2 provide --iss`` passes the redirect's
+``iss`` on (RFC 9207), ``--client-auth-method`` sends the secret as the client is
+registered, and random values that start with '-' are values, not options."""
 
 from __future__ import annotations
 
 import json
 import urllib.parse
+
+import pytest
 
 from tests.adapters.test_cli import (
     CLIENT_ID,
@@ -148,3 +151,24 @@ def test_client_auth_method_sends_the_secret_as_the_client_is_registered(
                   token=agent, prints_secret=True)
     assert got.stdout.strip() == token.strip()
     cli.assert_no_secrets(provider.seen | {agent, hal, secret})  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("flag", ["--request-id", "--code", "--state", "--iss"])
+def test_random_values_starting_with_a_dash_are_values_not_options(flag: str) -> None:
+    from roomsecrets.cli import _join_random_values
+
+    value = "-" + "x" * 21  # token_urlsafe draws '-' as the first character 1 time in 64
+    joined = _join_random_values(["oauth2", "provide", flag, value, "--room", "r"])
+    assert joined == ["oauth2", "provide", f"{flag}={value}", "--room", "r"]
+    # A flag given with '=' already, and anything after '--', are left as they are.
+    assert _join_random_values([f"{flag}={value}"]) == [f"{flag}={value}"]
+    assert _join_random_values(["--", flag, value]) == ["--", flag, value]
+
+
+def test_provide_takes_a_code_and_state_that_start_with_a_dash(cli: Cli) -> None:
+    ivy = cli.mint("ivy")
+    done = cli.run("oauth2", "provide", "--room", ROOM, "--request-id", "-no-such-request-id-00",
+                   "--code", "-code", "--state", "-state", token=ivy, check=False)
+    # Parsed (no usage error, exit status 2): the server says the request is unknown.
+    assert done.returncode == 1, done.stderr
+    assert "unknown_request" in one_error_line(done)
