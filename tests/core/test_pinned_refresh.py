@@ -55,6 +55,8 @@ class Endpoint:
         self.before: Optional[Any] = None
         self.block: Optional[asyncio.Event] = None
         self.error: Optional[Exception] = None
+        self.every: Optional[Any] = None
+        self.scopes: Optional[tuple[str, ...]] = None
         self.refresh_tokens: list[Optional[str]] = []
 
     async def refresh(self, *, token_endpoint: str, client: object, tokens: TokenSet) -> TokenSet:
@@ -67,12 +69,14 @@ class Endpoint:
         if self.before is not None:
             before, self.before = self.before, None
             await before()
+        if self.every is not None:
+            await self.every()
         return TokenSet(
             access_token=f"at-{self.posts}",
             issued_at=NOW,
             refresh_token=f"rt-{self.posts}",
             expires_at=NOW + 3600,
-            scopes=tokens.scopes,
+            scopes=tokens.scopes if self.scopes is None else self.scopes,
         )
 
 
@@ -124,9 +128,11 @@ class Kit:
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
 
-    async def token(self, key: SecretKey = KEY) -> Optional[str]:
+    async def token(
+        self, key: SecretKey = KEY, scopes: Optional[list[str]] = None
+    ) -> Optional[str]:
         return await self.refresher.access_token(
-            key, client=CLIENT, token_endpoint=TOKEN_ENDPOINT, scopes=None, allow=lambda s: None
+            key, client=CLIENT, token_endpoint=TOKEN_ENDPOINT, scopes=scopes, allow=lambda s: None
         )
 
     async def stored(self, key: SecretKey = KEY) -> SecretRecord:
@@ -538,5 +544,116 @@ def test_the_decode_cache_starts_afresh_when_it_reaches_its_bound(
         assert len(decoded) == 3
         await kit.refresher.load(keys[0])
         assert len(decoded) == 4
+
+    run(scenario)
+
+
+def test_a_credential_still_due_after_two_refreshes_is_given_up_on() -> None:
+    async def scenario() -> None:
+        kit = Kit()
+        await kit.refresher.save_new(KEY, credential())
+        replaced = 0
+
+        async def replace_with_another_expired_one() -> None:
+            # Another process stores a new (already expired) approval during every POST,
+            # so no refresh of ours can be saved; five times at most.
+            nonlocal replaced
+            if replaced < 5:
+                replaced += 1
+                await MemoryStore.put(kit.store, KEY, type=OAUTH_TOKEN_TYPE, name="n",
+                                      data=credential(f"at-other-{replaced}").to_json())
+
+        kit.endpoint.every = replace_with_another_expired_one
+        assert await kit.token() is None
+        assert kit.endpoint.posts == 2
+        assert len(kit.events("credential.refresh_discarded")) == 2
+
+    run(scenario)
+
+
+def test_a_refreshed_token_that_no_longer_covers_the_scopes_asked_for_is_not_returned() -> None:
+    async def scenario() -> None:
+        kit = Kit()
+        cred = credential()
+        wide = StoredCredential(
+            tokens=TokenSet(access_token="at-old", issued_at=NOW - 3600, refresh_token="rt-old",
+                            expires_at=NOW - 1, scopes=("mail.read", "mail.send")),
+            client_id=cred.client_id,
+            authorization_endpoint=cred.authorization_endpoint,
+            token_endpoint=cred.token_endpoint,
+        )
+        await kit.refresher.save_new(KEY, wide)
+        kit.endpoint.scopes = ("mail.read",)  # the provider narrowed the grant
+        assert await kit.token(scopes=["mail.send"]) is None
+        assert kit.endpoint.posts == 1
+        assert await kit.token(scopes=["mail.read"]) == "at-1"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("expires_in, posts", [(60.5, 0), (59.5, 1)])
+def test_by_default_a_token_is_refreshed_when_it_has_less_than_a_minute_left(
+    expires_in: float, posts: int
+) -> None:
+    async def scenario() -> None:
+        kit = Kit()
+        await kit.refresher.save_new(KEY, credential(expires_at=NOW + expires_in))
+        assert await kit.token() == ("at-old" if posts == 0 else "at-1")
+        assert kit.endpoint.posts == posts
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("expires_in, posts", [(10.5, 0), (9.5, 1)])
+def test_the_refresh_leeway_can_be_set(expires_in: float, posts: int) -> None:
+    async def scenario() -> None:
+        kit = Kit()
+        kit.refresher = CredentialRefresher(
+            store=kit.store,
+            token_endpoint=kit.endpoint,  # type: ignore[arg-type]
+            clock=lambda: NOW,
+            holder="process-1",
+            audit=kit.audit,
+            leeway=10.0,
+        )
+        await kit.refresher.save_new(KEY, credential(expires_at=NOW + expires_in))
+        assert await kit.token() == ("at-old" if posts == 0 else "at-1")
+        assert kit.endpoint.posts == posts
+
+    run(scenario)
+
+
+def test_an_expired_credential_without_a_refresh_token_is_not_usable() -> None:
+    async def scenario() -> None:
+        kit = Kit()
+        cred = credential()
+        cred = cred.with_tokens(TokenSet(access_token="at-old", issued_at=NOW - 3600,
+                                         expires_at=NOW - 1, scopes=("mail.read",)))
+        await kit.refresher.save_new(KEY, cred)
+        assert await kit.token() is None
+        assert kit.endpoint.posts == 0
+
+    run(scenario)
+
+
+def test_by_default_a_busy_lease_is_polled_every_50_ms_for_a_minute() -> None:
+    async def scenario() -> None:
+        kit = Kit()
+        readings = iter([0.0, 59.999, 60.0, 60.5, 61.0, 1000.0])
+        kit.refresher = CredentialRefresher(
+            store=kit.store,
+            token_endpoint=kit.endpoint,  # type: ignore[arg-type]
+            clock=lambda: NOW,
+            holder="process-1",
+            audit=kit.audit,
+            sleep=kit._sleep,
+            monotonic=lambda: next(readings),
+        )
+        await kit.refresher.save_new(KEY, credential())
+        name = f"refresh/room/alice/{SECRET_ID}/agent-1"
+        assert await kit.store.acquire_lease(name, holder="process-2", ttl=1000) is not None
+        with pytest.raises(RefreshBusy):
+            await kit.token()
+        assert kit.sleeps == [0.05]  # started at 0, polled at 59.999, gave up at 60
 
     run(scenario)
