@@ -199,6 +199,11 @@ def test_a_rotated_credential_the_store_refuses_is_handed_out_kept_and_saved_lat
         ]
         (failed,) = kit.events("credential.save_failed")
         assert (failed.outcome, failed.reason) == ("error", "store_error")
+        # The provider did refresh it: that is audited too, after the failed save.
+        assert [(e.action, e.reason) for e in kit.audit.events] == [
+            ("credential.save_failed", "store_error"),
+            ("credential.refreshed", "refreshed"),
+        ]
         assert kit.sleeps == [0.1, 0.2, 0.4]  # three more tries, pauses doubling
         # Still down: the kept credential is used, not refreshed again.
         assert await kit.token() == "at-1"
