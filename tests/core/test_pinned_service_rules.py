@@ -1,0 +1,333 @@
+"""Pinned: the service's own rules, seen through its clients; no provider is contacted
+(nobody answers with a code), so every flow here ends in a rejection, a timeout or a
+departure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from roomsecrets.core.errors import (
+    GrantDenied,
+    InsecureEndpointError,
+    InvalidInput,
+    ParticipantNotConnected,
+    RequestCancelled,
+    RequestRejected,
+    RequestTimedOut,
+)
+from roomsecrets.core.grants import OAuthRule, SecretsGrant
+from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.participants import ParticipantInfo
+from roomsecrets.core.service import SecretsService
+from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room
+
+ENDPOINTS = {
+    "client_id": "mailbot-app",
+    "authorization_endpoint": "https://login.example.com/auth",
+    "token_endpoint": "https://login.example.com/token",
+}
+
+
+def ask(agent: Any, **kw: Any) -> asyncio.Task[str]:
+    args: dict[str, Any] = {**ENDPOINTS, "from_participant_id": "alice",
+                            "redirect_uri": REDIRECT_URI, "scopes": ["mail.read"]}
+    args.update(kw)
+    return asyncio.ensure_future(agent.request_oauth_token(**args))
+
+
+def run(scenario: Any) -> None:
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("room_name", ["", 7, None])
+def test_a_service_needs_a_room_name(room_name: object) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        SecretsService(store=MemoryStore(), room=room_name)  # type: ignore[arg-type]
+    assert str(caught.value) == "room must be a non-empty string"
+
+
+def test_connecting_an_id_twice_is_refused_and_the_first_stays() -> None:
+    service = make_service()
+    first = service.connect("agent-1", name="mailbot")
+    with pytest.raises(InvalidInput) as caught:
+        service.connect("agent-1")
+    assert str(caught.value) == "participant 'agent-1' is already connected"
+    assert service.participant("agent-1") is first._participant
+    assert service.connected_participants() == [ParticipantInfo(id="agent-1", name="mailbot")]
+
+
+@pytest.mark.parametrize("how", ["connect", "session"])
+def test_a_grant_must_be_a_secrets_grant(how: str) -> None:
+    service = make_service()
+    with pytest.raises(InvalidInput) as caught:
+        getattr(service, how)("agent-1", grant={"oauth": []})
+    assert str(caught.value) == "grant must be a SecretsGrant"
+    assert not service.is_connected("agent-1")
+
+
+@pytest.mark.parametrize("how", ["connect", "session"])
+def test_the_default_grant_manages_own_secrets_but_asks_nobody(how: str) -> None:
+    async def scenario() -> None:
+        service = make_service()
+        service.connect("alice")
+        agent = getattr(service, how)("agent-1", name="mailbot")
+        await agent.set_secret(secret_id="s", data=b"d")
+        assert await agent.get_secret(secret_id="s") == b"d"
+        with pytest.raises(GrantDenied):
+            await ask(agent)
+
+    run(scenario)
+
+
+def test_connected_participants_are_listed_in_the_order_they_connected() -> None:
+    service = make_service()
+    service.connect("zed", name="Zed")
+    service.connect("amy")
+    service.session("sam")
+    assert service.connected_participants() == [
+        ParticipantInfo(id="zed", name="Zed"), ParticipantInfo(id="amy", name=None)]
+    assert service.is_connected("amy") and not service.is_connected("sam")
+    with pytest.raises(ParticipantNotConnected) as caught:
+        service.participant("sam")
+    assert str(caught.value) == "participant 'sam' is not connected"
+    service.disconnect("nobody")  # a no-op
+
+
+def test_an_oauth_decision_is_audited_with_what_was_asked() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = ask(agent, scopes=["mail.read", "mail.send"])
+        await next_prompt(alice)
+        request.cancel()
+        (event,) = [e for e in service.audit.events if e.action == "oauth.request_token"]
+        assert (event.actor, event.outcome, event.room, event.at) == (
+            "agent-1", "allowed", "myroom", service.clock())
+        assert event.details == (
+            ("target", "alice"),
+            ("client_id", "mailbot-app"),
+            ("token_endpoint", "https://login.example.com/token"),
+            ("scopes", "mail.read mail.send"),
+            ("rule_index", "0"),
+        )
+
+    run(scenario)
+
+
+def test_a_remembered_decision_is_still_audited_on_every_call() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, _ = room(service, grant=SecretsGrant(oauth=[OAuthRule(client_id="other")]))
+        for _ in range(3):
+            with pytest.raises(GrantDenied):
+                await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                    scopes=None)
+        events = [e for e in service.audit.events if e.action == "oauth.get_offline_token"]
+        assert [(e.outcome, e.detail("scopes")) for e in events] == [("denied", "")] * 3
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"from_participant_id": ""}, InvalidInput, "from participant must be 1-256 characters long"),
+        ({"client_id": "c\x01"}, InvalidInput,
+         "client_id must be printable ASCII (RFC 6749 Appendix A)"),
+        ({"authorization_endpoint": "a b"}, InvalidInput,
+         "authorization_endpoint must be ASCII without spaces (RFC 3986 §2); "
+         "percent-encode other characters"),
+        ({"token_endpoint": "t" * 2049}, InvalidInput,
+         "token_endpoint must be a URL of 1-2048 characters"),
+        ({"authorization_endpoint": "http://login.example.com/auth"}, InsecureEndpointError,
+         None),
+        ({"token_endpoint": "http://login.example.com/token"}, InsecureEndpointError, None),
+    ],
+)
+def test_an_oauth_call_with_a_bad_argument_is_refused_before_any_decision(
+    change: dict[str, str], error: type, message: Any
+) -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, _ = room(service)
+        with pytest.raises(error) as caught:
+            await ask(agent, **change)
+        if message is not None:
+            assert str(caught.value) == message
+        else:
+            assert ("token_endpoint" if "token_endpoint" in change
+                    else "authorization_endpoint") in str(caught.value)
+        assert service.audit.events == []
+
+    run(scenario)
+
+
+def test_plain_http_endpoints_are_allowed_when_the_service_says_so() -> None:
+    async def scenario() -> None:
+        service = make_service(allow_insecure_http=True)
+        agent, alice = room(service)
+        request = ask(agent, authorization_endpoint="http://login.example.com/auth",
+                      token_endpoint="http://login.example.com/token")
+        prompt = await next_prompt(alice)
+        assert prompt.authorization_url.startswith("http://login.example.com/auth?")
+        request.cancel()
+
+    run(scenario)
+
+
+def test_a_prompt_describes_the_request() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = ask(agent, scopes=["mail.read", "mail.send"], timeout=120)
+        prompt = await next_prompt(alice)
+        assert (prompt.from_participant_id, prompt.client_id, prompt.scopes,
+                prompt.redirect_uri, prompt.expires_at) == (
+            "agent-1", "mailbot-app", ("mail.read", "mail.send"), REDIRECT_URI,
+            service.clock() + 120)
+        assert prompt.code_challenge is not None and len(prompt.code_challenge) == 43
+        url = prompt.authorization_url
+        assert url.startswith("https://login.example.com/auth?")
+        for part in ("client_id=mailbot-app", f"state={prompt.state}",
+                     "code_challenge_method=S256", f"code_challenge={prompt.code_challenge}",
+                     "scope=mail.read%20mail.send"):
+            assert part in url
+        request.cancel()
+
+    run(scenario)
+
+
+def test_without_pkce_a_prompt_has_no_challenge() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = ask(agent, no_pkce=True)
+        prompt = await next_prompt(alice)
+        assert prompt.code_challenge is None
+        assert "code_challenge" not in prompt.authorization_url
+        request.cancel()
+
+    run(scenario)
+
+
+def test_a_rejection_reaches_the_requester_with_its_reason_and_is_audited() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        await alice.reject_oauth_authorization(request_id=prompt.request_id, error="not_now")
+        with pytest.raises(RequestRejected) as caught:
+            await request
+        assert caught.value.error == "not_now"
+        (event,) = [e for e in service.audit.events if e.action == "oauth.reject"]
+        assert (event.actor, event.outcome, event.details) == (
+            "alice", "allowed", (("request_id", prompt.request_id),))
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("answer", ["reject", "provide"])
+def test_a_participant_whose_grant_forbids_answering_cannot_answer(answer: str) -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
+        alice = service.connect("alice", grant=SecretsGrant(answer_prompts=False))
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        with pytest.raises(GrantDenied):
+            if answer == "reject":
+                await alice.reject_oauth_authorization(request_id=prompt.request_id,
+                                                       error="no")
+            else:
+                await alice.provide_oauth_authorization(request_id=prompt.request_id,
+                                                        code="c", state=prompt.state)
+        (event,) = [e for e in service.audit.events if e.action == f"oauth.{answer}"]
+        assert (event.actor, event.outcome, event.details) == (
+            "alice", "denied", (("request_id", prompt.request_id),))
+        assert not request.done()
+        request.cancel()
+
+    run(scenario)
+
+
+def test_an_unanswered_request_times_out() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = ask(agent, timeout=0.05)
+        await next_prompt(alice)
+        with pytest.raises(RequestTimedOut) as caught:
+            await request
+        assert str(caught.value) == "nobody answered the authorization request in time"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("leaving", ["alice", "agent-1"])
+def test_a_request_ends_when_either_side_leaves(leaving: str) -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = ask(agent)
+        await next_prompt(alice)
+        await (alice if leaving == "alice" else agent).close()
+        with pytest.raises(RequestCancelled):
+            await request
+        assert service.registry.pending_for_target("alice") == []
+
+    run(scenario)
+
+
+def test_a_request_to_someone_not_here_is_refused_at_once() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
+        with pytest.raises(ParticipantNotConnected) as caught:
+            await ask(agent)
+        assert str(caught.value) == "participant 'alice' is not connected"
+
+    run(scenario)
+
+
+def test_a_session_receives_no_prompts_and_its_close_ends_its_requests() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        alice = service.connect("alice")
+        agent = service.session("agent-1", grant=SecretsGrant.allow_all())
+        with pytest.raises(ParticipantNotConnected) as caught:
+            agent.oauth_prompts()
+        assert str(caught.value) == (
+            "a session receives no prompts; connect the participant to receive them")
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        assert prompt.from_participant_id == "agent-1"
+        await agent.close()
+        with pytest.raises(RequestCancelled):
+            await request
+        with pytest.raises(ParticipantNotConnected) as caught:
+            await agent.list_user_secrets()
+        assert str(caught.value) == "this session has ended"
+        await agent.close()  # again: a no-op
+
+    run(scenario)
+
+
+def test_a_session_answering_removes_the_prompt_from_the_connected_participant() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        alice_session = service.session("alice")
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        await alice_session.reject_oauth_authorization(request_id=prompt.request_id,
+                                                       error="no")
+        with pytest.raises(RequestRejected):
+            await request
+        with pytest.raises(asyncio.TimeoutError):
+            await next_prompt(alice, timeout=0.05)
+
+    run(scenario)
