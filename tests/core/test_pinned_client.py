@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from roomsecrets.core.api import SecretInfo
-from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE
+from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
 from roomsecrets.core.errors import GrantDenied, InvalidInput, ParticipantNotConnected
-from roomsecrets.core.grants import SecretsGrant
+from roomsecrets.core.grants import OAuthRule, SecretsGrant
 from roomsecrets.core.ports import SecretKey
-from tests.core.service_kit import REDIRECT_URI, make_service, room
+from roomsecrets.core.tokens import TokenSet
+from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room
 
 ENDPOINTS = {
     "client_id": "mailbot-app",
@@ -327,3 +328,82 @@ def test_the_repr_names_the_participant_and_the_room() -> None:
     service = make_service()
     agent, _ = room(service)
     assert repr(agent) == "SecretsClient(participant_id='agent-1', room='myroom')"
+
+
+def _store_credential(service: Any, scopes: tuple[str, ...]) -> Any:
+    now = service.clock()
+    credential = StoredCredential(
+        tokens=TokenSet(access_token="at-stored", issued_at=now, refresh_token="rt",
+                        expires_at=now + 3600, scopes=scopes),
+        client_id=ENDPOINTS["client_id"],
+        authorization_endpoint=ENDPOINTS["authorization_endpoint"],
+        token_endpoint=ENDPOINTS["token_endpoint"],
+    )
+    key = service.credential_key(owner="alice", requester="agent-1",
+                                 client_id=ENDPOINTS["client_id"],
+                                 token_endpoint=ENDPOINTS["token_endpoint"])
+    return service.refresher.save_new(key, credential)
+
+
+def test_a_stored_credential_is_returned_only_when_it_covers_the_scopes_asked_for() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        await _store_credential(service, ("mail.read",))
+        assert await agent.request_oauth_token(**REQUEST, scopes=["mail.read"]) == "at-stored"
+        wider = asyncio.ensure_future(
+            agent.request_oauth_token(**REQUEST, scopes=["mail.read", "mail.send"]))
+        prompt = await next_prompt(alice)  # not covered: alice is asked
+        assert prompt.scopes == ("mail.read", "mail.send")
+        assert not wider.done()
+        wider.cancel()
+
+    run(scenario)
+
+
+def test_a_token_request_waits_five_minutes_by_default() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        request = asyncio.ensure_future(agent.request_oauth_token(**REQUEST))
+        prompt = await next_prompt(alice)
+        assert prompt.expires_at == service.clock() + 300
+        request.cancel()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "method, action", [("request", "oauth.request_token"), ("offline", "oauth.get_offline_token")]
+)
+def test_a_stored_credential_carrying_scopes_the_grant_forbids_is_withheld_and_audited(
+    method: str, action: str
+) -> None:
+    async def scenario() -> None:
+        service = make_service()
+        grant = SecretsGrant(oauth=[OAuthRule(scopes=["mail.read"])])
+        agent, _ = room(service, grant=grant)
+        await _store_credential(service, ("mail.read", "mail.send"))
+        with pytest.raises(GrantDenied):
+            if method == "request":
+                await agent.request_oauth_token(**REQUEST, scopes=["mail.read"])
+            else:
+                await agent.get_offline_oauth_token(**OFFLINE, scopes=["mail.read"])
+        asked, stored = service.audit.events
+        assert (asked.action, asked.outcome) == (action, "allowed")
+        assert (stored.action, stored.outcome, stored.actor) == (action, "denied", "agent-1")
+        assert stored.detail("stored_scopes") == "mail.read mail.send"
+
+    run(scenario)
+
+
+def test_a_stored_credential_carrying_only_asked_for_scopes_needs_no_second_decision() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        grant = SecretsGrant(oauth=[OAuthRule(scopes=["mail.read"])])
+        agent, _ = room(service, grant=grant)
+        await _store_credential(service, ("mail.read",))
+        assert await agent.get_offline_oauth_token(**OFFLINE, scopes=["mail.read"]) == "at-stored"
+        assert [e.action for e in service.audit.events] == ["oauth.get_offline_token"]
+
+    run(scenario)
