@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from roomsecrets.core.credentials import StoredCredential
 from roomsecrets.core.errors import (
     GrantDenied,
     InsecureEndpointError,
@@ -17,11 +18,13 @@ from roomsecrets.core.errors import (
     RequestCancelled,
     RequestRejected,
     RequestTimedOut,
+    StateMismatch,
 )
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
 from roomsecrets.core.participants import ParticipantInfo
 from roomsecrets.core.service import SecretsService
+from roomsecrets.core.tokens import TokenSet
 from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room
 
 ENDPOINTS = {
@@ -329,5 +332,123 @@ def test_a_session_answering_removes_the_prompt_from_the_connected_participant()
             await request
         with pytest.raises(asyncio.TimeoutError):
             await next_prompt(alice, timeout=0.05)
+
+    run(scenario)
+
+
+class NoNetwork:
+    """A transport that must not be reached (a test that reaches it fails loudly)."""
+
+    async def send(self, request: object, *, timeout: float, max_body: int) -> object:
+        raise AssertionError("the provider was contacted")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"participant_id": ""}, "participant_id must be 1-256 characters long"),
+        ({"participant_id": "agent-1", "name": "n" * 257}, "name must be 0-256 characters long"),
+    ],
+)
+def test_a_session_with_a_bad_id_or_name_is_refused_naming_it(
+    kwargs: dict[str, str], message: str
+) -> None:
+    service = make_service()
+    with pytest.raises(InvalidInput) as caught:
+        service.session(**kwargs)
+    assert str(caught.value) == message
+
+
+def test_a_sessions_requests_are_decided_on_the_scopes_asked_for() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        alice = service.connect("alice")
+        grant = SecretsGrant(oauth=[OAuthRule(scopes=["mail.read"])])
+        agent = service.session("agent-1", grant=grant)
+        with pytest.raises(GrantDenied):
+            await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                scopes=["mail.send"])
+        request = ask(agent, scopes=["mail.read"])
+        await next_prompt(alice)
+        request.cancel()
+        assert [(e.outcome, e.detail("scopes")) for e in service.audit.events] == [
+            ("denied", "mail.send"), ("allowed", "mail.read")]
+
+    run(scenario)
+
+
+def test_a_session_can_ask_without_pkce() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        alice = service.connect("alice")
+        agent = service.session("agent-1", grant=SecretsGrant.allow_all())
+        request = ask(agent, no_pkce=True)
+        prompt = await next_prompt(alice)
+        assert prompt.code_challenge is None
+        request.cancel()
+
+    run(scenario)
+
+
+def test_a_session_answer_with_the_wrong_state_is_refused_before_any_exchange() -> None:
+    async def scenario() -> None:
+        service = make_service(transport=NoNetwork())
+        agent, alice = room(service)
+        alice_session = service.session("alice")
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        with pytest.raises(StateMismatch):
+            await alice_session.provide_oauth_authorization(
+                request_id=prompt.request_id, code="code", state=prompt.state + "x")
+        assert not request.done()
+        request.cancel()
+
+    run(scenario)
+
+
+def test_closing_a_session_whose_request_just_ended_is_quiet() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        alice = service.connect("alice")
+        agent = service.session("agent-1", grant=SecretsGrant.allow_all())
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        # Rejected, but the requester has not run since: its id is still the session's.
+        await alice.reject_oauth_authorization(request_id=prompt.request_id, error="no")
+        await agent.close()
+        with pytest.raises(RequestRejected):
+            await request
+
+    run(scenario)
+
+
+def test_a_sessions_stored_credential_carrying_forbidden_scopes_is_withheld() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        service.connect("alice")
+        now = service.clock()
+        credential = StoredCredential(
+            tokens=TokenSet(access_token="at-stored", issued_at=now, refresh_token="rt",
+                            expires_at=now + 3600, scopes=("mail.read", "mail.send")),
+            **ENDPOINTS,
+        )
+        key = service.credential_key(owner="alice", requester="agent-1",
+                                     client_id=ENDPOINTS["client_id"],
+                                     token_endpoint=ENDPOINTS["token_endpoint"])
+        await service.refresher.save_new(key, credential)
+        agent = service.session("agent-1", grant=SecretsGrant(oauth=[OAuthRule(scopes=["mail.read"])]))
+        with pytest.raises(GrantDenied):
+            await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                scopes=["mail.read"])
+        stored = service.audit.events[-1]
+        assert (stored.action, stored.outcome, stored.actor, stored.details[:4]) == (
+            "oauth.get_offline_token", "denied", "agent-1",
+            (("target", "alice"), ("client_id", "mailbot-app"),
+             ("token_endpoint", "https://login.example.com/token"),
+             ("stored_scopes", "mail.read mail.send")))
+        relaxed = service.session("agent-1", grant=SecretsGrant.allow_all())
+        token = await relaxed.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                      scopes=["mail.read"])
+        assert token == "at-stored"
 
     run(scenario)
