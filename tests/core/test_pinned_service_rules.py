@@ -5,7 +5,7 @@ departure."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -21,6 +21,7 @@ from roomsecrets.core.errors import (
     StateMismatch,
 )
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
+from roomsecrets.core.http import HttpResponse
 from roomsecrets.core.memory_store import MemoryStore
 from roomsecrets.core.participants import ParticipantInfo
 from roomsecrets.core.service import SecretsService
@@ -450,5 +451,128 @@ def test_a_sessions_stored_credential_carrying_forbidden_scopes_is_withheld() ->
         token = await relaxed.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
                                                       scopes=["mail.read"])
         assert token == "at-stored"
+
+    run(scenario)
+
+
+class Provider:
+    """A transport answering every token POST with ``body`` (200, JSON), or raising
+    ``error``, or waiting for ``release`` first."""
+
+    def __init__(self, body: bytes = b'{"access_token": "at-1", "token_type": "Bearer", '
+                                      b'"expires_in": 3600}') -> None:
+        self.body = body
+        self.error: Optional[BaseException] = None
+        self.release: Optional[asyncio.Event] = None
+        self.posts = 0
+
+    async def send(self, request: object, *, timeout: float, max_body: int) -> HttpResponse:
+        self.posts += 1
+        if self.release is not None:
+            await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        return HttpResponse(status=200, headers=(("Content-Type", "application/json"),),
+                            body=self.body)
+
+
+async def _answered(service: SecretsService, agent: Any, alice: Any) -> tuple[Any, Any]:
+    request = ask(agent)
+    prompt = await next_prompt(alice)
+    await alice.provide_oauth_authorization(request_id=prompt.request_id, code="code",
+                                            state=prompt.state)
+    return request, prompt
+
+
+def test_a_redeemed_code_is_stored_with_the_scopes_asked_for_and_audited() -> None:
+    reported: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        provider = Provider()  # its answer names no scope: the scopes asked for apply
+        service = make_service(transport=provider)
+        agent, alice = room(service)
+        request, _ = await _answered(service, agent, alice)
+        assert await request == "at-1"
+        (event,) = [e for e in service.audit.events if e.action == "credential.stored"]
+        key = service.credential_key(owner="alice", requester="agent-1",
+                                     client_id=ENDPOINTS["client_id"],
+                                     token_endpoint=ENDPOINTS["token_endpoint"])
+        assert (event.actor, event.outcome, event.reason, event.room, event.details) == (
+            "alice", "ok", "authorization code redeemed", "myroom",
+            (("requester", "agent-1"), ("secret_id", key.secret_id)))
+        record = await service.store.get(key)
+        assert record is not None
+        assert StoredCredential.from_json(record.data).tokens.scopes == ("mail.read",)
+        assert await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                   scopes=["mail.read"]) == "at-1"
+        assert provider.posts == 1
+
+    run(scenario)
+    assert reported == []
+
+
+def test_an_exchange_failing_unexpectedly_cancels_the_request_and_reaches_the_answerer() -> None:
+    async def scenario() -> None:
+        provider = Provider()
+        provider.error = RuntimeError("a bug in a transport")
+        service = make_service(transport=provider)
+        agent, alice = room(service)
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        with pytest.raises(RuntimeError):
+            await alice.provide_oauth_authorization(request_id=prompt.request_id, code="code",
+                                                    state=prompt.state)
+        with pytest.raises(RequestCancelled) as caught:
+            await request
+        assert caught.value.reason == "the exchange failed unexpectedly"
+
+    run(scenario)
+
+
+def test_an_exchange_cancelled_after_its_answerer_left_reports_nothing_to_the_loop() -> None:
+    reported: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        provider = Provider()
+        provider.release = asyncio.Event()
+        service = make_service(transport=provider)
+        agent, alice = room(service)
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        answer = asyncio.ensure_future(alice.provide_oauth_authorization(
+            request_id=prompt.request_id, code="code", state=prompt.state))
+        while provider.posts == 0:
+            await asyncio.sleep(0)
+        answer.cancel()
+        request.cancel()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    run(scenario)
+    assert reported == []
+
+
+def test_prompts_waited_for_before_they_exist_arrive_one_after_another() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        agent, alice = room(service)
+        stream = alice.oauth_prompts()
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        requests = [ask(agent)]
+        assert (await asyncio.wait_for(first, 5)).from_participant_id == "agent-1"
+        second = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        requests.append(ask(agent, scopes=["mail.send"]))
+        assert (await asyncio.wait_for(second, 5)).scopes == ("mail.send",)
+        await stream.aclose()
+        for request in requests:
+            request.cancel()
 
     run(scenario)
