@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import pytest
 
-from roomsecrets.core.credentials import StoredCredential
+from roomsecrets.core import service as service_module
+from roomsecrets.core.credentials import StoredCredential, credential_secret_id
 from roomsecrets.core.errors import (
     GrantDenied,
     InsecureEndpointError,
@@ -19,11 +20,13 @@ from roomsecrets.core.errors import (
     RequestRejected,
     RequestTimedOut,
     StateMismatch,
+    TooManyPendingRequests,
 )
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
 from roomsecrets.core.http import HttpResponse
 from roomsecrets.core.memory_store import MemoryStore
 from roomsecrets.core.participants import ParticipantInfo
+from roomsecrets.core.ports import SecretKey
 from roomsecrets.core.service import SecretsService
 from roomsecrets.core.tokens import TokenSet
 from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room
@@ -162,8 +165,10 @@ def test_an_oauth_call_with_a_bad_argument_is_refused_before_any_decision(
         if message is not None:
             assert str(caught.value) == message
         else:
-            assert ("token_endpoint" if "token_endpoint" in change
-                    else "authorization_endpoint") in str(caught.value)
+            what = "token_endpoint" if "token_endpoint" in change else "authorization_endpoint"
+            assert str(caught.value) == (
+                f"{what} must use https (RFC 6749 §3.1, §3.2); http is allowed only for "
+                "loopback hosts, got host 'login.example.com'")
         assert service.audit.events == []
 
     run(scenario)
@@ -576,3 +581,190 @@ def test_prompts_waited_for_before_they_exist_arrive_one_after_another() -> None
             request.cancel()
 
     run(scenario)
+
+
+class LeaseRecordingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ttls: list[float] = []
+
+    async def acquire_lease(self, name: str, *, holder: str, ttl: float) -> Any:
+        self.ttls.append(ttl)
+        return await super().acquire_lease(name, holder=holder, ttl=ttl)
+
+
+class TimeoutRecordingProvider(Provider):
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.timeouts: list[float] = []
+
+    async def send(self, request: object, *, timeout: float, max_body: int) -> HttpResponse:
+        self.timeouts.append(timeout)
+        return await super().send(request, timeout=timeout, max_body=max_body)
+
+
+async def _store(service: SecretsService, *, expires_in: float) -> None:
+    now = service.clock()
+    credential = StoredCredential(
+        tokens=TokenSet(access_token="at-stored", issued_at=now - 3600, refresh_token="rt",
+                        expires_at=now + expires_in, scopes=("mail.read",)),
+        **ENDPOINTS,
+    )
+    key = service.credential_key(owner="alice", requester="agent-1",
+                                 client_id=ENDPOINTS["client_id"],
+                                 token_endpoint=ENDPOINTS["token_endpoint"])
+    await service.refresher.save_new(key, credential)
+
+
+@pytest.mark.parametrize("expires_in, token", [(60.5, "at-stored"), (59.5, "at-1")])
+def test_by_default_the_service_refreshes_a_minute_before_expiry_with_its_defaults(
+    expires_in: float, token: str
+) -> None:
+    async def scenario() -> None:
+        store = LeaseRecordingStore()
+        provider = TimeoutRecordingProvider(b'{"access_token": "at-1", "token_type": "Bearer"}')
+        service = make_service(store=store, transport=provider)
+        agent, _ = room(service)
+        await _store(service, expires_in=expires_in)
+        assert await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                   scopes=["mail.read"]) == token
+        if token == "at-1":
+            assert provider.timeouts == [30.0]  # http_timeout
+            assert store.ttls == [30.0]  # lease_ttl
+            key = service.credential_key(owner="alice", requester="agent-1",
+                                         client_id=ENDPOINTS["client_id"],
+                                         token_endpoint=ENDPOINTS["token_endpoint"])
+            record = await store.get(key)
+            assert record is not None
+            tokens = StoredCredential.from_json(record.data).tokens
+            # No expires_in in the answer: the default lifetime, an hour.
+            assert tokens.expires_at == service.clock() + 3600
+        else:
+            assert provider.posts == 0
+
+    run(scenario)
+
+
+def test_by_default_a_requester_may_have_16_requests_open_and_a_target_32() -> None:
+    async def scenario() -> None:
+        service = make_service()
+        service.connect("alice")
+        agents = [service.connect(f"agent-{n}", grant=SecretsGrant.allow_all())
+                  for n in range(3)]
+        requests = [ask(agents[0]) for _ in range(16)]
+        await asyncio.sleep(0)
+        with pytest.raises(TooManyPendingRequests):
+            await ask(agents[0], timeout=0.5)
+        requests += [ask(agents[1]) for _ in range(16)]
+        await asyncio.sleep(0)
+        assert not any(request.done() for request in requests)
+        with pytest.raises(TooManyPendingRequests):
+            await ask(agents[2], timeout=0.5)
+        for request in requests:
+            request.cancel()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"participant_id": ""}, "participant_id must be 1-256 characters long"),
+        ({"participant_id": "agent-1", "name": "n" * 257}, "name must be 0-256 characters long"),
+        ({"participant_id": "agent-1", "name": 7}, "name must be a string"),
+    ],
+)
+def test_connecting_with_a_bad_id_or_name_is_refused_naming_it(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    service = make_service()
+    with pytest.raises(InvalidInput) as caught:
+        service.connect(**kwargs)
+    assert str(caught.value) == message
+    assert service.connected_participants() == []
+
+
+def test_a_credential_key_names_the_room_owner_client_endpoint_and_delegate() -> None:
+    service = make_service()
+    key = service.credential_key(owner="alice", requester="agent-1", client_id="c",
+                                 token_endpoint="https://t.example/token")
+    assert key == SecretKey(room="myroom", owner="alice",
+                            secret_id=credential_secret_id("c", "https://t.example/token"),
+                            delegated_to="agent-1")
+    other = service.credential_key(owner="alice", requester="agent-1", client_id="d",
+                                   token_endpoint="https://t.example/token")
+    assert other.secret_id != key.secret_id
+
+
+def _oauth(service: SecretsService, scopes: Any) -> None:
+    service.check_oauth(requester="agent-1", action="oauth.request_token", target="alice",
+                        scopes=scopes, **ENDPOINTS)
+
+
+def test_grant_decisions_are_remembered_per_arguments_and_audited_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decided: list[object] = []
+    real = service_module.check_oauth_request
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        decided.append(kw.get("scopes"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(service_module, "check_oauth_request", counting)
+    service = make_service()
+    room(service)
+    for _ in range(3):
+        _oauth(service, ["mail.read"])
+        _oauth(service, None)
+    assert decided == [["mail.read"], None]
+    _oauth(service, ("mail.read",))  # another type: decided again
+    assert len(decided) == 3
+    assert len(service.audit.events) == 7
+
+
+def test_the_remembered_decisions_start_afresh_at_their_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decided: list[object] = []
+    real = service_module.check_oauth_request
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        decided.append(kw.get("scopes"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(service_module, "check_oauth_request", counting)
+    monkeypatch.setattr(service_module, "_MAX_REMEMBERED_DECISIONS", 2)
+    service = make_service()
+    room(service)
+    for scopes in (["a"], ["b"], ["c"], ["c"], ["a"]):
+        _oauth(service, scopes)
+    # The third decision found two remembered: they were forgotten first.
+    assert decided == [["a"], ["b"], ["c"], ["a"]]
+
+
+def test_one_string_of_scopes_is_refused_even_after_its_letters_were_allowed() -> None:
+    service = make_service()
+    room(service)
+    _oauth(service, ["a", "b"])
+    with pytest.raises(InvalidInput) as caught:
+        _oauth(service, "ab")
+    assert str(caught.value) == "scopes must be a list of strings, not one string"
+
+
+def test_scopes_that_cannot_be_remembered_are_refused_as_invalid() -> None:
+    service = make_service()
+    room(service)
+    with pytest.raises(InvalidInput):
+        _oauth(service, [["a"]])  # unhashable: decided without the memo
+
+
+def test_each_scope_is_validated_before_the_decision() -> None:
+    service = make_service()
+    room(service)
+    with pytest.raises(InvalidInput) as caught:
+        _oauth(service, ['mail"read'])
+    assert str(caught.value) == (
+        "each scope must be a non-empty string of printable ASCII without spaces, quotes or "
+        "backslashes (RFC 6749 §3.3)")
+    assert service.audit.events == []
