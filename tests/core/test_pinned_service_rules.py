@@ -20,6 +20,7 @@ from roomsecrets.core.errors import (
     RequestRejected,
     RequestTimedOut,
     StateMismatch,
+    StoreError,
     TooManyPendingRequests,
 )
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
@@ -768,3 +769,126 @@ def test_each_scope_is_validated_before_the_decision() -> None:
         "each scope must be a non-empty string of printable ASCII without spaces, quotes or "
         "backslashes (RFC 6749 §3.3)")
     assert service.audit.events == []
+
+
+class Tokens:
+    """An injected ``token_urlsafe``: distinct 22-character values, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+
+    def __call__(self, nbytes: int) -> str:
+        value = f"tok{len(self.calls):019d}"
+        self.calls.append((nbytes, value))
+        return value
+
+
+class LeaseHolderStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: list[str] = []
+        self.failing_puts = False
+
+    async def acquire_lease(self, name: str, *, holder: str, ttl: float) -> Any:
+        self.holders.append(holder)
+        return await super().acquire_lease(name, holder=holder, ttl=ttl)
+
+    async def put(self, key: Any, **kw: Any) -> Any:
+        if self.failing_puts:
+            raise StoreError("the store is down")
+        return await super().put(key, **kw)
+
+
+def test_the_injected_token_source_names_the_process_and_the_requests() -> None:
+    async def scenario() -> None:
+        tokens = Tokens()
+        store = LeaseHolderStore()
+        provider = Provider()
+        service = make_service(store=store, transport=provider, token_urlsafe=tokens)
+        assert tokens.calls[0][0] == 16  # the refresh lease holder of this process
+        agent, alice = room(service)
+        await _store(service, expires_in=0)
+        await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                            scopes=["mail.read"])
+        assert store.holders == [tokens.calls[0][1]]
+        request = ask(agent, scopes=["mail.send"])  # not stored: alice is asked
+        prompt = await next_prompt(alice)
+        made = {value for _, value in tokens.calls[1:]}
+        assert prompt.request_id in made and prompt.state in made
+        request.cancel()
+
+    run(scenario)
+
+
+def test_the_open_request_limits_can_be_set() -> None:
+    async def scenario() -> None:
+        service = make_service(max_open_per_requester=1, max_open_per_target=2)
+        service.connect("alice")
+        agents = [service.connect(f"agent-{n}", grant=SecretsGrant.allow_all())
+                  for n in range(3)]
+        requests = [ask(agents[0])]
+        await asyncio.sleep(0)
+        with pytest.raises(TooManyPendingRequests):
+            await ask(agents[0], timeout=0.5)
+        requests.append(ask(agents[1]))
+        await asyncio.sleep(0)
+        with pytest.raises(TooManyPendingRequests):
+            await ask(agents[2], timeout=0.5)
+        for request in requests:
+            request.cancel()
+
+    run(scenario)
+
+
+def test_the_token_settings_reach_the_exchange() -> None:
+    async def scenario() -> None:
+        provider = TimeoutRecordingProvider(b'{"access_token": "at-1", "token_type": "Bearer"}')
+        service = make_service(transport=provider, default_lifetime=100.0, http_timeout=5.0,
+                               allow_insecure_http=True)
+        agent, alice = room(service)
+        request = ask(agent, authorization_endpoint="http://login.example.com/auth",
+                      token_endpoint="http://login.example.com/token")
+        prompt = await next_prompt(alice)
+        await alice.provide_oauth_authorization(request_id=prompt.request_id, code="code",
+                                                state=prompt.state)
+        assert await request == "at-1"
+        assert provider.timeouts == [5.0]
+        (record,) = await service.store.list("myroom", "alice")
+        tokens = StoredCredential.from_json(record.data).tokens
+        assert tokens.expires_at == service.clock() + 100.0
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("expires_in, token", [(10.5, "at-stored"), (9.5, "at-1")])
+def test_the_refresh_leeway_can_be_set(expires_in: float, token: str) -> None:
+    async def scenario() -> None:
+        service = make_service(transport=Provider(), refresh_leeway=10.0)
+        agent, _ = room(service)
+        await _store(service, expires_in=expires_in)
+        assert await agent.get_offline_oauth_token(**ENDPOINTS, delegated_by="alice",
+                                                   scopes=["mail.read"]) == token
+
+    run(scenario)
+
+
+def test_the_injected_sleep_paces_the_retries_of_a_failing_store() -> None:
+    async def scenario() -> None:
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        store = LeaseHolderStore()
+        service = make_service(store=store, transport=Provider(), sleep=sleep)
+        agent, alice = room(service)
+        request = ask(agent)
+        prompt = await next_prompt(alice)
+        store.failing_puts = True
+        with pytest.raises(StoreError):
+            await alice.provide_oauth_authorization(request_id=prompt.request_id, code="code",
+                                                    state=prompt.state)
+        assert slept == [0.1, 0.2, 0.4]
+        assert await request == "at-1"  # the token is valid even though it was not saved
+
+    run(scenario)
