@@ -468,11 +468,6 @@ def test_after_invalid_grant_a_kept_credential_is_forgotten_even_if_the_delete_f
     run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="refresh.save_new forgets the kept rotated credential before its own write "
-    "lands; a token call during that write refreshes with the rotated-away refresh token",
-)
 def test_a_call_during_a_new_approvals_write_does_not_replay_a_rotated_refresh_token() -> None:
     # Module doc: once rotated, "the old refresh token is never replayed from here".
     async def scenario() -> None:
