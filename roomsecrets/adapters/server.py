@@ -914,6 +914,12 @@ def _page(status: int, title: str, text: str) -> web.Response:
     )
 
 
+#: The error codes of an authorization response (RFC 6749 §4.1.2.1).
+_AUTHORIZATION_ERRORS = frozenset({
+    "invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+    "invalid_scope", "server_error", "temporarily_unavailable",
+})
+
 #: The authorization-response parameters the callback reads (RFC 6749 §4.1.2, §4.1.2.1;
 #: RFC 9207 §2).
 _CALLBACK_PARAMETERS = ("code", "state", "error", "error_description", "iss")
@@ -947,8 +953,18 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
             if error is not None:
                 reason = safe_text(error, 64) or "access_denied"
                 await client.reject_oauth_authorization(request_id=pending.request_id, error=reason)
+                if reason == "access_denied":
+                    return _page(
+                        200, "Request declined", "You declined the request. You can close this tab."
+                    )
+                # The provider refused, not the person. Only RFC 6749's own codes are
+                # shown: the page holds nothing taken from the query as it came.
+                code = reason if reason in _AUTHORIZATION_ERRORS else "an error"
                 return _page(
-                    200, "Request declined", "You declined the request. You can close this tab."
+                    200,
+                    "Request ended by the provider",
+                    f"The provider ended the request with <code>{code}</code>. "
+                    "You can close this tab.",
                 )
             # RFC 9207 §2.4: the issuer's `iss`, checked against the one the request expects.
             await client.provide_oauth_authorization(

@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import time
+import urllib.parse
 from typing import Any, Optional
 
 import pytest
@@ -802,3 +803,34 @@ def test_create_app_refuses_bad_settings() -> None:
         create_app(store=MemoryStore(), jwt_key=KEY, public_url="ftp://x")
     with pytest.raises(errors.InvalidInput):
         create_app(store=MemoryStore(), jwt_key=KEY, public_url="http://x", max_body=10)
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [("invalid_scope", "invalid_scope"), ("server_error", "server_error"),
+     ("<script>x</script>", "an error")],
+)
+def test_a_provider_error_on_the_callback_is_not_called_the_persons_decline(
+    error: str, shown: str
+) -> None:
+    async def scenario() -> None:
+        with running_provider() as provider:
+            async with serving(provider=provider) as served:
+                session, ws = await _open_ws(served, "alice")
+                try:
+                    request = await _ask(served, provider)
+                    prompt = await _next_prompt(ws)
+                    query = urllib.parse.urlencode({"error": error, "state": prompt["state"]})
+                    status, _, page = await asyncio.to_thread(
+                        get_page, f"{served.callback_url}?{query}"
+                    )
+                    assert status == 200 and "declined" not in page
+                    # Only RFC 6749's own codes reach the page, never the query as it came.
+                    assert f"<code>{shown}</code>" in page and "<script>" not in page
+                    status, answer, _ = await request
+                    assert (status, answer["error"]) == (409, "request_rejected")
+                finally:
+                    await ws.close()
+                    await session.close()
+
+    run(scenario())
