@@ -6,6 +6,7 @@ cache's bounds."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import pytest
@@ -370,5 +371,159 @@ def test_a_zero_ttl_fetches_every_time():
         await cache.get(ISSUER)
         await cache.get(ISSUER)
         assert calls == [ISSUER, ISSUER]
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_is_remembered_for_a_fraction_of_a_second_too():
+    async def scenario():
+        calls: list[str] = []
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            calls.append(issuer)
+            raise errors.ConnectError("refused")
+
+        clock = Clock()
+        cache = MetadataCache(fetch=fetch, clock=clock, failure_ttl=0.5)
+        for _ in range(2):
+            with pytest.raises(errors.ConnectError):
+                await cache.get(ISSUER)
+        assert calls == [ISSUER]
+        clock.now += 0.5
+        with pytest.raises(errors.ConnectError):
+            await cache.get(ISSUER)
+        assert calls == [ISSUER, ISSUER]
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_not_remembered_takes_no_place_in_a_full_cache():
+    async def scenario():
+        calls: list[str] = []
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            calls.append(issuer)
+            if issuer == "https://down.example":
+                raise errors.ConnectError("refused")
+            return ProviderMetadata(issuer=issuer)
+
+        cache = MetadataCache(fetch=fetch, clock=Clock(), failure_ttl=0, max_entries=1)
+        await cache.get(ISSUER)
+        with pytest.raises(errors.ConnectError):
+            await cache.get("https://down.example")
+        await cache.get(ISSUER)
+        assert calls == [ISSUER, "https://down.example"]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_fetch_nobody_waits_for_any_more_is_not_reported_as_unretrieved():
+    # asyncio reports a task whose exception nobody read ("Task exception was never
+    # retrieved") when it is collected; the cache reads it, as every caller may be gone.
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        release = asyncio.Event()
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            await release.wait()
+            raise errors.ConnectError("refused")
+
+        cache = MetadataCache(fetch=fetch, clock=Clock(), failure_ttl=0)
+        caller = asyncio.ensure_future(cache.get(ISSUER))
+        await asyncio.sleep(0)
+        caller.cancel()
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert caller.cancelled()
+        gc.collect()
+        assert reported == []
+
+    asyncio.run(scenario())
+
+
+def test_a_fetch_cancelled_when_the_loop_ends_reports_nothing():
+    reported: list[dict[str, object]] = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            await asyncio.Event().wait()
+            raise AssertionError("never released")
+
+        cache = MetadataCache(fetch=fetch, clock=Clock())
+        caller = asyncio.ensure_future(cache.get(ISSUER))
+        await asyncio.sleep(0)
+        assert not caller.done()
+        # asyncio.run cancels the caller and the shared fetch on the way out.
+
+    asyncio.run(scenario())
+    assert reported == []
+
+
+@pytest.mark.parametrize(
+    ("issuer", "message"),
+    [
+        ("https://as.example#top", "issuer must not contain a fragment (RFC 6749 §3.1)"),
+        ("https://user@as.example", "issuer must not contain credentials"),
+        ("http://as.example", "issuer must use https (RFC 6749 §3.1, §3.2); http is allowed "
+                              "only for loopback hosts, got host 'as.example'"),
+    ],
+)
+def test_an_unusable_issuer_is_named_as_the_issuer(issuer, message):
+    with pytest.raises(errors.InvalidInput) as info:
+        check_issuer(issuer)
+    assert str(info.value) == message
+
+
+def test_by_default_metadata_is_kept_an_hour_and_a_failure_five_seconds():
+    async def scenario():
+        calls: list[str] = []
+        failing = True
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            calls.append(issuer)
+            if failing:
+                raise errors.ConnectError("refused")
+            return ProviderMetadata(issuer=issuer)
+
+        clock = Clock()
+        cache = MetadataCache(fetch=fetch, clock=clock)
+        with pytest.raises(errors.ConnectError):
+            await cache.get(ISSUER)
+        clock.now += 4.9
+        with pytest.raises(errors.ConnectError):
+            await cache.get(ISSUER)
+        assert len(calls) == 1
+        clock.now += 0.1
+        failing = False
+        await cache.get(ISSUER)
+        assert len(calls) == 2
+        clock.now += 3599.9
+        await cache.get(ISSUER)
+        assert len(calls) == 2
+        clock.now += 0.1
+        await cache.get(ISSUER)
+        assert len(calls) == 3
+
+    asyncio.run(scenario())
+
+
+def test_by_default_256_issuers_are_kept():
+    async def scenario():
+        calls: list[str] = []
+        cache = MetadataCache(fetch=counting_fetch(calls), clock=Clock())
+        issuers = [f"https://as{n}.example" for n in range(256)]
+        for issuer in issuers:
+            await cache.get(issuer)
+        await cache.get(issuers[0])
+        assert len(calls) == 256
+        await cache.get("https://one-more.example")  # the 257th: the cache starts again
+        await cache.get(issuers[0])
+        assert len(calls) == 258
 
     asyncio.run(scenario())

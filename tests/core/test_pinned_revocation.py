@@ -1,20 +1,107 @@
 """Pinned: RFC 7009 revocation requests and answers (issue #12, mutation pass on
-``core/revocation.py``): the size cap's exact edge, what a failed revocation's error
-carries, and answers whose body is JSON but not an object."""
+``core/revocation.py``): what a bad request argument's error says, plain http only
+when allowed, the size cap's exact edge, what a failed revocation's error carries,
+and answers whose body is JSON but not an object."""
 
 from __future__ import annotations
+
+import urllib.parse
 
 import pytest
 
 from roomsecrets.core import errors
+from roomsecrets.core.credentials import StoredCredential
 from roomsecrets.core.revocation import (
     MAX_REVOCATION_RESPONSE_BYTES,
+    build_revocation_request,
     check_revocation_response,
+    revocation_request_for,
 )
+from roomsecrets.core.token_request import (
+    ClientAuthMethod,
+    ClientCredentials,
+    build_client_authenticated_request,
+)
+from roomsecrets.core.tokens import TokenSet
+
+ENDPOINT = "https://as.example/revoke"
+PUBLIC = ClientCredentials(client_id="app")
+
+
+def form(request) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(request.body.decode()))
 
 
 def check(status: int, body: bytes = b"", headers=(), **kw) -> None:
     check_revocation_response(status=status, headers=headers, body=body, now=1000.0, **kw)
+
+
+# --- the request (RFC 7009 §2.1) --------------------------------------------------------
+
+
+def test_a_bad_endpoint_is_refused_by_name_before_the_token_is_looked_at():
+    with pytest.raises(errors.InvalidInput) as info:
+        build_revocation_request(revocation_endpoint=ENDPOINT + "#x", client=PUBLIC, token="")
+    assert str(info.value) == "revocation_endpoint must not contain a fragment (RFC 6749 §3.1)"
+
+
+def test_plain_http_to_any_host_passes_only_when_insecure_http_is_allowed():
+    endpoint = "http://as.example/revoke"
+    with pytest.raises(errors.InsecureEndpointError) as info:
+        build_revocation_request(revocation_endpoint=endpoint, client=PUBLIC, token="t")
+    assert str(info.value).startswith("revocation_endpoint must use https")
+    request = build_revocation_request(
+        revocation_endpoint=endpoint, client=PUBLIC, token="t", allow_insecure_http=True
+    )
+    assert request.url == endpoint
+    assert form(request) == {"token": "t", "client_id": "app"}
+
+
+@pytest.mark.parametrize("token", ["", None, 5, b"t"])
+def test_a_token_that_is_not_a_non_empty_string_is_refused_without_echoing_it(token):
+    with pytest.raises(errors.InvalidInput) as info:
+        build_revocation_request(revocation_endpoint=ENDPOINT, client=PUBLIC, token=token)
+    assert str(info.value) == "the token to revoke must be a non-empty string"
+
+
+@pytest.mark.parametrize("hint", ["id_token", "", "ACCESS_TOKEN", 5])
+def test_a_hint_other_than_rfc7009s_two_is_refused(hint):
+    with pytest.raises(errors.InvalidInput) as info:
+        build_revocation_request(
+            revocation_endpoint=ENDPOINT, client=PUBLIC, token="t", token_type_hint=hint
+        )
+    assert str(info.value) == "token_type_hint must be 'access_token' or 'refresh_token'"
+
+
+@pytest.mark.parametrize("hint", ["access_token", "refresh_token"])
+def test_each_hint_is_sent_after_the_token(hint):
+    request = build_revocation_request(
+        revocation_endpoint=ENDPOINT, client=PUBLIC, token="t", token_type_hint=hint
+    )
+    assert urllib.parse.parse_qsl(request.body.decode()) == [
+        ("token", "t"), ("token_type_hint", hint), ("client_id", "app")
+    ]
+
+
+def stored(endpoint: str) -> StoredCredential:
+    return StoredCredential(
+        tokens=TokenSet(access_token="at-1", refresh_token="rt-1", issued_at=0.0),
+        client_id="app", authorization_endpoint="https://as.example/authorize",
+        token_endpoint="https://as.example/token", revocation_endpoint=endpoint,
+    )
+
+
+def test_a_stored_plain_http_revocation_endpoint_is_used_only_when_allowed():
+    credential = stored("http://as.example/revoke")
+    with pytest.raises(errors.InsecureEndpointError):
+        revocation_request_for(credential)
+    built = revocation_request_for(credential, allow_insecure_http=True)
+    assert built is not None
+    request, hint, sent = built
+    assert (request.url, hint, sent) == ("http://as.example/revoke", "refresh_token", ("rt-1",))
+    # Loopback needs no permission (RFC 8252 §8.3).
+    built = revocation_request_for(stored("http://127.0.0.1:9/revoke"))
+    assert built is not None and built[0].url == "http://127.0.0.1:9/revoke"
 
 
 # --- the size cap -----------------------------------------------------------------------
@@ -101,3 +188,33 @@ def test_an_unknown_error_code_is_still_an_oauth_error():
         check(400, b'{"error":"slow_down","error_description":"later"}')
     assert type(info.value) is errors.OAuthError
     assert (info.value.error, info.value.description) == ("slow_down", "later")
+
+
+# --- the shared client authentication (RFC 6749 §2.3.1) ------------------------------------
+
+
+def test_the_shared_request_builder_refuses_plain_http_by_default_and_names_the_endpoint():
+    with pytest.raises(errors.InsecureEndpointError) as info:
+        build_client_authenticated_request("http://as.example/token", PUBLIC, [("a", "b")])
+    assert str(info.value).startswith("token_endpoint must use https")
+    with pytest.raises(errors.InvalidInput) as info:
+        build_client_authenticated_request(ENDPOINT + "#x", PUBLIC, [], what="revocation_endpoint")
+    assert str(info.value) == "revocation_endpoint must not contain a fragment (RFC 6749 §3.1)"
+    request = build_client_authenticated_request(
+        "http://as.example/token", PUBLIC, [("a", "b")], True
+    )
+    assert (request.method, request.url) == ("POST", "http://as.example/token")
+    assert urllib.parse.parse_qsl(request.body.decode()) == [("a", "b"), ("client_id", "app")]
+
+
+def test_the_shared_request_builder_extends_the_form_it_is_given():
+    form_fields = [("token", "t")]
+    secret = ClientCredentials(client_id="app", client_secret="s",
+                               method=ClientAuthMethod.CLIENT_SECRET_POST)
+    request = build_client_authenticated_request(ENDPOINT, secret, form_fields)
+    assert form_fields == [("token", "t"), ("client_id", "app"), ("client_secret", "s")]
+    assert request.body == b"token=t&client_id=app&client_secret=s"
+    assert request.headers == (
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Accept", "application/json"),
+    )
