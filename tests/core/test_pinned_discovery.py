@@ -134,12 +134,12 @@ def test_a_wrong_issuer_is_named_in_the_error_shortened_and_a_non_string_by_its_
     doc["issuer"] = "https://evil.example/" + "a" * 300
     with pytest.raises(errors.InvalidProviderMetadata) as info:
         parse(doc)
-    message = str(info.value)
     assert info.value.status == 200
-    assert message.startswith("the metadata names issuer 'https://evil.example/aaa")
-    assert "a" * 130 not in message
-    assert message.endswith(
-        f", not {ISSUER!r}; its data must not be used (RFC 8414 §3.3)"
+    # At most 120 characters of the stranger's text: 117 and "...".
+    shown = ("https://evil.example/" + "a" * 300)[:117] + "..."
+    assert str(info.value) == (
+        f"the metadata names issuer {shown!r}, not {ISSUER!r}; "
+        "its data must not be used (RFC 8414 §3.3)"
     )
     doc["issuer"] = 7
     with pytest.raises(errors.InvalidProviderMetadata) as info:
@@ -495,18 +495,18 @@ def test_by_default_metadata_is_kept_an_hour_and_a_failure_five_seconds():
         cache = MetadataCache(fetch=fetch, clock=clock)
         with pytest.raises(errors.ConnectError):
             await cache.get(ISSUER)
-        clock.now += 4.9
+        clock.now += 4.5  # halves: exact in binary floating point
         with pytest.raises(errors.ConnectError):
             await cache.get(ISSUER)
         assert len(calls) == 1
-        clock.now += 0.1
+        clock.now += 0.5
         failing = False
         await cache.get(ISSUER)
         assert len(calls) == 2
-        clock.now += 3599.9
+        clock.now += 3599.5
         await cache.get(ISSUER)
         assert len(calls) == 2
-        clock.now += 0.1
+        clock.now += 0.5
         await cache.get(ISSUER)
         assert len(calls) == 3
 
