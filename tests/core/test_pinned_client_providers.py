@@ -173,3 +173,22 @@ def test_an_endpoint_the_metadata_leaves_out_is_named_with_the_issuer(call):
             "names none in its metadata")
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("iss", "message"),
+    [
+        ("https://as.example/a b",
+         "iss must be ASCII without spaces (RFC 3986 §2); percent-encode other characters"),
+        ("", "iss must be a URL of 1-"),
+    ],
+)
+def test_a_malformed_iss_is_refused_naming_it(iss, message):
+    async def scenario():
+        service = make_service(transport=NoNetwork())
+        _agent, alice = room(service)
+        with pytest.raises(errors.InvalidInput) as info:
+            await alice.provide_oauth_authorization(request_id="r-1", code="c", iss=iss)
+        assert str(info.value).startswith(message)
+
+    run(scenario())

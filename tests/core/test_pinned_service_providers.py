@@ -404,3 +404,79 @@ def test_a_new_approval_that_lands_leaves_the_refresher_not_busy():
         assert await kit.token() == "at-approved"
 
     run(scenario())
+
+
+# --- the documented defaults: discovery_ttl 3600 s, discovery_failure_ttl 5 s,
+# revocation_timeout 10 s ------------------------------------------------------------------
+
+
+def metadata_answer():
+    document = {"issuer": ISSUER, "authorization_endpoint": ISSUER + "/authorize",
+                "token_endpoint": ISSUER + "/token"}
+    return HttpResponse(status=200, headers=(("Content-Type", "application/json"),),
+                        body=json.dumps(document).encode())
+
+
+def test_metadata_is_kept_for_an_hour_by_default():
+    async def scenario():
+        transport = RecordingTransport(metadata_answer(), metadata_answer())
+        service = make_service(transport=transport, allow_insecure_http=True)
+        agent = service.connect("agent-1", name="mailbot", grant=SecretsGrant.allow_all())
+        await by_issuer(agent)
+        service.clock.advance(3599.5)
+        await by_issuer(agent)
+        assert len(transport.sent) == 1
+        service.clock.advance(0.75)  # 3600.25 s after the fetch
+        await by_issuer(agent)
+        assert len(transport.sent) == 2
+
+    run(scenario())
+
+
+def test_a_failed_metadata_lookup_is_remembered_for_five_seconds_by_default():
+    async def scenario():
+        transport = RecordingTransport(HttpResponse(status=503), metadata_answer())
+        service = make_service(transport=transport, allow_insecure_http=True)
+        agent = service.connect("agent-1", name="mailbot", grant=SecretsGrant.allow_all())
+        with pytest.raises(errors.ProviderError):
+            await by_issuer(agent)
+        service.clock.advance(4.75)
+        with pytest.raises(errors.ProviderError):
+            await by_issuer(agent)  # remembered: not asked again
+        assert len(transport.sent) == 1
+        service.clock.advance(0.5)  # 5.25 s after the failure
+        assert await by_issuer(agent) is None
+        assert len(transport.sent) == 2
+
+    run(scenario())
+
+
+def test_a_revocation_waits_ten_seconds_by_default():
+    async def scenario():
+        transport = RecordingTransport()
+        service = make_service(transport=transport, allow_insecure_http=True)
+        await delete_own_credential(service)
+        [(_, timeout, _)] = transport.sent
+        assert timeout == 10.0
+
+    run(scenario())
+
+
+def test_a_failure_ttl_of_zero_asks_again_at_once():
+    async def scenario():
+        transport = RecordingTransport(HttpResponse(status=503), HttpResponse(status=503))
+        service = make_service(transport=transport, allow_insecure_http=True,
+                               discovery_failure_ttl=0)
+        agent = service.connect("agent-1", name="mailbot", grant=SecretsGrant.allow_all())
+        for _ in range(2):
+            with pytest.raises(errors.ProviderError):
+                await by_issuer(agent)
+        assert len(transport.sent) == 2
+
+    run(scenario())
+
+
+def test_a_bad_revocation_timeout_is_refused_saying_what_it_must_be():
+    with pytest.raises(errors.InvalidInput) as info:
+        make_service(revocation_timeout=0)
+    assert str(info.value) == "revocation_timeout must be a finite number of seconds > 0"
