@@ -13,7 +13,7 @@ from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.http import HttpResponse
 from roomsecrets.core.inputs import MAX_CLIENT_SECRET
-from tests.core.service_kit import make_service, offline, room, running_provider
+from tests.core.service_kit import approved, make_service, offline, room, running_provider
 
 
 def run(coro):
@@ -190,5 +190,49 @@ def test_a_malformed_iss_is_refused_naming_it(iss, message):
         with pytest.raises(errors.InvalidInput) as info:
             await alice.provide_oauth_authorization(request_id="r-1", code="c", iss=iss)
         assert str(info.value).startswith(message)
+
+    run(scenario())
+
+
+def test_an_offline_refresh_naming_post_authenticates_with_post():
+    # The caller's named method is used for the refresh (explicit endpoints, no metadata).
+    secret = "post-client-secret-123"
+    async def scenario():
+        with running_provider(client_secret=secret, auth_method="client_secret_post") as provider:
+            service = make_service()
+            agent, alice = room(service)
+            first = await approved(agent, alice, provider, client_secret=secret,
+                                   client_auth_method="client_secret_post")
+            service.clock.advance(7200)
+            fresh = await offline(agent, provider, client_secret=secret,
+                                  client_auth_method="client_secret_post")
+            assert fresh is not None and fresh != first
+            assert provider.token_requests[-1] == ("refresh_token", "ok")
+
+    run(scenario())
+
+
+def test_a_token_request_naming_another_method_than_the_stored_one_refreshes_with_the_callers():
+    # request_oauth_token, like get_offline_oauth_token: the named method wins the refresh.
+    secret = "re-registered-secret-123"
+    async def scenario():
+        with running_provider(client_secret=secret, auth_method="client_secret_post") as provider:
+            service = make_service()
+            agent, alice = room(service)
+            await approved(agent, alice, provider, client_secret=secret,
+                           client_auth_method="client_secret_post")
+            provider.register_client(
+                "mailbot-app", client_secret=secret, auth_method="client_secret_basic",
+                redirect_uris=["https://app.example.com/oauth/callback"],
+            )
+            service.clock.advance(7200)
+            token = await agent.request_oauth_token(
+                client_id="mailbot-app", authorization_endpoint=provider.authorization_endpoint,
+                token_endpoint=provider.token_endpoint, scopes=["mail.read"],
+                from_participant_id="alice", redirect_uri="https://app.example.com/oauth/callback",
+                client_secret=secret, client_auth_method="client_secret_basic", timeout=5,
+            )
+            assert provider.is_active(token)
+            assert provider.token_requests[-1] == ("refresh_token", "ok")
 
     run(scenario())
