@@ -333,7 +333,9 @@ def test_the_provider_refuses_an_authorization_request_without_pkce(
             assert visit.pages == ()  # refused before any login page
             assert visit.query["error"] == "invalid_request"
             assert "PKCE" in visit.query["error_description"]
-            assert visit.status == 200 and "declined" in visit.text.lower()
+            # The provider refused, not the person: the page says so, with RFC 6749's code.
+            assert visit.status == 200 and "declined" not in visit.text.lower()
+            assert "ended the request with <code>invalid_request</code>" in visit.text
             with pytest.raises(errors.RequestRejected) as rejected:
                 await asyncio.wait_for(asking, 30)
             assert rejected.value.error == "invalid_request"
