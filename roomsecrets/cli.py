@@ -52,6 +52,7 @@ SERVER_ENV = "ROOMSECRETS_SERVER"
 TOKEN_ENV = "ROOMSECRETS_TOKEN"
 DEFAULT_SERVER = "http://127.0.0.1:8700"
 _PROG = "roomsecrets"
+_DELEGATED_TO = "the participant it is delegated to, when it is"
 # How long ``oauth2 request`` waits before saying it is waiting: a token that is
 # already stored comes back at once, with no prompt to wait for.
 _FIRST_NOTICE = 0.3
@@ -100,8 +101,12 @@ def _build_parser() -> _Parser:
 
     # serve
     serve = commands.add_parser("serve", help="run the room server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8700)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8700, help="port (default 8700; 0: a free one)"
+    )
     _store_flag(serve)
     serve.add_argument(
         "--public-url",
@@ -125,9 +130,9 @@ def _build_parser() -> _Parser:
     mint = token_commands.add_parser(
         "mint", help="print a participant token (a JWT) signed with the server's key"
     )
-    mint.add_argument("--room", required=True)
-    mint.add_argument("--participant-id", required=True)
-    mint.add_argument("--name")
+    mint.add_argument("--room", required=True, help="the room the token is for")
+    mint.add_argument("--participant-id", required=True, help="the participant (sub)")
+    mint.add_argument("--name", help="display name shown to those it asks")
     mint.add_argument(
         "--grant",
         default="default",
@@ -162,8 +167,8 @@ def _build_parser() -> _Parser:
     listing.set_defaults(run=_client_command(_oauth2_list))
 
     delete = oauth2_commands.add_parser("delete", parents=common, help="delete my credential")
-    delete.add_argument("--id", required=True)
-    delete.add_argument("--delegated-to")
+    delete.add_argument("--id", required=True, help="the credential's id")
+    delete.add_argument("--delegated-to", help=_DELEGATED_TO)
     delete.set_defaults(run=_client_command(_delete_secret))
 
     request = oauth2_commands.add_parser(
@@ -171,19 +176,23 @@ def _build_parser() -> _Parser:
         parents=common,
         help="ask a participant for an access token; print it",
     )
-    request.add_argument("--from-participant-id", required=True)
+    request.add_argument(
+        "--from-participant-id", required=True, help="whom to ask (a connected participant)"
+    )
     _provider_flags(request)
     request.add_argument(
         "--redirect-uri", help="default: the server's PUBLIC_URL/oauth/callback"
     )
-    request.add_argument("--no-pkce", action="store_true")
+    request.add_argument(
+        "--no-pkce", action="store_true", help="leave out PKCE (RFC 7636); avoid it"
+    )
     request.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     request.set_defaults(run=_client_command(_oauth2_request))
 
     get = oauth2_commands.add_parser(
         "get", parents=common, help="print a stored access token without prompting"
     )
-    get.add_argument("--delegated-by", required=True)
+    get.add_argument("--delegated-by", required=True, help="the participant who approved it")
     _provider_flags(get)
     get.set_defaults(run=_client_command(_oauth2_get))
 
@@ -197,15 +206,19 @@ def _build_parser() -> _Parser:
     provide = oauth2_commands.add_parser(
         "provide", parents=common, help="answer a prompt with an authorization code"
     )
-    provide.add_argument("--request-id", required=True)
-    provide.add_argument("--code", required=True)
-    provide.add_argument("--state")
+    provide.add_argument("--request-id", required=True, help="the prompt's request id")
+    provide.add_argument("--code", required=True, help="the redirect's code")
+    provide.add_argument("--state", help="the redirect's state (checked when given)")
     provide.add_argument("--iss", help="the redirect's iss parameter (RFC 9207), if it has one")
     provide.set_defaults(run=_client_command(_oauth2_provide))
 
     reject = oauth2_commands.add_parser("reject", parents=common, help="refuse a prompt")
-    reject.add_argument("--request-id", required=True)
-    reject.add_argument("--error", default="user_cancelled")
+    reject.add_argument("--request-id", required=True, help="the prompt's request id")
+    reject.add_argument(
+        "--error",
+        default="user_cancelled",
+        help="the error the asker gets (default user_cancelled)",
+    )
     reject.set_defaults(run=_client_command(_oauth2_reject))
 
     # participant list
@@ -224,25 +237,25 @@ def _build_parser() -> _Parser:
     secret_commands = secret.add_subparsers(dest="secret_command", metavar="COMMAND")
     secret_commands.required = True
     put = secret_commands.add_parser("set", parents=common, help="store a secret")
-    put.add_argument("--id", required=True)
+    put.add_argument("--id", required=True, help="the secret's id")
     source = put.add_mutually_exclusive_group()
     source.add_argument("--value", help="the secret as text (else --file, else stdin)")
     source.add_argument("--file", help="read the secret from FILE ('-': stdin)")
     put.add_argument("--type", default="application/octet-stream", help="a MIME type")
-    put.add_argument("--name")
-    put.add_argument("--delegated-to")
+    put.add_argument("--name", help="a display name")
+    put.add_argument("--delegated-to", help="store it delegated to this participant")
     put.set_defaults(run=_client_command(_secret_set))
     fetch = secret_commands.add_parser("get", parents=common, help="print a secret's bytes")
-    fetch.add_argument("--id", required=True)
-    fetch.add_argument("--delegated-to")
+    fetch.add_argument("--id", required=True, help="the secret's id")
+    fetch.add_argument("--delegated-to", help=_DELEGATED_TO)
     fetch.set_defaults(run=_client_command(_secret_get))
     every = secret_commands.add_parser(
         "list", parents=[*common, as_json], help="all my secrets, OAuth credentials included"
     )
     every.set_defaults(run=_client_command(_secret_list))
     remove = secret_commands.add_parser("delete", parents=common, help="delete a secret")
-    remove.add_argument("--id", required=True)
-    remove.add_argument("--delegated-to")
+    remove.add_argument("--id", required=True, help="the secret's id")
+    remove.add_argument("--delegated-to", help=_DELEGATED_TO)
     remove.set_defaults(run=_client_command(_delete_secret))
 
     # demo
@@ -270,7 +283,7 @@ def _store_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _provider_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--client-id", required=True, help="the OAuth client id")
     parser.add_argument(
         "--issuer",
         help="the provider's issuer: endpoints left out come from its metadata (RFC 8414)",
@@ -283,7 +296,9 @@ def _provider_flags(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="may repeat; each value may hold several scopes separated by spaces or commas",
     )
-    parser.add_argument("--client-secret")
+    parser.add_argument(
+        "--client-secret", help="the client's secret (none: a public client)"
+    )
     parser.add_argument(
         "--client-auth-method",
         choices=("client_secret_basic", "client_secret_post"),
