@@ -255,9 +255,10 @@ class _Entry(PendingMachine, Generic[ResultT]):
         self,
         request: PendingRequest,
         waiter: _Waiter[ResultT],
-        issuer: Optional[str] = None,
-        iss_required: bool = False,
+        issuer: Optional[str],
+        iss_required: bool,
     ) -> None:
+        # No defaults: create() is the one caller and always decides both.
         super().__init__()
         self.request = request
         self.waiter = waiter

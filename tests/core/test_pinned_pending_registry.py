@@ -1,5 +1,6 @@
 """Pinned: request ids and OAuth states of fewer than 128 bits are refused; lookups and
-outcomes refuse bad input with one clear message."""
+outcomes refuse bad input with one clear message; so do the RFC 9207 checks, which leave
+the request PENDING."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from roomsecrets.core.errors import (
     ConfigurationError,
     InvalidInput,
+    IssuerMismatch,
     NotAddressedToYou,
     StateMismatch,
     TooManyPendingRequests,
@@ -290,3 +292,70 @@ def test_stale_deadlines_are_dropped_once_they_outnumber_live_ones_by_32() -> No
         heap_sizes.append(len(registry._deadlines))
     # 1 live + n stale; rebuilt when the heap holds more than 2 * 1 + 32 entries.
     assert heap_sizes == [*range(2, 35), 1, 2, 3]
+
+
+# --- RFC 9207: the expected issuer ----------------------------------------------------------
+
+ISSUER = "https://as.example"
+
+
+@pytest.mark.parametrize("issuer", ["", 7, b"https://as.example"])
+def test_create_names_a_bad_issuer(issuer: object) -> None:
+    registry, _ = registry_with_one_request()
+    text = message(InvalidInput, lambda: create(registry, issuer=issuer))
+    assert text == "issuer must be None or a non-empty string"
+    assert len(registry) == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"iss_required": True},  # a promise with no issuer to hold it to
+        {"issuer": ISSUER, "iss_required": 1},  # truthy, but not a bool
+        {"issuer": ISSUER, "iss_required": None},
+    ],
+)
+def test_create_names_a_bad_iss_required(extra: dict[str, Any]) -> None:
+    registry, _ = registry_with_one_request()
+    text = message(InvalidInput, lambda: create(registry, **extra))
+    assert text == "iss_required must be True or False, and True only with an issuer"
+    assert len(registry) == 1
+
+
+def test_a_request_created_without_issuer_arguments_takes_an_answer_without_iss() -> None:
+    registry, request = registry_with_one_request()
+    assert registry.provide(request.request_id, by="alice", state=request.oauth_state) == request
+    assert registry.state_of(request.request_id) is PendingState.EXCHANGING
+
+
+def refused_answer(error: type[BaseException], iss_required: bool, iss: Any) -> str:
+    """The message of ``provide(iss=iss)`` refused; the request must still be PENDING."""
+    registry, _ = registry_with_one_request()
+    request = create(registry, requester="agent-2", issuer=ISSUER, iss_required=iss_required)
+    text = message(
+        error,
+        lambda: registry.provide(
+            request.request_id, by="alice", state=request.oauth_state, iss=iss
+        ),
+    )
+    assert registry.state_of(request.request_id) is PendingState.PENDING
+    return text
+
+
+def test_a_promised_iss_that_is_missing_is_refused_with_its_reason() -> None:
+    assert refused_answer(IssuerMismatch, True, None) == (
+        "the authorization response has no iss, but the issuer sends one (RFC 9207 §2.4)"
+    )
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_a_wrong_iss_is_refused_with_its_reason(required: bool) -> None:
+    assert refused_answer(IssuerMismatch, required, ISSUER + "/") == (
+        "the authorization response's iss is not the issuer the request was sent to "
+        "(RFC 9207 §2.4)"
+    )
+
+
+@pytest.mark.parametrize("iss", [7, b"https://as.example", ["https://as.example"]])
+def test_an_iss_that_is_not_a_string_is_named(iss: object) -> None:
+    assert refused_answer(InvalidInput, True, iss) == "iss must be a string"
