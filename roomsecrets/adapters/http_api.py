@@ -91,6 +91,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -384,8 +385,12 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         raise InvalidInput("a prompt's ids and URLs must be strings")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidInput("a prompt's scopes must be a list of strings")
-    if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)):
-        raise InvalidInput("a prompt's expires_at must be a number")
+    if (
+        isinstance(expires_at, bool)
+        or not isinstance(expires_at, (int, float))
+        or not _is_finite(expires_at)
+    ):
+        raise InvalidInput("a prompt's expires_at must be a finite number")
     if challenge is not None and not isinstance(challenge, str):
         raise InvalidInput("a prompt's code_challenge must be a string or null")
     return OAuthPrompt(
@@ -399,6 +404,13 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         redirect_uri=strings["redirect_uri"],
         expires_at=float(expires_at),
     )
+
+
+def _is_finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

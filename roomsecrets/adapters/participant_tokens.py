@@ -44,6 +44,10 @@ _REQUIRED = ("room", "sub", "grant", "exp")
 # The shortest key we sign with: RFC 7518 §3.2 asks for a key at least as long
 # as the hash output (32 bytes for HS256).
 MIN_KEY_BYTES = 32
+#: The longest token :func:`mint_participant_token` makes: it travels in an
+#: ``Authorization: Bearer`` header, and aiohttp's server refuses a header value
+#: over 8190 bytes (``max_field_size``) with a plain-text 400 before any handler runs.
+MAX_TOKEN_LENGTH = 8190 - len("Bearer ")
 
 Key = Union[str, bytes]
 
@@ -79,7 +83,8 @@ def mint_participant_token(
     """A signed token for ``participant_id`` in ``room``, valid for ``ttl`` seconds.
 
     ``grant`` defaults to ``SecretsGrant()`` (own secrets and own prompts only).
-    Raises InvalidInput for a short key, a bad id, name or ttl.
+    Raises InvalidInput for a short key, a bad id, name or ttl, or a grant so
+    large that the token would be over :data:`MAX_TOKEN_LENGTH` characters.
     """
     check_id(room, "room")
     check_id(participant_id, "participant_id")
@@ -103,7 +108,14 @@ def mint_participant_token(
         "iat": int(issued),
         "exp": int(issued + ttl),
     }
-    return jwt.encode(claims, _key_bytes(key), algorithm=_ALGORITHM)
+    token = jwt.encode(claims, _key_bytes(key), algorithm=_ALGORITHM)
+    if len(token) > MAX_TOKEN_LENGTH:
+        # A server could never read it: better refused now than a 400 on every call.
+        raise InvalidInput(
+            f"the token would be {len(token)} characters, over the {MAX_TOKEN_LENGTH} "
+            "a request header holds: give it a smaller grant (fewer or shorter rules)"
+        )
+    return token
 
 
 def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantToken:
@@ -134,6 +146,11 @@ def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantTok
         raise InvalidParticipantToken("the participant token is malformed") from None
     if claims.get("room") != room:
         raise InvalidParticipantToken("the participant token is for another room")
+    exp = claims["exp"]
+    # RFC 7519 §2: a NumericDate is a JSON number. PyJWT also takes strings and
+    # integers too large for a float, which would fail below as a server error.
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not _finite(exp):
+        raise InvalidParticipantToken("the participant token's exp is not a usable NumericDate")
     name = claims.get("name")
     try:
         participant_id = check_id(claims.get("sub"), "sub")
@@ -148,8 +165,15 @@ def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantTok
         participant_id=participant_id,
         name=name,
         grant=grant,
-        expires_at=float(claims["exp"]),
+        expires_at=float(exp),
     )
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 class VerifiedTokens:

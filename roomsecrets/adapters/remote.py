@@ -63,6 +63,11 @@ __all__ = ["RemoteSecretsClient"]
 # How much longer than the request's own timeout a long request may take on the
 # wire before we give up on the server.
 _LONG_REQUEST_MARGIN = 30.0
+#: The largest answer body the client reads; a longer one is refused unread. The
+#: server's answers are lists of secret ids and at most a 64 KiB secret in base64:
+#: far smaller. Without a limit, a broken or hostile server fills our memory.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 class RemoteSecretsClient:
@@ -146,7 +151,7 @@ class RemoteSecretsClient:
                 timeout=aiohttp.ClientTimeout(total=limit),
             ) as response:
                 status = response.status
-                raw = await response.read()
+                raw = await _read_limited(response, what)
         except BaseException as exc:
             error = translate_aiohttp_error(what, exc, limit)
             if error is None:
@@ -154,7 +159,7 @@ class RemoteSecretsClient:
             raise error from None
         try:
             answer = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json goes
             answer = None
         if status != 200:
             raise error_from_body(status, answer)
@@ -280,10 +285,14 @@ class RemoteSecretsClient:
         session = self._http()
         what = f"GET /rooms/{self.room}/ws"
         try:
-            ws = await session.ws_connect(
-                self._url(operation("websocket").path),
-                heartbeat=30.0,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            # The handshake would otherwise wait for the session's default (300 s).
+            ws = await asyncio.wait_for(
+                session.ws_connect(
+                    self._url(operation("websocket").path),
+                    heartbeat=30.0,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                ),
+                self._timeout,
             )
         except aiohttp.WSServerHandshakeError as refused:
             raise _handshake_error(refused.status) from None
@@ -301,7 +310,8 @@ class RemoteSecretsClient:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.TEXT:
                     continue
-                with contextlib.suppress(ValueError, InvalidInput):
+                # A frame we cannot read is skipped; it must not end the stream.
+                with contextlib.suppress(ValueError, InvalidInput, RecursionError):
                     frame = json.loads(message.data)
                     if not isinstance(frame, dict):
                         continue
@@ -362,13 +372,11 @@ class RemoteSecretsClient:
         """The room's connected participants (those with an open WebSocket)."""
         answer = await self._call("list_participants")
         found = answer.get("participants")
-        if not isinstance(found, list):
+        if not isinstance(found, list) or not all(
+            _has_strings(p, required=("id",), optional=("name",)) for p in found
+        ):
             raise RoomSecretsError("the server's participant list is malformed")
-        return [
-            ParticipantInfo(id=str(p.get("id")), name=p.get("name"))
-            for p in found
-            if isinstance(p, dict)
-        ]
+        return [ParticipantInfo(id=p["id"], name=p.get("name")) for p in found]
 
     async def close(self) -> None:
         """Close the WebSocket (the participant leaves) and the HTTP connections."""
@@ -391,17 +399,16 @@ class RemoteSecretsClient:
         <roomsecrets.core.client.SecretsClient.list_user_secrets>`."""
         answer = await self._call("list_user_secrets", {})
         found = answer.get("secrets")
-        if not isinstance(found, list):
+        if not isinstance(found, list) or not all(
+            _has_strings(s, required=("id", "type"), optional=("name", "delegated_to"))
+            for s in found
+        ):
             raise RoomSecretsError("the server's secret list is malformed")
         return [
             SecretInfo(
-                id=str(s["id"]),
-                type=str(s["type"]),
-                name=s.get("name"),
-                delegated_to=s.get("delegated_to"),
+                id=s["id"], type=s["type"], name=s.get("name"), delegated_to=s.get("delegated_to")
             )
             for s in found
-            if isinstance(s, dict)
         ]
 
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
@@ -443,6 +450,32 @@ class RemoteSecretsClient:
         )
         data = answer.get("data")
         return None if data is None else decode_data(data)
+
+
+async def _read_limited(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The body of ``response``, refused (RoomSecretsError) once over MAX_ANSWER_BYTES."""
+    too_large = RoomSecretsError(
+        f"{what}: the server's answer is over the {MAX_ANSWER_BYTES}-byte limit"
+    )
+    declared = response.content_length
+    if declared is not None and declared > MAX_ANSWER_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+def _has_strings(entry: object, *, required: Sequence[str], optional: Sequence[str]) -> bool:
+    """True if ``entry`` is a JSON object whose ``required`` keys hold strings and
+    whose ``optional`` keys, when present, hold strings or null."""
+    if not isinstance(entry, dict):
+        return False
+    return all(isinstance(entry.get(key), str) for key in required) and all(
+        entry.get(key) is None or isinstance(entry[key], str) for key in optional
+    )
 
 
 def _quote(segment: str) -> str:

@@ -34,8 +34,9 @@ How it works:
   logger: method, the route's template (never the raw path or the query string),
   room, participant, status, error code, duration; the same values ride in the
   record's ``roomsecrets`` attribute for structured handlers. Run the app with
-  :func:`start_server`, or pass ``access_log=None`` to aiohttp's runner: its own
-  access log prints query strings, which on ``/oauth/callback`` hold the code.
+  :func:`start_server`, or pass ``access_log=None`` and ``logger=protocol_log`` to
+  aiohttp's runner: its own access log prints query strings, which on
+  ``/oauth/callback`` hold the code, and so do its reports of requests it cannot parse.
 
 Example::
 
@@ -53,6 +54,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -95,6 +97,9 @@ __all__ = ["RunningServer", "create_app", "start_server"]
 
 access_log = logging.getLogger("roomsecrets.server.access")
 log = logging.getLogger("roomsecrets.server")
+#: What aiohttp's HTTP protocol says (requests it cannot parse), redacted: see
+#: :class:`_RedactedProtocolLog`. :func:`start_server` hands it to aiohttp.
+protocol_log = logging.getLogger("roomsecrets.server.http")
 
 #: Default request body limit: a 64 KiB secret in base64 plus the rest of the JSON.
 DEFAULT_MAX_BODY = 256 * 1024
@@ -507,6 +512,33 @@ def _log_access(
         duration_ms,
         extra={"roomsecrets": fields},
     )
+
+
+# A URL's query (up to the quote or space that ends the quoted request line) and a
+# bearer credential, as aiohttp quotes them in its parse errors.
+_QUERY = re.compile(r"\?[^\s'\"]*")
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\"]*")
+
+
+class _RedactedProtocolLog(logging.Filter):
+    """aiohttp logs a request it cannot parse at ERROR, quoting the offending line
+    in the exception: a request line holds the query (on ``/oauth/callback``, the
+    code), a header line may hold a participant token. Each record becomes one line,
+    the exception's kind and message with queries and bearer credentials removed,
+    without the traceback (whose frames quote the same bytes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f": {type(exc).__name__}: {exc}"
+        text = _BEARER.sub("Bearer <removed>", _QUERY.sub("?<query removed>", text))
+        record.msg, record.args = text, ()
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+protocol_log.addFilter(_RedactedProtocolLog())
 
 
 class _ClientGone(Exception):
@@ -1008,10 +1040,16 @@ async def start_server(
     """Serve ``app`` on ``host:port`` (or on a bound ``sock``) until ``close()``.
 
     aiohttp's own access log is off (it prints query strings); this app logs
-    each request itself. Handlers are cancelled when their client disconnects.
+    each request itself. aiohttp's reports of requests it cannot parse go to
+    ``roomsecrets.server.http`` without query strings or bearer tokens. Handlers
+    are cancelled when their client disconnects.
     """
     runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=shutdown_timeout
+        app,
+        access_log=None,
+        logger=protocol_log,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     site: Union[web.SockSite, web.TCPSite] = (

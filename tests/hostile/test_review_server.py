@@ -1,0 +1,490 @@
+"""A hostile review of the room server and its remote client, on 127.0.0.1.
+
+Three kinds of attacker: a participant with a strange (but validly signed)
+token, a client that sends what no browser would, and a server that answers
+garbage to :class:`RemoteSecretsClient`. Each test names the behaviour it
+proves; those marked "Found:" failed before the fix they pin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Callable
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("jwt")
+
+import aiohttp
+from aiohttp import web
+
+from roomsecrets.adapters.http_api import InvalidParticipantToken
+from roomsecrets.adapters.participant_tokens import (
+    MAX_TOKEN_LENGTH,
+    mint_participant_token,
+    read_participant_token,
+)
+from roomsecrets.adapters.remote import MAX_ANSWER_BYTES, RemoteSecretsClient
+from roomsecrets.adapters.server import _ROOMS
+from roomsecrets.core import errors
+from roomsecrets.core.grants import OAuthRule, SecretsGrant
+from tests.adapters.server_kit import KEY, ROOM, serving
+from tests.adapters.test_server import _claims, _forged, post, still_serving, until
+from tests.hostile.test_hostile_callers import _redirect_query, hostile_room
+from tests.support.fake_provider import TokenQuirk
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# --- participant tokens with strange claims --------------------------------------------
+
+# Signed with the server's key, so only an operator (or another minting tool) makes
+# them: each must still be a 401 with a JSON body, never a 500.
+_ODD_EXP = {
+    # Found: float(10**400) overflowed after PyJWT had accepted the integer: HTTP 500.
+    "exp beyond a float": 10**400,
+    # RFC 7519 §2: a NumericDate is a JSON number; PyJWT alone takes int("...").
+    "exp as a string": str(int(time.time()) + 600),
+    "exp as true": True,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ODD_EXP))
+def test_a_token_whose_exp_is_not_a_usable_number_is_401_on_every_door(case: str) -> None:
+    token = _forged(_claims(exp=_ODD_EXP[case]))
+
+    async def scenario() -> None:
+        async with serving() as served:
+            status, answer, _ = await post(
+                served, "list_user_secrets", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert (status, answer["error"]) == (401, "invalid_token"), answer
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(
+                        f"{served.url}/rooms/{ROOM}/ws",
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                assert refused.value.status == 401
+                # The page's door: the token in the first frame.
+                ws = await session.ws_connect(f"{served.url}/rooms/{ROOM}/ws")
+                await ws.send_json({"type": "authenticate", "token": token})
+                frame = await asyncio.wait_for(ws.receive_json(), 10)
+                assert (frame["type"], frame["error"]) == ("error", "invalid_token")
+                closed = await asyncio.wait_for(ws.receive(), 10)
+                assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4401
+            assert not served.app[_ROOMS].presences
+            await still_serving(served)
+
+    run(scenario())
+
+
+def test_a_float_or_large_exp_that_is_a_number_is_still_accepted() -> None:
+    # The other side of the check above: fractional and far-future NumericDates are valid.
+    for exp in (time.time() + 600.5, 1e300, 2**62):
+        who = read_participant_token(_forged(_claims(exp=exp)), KEY, room=ROOM)
+        assert who.expires_at == float(exp)
+
+
+def _rules(count: int) -> SecretsGrant:
+    return SecretsGrant(
+        oauth=[
+            OAuthRule(
+                client_id=f"client-{index:04d}",
+                authorization_endpoint=f"https://idp-{index:04d}.example/authorize",
+                token_endpoint=f"https://idp-{index:04d}.example/token",
+                scopes=("mail.read", "mail.send"),
+            )
+            for index in range(count)
+        ]
+    )
+
+
+def _token_length(rules: int) -> int:
+    """How long a token with ``rules`` rules would be (PyJWT directly: no size check)."""
+    claims = {"room": ROOM, "sub": "a", "name": None, "grant": _rules(rules).to_dict(),
+              "iat": int(time.time()), "exp": int(time.time()) + 3600}
+    return len(_forged(claims))
+
+
+def test_a_token_too_long_for_a_request_header_is_refused_when_minted() -> None:
+    """Found: mint made tokens the server could never read (aiohttp refuses a header
+    value over 8190 bytes with a text/plain 400, and logs its start)."""
+    # The largest grant of this shape whose token still fits (each rule adds ~230).
+    fits = max(count for count in range(1, 60) if _token_length(count) <= MAX_TOKEN_LENGTH)
+    assert _token_length(fits) > MAX_TOKEN_LENGTH - 300
+    with pytest.raises(errors.InvalidInput) as refused:
+        mint_participant_token(KEY, room=ROOM, participant_id="a", grant=_rules(fits + 1))
+    assert "grant" in str(refused.value)
+    token = mint_participant_token(KEY, room=ROOM, participant_id="a", grant=_rules(fits))
+
+    async def scenario() -> None:
+        async with serving() as served:
+            status, answer, _ = await post(
+                served, "list_user_secrets", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert (status, answer) == (200, {"secrets": []})
+
+    run(scenario())
+
+
+# --- what reaches the logs ----------------------------------------------------------------
+
+_CALLBACK_LINES = {
+    # Each is refused by aiohttp's parser before any handler runs; aiohttp logs the
+    # offending line at ERROR on its own logger.
+    "bad version": b"GET /oauth/callback?code={code}&state=s HTTP/9.9\r\nHost: x\r\n\r\n",
+    "control byte": b"GET /oauth/callback?code={code}\x01&state=s HTTP/1.1\r\nHost: x\r\n\r\n",
+    "raw non-ASCII": b"GET /oauth/callback?code={code}&state=\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    "line too long": b"GET /oauth/callback?code={code}&state=" + b"s" * 9000
+    + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "token too long": b"GET /rooms/r/list_user_secrets HTTP/1.1\r\nHost: x\r\n"
+    b"Authorization: Bearer {code}" + b"A" * 9000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CALLBACK_LINES))
+def test_a_request_aiohttp_cannot_parse_logs_no_query_string_and_no_token(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: the callback's code reached the log through aiohttp's parse errors."""
+    code = "code-" + secrets.token_hex(12)
+
+    async def scenario() -> bytes:
+        async with serving() as served:
+            parts = urllib.parse.urlsplit(served.url)
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.write(_CALLBACK_LINES[case].replace(b"{code}", code.encode()))
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            await still_serving(served)
+            return status_line
+
+    caplog.set_level(logging.DEBUG)
+    assert run(scenario()).split()[1] == b"400"
+    refused = [r for r in caplog.records if "Error handling request" in r.getMessage()]
+    assert refused, "the refusal is still logged"
+    for record in caplog.records:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += repr(record.exc_info[1]) + str(record.exc_info[1])
+        assert code not in text, record.name
+
+
+# --- the callback and the WebSocket under races (pinned; no defect found) --------------
+
+
+def test_a_callback_repeated_while_the_code_is_exchanged_is_409_and_redeems_once() -> None:
+    async def scenario() -> None:
+        async with hostile_room() as room:
+            request, prompt = await room.ask()
+            query = await asyncio.to_thread(_redirect_query, prompt)
+            # The token endpoint takes a while: the request sits in EXCHANGING.
+            room.provider.queue_token_responses(TokenQuirk(delay=1.0))
+            first = asyncio.ensure_future(room.callback(query))
+            service = room.served.app[_ROOMS].services[ROOM]
+            await until(
+                lambda: service.registry.state_of(prompt["request_id"]).name == "EXCHANGING",
+                "the exchange started",
+            )
+            again = await room.callback(query)
+            declined = await room.callback({"state": query["state"], "error": "access_denied"})
+            assert (again[0], declined[0]) == (409, 409)
+            assert query["code"] not in again[1]
+            for operation, body in (
+                ("provide_oauth_authorization",
+                 {"request_id": prompt["request_id"], "code": query["code"]}),
+                ("reject_oauth_authorization",
+                 {"request_id": prompt["request_id"], "error": "user_cancelled"}),
+            ):
+                status, answer, _ = await post(room.served, operation, body)
+                assert (status, answer["error"]) == (409, "illegal_transition")
+            assert (await first)[0] == 200
+            status, answer, _ = await asyncio.wait_for(request, 10)
+            assert status == 200 and room.provider.is_active(answer["access_token"])
+            assert room.provider.token_requests == [("authorization_code", "ok")]
+
+    run(scenario())
+
+
+def test_sockets_racing_to_take_back_a_dropped_presence_leave_exactly_one_connected() -> None:
+    async def scenario() -> None:
+        async with serving(disconnect_grace=60) as served:
+            rooms = served.app[_ROOMS]
+            url = f"{served.url}/rooms/{ROOM}/ws"
+            async with contextlib.AsyncExitStack() as stack:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+                first = await session.ws_connect(url, headers=served.headers("alice"))
+                # Dropped without a close frame: alice stays for the grace period.
+                first._response.connection.transport.abort()  # type: ignore[union-attr]
+                await until(lambda: not rooms.sockets, "the drop is seen")
+
+                opened: list[aiohttp.ClientWebSocketResponse] = []
+
+                async def by_header() -> bool:
+                    own = await stack.enter_async_context(aiohttp.ClientSession())
+                    try:
+                        opened.append(await own.ws_connect(url, headers=served.headers("alice")))
+                    except aiohttp.WSServerHandshakeError as refused:
+                        assert refused.status == 409
+                        return False
+                    return True
+
+                async def by_frame() -> bool:
+                    own = await stack.enter_async_context(aiohttp.ClientSession())
+                    ws = await own.ws_connect(url)
+                    opened.append(ws)
+                    await ws.send_json({"type": "authenticate", "token": served.token("alice")})
+                    frame = await asyncio.wait_for(ws.receive_json(), 10)
+                    if frame["type"] == "authenticated":
+                        return True
+                    assert frame["error"] == "already_connected"
+                    return False
+
+                won = await asyncio.gather(by_header(), by_frame(), by_header(), by_frame())
+                assert sum(won) == 1
+                await until(lambda: len(rooms.sockets) == 1, "the winner is served")
+                (presence,) = rooms.presences.values()
+                assert presence.socket in rooms.sockets
+
+    run(scenario())
+
+
+# --- RemoteSecretsClient against a server that answers garbage --------------------------
+
+Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def garbage_server(answer: Answer) -> AsyncIterator[str]:
+    """A server on 127.0.0.1 that answers every request with ``answer``."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def _client(url: str, **options: Any) -> RemoteSecretsClient:
+    token = mint_participant_token(KEY, room=ROOM, participant_id="alice")
+    return RemoteSecretsClient(url, token=token, **options)
+
+
+def _json(body: object, status: int = 200) -> Answer:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response(body, status=status)
+
+    return answer
+
+
+def _raw(body: bytes, status: int = 200) -> Answer:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    return answer
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+_GARBAGE: dict[str, tuple[Answer, str]] = {
+    # Found: RecursionError escaped from json.loads.
+    "deep JSON, 200": (_raw(_DEEP), "list_user_secrets"),
+    "deep JSON, 400": (_raw(_DEEP, status=400), "list_user_secrets"),
+    # Found: KeyError escaped; wrong types were handed on as a SecretInfo.
+    "secret without id": (_json({"secrets": [{"type": "x", "name": None}]}), "list_user_secrets"),
+    "secret with a numeric name": (
+        _json({"secrets": [{"id": "a", "type": "x", "name": 5, "delegated_to": None}]}),
+        "list_user_secrets",
+    ),
+    "secret delegated to a list": (
+        _json({"secrets": [{"id": "a", "type": "x", "name": None, "delegated_to": []}]}),
+        "list_user_secrets",
+    ),
+    "secret that is a string": (_json({"secrets": ["a"]}), "list_user_secrets"),
+    # Found: a participant without an id became ParticipantInfo(id='None').
+    "participant without id": (_json({"participants": [{"name": "x"}]}), "list_participants"),
+    "participant with a numeric name": (
+        _json({"participants": [{"id": "a", "name": 7}]}),
+        "list_participants",
+    ),
+    # Pinned (already typed): the wrong shape, a cut body, a number too long to parse.
+    "access_token of the wrong type": (_json({"access_token": 5}), "get_offline_oauth_token"),
+    "data not base64": (_json({"data": 5}), "get_secret"),
+    "number too long": (_raw(b'{"access_token": ' + b"9" * 5000 + b"}"), "get_offline_oauth_token"),
+}
+
+_CALLS: dict[str, Callable[[RemoteSecretsClient], Awaitable[object]]] = {
+    "list_user_secrets": lambda c: c.list_user_secrets(),
+    "list_participants": lambda c: c.list_participants(),
+    "get_secret": lambda c: c.get_secret(secret_id="s"),
+    "get_offline_oauth_token": lambda c: c.get_offline_oauth_token(
+        client_id="c", authorization_endpoint="https://a.example/auth",
+        token_endpoint="https://a.example/token", delegated_by="bob"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_GARBAGE))
+def test_a_garbage_answer_is_a_typed_error(case: str) -> None:
+    answer, call = _GARBAGE[case]
+
+    async def scenario() -> None:
+        async with garbage_server(answer) as url, _client(url) as client:
+            with pytest.raises(errors.RoomSecretsError):
+                await asyncio.wait_for(_CALLS[call](client), 30)
+
+    run(scenario())
+
+
+def test_a_cut_answer_is_a_transport_error() -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b'{"secrets": [')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async def scenario() -> None:
+        async with garbage_server(cut) as url, _client(url) as client:
+            with pytest.raises(errors.TransportError):
+                await asyncio.wait_for(client.list_user_secrets(), 30)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_answer_over_the_size_limit_is_refused_without_reading_it_all(declared: bool) -> None:
+    """Found: the client read any answer whole into memory, then parsed it."""
+    size = 4 * MAX_ANSWER_BYTES
+    written = [0]
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Length": str(size + 2)} if declared else {}
+        response = web.StreamResponse(headers=headers)
+        response.content_type = "application/json"
+        await response.prepare(request)
+        chunk = b" " * (1024 * 1024)
+        with contextlib.suppress(ConnectionError):
+            while written[0] < size:
+                await response.write(chunk)
+                written[0] += len(chunk)
+            # Valid JSON once whole: only the size is wrong with it.
+            await response.write(b"{}")
+        return response
+
+    async def scenario() -> None:
+        async with garbage_server(huge) as url, _client(url) as client:
+            with pytest.raises(errors.RoomSecretsError) as refused:
+                await asyncio.wait_for(client.list_user_secrets(), 60)
+            assert "limit" in str(refused.value)
+        # The client stopped reading at the limit (socket buffers hold a few MiB more).
+        assert written[0] < 2 * MAX_ANSWER_BYTES
+
+    run(scenario())
+
+
+def test_connect_to_a_server_that_never_answers_the_upgrade_times_out_typed() -> None:
+    """Found: connect() waited aiohttp's 300-second default, not the client's timeout."""
+
+    async def scenario() -> None:
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)  # accept, read nothing, answer nothing
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with _client(f"http://127.0.0.1:{port}", timeout=1.0) as client:
+                with pytest.raises(errors.RoomSecretsError):
+                    await asyncio.wait_for(client.connect(), 30)
+                assert not client.connected
+        finally:
+            for writer in held:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+def _prompt_frame(request_id: str, expires_at: str) -> str:
+    prompt = {
+        "request_id": request_id, "authorization_url": "https://idp.example/auth?x=1",
+        "state": "s" * 22, "code_challenge": None, "from_participant_id": "agent-1",
+        "client_id": "c", "scopes": ["mail.read"],
+        "redirect_uri": "http://127.0.0.1/oauth/callback", "expires_at": 0,
+    }
+    text = json.dumps({"type": "oauth_prompt", "prompt": prompt})
+    return text.replace('"expires_at": 0', '"expires_at": ' + expires_at)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        _prompt_frame("overflowing", "9" * 400),
+        '{"type": "oauth_prompt", "prompt": {"request_id": []}}',
+        "not json",
+        "[]",
+    ],
+    ids=["deep", "expires_at-overflow", "malformed-prompt", "not-json", "not-an-object"],
+)
+def test_a_garbage_frame_does_not_end_the_prompt_stream(garbage: str) -> None:
+    """Found (deep, expires_at-overflow): the frame reader died, and oauth_prompts()
+    ended quietly as if the server had closed the socket."""
+    sent = asyncio.Event()
+
+    async def socket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(garbage)
+        await ws.send_str(_prompt_frame("after-the-garbage", str(time.time() + 600)))
+        sent.set()
+        await ws.receive()  # until the client closes
+        return ws
+
+    async def scenario() -> None:
+        async with garbage_server(socket) as url, _client(url) as client:
+            stream = client.oauth_prompts()
+            first = await asyncio.wait_for(stream.__anext__(), 30)
+            assert first.request_id == "after-the-garbage"
+            assert client.connected
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    run(scenario())
+
+
+def test_garbage_server_errors_keep_no_secret_in_the_message() -> None:
+    # A server that echoes the bearer token in its error must not put it in ours.
+    async def echo(request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"error": "mystery", "message": "x"}, status=418,
+            headers={"X-Echo": request.headers["Authorization"]},
+        )
+
+    async def scenario() -> None:
+        async with garbage_server(echo) as url, _client(url) as client:
+            with pytest.raises(errors.RoomSecretsError) as failed:
+                await client.list_user_secrets()
+            token = client._token
+            assert token not in str(failed.value) and token not in repr(failed.value)
+            assert not isinstance(failed.value, InvalidParticipantToken)
+
+    run(scenario())
