@@ -323,6 +323,7 @@ def resolve_endpoints(
 class _Cached:
     metadata: Optional[ProviderMetadata]
     error: Optional[RoomSecretsError]
+    stored_at: float
     expires_at: float
 
 
@@ -360,7 +361,11 @@ class MetadataCache:
     async def get(self, issuer: str) -> ProviderMetadata:
         """``issuer``'s metadata, from the cache when fresh; else fetched (once)."""
         cached = self._entries.get(issuer)
-        if cached is not None and self._clock() < cached.expires_at:
+        now = self._clock()
+        # Before stored_at the clock was stepped back (NTP fixing a clock that
+        # booted ahead): the entry's age is unknown, and trusting expires_at
+        # would keep a 5-second failure for as long as the step.
+        if cached is not None and cached.stored_at <= now < cached.expires_at:
             if cached.error is not None:
                 raise cached.error.with_traceback(None)
             assert cached.metadata is not None
@@ -381,11 +386,13 @@ class MetadataCache:
             metadata = await self._fetch(issuer)
         except RoomSecretsError as exc:
             if self._failure_ttl > 0:
-                self._keep(issuer, _Cached(metadata=None, error=exc,
-                                           expires_at=self._clock() + self._failure_ttl))
+                now = self._clock()
+                self._keep(issuer, _Cached(metadata=None, error=exc, stored_at=now,
+                                           expires_at=now + self._failure_ttl))
             raise
-        self._keep(issuer, _Cached(metadata=metadata, error=None,
-                                   expires_at=self._clock() + self._ttl))
+        now = self._clock()
+        self._keep(issuer, _Cached(metadata=metadata, error=None, stored_at=now,
+                                   expires_at=now + self._ttl))
         return metadata
 
     def _keep(self, issuer: str, entry: _Cached) -> None:

@@ -52,6 +52,12 @@ MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 #: Longer ``expires_in`` values are treated as missing (they are not real lifetimes).
 _MAX_LIFETIME = 1e9
 
+#: Deepest nesting of objects and arrays kept (the response object is level 1). The
+#: unknown fields are stored with the token; a document nested almost as deep as the
+#: interpreter's recursion limit parses here, then cannot be read back by a caller
+#: whose stack is deeper (RecursionError on every later use of the credential).
+_MAX_NESTING = 32
+
 _KNOWN_FIELDS = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
@@ -169,7 +175,9 @@ def _decode_fields(content_type: str, body: bytes) -> Optional[dict[str, Any]]:
         except (ValueError, RecursionError):
             # RecursionError: a few hundred KB of nested arrays, under the size cap.
             return None
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict) or _nested_deeper_than(value, _MAX_NESTING):
+            return None
+        return value
     if "=" not in text:
         return None
     try:
@@ -180,6 +188,28 @@ def _decode_fields(content_type: str, body: bytes) -> Optional[dict[str, Any]]:
     for name, value in pairs:
         fields.setdefault(name, value)  # RFC 6749 §3.1: a parameter appears once
     return fields
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """True when ``value`` holds objects or arrays more than ``limit`` levels deep.
+
+    Level by level rather than recursively: the point is to never recurse deeply.
+    """
+    level = [value]
+    depth = 0
+    while level:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
+    return False
 
 
 def _parse_expires_in(value: object) -> Optional[float]:

@@ -314,7 +314,13 @@ def _exchange(
         with response:
             status = response.status
             headers = tuple(response.headers.items())
-            body = _read_capped(response, what, status, max_body)
+            try:
+                body = _read_capped(response, what, status, max_body)
+            except ValueError:
+                # The answer's framing, not our request: a Content-Length that
+                # passes isdigit() but not int() ("²"), a negative chunk size
+                # (http.client 3.11). RFC 9112 §6.3: an unrecoverable error.
+                raise TransportError(f"{what}: malformed HTTP response") from None
     except RoomSecretsError:
         raise
     # No HTTPError branch: without an error processor urllib raises none, and

@@ -1,0 +1,233 @@
+"""A hostile or broken provider against the core's provider-facing code (review).
+
+Each test here failed before the fix it names:
+
+* a malformed answer (a ``Content-Length`` of ``²``, a negative chunk size) made
+  ``UrllibTransport`` blame our request (InvalidInput) instead of the answer;
+* a token response nested hundreds of levels deep was kept in ``TokenSet.extra``,
+  stored, and could not be read back from a deeper call stack (RecursionError);
+* the discovery cache trusted an entry while the clock stood before the time it
+  was stored, so a clock stepped back kept a 5-second failure for as long as the step.
+
+Stdlib and pytest only (tests/core runs on CPython 3.9 with nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Callable, TypeVar
+
+import pytest
+
+from roomsecrets.core import errors
+from roomsecrets.core.discovery import MetadataCache, ProviderMetadata
+from roomsecrets.core.http import HttpRequest
+from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.token_response import parse_token_response
+from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.urllib_transport import UrllibTransport
+from tests.core.service_kit import approve_next, ask, make_service, room, running_provider
+from tests.support.fake_provider import CannedResponse
+
+_T = TypeVar("_T")
+
+# --- 1. a malformed answer is the answer's fault, not the request's -----------------------
+
+
+class _RawServer:
+    """Answers every connection on 127.0.0.1 with the same raw bytes, then closes it."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed by the test
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self._raw)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def raw_server(request: pytest.FixtureRequest) -> Iterator[_RawServer]:
+    server = _RawServer(request.param)
+    yield server
+    server.close()
+
+
+_MALFORMED = "malformed HTTP response"
+
+
+@pytest.mark.parametrize(
+    ("raw_server", "kinds"),
+    [
+        # RFC 9112 §6.3: an invalid Content-Length is an unrecoverable framing error.
+        # "²" passes str.isdigit() but not int(), and http.client keeps the header.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\n{}",
+         {_MALFORMED}),
+        # A negative chunk size: http.client 3.11 reads with a negative length;
+        # 3.9 names it an IncompleteRead itself.
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nab\r\n0\r\n\r\n",
+         {_MALFORMED, "connection failed (IncompleteRead)"}),
+    ],
+    ids=["superscript-content-length", "negative-chunk-size"],
+    indirect=["raw_server"],
+)
+def test_a_malformed_answer_is_a_transport_error_not_a_bad_request(raw_server, kinds):
+    async def send() -> object:
+        request = HttpRequest(
+            method="POST", url=f"http://127.0.0.1:{raw_server.port}/token", body=b"code=c-1"
+        )
+        return await UrllibTransport().send(request, timeout=10.0, max_body=1024)
+
+    with pytest.raises(errors.TransportError) as info:
+        asyncio.run(send())
+    assert not isinstance(info.value, errors.InvalidInput)
+    prefix = f"POST 127.0.0.1:{raw_server.port}: "
+    assert str(info.value).startswith(prefix)
+    assert str(info.value)[len(prefix):] in kinds
+
+
+# --- 2. nothing is stored that cannot be read back ----------------------------------------
+
+
+def _token_body(nesting: int) -> bytes:
+    """A good token response whose extra field ``x`` is ``nesting`` lists deep."""
+    return (
+        b'{"access_token":"at-1","token_type":"Bearer","x":'
+        + b"[" * nesting + b"]" * nesting + b"}"
+    )
+
+
+def _parse(body: bytes) -> TokenSet:
+    return parse_token_response(
+        status=200, headers=(("Content-Type", "application/json"),), body=body, now=1000.0
+    )
+
+
+def _from_deeper_stack(frames: int, call: Callable[[], _T]) -> _T:
+    # A store read in a web handler runs many frames deeper than the parse did.
+    return call() if frames == 0 else _from_deeper_stack(frames - 1, call)
+
+
+def test_a_token_response_nested_too_deep_to_store_is_refused():
+    with pytest.raises(errors.ProviderResponseError, match="not JSON or form data"):
+        _parse(_token_body(100))
+
+
+def test_a_token_response_32_levels_deep_is_kept_and_33_is_not():
+    # The response object is level 1; x adds 31 lists, the deepest allowed.
+    tokens = _parse(_token_body(31))
+    value = tokens.extra["x"]
+    for _ in range(30):
+        (value,) = value
+    assert value == []
+    with pytest.raises(errors.ProviderResponseError):
+        _parse(_token_body(32))
+
+
+def test_no_token_set_is_kept_that_a_deeper_caller_cannot_read_back():
+    for nesting in range(900, 1001, 4):
+        try:
+            tokens = _parse(_token_body(nesting))
+        except errors.ProviderResponseError:
+            continue  # refused: nothing to store
+        raw = tokens.to_json()
+        again = _from_deeper_stack(100, functools.partial(TokenSet.from_json, raw))
+        assert again.access_token == "at-1"
+
+
+def test_a_deeply_nested_token_response_fails_the_exchange_and_stores_nothing():
+    async def scenario() -> None:
+        with running_provider() as provider:
+            service = make_service(retry=RetryPolicy(attempts=1))
+            agent, alice = room(service)
+            request = ask(agent, provider)
+            provider.queue_token_responses(
+                CannedResponse(
+                    status=200,
+                    headers=(("Content-Type", "application/json"),),
+                    body=_token_body(40),
+                )
+            )
+            with pytest.raises(errors.ProviderResponseError):
+                await approve_next(alice)
+            with pytest.raises(errors.ProviderResponseError):
+                await request
+            assert await service.store.list("myroom", "alice") == []
+            assert len(service.registry) == 0
+
+    asyncio.run(scenario())
+
+
+# --- 3. the discovery cache and a clock that steps back -----------------------------------
+
+ISSUER = "https://as.example"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cached_failure_does_not_outlive_its_time_when_the_clock_steps_back():
+    async def scenario() -> None:
+        calls: list[str] = []
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            calls.append(issuer)
+            if len(calls) == 1:
+                raise errors.ProviderUnavailable("down", status=503)
+            return ProviderMetadata(issuer=issuer)
+
+        clock = _Clock()
+        cache = MetadataCache(fetch=fetch, clock=clock, failure_ttl=5)
+        with pytest.raises(errors.ProviderUnavailable):
+            await cache.get(ISSUER)
+        clock.now -= 86400  # NTP steps a clock that booted a day ahead back
+        assert (await cache.get(ISSUER)).issuer == ISSUER
+        assert calls == [ISSUER, ISSUER]
+
+    asyncio.run(scenario())
+
+
+def test_cached_metadata_is_fetched_again_when_the_clock_steps_back():
+    async def scenario() -> None:
+        calls: list[str] = []
+
+        async def fetch(issuer: str) -> ProviderMetadata:
+            calls.append(issuer)
+            return ProviderMetadata(issuer=issuer, token_endpoint=f"{issuer}/t{len(calls)}")
+
+        clock = _Clock()
+        cache = MetadataCache(fetch=fetch, clock=clock, ttl=10)
+        assert (await cache.get(ISSUER)).token_endpoint == f"{ISSUER}/t1"
+        clock.now -= 1  # even a small step back: the entry's age is unknown
+        assert (await cache.get(ISSUER)).token_endpoint == f"{ISSUER}/t2"
+        # At the time it was stored, and until its ttl, the entry is fresh.
+        clock.now += 9.5
+        assert (await cache.get(ISSUER)).token_endpoint == f"{ISSUER}/t2"
+        assert len(calls) == 2
+
+    asyncio.run(scenario())
