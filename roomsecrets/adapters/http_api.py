@@ -61,7 +61,9 @@ WebSocket ``/rooms/{room}/ws``
     ``{"type": "authenticate", "token": JWT}`` as its first frame, so the token is
     never in a URL. A bad first frame closes the socket with code 4400, a bad or
     expired token with 4401, a second socket of a connected participant with 4409
-    (409 before the upgrade when the header was used). A socket whose ``Origin``
+    (409 before the upgrade when the header was used). An open socket whose token
+    expires gets an ``invalid_token`` error frame and is closed with 4401; the
+    participant leaves at once (no grace period). A socket whose ``Origin``
     is not the server's own gets 403 before the upgrade. A normal close (1000)
     disconnects at once: pending requests it made or was asked end. A dropped
     socket, or a browser's 1001 "going away", keeps the participant connected for

@@ -25,7 +25,8 @@ How it works:
   (``{"type": "authenticate", "token"}``), and a request whose ``Origin`` is not the
   server's own is refused (403). A normal close (1000) disconnects at once
   (pending requests to and from it end); a drop keeps the participant for
-  ``disconnect_grace`` seconds, and a new socket within it takes it back.
+  ``disconnect_grace`` seconds, and a new socket within it takes it back. A socket
+  is closed (4401) when its token expires, and the participant leaves at once.
 - **The approval page** ``/approve`` (:mod:`~roomsecrets.adapters.approval`).
 - **``/oauth/callback``** finds the open request by its ``state`` (at least 128
   random bits: the state is the proof, no token is needed) and answers it as its
@@ -118,6 +119,8 @@ CLOSE_ALREADY_CONNECTED = 4409
 # How many requesters' display names the server remembers for its prompts.
 _NAMES_REMEMBERED = 4096
 _MAX_WS_MESSAGE = 64 * 1024
+# The longest a WebSocket waits for a frame before it looks at its token's expiry again.
+_EXPIRY_RECHECK = 3600.0
 # How often a long request checks that its caller is still there.
 _DISCONNECT_POLL = 0.2
 # Not a real status: what nginx logs when the client closed the request first.
@@ -749,6 +752,7 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
         except BaseException:
             await rooms.release(presence, grace=0)
             raise
+        expires_at = who.expires_at
     else:
         # Browsers cannot set headers on a WebSocket, and a token in its URL
         # would reach logs: the first frame carries it instead.
@@ -758,16 +762,17 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
         found = await _log_in_by_first_frame(ws, rooms, request.match_info["room"])
         if found is None:
             return ws
-        presence = found
-    await _serve_socket(ws, rooms, presence)
+        presence, expires_at = found
+    await _serve_socket(ws, rooms, presence, expires_at)
     return ws
 
 
 async def _log_in_by_first_frame(
     ws: web.WebSocketResponse, rooms: _Rooms, room: str
-) -> Optional[_Presence]:
+) -> Optional[tuple[_Presence, float]]:
     """Read ``{"type": "authenticate", "token": JWT}``; connect its participant and
-    answer ``{"type": "authenticated", ...}``, or send an error frame and close."""
+    answer ``{"type": "authenticated", ...}`` (return the presence and the token's
+    expiry), or send an error frame and close (return None)."""
     try:
         message = await ws.receive(timeout=_LOGIN_TIMEOUT)
     except asyncio.TimeoutError:
@@ -819,7 +824,7 @@ async def _log_in_by_first_frame(
     except ConnectionError:
         await rooms.release(presence, grace=rooms.disconnect_grace)
         return None
-    return presence
+    return presence, who.expires_at
 
 
 async def _refuse(ws: web.WebSocketResponse, close_code: int, code: str, message: str) -> None:
@@ -828,7 +833,9 @@ async def _refuse(ws: web.WebSocketResponse, close_code: int, code: str, message
     await ws.close(code=close_code, message=code.encode("ascii"))
 
 
-async def _serve_socket(ws: web.WebSocketResponse, rooms: _Rooms, presence: _Presence) -> None:
+async def _serve_socket(
+    ws: web.WebSocketResponse, rooms: _Rooms, presence: _Presence, expires_at: float
+) -> None:
     presence.socket = ws
     rooms.sockets.add(ws)
     room = presence.key[0]
@@ -839,7 +846,21 @@ async def _serve_socket(ws: web.WebSocketResponse, rooms: _Rooms, presence: _Pre
     grace = rooms.disconnect_grace
     try:
         while True:
-            message = await ws.receive()
+            # The token authenticated the socket only until its exp (RFC 7519 §4.1.4):
+            # then the participant leaves, as the approval page signs out on its clock.
+            left = expires_at - time.time()
+            if left <= 0:
+                with contextlib.suppress(ConnectionError):
+                    await _send_error(
+                        ws, InvalidParticipantToken.code, "the participant token has expired"
+                    )
+                await ws.close(code=CLOSE_INVALID_TOKEN, message=b"invalid_token")
+                grace = 0
+                break
+            try:
+                message = await ws.receive(timeout=min(left, _EXPIRY_RECHECK))
+            except asyncio.TimeoutError:
+                continue
             if message.type == WSMsgType.TEXT:
                 await _answer_frame(ws, message.data)
             elif message.type == WSMsgType.BINARY:

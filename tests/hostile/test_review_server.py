@@ -138,6 +138,40 @@ def test_a_token_too_long_for_a_request_header_is_refused_when_minted() -> None:
     run(scenario())
 
 
+def _expiring(seconds: float) -> str:
+    # A token valid for a few more seconds (exp is whole seconds: at least 2 left).
+    issued = time.time() - 600 + seconds
+    return mint_participant_token(KEY, room=ROOM, participant_id="alice", ttl=600, now=issued)
+
+
+@pytest.mark.parametrize("door", ["header", "first frame"])
+def test_a_websocket_is_closed_with_4401_when_its_token_expires(door: str) -> None:
+    """Found: a socket outlived its token for good: the participant stayed connected,
+    and prompts (with their state) kept reaching whoever held the socket."""
+
+    async def scenario() -> None:
+        async with serving(disconnect_grace=60) as served, aiohttp.ClientSession() as session:
+            token = _expiring(3)
+            url = f"{served.url}/rooms/{ROOM}/ws"
+            if door == "header":
+                ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
+            else:
+                ws = await session.ws_connect(url)
+                await ws.send_json({"type": "authenticate", "token": token})
+                assert (await asyncio.wait_for(ws.receive_json(), 10))["type"] == "authenticated"
+            service = served.app[_ROOMS].services[ROOM]
+            assert service.is_connected("alice")
+            frame = await asyncio.wait_for(ws.receive_json(), 30)
+            assert (frame["type"], frame["error"]) == ("error", "invalid_token")
+            closed = await asyncio.wait_for(ws.receive(), 10)
+            assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 4401)
+            # Gone at once, not after the grace period: nobody can be asked any more.
+            await until(lambda: not service.is_connected("alice"), "alice left")
+            assert not served.app[_ROOMS].presences
+
+    run(scenario())
+
+
 # --- what reaches the logs ----------------------------------------------------------------
 
 _CALLBACK_LINES = {
