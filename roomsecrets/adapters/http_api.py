@@ -94,6 +94,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -265,8 +266,14 @@ def _opt_int(value: object) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+# C0 and C1 controls and DEL: a server's text reaches terminals (the CLI prints it),
+# where an escape sequence could rewrite what the person sees.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _opt_str(value: object) -> Optional[str]:
-    return value if isinstance(value, str) else None
+    """``value`` if it is a string, its control characters made spaces; else None."""
+    return _CONTROL_CHARS.sub(" ", value) if isinstance(value, str) else None
 
 
 def error_from_body(status: int, body: object) -> RoomSecretsError:
@@ -387,6 +394,10 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         raise InvalidInput("a prompt's ids and URLs must be strings")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidInput("a prompt's scopes must be a list of strings")
+    # The server checks each of these for control characters before it makes a
+    # prompt; one that has them did not come from it, and would reach a terminal.
+    if any(_CONTROL_CHARS.search(text) for text in [*strings.values(), *scopes]):
+        raise InvalidInput("a prompt's fields must not contain control characters")
     if (
         isinstance(expires_at, bool)
         or not isinstance(expires_at, (int, float))

@@ -477,12 +477,15 @@ def _prompt_frame(request_id: str, expires_at: str) -> str:
         '{"type": "oauth_prompt", "prompt": {"request_id": []}}',
         "not json",
         "[]",
+        _prompt_frame("x", "4e9").replace('"client_id": "c"', '"client_id": "c\\u001b[2J"'),
     ],
-    ids=["deep", "expires_at-overflow", "malformed-prompt", "not-json", "not-an-object"],
+    ids=["deep", "expires_at-overflow", "malformed-prompt", "not-json", "not-an-object",
+         "escape-in-client_id"],
 )
 def test_a_garbage_frame_does_not_end_the_prompt_stream(garbage: str) -> None:
     """Found (deep, expires_at-overflow): the frame reader died, and oauth_prompts()
-    ended quietly as if the server had closed the socket."""
+    ended quietly as if the server had closed the socket. Found (escape-in-client_id):
+    a prompt carrying a terminal escape was yielded (the CLI prints its fields)."""
     sent = asyncio.Event()
 
     async def socket(request: web.Request) -> web.StreamResponse:
@@ -501,6 +504,36 @@ def test_a_garbage_frame_does_not_end_the_prompt_stream(garbage: str) -> None:
             assert first.request_id == "after-the-garbage"
             assert client.connected
             await stream.aclose()  # type: ignore[attr-defined]
+
+    run(scenario())
+
+
+_ESCAPES = "\x1b]0;owned\x07\x1b[2J\nsecond line\u009b31m\x00"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "invalid_input", "message": "bad" + _ESCAPES},
+        {"error": "request_cancelled", "message": "m", "details": {"reason": "x" + _ESCAPES}},
+        {"error": "provider_unavailable", "message": "m" + _ESCAPES, "details": {}},
+        {"error": "no_such_code", "message": "m" + _ESCAPES},
+    ],
+    ids=["message", "cancel-reason", "provider-message", "unknown-code"],
+)
+def test_a_servers_error_text_reaches_us_without_control_characters(
+    body: dict[str, Any],
+) -> None:
+    """Found: escape sequences in a server's error went into the exception's message,
+    which the CLI prints to a terminal."""
+
+    async def scenario() -> None:
+        async with garbage_server(_json(body, status=409)) as url, _client(url) as client:
+            with pytest.raises(errors.RoomSecretsError) as failed:
+                await client.list_user_secrets()
+            text = str(failed.value)
+            assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
+            assert "second line" in text  # the text itself is kept
 
     run(scenario())
 
