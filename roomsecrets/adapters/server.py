@@ -201,7 +201,10 @@ class _Rooms:
             self._calls[room] = left
         else:
             self._calls.pop(room, None)
-        self._last_used[room] = now
+        # Only a room with a service is remembered: any caller, with no token at all,
+        # can name a new room in every URL, and evict_idle forgets only rooms it evicts.
+        if room in self.services:
+            self._last_used[room] = now
 
     def evict_idle(self, now: float) -> list[str]:
         """Let go of the services of rooms unused for ``room_idle_ttl`` seconds that

@@ -172,6 +172,44 @@ def test_a_websocket_is_closed_with_4401_when_its_token_expires(door: str) -> No
     run(scenario())
 
 
+def _rooms_remembered(served: Any) -> set[str]:
+    """Every room the server holds anything for (services, counters, presences, names)."""
+    rooms = served.app[_ROOMS]
+    return (
+        set(rooms.services) | set(rooms._calls) | set(rooms._last_used)
+        | {room for room, _ in rooms.presences} | {room for room, _ in rooms.names}
+    )
+
+
+def test_requests_without_a_valid_token_leave_nothing_behind_for_their_room() -> None:
+    """Found: each request to /rooms/{room}/..., even with no token, left an entry for
+    its room (up to 8 KB of URL) that was never let go: memory for anyone to fill."""
+
+    async def scenario() -> None:
+        async with serving() as served, aiohttp.ClientSession() as session:
+            other_room = served.headers("alice", room="elsewhere")
+            for index in range(20):
+                room = f"nobody-{index}-" + "r" * 2000
+                for headers in ({}, {"Authorization": "Bearer junk"}, other_room):
+                    async with session.post(
+                        f"{served.url}/rooms/{room}/list_user_secrets", headers=headers
+                    ) as response:
+                        assert response.status == 401
+                async with session.get(f"{served.url}/rooms/{room}/participants") as response:
+                    assert response.status == 401
+                ws = await session.ws_connect(f"{served.url}/rooms/{room}/ws")
+                await ws.send_json({"type": "authenticate", "token": "junk"})
+                assert (await ws.receive()).type == aiohttp.WSMsgType.TEXT
+                await ws.close()
+            await until(lambda: not served.app[_ROOMS]._calls, "every call ended")
+            assert _rooms_remembered(served) == set()
+            # A real call is still remembered, so that its room can be let go later.
+            await still_serving(served)
+            assert ROOM in served.app[_ROOMS]._last_used
+
+    run(scenario())
+
+
 # --- what reaches the logs ----------------------------------------------------------------
 
 _CALLBACK_LINES = {
