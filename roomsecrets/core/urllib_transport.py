@@ -10,6 +10,9 @@ with :func:`asyncio.wait_for`. The rules it keeps:
   3xx comes back as it is). A token endpoint that redirects is a
   misconfiguration, and replaying a POST carrying a code or a client secret to
   wherever a ``Location`` points would leak it.
+- **Interim answers are skipped.** Every 1xx but 101 (a 102 Processing, a
+  103 Early Hints) is read past to the final answer (RFC 9110 §15.2);
+  http.client on its own skips only 100 Continue.
 - **The timeout is a deadline for the whole exchange.** The socket timeout
   bounds each connect and each read; ``wait_for`` bounds the sum, so a server
   that drips one byte per second cannot hold the caller past ``timeout``. When
@@ -224,8 +227,27 @@ class _AttemptRequest(urllib.request.Request):
         self.attempt = attempt
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """A response that skips every interim 1xx answer, not only 100 Continue.
+
+    RFC 9110 §15.2: "A client MUST be able to parse one or more 1xx responses
+    received prior to a final response". http.client skips 100 only, and would
+    return a 102 Processing or a 103 Early Hints (RFC 8297) as the answer: the
+    tokens of a code the provider has just redeemed would be lost. 101 stays
+    final: we never ask to switch protocols.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 102 <= status <= 199:
+                return version, status, reason  # 100: begin() skips it itself
+            http.client.parse_headers(self.fp)  # the interim header block, dropped
+
+
 class _TrackedHTTPConnection(http.client.HTTPConnection):
     attempt: _Attempt
+    response_class = _FinalResponse
 
     def connect(self) -> None:
         super().connect()
@@ -234,6 +256,7 @@ class _TrackedHTTPConnection(http.client.HTTPConnection):
 
 class _TrackedHTTPSConnection(http.client.HTTPSConnection):
     attempt: _Attempt
+    response_class = _FinalResponse
 
     def connect(self) -> None:
         super().connect()  # TCP, the proxy tunnel if any, then TLS

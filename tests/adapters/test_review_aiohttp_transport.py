@@ -113,3 +113,16 @@ def test_a_gzip_bomb_under_the_cap_is_never_inflated():
     finally:
         server.close()
     assert response.body == bomb
+
+
+@pytest.mark.parametrize("make", [AiohttpTransport, UrllibTransport], ids=["aiohttp", "urllib"])
+def test_an_early_hints_answer_is_skipped_by_both_transports(serve, make):
+    # RFC 9110 §15.2; UrllibTransport returned the 103 until the review fixed it.
+    final = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(TOKEN_JSON) + TOKEN_JSON
+    )
+    server = _RawServer(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + final)
+    serve.append(server)
+    response = _send(make(), server.url, max_body=64 * 1024)
+    assert (response.status, response.body) == (200, TOKEN_JSON)

@@ -25,7 +25,7 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.discovery import MetadataCache, ProviderMetadata
-from roomsecrets.core.http import HttpRequest
+from roomsecrets.core.http import HttpRequest, HttpResponse
 from roomsecrets.core.retry import RetryPolicy
 from roomsecrets.core.token_response import parse_token_response
 from roomsecrets.core.tokens import TokenSet
@@ -104,6 +104,51 @@ def test_a_malformed_answer_is_a_transport_error_not_a_bad_request(raw_server, k
     prefix = f"POST 127.0.0.1:{raw_server.port}: "
     assert str(info.value).startswith(prefix)
     assert str(info.value)[len(prefix):] in kinds
+
+
+_FINAL = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n" + (
+    b'{"access_token":"x"}'
+)
+
+
+@pytest.mark.parametrize(
+    "raw_server",
+    [
+        # RFC 8297: a CDN may send Early Hints before the answer.
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + _FINAL,
+        # RFC 2518 §10.1: a slow server says it is still working, maybe several times.
+        b"HTTP/1.1 102 Processing\r\n\r\n" * 3 + _FINAL,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n" + _FINAL,
+    ],
+    ids=["103", "102-thrice", "100-then-103"],
+    indirect=True,
+)
+def test_interim_answers_are_skipped_and_the_final_one_is_returned(raw_server):
+    # RFC 9110 §15.2: "A client MUST be able to parse one or more 1xx responses
+    # received prior to a final response". Returning the 1xx would drop the tokens
+    # of a code the provider has already redeemed.
+    async def send() -> HttpResponse:
+        request = HttpRequest(
+            method="POST", url=f"http://127.0.0.1:{raw_server.port}/token", body=b"code=c-1"
+        )
+        return await UrllibTransport().send(request, timeout=10.0, max_body=1024)
+
+    response = asyncio.run(send())
+    assert response.status == 200
+    assert response.body == b'{"access_token":"x"}'
+    assert response.header("Content-Type") == "application/json"
+    assert response.header("Link") is None
+
+
+@pytest.mark.parametrize(
+    "raw_server", [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"], indirect=True
+)
+def test_a_switching_protocols_answer_we_never_asked_for_is_final(raw_server):
+    async def send() -> HttpResponse:
+        request = HttpRequest(method="GET", url=f"http://127.0.0.1:{raw_server.port}/m")
+        return await UrllibTransport().send(request, timeout=10.0, max_body=1024)
+
+    assert asyncio.run(send()).status == 101
 
 
 # --- 2. nothing is stored that cannot be read back ----------------------------------------
