@@ -130,10 +130,16 @@ def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantTok
             token,
             _key_bytes(key),
             algorithms=[_ALGORITHM],
-            options={"require": list(_REQUIRED)},
+            # RFC 7519 §4.1.6: iat only says when the token was made. PyJWT refuses one
+            # in the future, so a token minted on a host whose clock runs a little
+            # ahead of the server's would fail for the first seconds, as "malformed".
+            options={"require": list(_REQUIRED), "verify_iat": False},
         )
     except jwt.ExpiredSignatureError:
         raise InvalidParticipantToken("the participant token has expired") from None
+    except jwt.ImmatureSignatureError:
+        # RFC 7519 §4.1.5: nbf, "not before".
+        raise InvalidParticipantToken("the participant token is not valid yet (nbf)") from None
     except jwt.InvalidAlgorithmError:
         raise InvalidParticipantToken("the participant token is not HS256") from None
     except jwt.InvalidSignatureError:

@@ -96,6 +96,28 @@ def test_a_float_or_large_exp_that_is_a_number_is_still_accepted() -> None:
         assert who.expires_at == float(exp)
 
 
+def test_a_token_minted_on_a_clock_a_little_ahead_is_accepted_and_nbf_is_named() -> None:
+    """Found: PyJWT refused an iat in the future (RFC 7519 §4.1.6 makes it no validity
+    rule), so a token minted on a host whose clock ran a few seconds ahead was a
+    401 "malformed" until the server's clock caught up."""
+    ahead = _forged({**_claims(), "iat": int(time.time()) + 30})
+    not_yet = _forged({**_claims(), "nbf": int(time.time()) + 3600})
+
+    async def scenario() -> None:
+        async with serving() as served:
+            status, answer, _ = await post(
+                served, "list_user_secrets", headers={"Authorization": f"Bearer {ahead}"}
+            )
+            assert (status, answer) == (200, {"secrets": []})
+            status, answer, _ = await post(
+                served, "list_user_secrets", headers={"Authorization": f"Bearer {not_yet}"}
+            )
+            assert (status, answer["error"]) == (401, "invalid_token")
+            assert "not valid yet" in answer["message"]
+
+    run(scenario())
+
+
 def _rules(count: int) -> SecretsGrant:
     return SecretsGrant(
         oauth=[
