@@ -276,3 +276,33 @@ def test_cached_metadata_is_fetched_again_when_the_clock_steps_back():
         assert len(calls) == 2
 
     asyncio.run(scenario())
+
+
+# --- 4. a secret echoed with invisible characters inside ----------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="errors._provider_text scrubs secrets before safe_text removes the characters "
+    "outside RFC 6749 §5.2; the fix belongs to errors.py (see the review report)",
+)
+def test_a_refresh_token_echoed_with_nul_bytes_inside_is_still_redacted():
+    refresh_token = "rt-" + "Kq3vX9wLmP2sT7yB" * 3
+    # Every 8 characters a NUL: no 12-character piece of the token survives for the
+    # scrub to find, and safe_text then joins the pieces back together.
+    echoed = "\x00".join(refresh_token[i : i + 8] for i in range(0, len(refresh_token), 8))
+    body = (
+        b'{"error":"invalid_grant","error_description":"refresh token '
+        + echoed.replace("\x00", "\\u0000").encode()
+        + b' is revoked"}'
+    )
+    with pytest.raises(errors.InvalidGrant) as info:
+        parse_token_response(
+            status=400,
+            headers=(("Content-Type", "application/json"),),
+            body=body,
+            now=1000.0,
+            redact=(refresh_token,),
+        )
+    assert refresh_token not in str(info.value)
+    assert refresh_token[:12] not in str(info.value)
