@@ -439,7 +439,7 @@ def unverified_claims(token: str) -> dict[str, Any]:
     try:
         payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
         claims = json.loads(payload)
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: nested too deep
         raise InvalidParticipantToken("the participant token's payload is not JSON") from None
     if not isinstance(claims, dict):
         raise InvalidParticipantToken("the participant token's payload is not a JSON object")

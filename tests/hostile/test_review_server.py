@@ -9,6 +9,7 @@ proves; those marked "Found:" failed before the fix they pin.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -443,6 +444,14 @@ def test_a_garbage_answer_is_a_typed_error(case: str) -> None:
                 await asyncio.wait_for(_CALLS[call](client), 30)
 
     run(scenario())
+
+
+def test_a_token_whose_payload_nests_too_deep_is_refused_as_a_token() -> None:
+    """Found: RemoteSecretsClient(token=...) let RecursionError out (the CLI said
+    "unexpected RecursionError")."""
+    payload = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode().rstrip("=")
+    with pytest.raises(InvalidParticipantToken):
+        RemoteSecretsClient("http://127.0.0.1:8700", token=f"e30.{payload}.c2ln")
 
 
 def test_a_cut_answer_is_a_transport_error() -> None:
