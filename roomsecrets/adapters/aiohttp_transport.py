@@ -26,8 +26,8 @@ with one pooled connection set instead of a thread per request:
   :class:`~roomsecrets.core.errors.ProviderTimeout`: the provider may have acted on it.
 - **No cookies, no automatic content headers, no compression asked for**, so what
   is sent is what the core built (plus ``User-Agent: roomsecrets``). A body the
-  server compressed anyway is returned as sent, never inflated (a small gzip
-  body can hold gigabytes).
+  server compressed anyway is returned as sent, never inflated (1 MB of gzip
+  can hold a gigabyte).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class AiohttpTransport:
             raise_for_status=False,
             # A Content-Encoding we never asked for is not decoded: the body comes
             # back as sent, as from the core transport. aiohttp <= 3.13.2 inflated
-            # it without a bound (GHSA-6mq8-rvhq-8wgg), before our cap saw a byte.
+            # it without a bound (GHSA-6mq8-rvhq-8wgg), whatever our cap.
             auto_decompress=False,
         )
         self._loop = loop

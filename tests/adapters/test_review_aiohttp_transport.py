@@ -3,9 +3,9 @@
 aiohttp decodes a ``Content-Encoding`` the server chose by itself, although we
 never ask for one; aiohttp up to 3.13.2 did so without a bound (GHSA-6mq8-rvhq-8wgg,
 CVE-2025-69223), and our extra allows ``aiohttp>=3.9``: a 1 MB gzip answer from a
-token endpoint grew to a gigabyte before our body cap saw a byte. Both tests
-failed before the session was made with ``auto_decompress=False``: the answer
-comes back as sent, as ``UrllibTransport`` has always returned it.
+token endpoint could grow to a gigabyte in memory, whatever our body cap. The two
+compression tests failed (aiohttp's cells) before the session was made with
+``auto_decompress=False``: the answer comes back as sent, as from ``UrllibTransport``.
 """
 
 from __future__ import annotations
