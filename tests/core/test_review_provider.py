@@ -119,8 +119,10 @@ _FINAL = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 
         # RFC 2518 §10.1: a slow server says it is still working, maybe several times.
         b"HTTP/1.1 102 Processing\r\n\r\n" * 3 + _FINAL,
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n" + _FINAL,
+        # RFC 9110 §15.2: every 1xx is interim, the unassigned ones too.
+        b"HTTP/1.1 199 Unassigned\r\nX-Later: 1\r\n\r\n" + _FINAL,
     ],
-    ids=["103", "102-thrice", "100-then-103"],
+    ids=["103", "102-thrice", "100-then-103", "199"],
     indirect=True,
 )
 def test_interim_answers_are_skipped_and_the_final_one_is_returned(raw_server):
@@ -268,6 +270,7 @@ def test_cached_metadata_is_fetched_again_when_the_clock_steps_back():
         clock = _Clock()
         cache = MetadataCache(fetch=fetch, clock=clock, ttl=10)
         assert (await cache.get(ISSUER)).token_endpoint == f"{ISSUER}/t1"
+        assert (await cache.get(ISSUER)).token_endpoint == f"{ISSUER}/t1"  # same instant
         clock.now -= 1  # even a small step back: the entry's age is unknown
         assert (await cache.get(ISSUER)).token_endpoint == f"{ISSUER}/t2"
         # At the time it was stored, and until its ttl, the entry is fresh.
