@@ -777,7 +777,9 @@ async def _log_in_by_first_frame(
     answer ``{"type": "authenticated", ...}`` (return the presence and the token's
     expiry), or send an error frame and close (return None)."""
     try:
-        message = await ws.receive(timeout=_LOGIN_TIMEOUT)
+        # One deadline for the whole sign-in: receive()'s own timeout starts again
+        # after each ping it answers, so a pinging client would never time out.
+        message = await asyncio.wait_for(ws.receive(), _LOGIN_TIMEOUT)
     except asyncio.TimeoutError:
         await _refuse(ws, CLOSE_BAD_FRAME, "invalid_input", "no authenticate frame in time")
         return None
@@ -861,7 +863,8 @@ async def _serve_socket(
                 grace = 0
                 break
             try:
-                message = await ws.receive(timeout=min(left, _EXPIRY_RECHECK))
+                # Not receive(timeout=): that starts again after each ping or pong.
+                message = await asyncio.wait_for(ws.receive(), min(left, _EXPIRY_RECHECK))
             except asyncio.TimeoutError:
                 continue
             if message.type == WSMsgType.TEXT:

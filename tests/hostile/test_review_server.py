@@ -167,10 +167,13 @@ def _expiring(seconds: float) -> str:
     return mint_participant_token(KEY, room=ROOM, participant_id="alice", ttl=600, now=issued)
 
 
+@pytest.mark.parametrize("pinging", [False, True], ids=["quiet", "pinging"])
 @pytest.mark.parametrize("door", ["header", "first frame"])
-def test_a_websocket_is_closed_with_4401_when_its_token_expires(door: str) -> None:
+def test_a_websocket_is_closed_with_4401_when_its_token_expires(door: str, pinging: bool) -> None:
     """Found: a socket outlived its token for good: the participant stayed connected,
-    and prompts (with their state) kept reaching whoever held the socket."""
+    and prompts (with their state) kept reaching whoever held the socket. Pinging:
+    control frames (a client's heartbeat, or the pongs to the server's) must not
+    put the check off."""
 
     async def scenario() -> None:
         async with serving(disconnect_grace=60) as served, aiohttp.ClientSession() as session:
@@ -184,7 +187,15 @@ def test_a_websocket_is_closed_with_4401_when_its_token_expires(door: str) -> No
                 assert (await asyncio.wait_for(ws.receive_json(), 10))["type"] == "authenticated"
             service = served.app[_ROOMS].services[ROOM]
             assert service.is_connected("alice")
+
+            async def keep_pinging() -> None:
+                while True:
+                    await ws.ping()
+                    await asyncio.sleep(0.1)
+
+            pinger = asyncio.ensure_future(keep_pinging() if pinging else asyncio.sleep(0))
             frame = await asyncio.wait_for(ws.receive_json(), 30)
+            pinger.cancel()
             assert (frame["type"], frame["error"]) == ("error", "invalid_token")
             closed = await asyncio.wait_for(ws.receive(), 10)
             assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 4401)
@@ -229,6 +240,35 @@ def test_requests_without_a_valid_token_leave_nothing_behind_for_their_room() ->
             # A real call is still remembered, so that its room can be let go later.
             await still_serving(served)
             assert ROOM in served.app[_ROOMS]._last_used
+
+    run(scenario())
+
+
+def test_pings_do_not_keep_an_unauthenticated_websocket_open_past_the_sign_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found: each ping frame restarted aiohttp's receive timeout, so a client that
+    pinged and never signed in held its socket (and a server task) for good."""
+    from roomsecrets.adapters import server as server_module
+
+    monkeypatch.setattr(server_module, "_LOGIN_TIMEOUT", 0.5)
+
+    async def scenario() -> None:
+        async with serving() as served, aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{served.url}/rooms/{ROOM}/ws", autoping=False)
+            closed = None
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + 10  # 20 times the sign-in time
+            while closed is None and loop.time() < give_up:
+                await ws.ping()
+                pinged = loop.time()
+                while closed is None and loop.time() < pinged + 0.1:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        message = await asyncio.wait_for(ws.receive(), 0.1)
+                        if message.type == aiohttp.WSMsgType.CLOSE:
+                            closed = message
+            assert closed is not None and closed.data == 4400
+            await until(lambda: not served.app[_ROOMS]._calls, "the socket's call ended")
 
     run(scenario())
 
