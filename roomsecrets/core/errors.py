@@ -404,7 +404,11 @@ def _provider_text(value: object, redact: tuple[str, ...]) -> Optional[str]:
     """Provider text, cut to a bounded length, with the request's secrets scrubbed."""
     if not isinstance(value, str):
         return None
-    return scrub(value[:_MAX_RAW_TEXT], redact)
+    # Drop what safe_text will drop *before* scrubbing: a secret echoed with NULs or
+    # other invisible characters inside has no 12-character piece for scrub to find,
+    # and removing those characters afterwards would join it back together.
+    text = _UNSAFE_CHARS.sub("", value[:_MAX_RAW_TEXT])
+    return scrub(text, redact + tuple(_UNSAFE_CHARS.sub("", secret) for secret in redact))
 
 
 def oauth_error_from_response(

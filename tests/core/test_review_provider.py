@@ -284,11 +284,6 @@ def test_cached_metadata_is_fetched_again_when_the_clock_steps_back():
 # --- 4. a secret echoed with invisible characters inside ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="errors._provider_text scrubs secrets before safe_text removes the characters "
-    "outside RFC 6749 §5.2; the fix belongs to errors.py (see the review report)",
-)
 def test_a_refresh_token_echoed_with_nul_bytes_inside_is_still_redacted():
     refresh_token = "rt-" + "Kq3vX9wLmP2sT7yB" * 3
     # Every 8 characters a NUL: no 12-character piece of the token survives for the
@@ -309,3 +304,27 @@ def test_a_refresh_token_echoed_with_nul_bytes_inside_is_still_redacted():
         )
     assert refresh_token not in str(info.value)
     assert refresh_token[:12] not in str(info.value)
+
+
+@pytest.mark.parametrize("joiner", ["\u00ad", "\u200b", "\x7f", "\t"])
+def test_a_client_secret_echoed_with_invisible_characters_inside_is_redacted(joiner):
+    secret = "cs_" + "Zr8pQ2nW" * 5
+    echoed = joiner.join(secret[i : i + 6] for i in range(0, len(secret), 6))
+    error = errors.oauth_error_from_response(
+        "invalid_client", f"bad secret {echoed}", status=401, redact=(secret,)
+    )
+    assert secret not in str(error)
+    assert secret[:12] not in str(error)
+    assert "[redacted]" in (error.description or "")
+
+
+def test_a_secret_holding_characters_outside_rfc_6749_5_2_is_redacted_when_echoed():
+    # '"' and '\\' are outside the §5.2 set: the text loses them, so the secret is
+    # looked for without them too. No 12 token characters in a row: only the secret's
+    # cleaned form can find it.
+    secret = 'Hq7rLx2m"Vn9kTb4w\\Rz5yPc8d"Jf3s'
+    error = errors.oauth_error_from_response(
+        "invalid_client", f"secret {secret} refused", status=401, redact=(secret,)
+    )
+    assert "Hq7rLx2mVn9kTb4w" not in str(error)
+    assert "[redacted]" in (error.description or "")
