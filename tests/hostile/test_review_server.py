@@ -13,6 +13,8 @@ import base64
 import contextlib
 import json
 import logging
+import os
+import re
 import secrets
 import time
 import urllib.parse
@@ -271,6 +273,39 @@ def test_pings_do_not_keep_an_unauthenticated_websocket_open_past_the_sign_in_ti
             await until(lambda: not served.app[_ROOMS]._calls, "the socket's call ended")
 
     run(scenario())
+
+
+def test_the_page_stays_signed_in_past_24_8_days_with_a_longer_token() -> None:
+    """Found: the page's sign-out timer was clamped to setTimeout's largest delay
+    (2**31 - 1 ms, about 24.8 days) and fired then, whatever the token's exp said."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from roomsecrets.adapters.approval import login_url
+    from tests.browser.conftest import CHROMIUM
+    from tests.hostile.threaded_server import served_in_thread
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    day = 86400
+    with served_in_thread() as (served, _), sync_api.sync_playwright() as playwright:
+        token = served.token("alice", name="Alice", ttl=30 * day)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.clock.install()
+            page.goto(login_url(served.url, token))
+            who = page.locator("#who")
+            sync_api.expect(who).to_have_text(re.compile("^Signed in as Alice"))
+            page.clock.fast_forward(25 * day * 1000)
+            sync_api.expect(page.locator("#signed-in")).to_be_visible()
+            sync_api.expect(page.locator("#signed-out")).to_be_hidden()
+            # Past the token's exp the page signs out on its own clock.
+            page.clock.fast_forward(6 * day * 1000)
+            sync_api.expect(page.locator("#signed-out-reason")).to_have_text(
+                re.compile("expired")
+            )
+        finally:
+            browser.close()
 
 
 # --- what reaches the logs ----------------------------------------------------------------

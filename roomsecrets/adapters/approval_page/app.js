@@ -478,6 +478,17 @@
     els.notice.textContent = text;
   }
 
+  // setTimeout takes at most 2**31 - 1 ms (about 24.8 days; a longer delay fires at
+  // once): wait in steps until the token's exp.
+  function signOutAtExpiry() {
+    var ms = claims.exp * 1000 - Date.now();
+    if (ms <= 0) {
+      signOut("Your sign-in has expired. Ask for a new sign-in link.");
+      return;
+    }
+    expiryTimer = setTimeout(signOutAtExpiry, Math.min(ms, 2147483647));
+  }
+
   // --- start ------------------------------------------------------------------------
 
   function start() {
@@ -509,14 +520,11 @@
       return;
     }
     if (typeof claims.exp === "number") {
-      var ms = claims.exp * 1000 - Date.now();
-      if (ms <= 0) {
+      if (claims.exp * 1000 <= Date.now()) {
         signOut("Your sign-in link has expired. Ask for a new one.");
         return;
       }
-      expiryTimer = setTimeout(function () {
-        signOut("Your sign-in has expired. Ask for a new sign-in link.");
-      }, Math.min(ms, 2147483647));
+      signOutAtExpiry();
     }
     els.signedOut.hidden = true;
     els.signedIn.hidden = false;
