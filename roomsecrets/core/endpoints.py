@@ -16,15 +16,21 @@ __all__ = ["check_endpoint", "check_redirect_uri", "is_loopback_host"]
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and its subdomains (RFC 6761 §6.3), 127.0.0.0/8 and ``::1``.
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``.
 
     The one loopback rule: the endpoint checks (plain http allowed) and the
     transport (no proxy) must agree, or a plain-http request could go through a
     proxy in clear text.
+
+    Subdomains of ``localhost`` are not loopback here. RFC 6761 §6.3 asks resolvers to
+    answer them with a loopback address, but glibc (and so Python's ``getaddrinfo`` on
+    most Linux hosts) asks DNS for them, and whoever answers that DNS query would get
+    the code or client secret in clear text. ``localhost`` itself comes from the hosts
+    file. RFC 8252 §8.3 recommends the loopback IP literals over any name.
     """
     name = host.lower()
     name = name[:-1] if name.endswith(".") else name  # one trailing dot: the FQDN form
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
