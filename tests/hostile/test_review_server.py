@@ -92,6 +92,39 @@ def test_a_token_whose_exp_is_not_a_usable_number_is_401_on_every_door(case: str
     run(scenario())
 
 
+_ODD_SUB = {
+    "lone surrogate": "al\ud800ice",
+    "control character": "ali\x1bce",
+    "300 characters": "a" * 300,
+    "a number": 7,
+    "null": None,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ODD_SUB))
+def test_a_signed_token_for_an_impossible_participant_id_is_refused_by_first_frame(
+    case: str,
+) -> None:
+    # Pinned: mint refuses these ids, and a token signed by other software is refused
+    # the same way at the page's door (the header door is test_server.py's "empty
+    # sub" case). Found (a number, null): the refusal said only "malformed".
+    token = _forged(_claims(sub=_ODD_SUB[case]))
+
+    async def scenario() -> None:
+        async with serving() as served, aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{served.url}/rooms/{ROOM}/ws")
+            await ws.send_json({"type": "authenticate", "token": token})
+            frame = await asyncio.wait_for(ws.receive_json(), 10)
+            assert (frame["type"], frame["error"]) == ("error", "invalid_token")
+            assert "sub" in frame["message"]
+            assert (await asyncio.wait_for(ws.receive(), 10)).data == 4401
+            assert not served.app[_ROOMS].presences
+            with pytest.raises(errors.InvalidInput):
+                mint_participant_token(KEY, room=ROOM, participant_id=_ODD_SUB[case])
+
+    run(scenario())
+
+
 def test_a_float_or_large_exp_that_is_a_number_is_still_accepted() -> None:
     # The other side of the check above: fractional and far-future NumericDates are valid.
     for exp in (time.time() + 600.5, 1e300, 2**62):
