@@ -198,7 +198,8 @@ def parse_metadata_response(
     """Turn the answer to a metadata GET for ``issuer`` into :class:`ProviderMetadata`.
 
     Raises:
-        ProviderMetadataNotFound: a 4xx answer (not published at this URL).
+        ProviderMetadataNotFound: a 3xx or 4xx answer (not published at this URL;
+            redirects are not followed).
         ProviderUnavailable: 5xx or 429 (retryable; ``retry_after`` if sent).
         ResponseTooLarge: the body is over ``max_body`` bytes.
         InvalidProviderMetadata: any other status than 200 (RFC 8414 §3.2), a
@@ -220,6 +221,15 @@ def parse_metadata_response(
     if 400 <= status < 500:
         raise ProviderMetadataNotFound(
             f"no metadata at this well-known URL (HTTP {status})", status=status
+        )
+    if 300 <= status < 400:
+        # Redirects are never followed (a token request must not be sent on to
+        # wherever a 3xx points), so the document is not here: the next
+        # well-known URL may have it, and a caller that named both endpoints
+        # goes on without metadata, as after a 404.
+        raise ProviderMetadataNotFound(
+            f"no metadata at this well-known URL (HTTP {status}; redirects are not followed)",
+            status=status,
         )
     if status != 200:
         raise InvalidProviderMetadata(

@@ -225,7 +225,7 @@ def test_a_5xx_answer_is_retryable_with_its_retry_after():
     assert info.value.retryable
 
 
-@pytest.mark.parametrize("status", [201, 204, 301, 302])
+@pytest.mark.parametrize("status", [201, 204, 299])
 def test_only_200_is_a_metadata_answer_rfc8414_3_2(status):
     with pytest.raises(errors.InvalidProviderMetadata):
         parse(document(), status=status)
@@ -522,6 +522,53 @@ def test_without_rfc8414_metadata_the_openid_configuration_is_used():
                 "/.well-known/oauth-authorization-server/tenant1",
                 "/tenant1/.well-known/openid-configuration",
             ]
+
+    run(scenario())
+
+
+def test_a_redirect_at_the_rfc8414_url_is_not_followed_and_the_openid_url_is_tried():
+    async def scenario():
+        with running_provider() as provider, MetadataServer() as issuer:
+            name = issuer.base_url + "/tenant1"
+            elsewhere = issuer.base_url + "/elsewhere"
+            issuer.answer("/elsewhere", body=document(issuer=name))
+            issuer.answer(
+                "/.well-known/oauth-authorization-server/tenant1", status=302, raw=b"",
+                headers=(("Location", elsewhere),),
+            )
+            issuer.answer("/tenant1/.well-known/openid-configuration", body=document(
+                issuer=name, authorization_endpoint=provider.authorization_endpoint,
+                token_endpoint=provider.token_endpoint,
+            ))
+            service = make_service()
+            agent, alice = room(service)
+            request = ask_by_issuer(agent, name)
+            await approve_next(alice)
+            assert provider.is_active(await request)
+            assert issuer.hits == [
+                "/.well-known/oauth-authorization-server/tenant1",
+                "/tenant1/.well-known/openid-configuration",
+            ]
+
+    run(scenario())
+
+
+def test_an_issuer_that_only_redirects_does_not_fail_a_call_naming_both_endpoints():
+    async def scenario():
+        with running_provider() as provider, MetadataServer() as issuer:
+            for path in ("/.well-known/oauth-authorization-server",
+                         "/.well-known/openid-configuration"):
+                issuer.answer(path, status=301, raw=b"",
+                              headers=(("Location", "https://elsewhere.example/"),))
+            service = make_service()
+            agent, alice = room(service)
+            with pytest.raises(errors.ProviderMetadataNotFound):
+                await ask_by_issuer(agent, issuer.base_url)
+            request = ask_by_issuer(agent, issuer.base_url,
+                                    authorization_endpoint=provider.authorization_endpoint,
+                                    token_endpoint=provider.token_endpoint)
+            await approve_next(alice)
+            assert provider.is_active(await request)
 
     run(scenario())
 

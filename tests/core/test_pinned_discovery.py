@@ -110,8 +110,18 @@ def test_every_other_4xx_means_not_published_here_and_says_so(status):
     assert str(info.value) == f"no metadata at this well-known URL (HTTP {status})"
 
 
-@pytest.mark.parametrize("status", [199, 204, 399])
-def test_a_status_other_than_200_below_400_is_an_unusable_answer(status):
+@pytest.mark.parametrize("status", [300, 301, 302, 307, 308, 399])
+def test_a_redirect_means_not_published_here_and_is_not_followed(status):
+    with pytest.raises(errors.ProviderMetadataNotFound) as info:
+        parse(document(), status=status, headers=(("Location", "https://elsewhere.example/m"),))
+    assert info.value.status == status
+    assert str(info.value) == (
+        f"no metadata at this well-known URL (HTTP {status}; redirects are not followed)"
+    )
+
+
+@pytest.mark.parametrize("status", [199, 201, 204, 299])
+def test_a_status_other_than_200_below_300_is_an_unusable_answer(status):
     with pytest.raises(errors.InvalidProviderMetadata) as info:
         parse(document(), status=status)
     assert type(info.value) is errors.InvalidProviderMetadata
