@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,6 +21,26 @@ _skipped_for_tools: list[str] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     leak_watch.install()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Build a failure report with the garbage collector paused, on CPython 3.11.7.
+
+    That release has a bug in the AST constructor's recursion count (fixed in 3.11.8):
+    a finalizer the GC runs while pytest parses source for a failure report (an
+    asyncio task logging "exception was never retrieved") makes ``ast.parse`` raise
+    "SystemError: AST constructor recursion depth mismatch", and pytest stops the
+    whole run with INTERNALERROR instead of reporting the one failed test.
+    """
+    paused = sys.version_info[:3] == (3, 11, 7) and call.excinfo is not None and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
