@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -25,15 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Build a failure report with the garbage collector paused, on CPython 3.11.7.
+    """Build a failure report with the garbage collector paused.
 
-    That release has a bug in the AST constructor's recursion count (fixed in 3.11.8):
-    a finalizer the GC runs while pytest parses source for a failure report (an
-    asyncio task logging "exception was never retrieved") makes ``ast.parse`` raise
-    "SystemError: AST constructor recursion depth mismatch", and pytest stops the
-    whole run with INTERNALERROR instead of reporting the one failed test.
+    On CPython 3.11.7 (seen here; the bug family of CPython gh-106905), a finalizer the
+    GC runs while pytest parses source for a failure report (an asyncio task logging
+    "exception was never retrieved") makes ``ast.parse`` raise "SystemError: AST
+    constructor recursion depth mismatch", and pytest stops the whole run with
+    INTERNALERROR instead of reporting the one failed test. Pausing costs nothing.
     """
-    paused = sys.version_info[:3] == (3, 11, 7) and call.excinfo is not None and gc.isenabled()
+    paused = call.excinfo is not None and gc.isenabled()
     if paused:
         gc.disable()
     try:
