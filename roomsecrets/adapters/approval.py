@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.resources
 import urllib.parse
 from collections.abc import Awaitable, Mapping
+from html import escape as html_escape
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -94,9 +95,26 @@ def add_approval_page(app: web.Application, *, public_url: str) -> None:
     """Register the page's routes (:data:`PAGE_ROUTES`) on ``app``."""
     headers = security_headers(public_url)
     for path, name, content_type, _ in PAGE_ROUTES:
-        app.router.add_get(
-            path, _static(_read(name), content_type, headers), name="approval_" + name
-        )
+        body = _read(name)
+        if name == "index.html":
+            body = _under_public_path(body, public_url)
+        app.router.add_get(path, _static(body, content_type, headers), name="approval_" + name)
+
+
+def _under_public_path(html: bytes, public_url: str) -> bytes:
+    """``html`` with its ``/approve/...`` links under the public URL's path.
+
+    A proxy that routes to this server by path (``https://example.com/node-3`` ->
+    ``/``) serves the page at ``PUBLIC_URL/approve``; the links must name the
+    public path, or the browser asks the proxy for ``/approve/app.js`` and gets
+    nothing. (The script finds the server's routes relative to the page.)
+    """
+    prefix = urllib.parse.urlsplit(public_url).path.rstrip("/")
+    if not prefix:
+        return html
+    link = b'="' + PAGE_PATH.encode() + b"/"
+    under = b'="' + html_escape(prefix, quote=True).encode("utf-8") + PAGE_PATH.encode() + b"/"
+    return html.replace(link, under)
 
 
 def _static(

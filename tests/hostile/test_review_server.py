@@ -341,6 +341,98 @@ def test_the_page_stays_signed_in_past_24_8_days_with_a_longer_token() -> None:
             browser.close()
 
 
+_PREFIX = "/node-3"
+
+
+async def _prefix_proxy(upstream: str) -> web.AppRunner:
+    """A reverse proxy on 127.0.0.1 that serves ``upstream`` under :data:`_PREFIX`
+    (HTTP and WebSocket), stripping the prefix, as a path-routing load balancer does."""
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        target = upstream + "/" + request.match_info["tail"]
+        if request.query_string:
+            target += "?" + request.query_string
+        passed = {k: v for k, v in request.headers.items()
+                  if k.lower() in ("authorization", "content-type", "origin", "accept")}
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            inside = await session.ws_connect(target, headers=passed)
+            outside = web.WebSocketResponse()
+            await outside.prepare(request)
+
+            async def pump(source: Any, sink: Any) -> None:
+                async for message in source:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        await sink.send_str(message.data)
+                await sink.close(code=source.close_code or 1000)
+
+            await asyncio.gather(pump(inside, outside), pump(outside, inside),
+                                 return_exceptions=True)
+            return outside
+        async with session.request(request.method, target, headers=passed,
+                                   data=await request.read(), allow_redirects=False) as answer:
+            body = await answer.read()
+            kept = {k: v for k, v in answer.headers.items()
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection")}
+            return web.Response(status=answer.status, body=body, headers=kept)
+
+    app = web.Application()
+    app.router.add_route("*", _PREFIX + "/{tail:.*}", forward)
+    app.on_cleanup.append(lambda _: session.close())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    return runner
+
+
+def test_the_page_works_behind_a_proxy_that_serves_the_server_under_a_path() -> None:
+    """Found: the page named its script, style sheet, JSON operations and WebSocket by
+    absolute paths (/approve/app.js, /rooms/...), so with a public URL that has a path
+    (a load balancer routing by path) it loaded without its script and did nothing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from roomsecrets.adapters.approval import login_url
+    from roomsecrets.adapters.server import create_app, start_server
+    from roomsecrets.core.memory_store import MemoryStore
+    from tests.adapters.server_kit import bound_socket
+    from tests.browser.conftest import CHROMIUM
+    from tests.hostile.threaded_server import ServerThread
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    thread = ServerThread()
+    try:
+        proxy_socket, server_socket = bound_socket(), bound_socket()
+        proxy_url = f"http://127.0.0.1:{proxy_socket.getsockname()[1]}"
+        public_url = proxy_url + _PREFIX
+
+        async def start() -> tuple[Any, web.AppRunner]:
+            app = create_app(store=MemoryStore(), jwt_key=KEY, public_url=public_url)
+            server = await start_server(app, sock=server_socket, shutdown_timeout=1.0)
+            proxy = await _prefix_proxy(server.url)
+            await web.SockSite(proxy, proxy_socket).start()
+            return server, proxy
+
+        server, proxy = thread.run(start())
+        token = mint_participant_token(KEY, room=ROOM, participant_id="alice", name="Alice")
+        try:
+            with sync_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--no-sandbox"]
+                )
+                try:
+                    page = browser.new_page()
+                    page.set_default_timeout(15_000)
+                    page.goto(login_url(public_url, token))
+                    sync_api.expect(page.locator("#connection")).to_contain_text("Connected")
+                    sync_api.expect(page.get_by_text("You have no stored secrets.")).to_be_visible()
+                finally:
+                    browser.close()
+        finally:
+            thread.run(proxy.cleanup())
+            thread.run(server.close())
+    finally:
+        thread.stop()
+
+
 # --- what reaches the logs ----------------------------------------------------------------
 
 _CALLBACK_LINES = {

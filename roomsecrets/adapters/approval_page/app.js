@@ -101,9 +101,16 @@
     els.connectionRetry.textContent = "";
   }
 
+  // The server's routes, relative to this page (PUBLIC_URL/approve): the public URL
+  // may have a path, when a proxy routes to this server by path.
+  function routeUrl(room, rest) {
+    return new URL("rooms/" + encodeURIComponent(room) + "/" + rest, window.location.href);
+  }
+
   function socketUrl(room) {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    return scheme + window.location.host + "/rooms/" + encodeURIComponent(room) + "/ws";
+    var url = routeUrl(room, "ws");
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.href;
   }
 
   function connect() {
@@ -370,7 +377,7 @@
   // --- secrets ----------------------------------------------------------------------
 
   function api(operation, body) {
-    return window.fetch("/rooms/" + encodeURIComponent(claims.room) + "/" + operation, {
+    return window.fetch(routeUrl(claims.room, operation).href, {
       method: "POST",
       headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
       body: JSON.stringify(body || {}),
