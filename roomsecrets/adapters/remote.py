@@ -142,11 +142,20 @@ class RemoteSecretsClient:
         session = self._http()
         what = f"{op.method} {op.path.replace('{room}', self.room)}"
         limit = self._timeout if timeout is None else timeout
+        data: Optional[bytes] = None
+        if op.method == "POST":
+            try:
+                data = json.dumps(body if body is not None else {}).encode("utf-8")
+            except (TypeError, ValueError):
+                # As SecretsClient does for a value of the wrong type; the value itself
+                # is not quoted (it may be a secret).
+                raise InvalidInput(f"{name}: an argument is not a JSON value") from None
         try:
             async with session.request(
                 op.method,
                 self._url(op.path),
-                json=body if op.method == "POST" else None,
+                data=data,
+                headers={"Content-Type": "application/json"} if data is not None else None,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=limit),
             ) as response:

@@ -654,6 +654,30 @@ def test_a_token_whose_payload_nests_too_deep_is_refused_as_a_token() -> None:
         RemoteSecretsClient("http://127.0.0.1:8700", token=f"e30.{payload}.c2ln")
 
 
+_NOT_JSON: dict[str, Callable[[RemoteSecretsClient], Awaitable[object]]] = {
+    "bytes id": lambda c: c.delete_user_secret(id=b"x"),  # type: ignore[arg-type]
+    "object secret id": lambda c: c.get_secret(secret_id=object()),  # type: ignore[arg-type]
+    "bytes scope": lambda c: c.get_offline_oauth_token(
+        client_id="c", authorization_endpoint="https://a.example/auth",
+        token_endpoint="https://a.example/token", scopes=["a", b"b"]),  # type: ignore[list-item]
+    "set name": lambda c: c.set_secret(secret_id="s", data=b"x", name={1}),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("case", sorted(_NOT_JSON))
+def test_an_argument_json_cannot_carry_is_invalid_input_as_in_process(case: str) -> None:
+    """Found: aiohttp's TypeError ("Object of type bytes is not JSON serializable")
+    escaped, where SecretsClient raises InvalidInput."""
+
+    async def scenario() -> None:
+        async with serving() as served, served.remote("alice") as client:
+            with pytest.raises(errors.InvalidInput):
+                await _NOT_JSON[case](client)
+            assert await client.list_user_secrets() == []
+
+    run(scenario())
+
+
 def test_a_cut_answer_is_a_transport_error() -> None:
     async def cut(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": "1000"})
