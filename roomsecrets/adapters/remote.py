@@ -45,6 +45,7 @@ import aiohttp
 
 from ..core.api import OAuthPrompt, SecretInfo, SecretsAPI
 from ..core.errors import InvalidInput, ParticipantNotConnected, RoomSecretsError
+from ..core.inputs import check_timeout
 from ..core.participants import ParticipantInfo
 from .aiohttp_transport import translate_aiohttp_error
 from .http_api import (
@@ -79,7 +80,8 @@ class RemoteSecretsClient:
             room and who; the server verifies it).
         room: when given, must equal the token's room (InvalidInput otherwise).
         timeout: seconds an ordinary call may take (``request_oauth_token``
-            waits its own ``timeout`` plus a margin).
+            waits its own ``timeout`` plus a margin); more than 0, at most a day
+            (InvalidInput otherwise).
     """
 
     def __init__(
@@ -98,6 +100,8 @@ class RemoteSecretsClient:
             raise InvalidParticipantToken("the participant token has no sub or room claim")
         if room is not None and room != token_room:
             raise InvalidInput(f"the token is for room {token_room!r}, not {room!r}")
+        # aiohttp reads 0, a negative number or NaN as "no timeout": a call could hang.
+        timeout = check_timeout(timeout)
         self.participant_id: str = participant_id
         self.room: str = token_room
         self._base = server_url.rstrip("/")

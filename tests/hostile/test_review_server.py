@@ -678,6 +678,15 @@ def test_an_argument_json_cannot_carry_is_invalid_input_as_in_process(case: str)
     run(scenario())
 
 
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "5", True, 10**400])
+def test_a_client_timeout_that_is_no_usable_number_of_seconds_is_refused(timeout: Any) -> None:
+    """Found: aiohttp took 0, -1 and NaN as "no timeout" (a call could hang for good);
+    "5" and inf failed later with TypeError or OverflowError."""
+    token = mint_participant_token(KEY, room=ROOM, participant_id="alice")
+    with pytest.raises(errors.InvalidInput):
+        RemoteSecretsClient("http://127.0.0.1:8700", token=token, timeout=timeout)
+
+
 def test_a_cut_answer_is_a_transport_error() -> None:
     async def cut(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": "1000"})
