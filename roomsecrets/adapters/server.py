@@ -58,6 +58,7 @@ import logging
 import re
 import socket
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -373,6 +374,7 @@ def create_app(
     """
     if not isinstance(public_url, str) or not public_url.startswith(("http://", "https://")):
         raise InvalidInput("public_url must be an http or https URL")
+    _check_public_url(public_url)
     if max_body < 1024:
         raise InvalidInput("max_body must be at least 1024 bytes")
     if (
@@ -416,6 +418,23 @@ def create_app(
     app.cleanup_ctx.append(evict_idle_rooms)
     app.on_shutdown.append(close_rooms)
     return app
+
+
+def _check_public_url(public_url: str) -> None:
+    """InvalidInput unless ``public_url`` can stand before ``/oauth/callback``: a host,
+    no user name or password, no query and no fragment (RFC 6749 §3.1.2: a redirect
+    URI has no fragment; with a query, the callback path would land inside it)."""
+    try:
+        parts = urllib.parse.urlsplit(public_url)
+        _ = parts.port  # raises ValueError for a port that is not one
+    except ValueError:
+        raise InvalidInput("public_url is not a valid URL") from None
+    if not parts.hostname:
+        raise InvalidInput("public_url must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("public_url must not hold a user name or password")
+    if parts.query or parts.fragment or "?" in public_url or "#" in public_url:
+        raise InvalidInput("public_url must have no query and no fragment")
 
 
 def _handler_for(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

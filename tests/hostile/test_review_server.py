@@ -433,6 +433,28 @@ def test_the_page_works_behind_a_proxy_that_serves_the_server_under_a_path() -> 
         thread.stop()
 
 
+@pytest.mark.parametrize(
+    "public_url",
+    [
+        "http://127.0.0.1:8700/#",
+        "http://127.0.0.1:8700/?tenant=a",
+        "http://127.0.0.1:8700?",
+        "http://user:pw@127.0.0.1:8700",
+        "http://:8700",
+        "http://127.0.0.1:99999",
+    ],
+)
+def test_create_app_refuses_a_public_url_no_redirect_uri_can_be_built_on(public_url: str) -> None:
+    """Found: these were accepted; the server then started, and every request for a
+    token failed (the redirect URI PUBLIC_URL/oauth/callback had a fragment, or the
+    callback path landed in the query), or the page's Origin check could never match."""
+    from roomsecrets.adapters.server import create_app
+    from roomsecrets.core.memory_store import MemoryStore
+
+    with pytest.raises(errors.InvalidInput):
+        create_app(store=MemoryStore(), jwt_key=KEY, public_url=public_url)
+
+
 # --- what reaches the logs ----------------------------------------------------------------
 
 _CALLBACK_LINES = {
