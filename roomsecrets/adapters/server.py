@@ -422,8 +422,8 @@ def create_app(
 
 def _check_public_url(public_url: str) -> None:
     """InvalidInput unless ``public_url`` can stand before ``/oauth/callback``: a host,
-    no user name or password, no query and no fragment (RFC 6749 §3.1.2: a redirect
-    URI has no fragment; with a query, the callback path would land inside it)."""
+    ASCII, no user name or password, no query and no fragment (RFC 6749 §3.1.2: a
+    redirect URI has no fragment; with a query, the callback path would land inside it)."""
     try:
         parts = urllib.parse.urlsplit(public_url)
         _ = parts.port  # raises ValueError for a port that is not one
@@ -431,6 +431,13 @@ def _check_public_url(public_url: str) -> None:
         raise InvalidInput("public_url is not a valid URL") from None
     if not parts.hostname:
         raise InvalidInput("public_url must name a host")
+    if not public_url.isascii() or " " in public_url:
+        # RFC 3986 §2: the redirect URI built on it must be ASCII; a browser sends an
+        # internationalised host as its A-label (punycode) in Origin.
+        raise InvalidInput(
+            "public_url must be ASCII without spaces: write an internationalised host "
+            "in its punycode form (xn--...) and percent-encode the path"
+        )
     if parts.username is not None or parts.password is not None:
         raise InvalidInput("public_url must not hold a user name or password")
     if parts.query or parts.fragment or "?" in public_url or "#" in public_url:

@@ -442,12 +442,15 @@ def test_the_page_works_behind_a_proxy_that_serves_the_server_under_a_path() -> 
         "http://user:pw@127.0.0.1:8700",
         "http://:8700",
         "http://127.0.0.1:99999",
+        "http://bücher.example:8700",
+        "http://127.0.0.1:8700/a path",
     ],
 )
 def test_create_app_refuses_a_public_url_no_redirect_uri_can_be_built_on(public_url: str) -> None:
     """Found: these were accepted; the server then started, and every request for a
     token failed (the redirect URI PUBLIC_URL/oauth/callback had a fragment, or the
-    callback path landed in the query), or the page's Origin check could never match."""
+    callback path landed in the query, or was not ASCII), or the page's Origin check
+    could never match."""
     from roomsecrets.adapters.server import create_app
     from roomsecrets.core.memory_store import MemoryStore
 
