@@ -893,10 +893,16 @@ async def _serve_socket(
                 message = await asyncio.wait_for(ws.receive(), min(left, _EXPIRY_RECHECK))
             except asyncio.TimeoutError:
                 continue
-            if message.type == WSMsgType.TEXT:
-                await _answer_frame(ws, message.data)
-            elif message.type == WSMsgType.BINARY:
-                await _send_error(ws, "invalid_input", "send JSON text frames, not binary ones")
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                try:
+                    if message.type == WSMsgType.TEXT:
+                        await _answer_frame(ws, message.data)
+                    else:
+                        await _send_error(
+                            ws, "invalid_input", "send JSON text frames, not binary ones"
+                        )
+                except ConnectionError:
+                    break  # the client went while we answered: a drop, not a server fault
             elif message.type == WSMsgType.CLOSE:
                 if message.data == WSCloseCode.OK:
                     grace = 0

@@ -16,6 +16,8 @@ import logging
 import os
 import re
 import secrets
+import socket
+import struct
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
@@ -456,6 +458,53 @@ def test_create_app_refuses_a_public_url_no_redirect_uri_can_be_built_on(public_
 
     with pytest.raises(errors.InvalidInput):
         create_app(store=MemoryStore(), jwt_key=KEY, public_url=public_url)
+
+
+def _masked_text_frame(payload: bytes) -> bytes:
+    """A client's WebSocket text frame (RFC 6455 §5.2; masked, under 126 bytes)."""
+    mask = secrets.token_bytes(4)
+    body = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + body
+
+
+def test_a_client_that_resets_while_its_pings_are_answered_is_a_drop_not_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found: the reset reached the middleware as ClientConnectionResetError: logged at
+    ERROR as an internal error, and the access record said 500."""
+    caplog.set_level(logging.INFO, logger="roomsecrets")
+
+    async def scenario() -> None:
+        async with serving(disconnect_grace=60) as served:
+            rooms = served.app[_ROOMS]
+            parts = urllib.parse.urlsplit(served.url)
+            for _ in range(3):
+                raw = socket.create_connection((parts.hostname, parts.port))
+                key = base64.b64encode(secrets.token_bytes(16)).decode()
+                raw.sendall(
+                    f"GET /rooms/{ROOM}/ws HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Authorization: {served.headers('alice')['Authorization']}\r\n\r\n".encode()
+                )
+                await until(lambda: len(rooms.sockets) == 1, "the socket is served")
+                raw.sendall(_masked_text_frame(b'{"type": "ping"}') * 2000)
+                # Close with a reset (SO_LINGER 0) while the pongs are being written.
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                raw.close()
+                await until(lambda: not rooms.sockets, "the socket is let go")
+                await until(lambda: not rooms._calls, "the call ended")
+                # A drop: alice stays for the grace period, as for any other drop.
+                (presence,) = rooms.presences.values()
+                assert presence.socket is None and presence.leaving is not None
+
+    run(scenario())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+    ]
+    statuses = [r.roomsecrets["status"] for r in caplog.records  # type: ignore[attr-defined]
+                if r.name == "roomsecrets.server.access"]
+    assert statuses and 500 not in statuses
 
 
 # --- what reaches the logs ----------------------------------------------------------------
