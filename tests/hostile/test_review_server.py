@@ -41,7 +41,7 @@ from roomsecrets.adapters.remote import MAX_ANSWER_BYTES, RemoteSecretsClient
 from roomsecrets.adapters.server import _ROOMS
 from roomsecrets.core import errors
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
-from tests.adapters.server_kit import KEY, ROOM, serving
+from tests.adapters.server_kit import KEY, ROOM, oauth_args, running_provider, serving
 from tests.adapters.test_server import _claims, _forged, post, still_serving, until
 from tests.hostile.test_hostile_callers import _redirect_query, hostile_room
 from tests.support.fake_provider import TokenQuirk
@@ -626,6 +626,42 @@ def test_sockets_racing_to_take_back_a_dropped_presence_leave_exactly_one_connec
                 await until(lambda: len(rooms.sockets) == 1, "the winner is served")
                 (presence,) = rooms.presences.values()
                 assert presence.socket in rooms.sockets
+
+    run(scenario())
+
+
+def test_a_prompt_that_times_out_during_the_grace_period_is_not_sent_on_reconnect() -> None:
+    # Pinned (no defect found): the grace period keeps the person, not her deadlines.
+    async def scenario() -> None:
+        with running_provider() as provider:
+            async with serving(provider=provider, disconnect_grace=60) as served, \
+                    aiohttp.ClientSession() as session:
+                url = f"{served.url}/rooms/{ROOM}/ws"
+                first = await session.ws_connect(url, headers=served.headers("alice"))
+                first._response.connection.transport.abort()  # type: ignore[union-attr]
+                rooms = served.app[_ROOMS]
+                await until(lambda: not rooms.sockets, "the drop is seen")
+
+                def ask(scopes: list[str], timeout: float) -> Awaitable[Any]:
+                    return post(
+                        served, "request_oauth_token",
+                        {**oauth_args(provider, scopes=scopes), "timeout": timeout,
+                         "from_participant_id": "alice"},
+                        participant="agent-1", grant=SecretsGrant.allow_all())
+
+                # Addressed while alice is away (she is still connected), then too late.
+                status, answer, _ = await ask(["mail.read"], 1)
+                assert (status, answer["error"]) == (504, "request_timeout")
+                later = asyncio.ensure_future(ask(["mail.send"], 30))
+                service = rooms.services[ROOM]
+                await until(lambda: len(service.registry) == 1, "the second request is open")
+                again = await session.ws_connect(url, headers=served.headers("alice"))
+                frame = await asyncio.wait_for(again.receive_json(), 10)
+                assert frame["type"] == "oauth_prompt"
+                assert frame["prompt"]["scopes"] == ["mail.send"]
+                await again.close()
+                status, answer, _ = await asyncio.wait_for(later, 10)
+                assert status == 410  # alice left (close 1000): the request ended
 
     run(scenario())
 
