@@ -126,6 +126,9 @@ from ..core.pending import PendingInput, PendingState
 from ..core.values import frozen_value
 
 __all__ = [
+    "CLOSE_ALREADY_CONNECTED",
+    "CLOSE_BAD_FRAME",
+    "CLOSE_INVALID_TOKEN",
     "ERROR_STATUSES",
     "OPERATIONS",
     "PROMPT_SCHEMA",
@@ -168,6 +171,15 @@ class ParticipantAlreadyConnected(InvalidInput):
     ``SecretsService.connect`` raises InvalidInput for the same thing."""
 
     code = "already_connected"
+
+
+#: WebSocket close codes (RFC 6455 §7.4.2: 4000-4999 are for applications), which a
+#: browser can read although it cannot see the status of a refused handshake: a bad
+#: first frame, a bad or expired token (also when an open socket's token expires),
+#: a participant that already has a socket open.
+CLOSE_BAD_FRAME = 4400
+CLOSE_INVALID_TOKEN = 4401
+CLOSE_ALREADY_CONNECTED = 4409
 
 
 #: HTTP status of each error kind; the first class the error is an instance of wins.

@@ -24,7 +24,8 @@ to it, the participant list shows it) while this client holds its WebSocket:
 closes it, which ends pending requests to and from the participant, as
 ``SecretsClient.close()`` does. ``oauth_prompts()`` yields every prompt received
 since ``connect()`` that is still open, then new ones as they arrive; it ends
-when the WebSocket closes. As in process, prompts that ended drop out: the
+when the WebSocket closes (with InvalidParticipantToken when the server closed it
+because the participant token expired). As in process, prompts that ended drop out: the
 server sends ``{"type": "oauth_prompt_ended", "request_id"}`` when one is
 answered (by us, through ``/oauth/callback`` or another client), rejected,
 cancelled or timed out, and a prompt is not yielded after that frame came.
@@ -49,6 +50,7 @@ from ..core.inputs import check_timeout
 from ..core.participants import ParticipantInfo
 from .aiohttp_transport import translate_aiohttp_error
 from .http_api import (
+    CLOSE_INVALID_TOKEN,
     InvalidParticipantToken,
     ParticipantAlreadyConnected,
     decode_data,
@@ -112,6 +114,8 @@ class RemoteSecretsClient:
         self._reader: Optional[asyncio.Task[None]] = None
         self._recent: dict[str, OAuthPrompt] = {}
         self._listeners: set[asyncio.Queue[Optional[OAuthPrompt]]] = set()
+        # How the server closed our last WebSocket (None: open, or closed by us).
+        self._server_close_code: Optional[int] = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -316,6 +320,7 @@ class RemoteSecretsClient:
             raise error from None
         self._ws = ws
         self._recent.clear()
+        self._server_close_code = None
         self._reader = asyncio.ensure_future(self._read_frames(ws))
 
     async def _read_frames(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -336,6 +341,7 @@ class RemoteSecretsClient:
                             # Iterators that have it queued skip it: see _is_open.
                             self._recent.pop(request_id, None)
         finally:
+            self._server_close_code = ws.close_code
             for listener in self._listeners:
                 listener.put_nowait(None)
 
@@ -359,7 +365,9 @@ class RemoteSecretsClient:
 
         Every prompt received since :meth:`connect` that is still open, then
         new ones as they arrive; prompts that ended (answered, rejected,
-        cancelled, timed out) drop out. Ends when the WebSocket closes.
+        cancelled, timed out) drop out. Ends when the WebSocket closes; raises
+        InvalidParticipantToken when the server closed it because the token
+        expired (close code 4401).
         """
         return self._prompt_stream()
 
@@ -373,6 +381,13 @@ class RemoteSecretsClient:
             while self.connected or not queue.empty():
                 received = await queue.get()
                 if received is None:
+                    if self._server_close_code == CLOSE_INVALID_TOKEN:
+                        # The token expired while the socket was open: as for an HTTP
+                        # call with it, not as a quiet end the caller cannot tell apart.
+                        raise InvalidParticipantToken(
+                            "the server closed the WebSocket: the participant token "
+                            "has expired or is no longer valid"
+                        )
                     return
                 # It may have ended while it waited in the queue (SPEC.md: prompts
                 # that ended drop out).

@@ -80,6 +80,9 @@ from ..core.service import SecretsService
 from .aiohttp_transport import AiohttpTransport
 from .approval import add_approval_page, public_origin
 from .http_api import (
+    CLOSE_ALREADY_CONNECTED,
+    CLOSE_BAD_FRAME,
+    CLOSE_INVALID_TOKEN,
     OPERATIONS,
     BodyTooLarge,
     InvalidParticipantToken,
@@ -112,11 +115,6 @@ DEFAULT_DISCONNECT_GRACE = 30.0
 DEFAULT_ROOM_IDLE_TTL = 600.0
 # How long a WebSocket without an Authorization header has to send its token.
 _LOGIN_TIMEOUT = 10.0
-# Close codes (RFC 6455 §7.4.2: 4000-4999 are for applications) a browser can
-# read, since it cannot see the status of a refused handshake.
-CLOSE_BAD_FRAME = 4400
-CLOSE_INVALID_TOKEN = 4401
-CLOSE_ALREADY_CONNECTED = 4409
 # How many requesters' display names the server remembers for its prompts.
 _NAMES_REMEMBERED = 4096
 _MAX_WS_MESSAGE = 64 * 1024

@@ -243,6 +243,28 @@ def test_a_websocket_is_closed_with_4401_when_its_token_expires(door: str, pingi
     run(scenario())
 
 
+def test_the_remote_prompt_stream_raises_invalid_token_when_the_server_closes_it_so() -> None:
+    """Found (with the 4401 close above): oauth_prompts() just ended, so the CLI's
+    `oauth2 prompts` said "the server closed the connection", not why."""
+
+    async def scenario() -> None:
+        async with serving() as served:
+            client = RemoteSecretsClient(served.url, token=_expiring(3))
+
+            async def listen() -> None:
+                async for _ in client.oauth_prompts():
+                    raise AssertionError("no prompt was addressed to alice")
+
+            try:
+                with pytest.raises(InvalidParticipantToken) as refused:
+                    await asyncio.wait_for(listen(), 30)
+                assert "expired" in str(refused.value)
+            finally:
+                await client.close()
+
+    run(scenario())
+
+
 def _rooms_remembered(served: Any) -> set[str]:
     """Every room the server holds anything for (services, counters, presences, names)."""
     rooms = served.app[_ROOMS]
