@@ -72,7 +72,9 @@ WebSocket ``/rooms/{room}/ws``
 
         {"type": "oauth_prompt", "prompt": {"request_id", "authorization_url", "state",
          "code_challenge", "from_participant_id", "client_id", "scopes",
-         "redirect_uri", "expires_at"}, "from_participant_name"}
+         "redirect_uri", "expires_at"}, "from_participant_name", "server_time"}
+        (``server_time``: the server's clock when it sent the frame, which
+        ``expires_at`` is on: a client whose own clock is off judges deadlines by it)
         {"type": "oauth_prompt_ended", "request_id"}   (answered, rejected, cancelled
          or timed out: it can no longer be answered)
         {"type": "secrets_changed"}   (the participant's stored secrets changed)

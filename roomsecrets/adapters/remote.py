@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -114,6 +115,9 @@ class RemoteSecretsClient:
         self._reader: Optional[asyncio.Task[None]] = None
         self._recent: dict[str, OAuthPrompt] = {}
         self._listeners: set[asyncio.Queue[Optional[OAuthPrompt]]] = set()
+        # The server's clock minus ours, from the last prompt frame: expires_at is on
+        # the server's clock, and ours may be minutes off.
+        self._clock_offset = 0.0
         # How the server closed our last WebSocket (None: open, or closed by us).
         self._server_close_code: Optional[int] = None
         self._closed = False
@@ -334,7 +338,9 @@ class RemoteSecretsClient:
                     if not isinstance(frame, dict):
                         continue
                     if frame.get("type") == "oauth_prompt":
-                        self._deliver(prompt_from_json(frame.get("prompt")))
+                        prompt = prompt_from_json(frame.get("prompt"))
+                        self._learn_server_time(frame.get("server_time"))
+                        self._deliver(prompt)
                     elif frame.get("type") == "oauth_prompt_ended":
                         request_id = frame.get("request_id")
                         if isinstance(request_id, str):
@@ -349,10 +355,24 @@ class RemoteSecretsClient:
         """True while ``prompt`` may still be answered, as far as we have heard:
         no ``oauth_prompt_ended`` frame for it, and its deadline has not passed
         (the server's frame for a timeout may not have arrived yet)."""
-        return prompt.request_id in self._recent and prompt.expires_at > time.time()
+        return prompt.request_id in self._recent and prompt.expires_at > self._server_now()
+
+    def _server_now(self) -> float:
+        return time.time() + self._clock_offset
+
+    def _learn_server_time(self, server_time: object) -> None:
+        # A server that predates server_time sends none: our clock, as before.
+        if isinstance(server_time, bool) or not isinstance(server_time, (int, float)):
+            return
+        try:
+            offset = float(server_time) - time.time()
+        except OverflowError:  # an int beyond any float
+            return
+        if math.isfinite(offset):
+            self._clock_offset = offset
 
     def _deliver(self, prompt: OAuthPrompt) -> None:
-        now = time.time()
+        now = self._server_now()
         for request_id, old in list(self._recent.items()):
             if old.expires_at <= now:
                 del self._recent[request_id]

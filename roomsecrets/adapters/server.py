@@ -969,6 +969,9 @@ async def _push_prompts(
                         "from_participant_name": rooms.name_of(
                             room, prompt.from_participant_id
                         ),
+                        # expires_at is on the service's clock; a client whose own
+                        # clock is off judges the deadline by this.
+                        "server_time": rooms.service(room).clock(),
                     }
                 )
             await watcher

@@ -265,6 +265,52 @@ def test_the_remote_prompt_stream_raises_invalid_token_when_the_server_closes_it
     run(scenario())
 
 
+class _SkewedTime:
+    """``time`` as seen by a machine whose clock is ``skew`` seconds off."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.mark.parametrize("skew", [600.0, -600.0], ids=["client-ahead", "client-behind"])
+def test_a_client_whose_clock_is_off_still_gets_its_prompts(
+    skew: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found (client-ahead): prompts were dropped as expired by the client's own clock,
+    so `oauth2 prompts` on a machine 10 minutes ahead showed nothing at all."""
+    from roomsecrets.adapters import remote as remote_module
+
+    monkeypatch.setattr(remote_module, "time", _SkewedTime(skew))
+
+    async def scenario() -> None:
+        with running_provider() as provider:
+            async with serving(provider=provider) as served, served.remote("alice") as alice:
+                await alice.connect()
+                asking = asyncio.ensure_future(post(
+                    served, "request_oauth_token",
+                    {**oauth_args(provider), "timeout": 300, "from_participant_id": "alice"},
+                    participant="agent-1", grant=SecretsGrant.allow_all()))
+                stream = alice.oauth_prompts()
+                prompt = await asyncio.wait_for(stream.__anext__(), 15)
+                assert prompt.from_participant_id == "agent-1"
+                await alice.reject_oauth_authorization(
+                    request_id=prompt.request_id, error="user_cancelled"
+                )
+                status, _, _ = await asyncio.wait_for(asking, 10)
+                assert status == 409
+                # An ended prompt still drops out on the skewed clock.
+                assert not alice._is_open(prompt)
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    run(scenario())
+
+
 def _rooms_remembered(served: Any) -> set[str]:
     """Every room the server holds anything for (services, counters, presences, names)."""
     rooms = served.app[_ROOMS]
@@ -968,6 +1014,39 @@ def test_a_servers_error_text_reaches_us_without_control_characters(
             text = str(failed.value)
             assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
             assert "second line" in text  # the text itself is kept
+
+    run(scenario())
+
+
+def test_a_garbage_server_time_is_ignored_and_the_prompts_still_come() -> None:
+    frames = [
+        _prompt_frame("huge-time", str(time.time() + 600)).replace(
+            '"type": "oauth_prompt"', '"server_time": ' + "9" * 400 + ', "type": "oauth_prompt"'
+        ),
+        _prompt_frame("text-time", str(time.time() + 600)).replace(
+            '"type": "oauth_prompt"', '"server_time": "soon", "type": "oauth_prompt"'
+        ),
+        _prompt_frame("infinite-time", str(time.time() + 600)).replace(
+            '"type": "oauth_prompt"', '"server_time": -Infinity, "type": "oauth_prompt"'
+        ),
+        _prompt_frame("plain", str(time.time() + 600)),
+    ]
+
+    async def socket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for frame in frames:
+            await ws.send_str(frame)
+        await ws.receive()
+        return ws
+
+    async def scenario() -> None:
+        async with garbage_server(socket) as url, _client(url) as client:
+            stream = client.oauth_prompts()
+            seen = [(await asyncio.wait_for(stream.__anext__(), 30)).request_id
+                    for _ in frames]
+            assert seen == ["huge-time", "text-time", "infinite-time", "plain"]
+            await stream.aclose()  # type: ignore[attr-defined]
 
     run(scenario())
 
