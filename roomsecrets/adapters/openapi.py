@@ -95,7 +95,10 @@ _WEBSOCKET_DETAILS = (
     '{"type": "authenticate", "token": "<participant token>"} as the first frame; '
     'the server answers {"type": "authenticated", "room", "participant": {"id", "name"}, '
     '"server_time", "disconnect_grace"} or an error frame and closes with 4400 (bad '
-    "first frame), 4401 (bad token) or 4409 (already connected). A request with an "
+    "first frame), 4401 (bad or expired token; an open socket is also closed with "
+    "4401, after an error frame, when its token expires) or 4409 (already connected). "
+    'Each {"type": "oauth_prompt"} frame carries "server_time", so a client whose clock '
+    "is off can judge expires_at. A request with an "
     "Origin header other than the server's own origin is refused with 403. "
     'Besides prompts the server sends {"type": "oauth_prompt_ended", "request_id"} when '
     "an open prompt ends (answered, rejected, timed out or cancelled). A close with "

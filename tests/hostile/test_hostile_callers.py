@@ -346,8 +346,9 @@ def test_a_deeply_nested_websocket_frame_gets_an_error_frame_and_the_socket_stay
 
 def test_the_servers_aiohttp_log_reaches_the_leak_scan() -> None:
     # aiohttp logs a request it cannot parse (here a header line over its 8190-byte
-    # limit) on its own logger, quoting the start of the line: the session-wide
-    # scan must read that logger too (tests/support/leak_watch.py).
+    # limit), quoting the start of the line. start_server gives aiohttp the logger
+    # `roomsecrets.server.http`, whose filter removes query strings and bearer tokens;
+    # the session-wide scan must read that logger too (tests/support/leak_watch.py).
     marker = "hostile-" + secrets.token_hex(8)
 
     async def scenario() -> int:
