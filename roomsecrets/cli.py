@@ -53,6 +53,10 @@ TOKEN_ENV = "ROOMSECRETS_TOKEN"
 DEFAULT_SERVER = "http://127.0.0.1:8700"
 _PROG = "roomsecrets"
 _DELEGATED_TO = "the participant it is delegated to, when it is"
+_INSECURE_HTTP_HELP = (
+    "let the participant token cross the network over plain http to a server that is "
+    "not loopback (refused by default: RFC 6750 §5.3)"
+)
 # How long ``oauth2 request`` waits before saying it is waiting: a token that is
 # already stored comes back at once, with no prompt to wait for.
 _FIRST_NOTICE = 0.3
@@ -85,6 +89,12 @@ def _build_parser() -> _Parser:
     )
     client.add_argument(
         "--token", default=argparse.SUPPRESS, help=f"participant token (env {TOKEN_ENV})"
+    )
+    client.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=_INSECURE_HTTP_HELP,
     )
     room = _Parser(add_help=False)
     room.add_argument("--room", required=True, help="the room (must be the token's room)")
@@ -152,6 +162,7 @@ def _build_parser() -> _Parser:
         help=f"with --login-url: the server's public URL (env {SERVER_ENV}, "
         f"default {DEFAULT_SERVER})",
     )
+    mint.add_argument("--allow-insecure-http", action="store_true", help=_INSECURE_HTTP_HELP)
     _store_flag(mint)
     mint.set_defaults(run=_token_mint)
 
@@ -492,10 +503,12 @@ def _token_mint(args: argparse.Namespace) -> int:
     )
     if args.login_url:
         from .adapters.approval import login_url
+        from .adapters.http_api import check_server_url
 
-        server = _server_url(args)
-        if not server.startswith(("http://", "https://")):
-            raise InvalidInput("--server must be an http or https URL")
+        # The page would send the token over its WebSocket: the same rule as a client.
+        server = check_server_url(
+            _server_url(args), allow_insecure_http=args.allow_insecure_http, what="--server"
+        )
         print(login_url(server, token))
     else:
         print(token)
@@ -558,13 +571,23 @@ def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         if not token:
             raise _Failure(f"no participant token: pass --token or set {TOKEN_ENV}")
+        from .adapters.http_api import check_server_url
+
+        allow_insecure_http = getattr(args, "allow_insecure_http", False)
+        # Checked here too, so the error names the flag rather than the Python argument.
+        check_server_url(server, allow_insecure_http=allow_insecure_http, what="--server")
         _need("aiohttp", "aiohttp")
         from .adapters.remote import RemoteSecretsClient
 
         async def with_client() -> int:
             terminated = _cancel_on_sigterm()
             try:
-                async with RemoteSecretsClient(server, token=token, room=args.room) as client:
+                async with RemoteSecretsClient(
+                    server,
+                    token=token,
+                    room=args.room,
+                    allow_insecure_http=allow_insecure_http,
+                ) as client:
                     return await work(client, args)
             except asyncio.CancelledError:
                 if not terminated.is_set():

@@ -14,8 +14,8 @@ from roomsecrets.cli import _build_parser
 
 PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 #: Taken by every client command; the page lists them once, in their own section.
-CLIENT_FLAGS = {"--server", "--token", "--room"}
-CLIENT_SECTION = "Client commands: `--server`, `--token`, `--room`"
+CLIENT_FLAGS = {"--server", "--token", "--room", "--allow-insecure-http"}
+CLIENT_SECTION = "Client commands: `--server`, `--token`, `--room`, `--allow-insecure-http`"
 CLIENT_GROUPS = {"oauth2", "participant", "secret"}
 
 

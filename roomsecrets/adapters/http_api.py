@@ -97,14 +97,17 @@ import binascii
 import json
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Optional
 
 from ..core.api import OAuthPrompt, SecretInfo
+from ..core.endpoints import is_loopback_host
 from ..core.errors import (
     ConfigurationError,
     GrantDenied,
     IllegalTransition,
+    InsecureEndpointError,
     InvalidInput,
     IssuerMismatch,
     LeaseLost,
@@ -139,6 +142,7 @@ __all__ = [
     "InvalidParticipantToken",
     "Operation",
     "ParticipantAlreadyConnected",
+    "check_server_url",
     "decode_data",
     "encode_data",
     "error_body",
@@ -781,3 +785,34 @@ def operation(name: str) -> Operation:
         if op.name == name:
             return op
     raise KeyError(name)
+
+
+def check_server_url(
+    server_url: object, *, allow_insecure_http: bool = False, what: str = "server_url"
+) -> str:
+    """``server_url`` if a participant token may be sent there; else InvalidInput.
+
+    Plain ``http`` only to a loopback host (``localhost``, 127.0.0.0/8, ``::1``) or
+    with ``allow_insecure_http``: RFC 6750 §5.3 (bearer tokens travel over TLS).
+    """
+    if not isinstance(server_url, str) or not server_url.lower().startswith(
+        ("http://", "https://")
+    ):
+        raise InvalidInput(f"{what} must be an http or https URL")
+    try:
+        host = urllib.parse.urlsplit(server_url).hostname
+    except ValueError:
+        raise InvalidInput(f"{what} cannot be parsed") from None
+    if not host:
+        raise InvalidInput(f"{what} has no host")
+    if (
+        server_url.lower().startswith("http://")
+        and not allow_insecure_http
+        and not is_loopback_host(host)
+    ):
+        raise InsecureEndpointError(
+            "the participant token would cross the network in clear text: use https, or "
+            "allow plain http explicitly (allow_insecure_http=True, CLI "
+            "--allow-insecure-http; RFC 6750 §5.3)"
+        )
+    return server_url

@@ -54,6 +54,7 @@ from .http_api import (
     CLOSE_INVALID_TOKEN,
     InvalidParticipantToken,
     ParticipantAlreadyConnected,
+    check_server_url,
     decode_data,
     encode_data,
     error_from_body,
@@ -85,6 +86,10 @@ class RemoteSecretsClient:
         timeout: seconds an ordinary call may take (``request_oauth_token``
             waits its own ``timeout`` plus a margin); more than 0, at most a day
             (InvalidInput otherwise).
+        allow_insecure_http: send the token over plain ``http`` to a host that is
+            not loopback. Off by default: a bearer token must travel over TLS
+            (RFC 6750 §5.3), or anyone on the path can act as the participant.
+            Without it such a URL raises InsecureEndpointError.
     """
 
     def __init__(
@@ -94,9 +99,9 @@ class RemoteSecretsClient:
         token: str,
         room: Optional[str] = None,
         timeout: float = 120.0,
+        allow_insecure_http: bool = False,
     ) -> None:
-        if not isinstance(server_url, str) or not server_url.startswith(("http://", "https://")):
-            raise InvalidInput("server_url must be an http or https URL")
+        check_server_url(server_url, allow_insecure_http=allow_insecure_http)
         claims = unverified_claims(token)
         participant_id, token_room = claims.get("sub"), claims.get("room")
         if not isinstance(participant_id, str) or not isinstance(token_room, str):
