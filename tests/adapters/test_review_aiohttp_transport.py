@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
-import threading
 import zlib
 from collections.abc import Iterator
 
@@ -25,37 +23,9 @@ from roomsecrets.adapters.aiohttp_transport import AiohttpTransport
 from roomsecrets.core.http import HttpRequest, HttpResponse
 from roomsecrets.core.ports import HttpTransport
 from roomsecrets.core.urllib_transport import UrllibTransport
+from tests.support.raw_server import RawServer
 
 TOKEN_JSON = b'{"access_token":"at-1","token_type":"Bearer"}'
-
-
-class _RawServer:
-    """Answers every connection on 127.0.0.1 with the same raw bytes, then closes it."""
-
-    def __init__(self, raw: bytes) -> None:
-        self._raw = raw
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(8)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/token"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:  # closed by the test
-                return
-            with conn:
-                try:
-                    conn.recv(65536)
-                    conn.sendall(self._raw)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
-
 
 def _encoded_answer(body: bytes, encoding: str) -> bytes:
     head = (
@@ -67,8 +37,8 @@ def _encoded_answer(body: bytes, encoding: str) -> bytes:
 
 
 @pytest.fixture
-def serve() -> Iterator[list[_RawServer]]:
-    servers: list[_RawServer] = []
+def serve() -> Iterator[list[RawServer]]:
+    servers: list[RawServer] = []
     yield servers
     for server in servers:
         server.close()
@@ -93,7 +63,7 @@ def _send(transport: HttpTransport, url: str, max_body: int) -> HttpResponse:
 @pytest.mark.parametrize("make", [AiohttpTransport, UrllibTransport], ids=["aiohttp", "urllib"])
 def test_a_compressed_answer_nobody_asked_for_comes_back_as_sent(serve, make):
     compressed = gzip.compress(TOKEN_JSON)
-    server = _RawServer(_encoded_answer(compressed, "gzip"))
+    server = RawServer(_encoded_answer(compressed, "gzip"))
     serve.append(server)
     response = _send(make(), server.url, max_body=64 * 1024)
     assert response.status == 200
@@ -107,7 +77,7 @@ def test_a_gzip_bomb_under_the_cap_is_never_inflated():
     chunk = bytes(1 << 20)
     bomb = b"".join(packer.compress(chunk) for _ in range(64)) + packer.flush()
     assert len(bomb) < 1 << 20
-    server = _RawServer(_encoded_answer(bomb, "gzip"))
+    server = RawServer(_encoded_answer(bomb, "gzip"))
     try:
         response = _send(AiohttpTransport(), server.url, max_body=1 << 20)
     finally:
@@ -122,7 +92,7 @@ def test_an_early_hints_answer_is_skipped_by_both_transports(serve, make):
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(TOKEN_JSON) + TOKEN_JSON
     )
-    server = _RawServer(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + final)
+    server = RawServer(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + final)
     serve.append(server)
     response = _send(make(), server.url, max_body=64 * 1024)
     assert (response.status, response.body) == (200, TOKEN_JSON)

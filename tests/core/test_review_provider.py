@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Callable, TypeVar
 
@@ -32,43 +30,15 @@ from roomsecrets.core.tokens import TokenSet
 from roomsecrets.core.urllib_transport import UrllibTransport
 from tests.core.service_kit import approve_next, ask, make_service, room, running_provider
 from tests.support.fake_provider import CannedResponse
+from tests.support.raw_server import RawServer
 
 _T = TypeVar("_T")
 
 # --- 1. a malformed answer is the answer's fault, not the request's -----------------------
 
-
-class _RawServer:
-    """Answers every connection on 127.0.0.1 with the same raw bytes, then closes it."""
-
-    def __init__(self, raw: bytes) -> None:
-        self._raw = raw
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(8)
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:  # closed by the test
-                return
-            with conn:
-                try:
-                    conn.recv(65536)
-                    conn.sendall(self._raw)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 @pytest.fixture
-def raw_server(request: pytest.FixtureRequest) -> Iterator[_RawServer]:
-    server = _RawServer(request.param)
+def raw_server(request: pytest.FixtureRequest) -> Iterator[RawServer]:
+    server = RawServer(request.param)
     yield server
     server.close()
 
