@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Optional
 
+import aiohttp
 from aiohttp import web
 
 from roomsecrets.adapters.participant_tokens import mint_participant_token
@@ -130,3 +131,16 @@ def approve_via_callback(authorization_url: str) -> tuple[int, dict[str, str], s
     """Play the person in a browser: approve at the provider, follow its redirect to
     the server's ``/oauth/callback``. Blocking; call with ``asyncio.to_thread``."""
     return get_page(authorization_redirect(authorization_url))
+
+
+async def bearer_websocket_status(served: Served, room: str, token: str) -> int:
+    """The HTTP status a WebSocket upgrade with ``token`` as its bearer gets (101: opened)."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            ws = await session.ws_connect(
+                f"{served.url}/rooms/{room}/ws", headers={"Authorization": f"Bearer {token}"}
+            )
+        except aiohttp.WSServerHandshakeError as refused:
+            return refused.status
+        await ws.close()
+        return 101
