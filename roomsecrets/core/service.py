@@ -42,6 +42,7 @@ from .errors import (
     RequestCancelled,
     RequestRejected,
     RequestTimedOut,
+    ResponseTooLarge,
     RoomSecretsError,
     UnknownRequest,
     VersionConflict,
@@ -853,6 +854,14 @@ class SecretsService:
             )
         except asyncio.TimeoutError:
             self._revocation_failed(actor, ProviderTimeout.code, details)
+        except ResponseTooLarge as exc:
+            if exc.status is not None:
+                details.append(("status", str(exc.status)))
+            if exc.status == 200:
+                # RFC 7009 §2.2: the client ignores the body; a 200 alone says revoked.
+                self._revoked(actor, details)
+            else:
+                self._revocation_failed(actor, exc.code, details)
         except RoomSecretsError as exc:
             if isinstance(exc, OAuthError):
                 details.append(("oauth_error", exc.error))
@@ -860,17 +869,20 @@ class SecretsService:
         except Exception as exc:  # a transport bug must not fail the person's delete
             self._revocation_failed(actor, type(exc).__name__, details)
         else:
-            self.audit(
-                AuditEvent(
-                    action="credential.revoked",
-                    room=self.room,
-                    actor=actor,
-                    outcome="ok",
-                    reason="revoked at the provider (RFC 7009)",
-                    at=self.clock(),
-                    details=tuple(details),
-                )
+            self._revoked(actor, details)
+
+    def _revoked(self, actor: str, details: list[tuple[str, str]]) -> None:
+        self.audit(
+            AuditEvent(
+                action="credential.revoked",
+                room=self.room,
+                actor=actor,
+                outcome="ok",
+                reason="revoked at the provider (RFC 7009)",
+                at=self.clock(),
+                details=tuple(details),
             )
+        )
 
     def _revocation_failed(self, actor: str, code: str, details: list[tuple[str, str]]) -> None:
         # The credential is deleted here; the provider may still honour the token.

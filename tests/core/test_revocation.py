@@ -15,6 +15,7 @@ from roomsecrets.core import errors
 from roomsecrets.core.credentials import StoredCredential
 from roomsecrets.core.ports import SecretKey
 from roomsecrets.core.revocation import (
+    MAX_REVOCATION_RESPONSE_BYTES,
     build_revocation_request,
     check_revocation_response,
     revocation_request_for,
@@ -316,6 +317,33 @@ def test_a_failed_revocation_is_audited_and_the_delete_is_still_done(answer, rea
             assert (failed.outcome, failed.reason, failed.actor) == ("error", reason, "alice")
             assert events(service, "credential.revoked") == []
             assert provider.is_active(token)  # the provider did not revoke it
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("status", "action"), [
+    (200, "credential.revoked"), (400, "credential.revocation_failed"),
+])
+def test_a_revocation_answer_too_large_to_read_is_judged_by_its_status(status, action):
+    # RFC 7009 §2.2: the body is ignored, so a 200 whose body is over the cap is a
+    # revocation; any other status is a failure whatever the body would have said.
+    async def scenario():
+        with running_provider() as provider:
+            service = make_service()
+            agent, alice = room(service)
+            request = ask_by_issuer(agent, provider.issuer)
+            await approve_with_iss(alice)
+            await request
+            key, _ = await stored_credential(service)
+            huge = "x" * (MAX_REVOCATION_RESPONSE_BYTES + 1)
+            provider.queue_revocation_responses(CannedResponse.text(huge, status=status))
+            await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
+            assert await service.store.list(service.room, "alice") == []
+            [event] = [e for e in service.audit.events if e.action.startswith("credential.revo")]
+            assert event.action == action
+            assert ("status", str(status)) in event.details
+            if action == "credential.revocation_failed":
+                assert event.reason == "response_too_large"
 
     run(scenario())
 
