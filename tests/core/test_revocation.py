@@ -291,6 +291,21 @@ def test_a_confidential_client_with_an_odd_secret_revokes_with_client_secret_bas
     run(scenario())
 
 
+async def delete_answered_with(provider, answer, **settings):
+    """Approve a credential, then delete it while the revocation endpoint gives
+    ``answer``; return the service and the access token, the delete done."""
+    service = make_service(**settings)
+    agent, alice = room(service)
+    request = ask_by_issuer(agent, provider.issuer)
+    await approve_with_iss(alice)
+    token = await request
+    key, _ = await stored_credential(service)
+    provider.queue_revocation_responses(answer)
+    await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
+    assert await service.store.list(service.room, "alice") == []
+    return service, token
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -304,15 +319,7 @@ def test_a_confidential_client_with_an_odd_secret_revokes_with_client_secret_bas
 def test_a_failed_revocation_is_audited_and_the_delete_is_still_done(answer, reason):
     async def scenario():
         with running_provider() as provider:
-            service = make_service(revocation_timeout=0.3)
-            agent, alice = room(service)
-            request = ask_by_issuer(agent, provider.issuer)
-            await approve_with_iss(alice)
-            token = await request
-            key, _ = await stored_credential(service)
-            provider.queue_revocation_responses(answer)
-            await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
-            assert await service.store.list(service.room, "alice") == []
+            service, token = await delete_answered_with(provider, answer, revocation_timeout=0.3)
             [failed] = events(service, "credential.revocation_failed")
             assert (failed.outcome, failed.reason, failed.actor) == ("error", reason, "alice")
             assert events(service, "credential.revoked") == []
@@ -329,16 +336,10 @@ def test_a_revocation_answer_too_large_to_read_is_judged_by_its_status(status, a
     # revocation; any other status is a failure whatever the body would have said.
     async def scenario():
         with running_provider() as provider:
-            service = make_service()
-            agent, alice = room(service)
-            request = ask_by_issuer(agent, provider.issuer)
-            await approve_with_iss(alice)
-            await request
-            key, _ = await stored_credential(service)
             huge = "x" * (MAX_REVOCATION_RESPONSE_BYTES + 1)
-            provider.queue_revocation_responses(CannedResponse.text(huge, status=status))
-            await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
-            assert await service.store.list(service.room, "alice") == []
+            service, _ = await delete_answered_with(
+                provider, CannedResponse.text(huge, status=status)
+            )
             [event] = [e for e in service.audit.events if e.action.startswith("credential.revo")]
             assert event.action == action
             assert ("status", str(status)) in event.details
