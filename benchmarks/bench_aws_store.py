@@ -22,8 +22,8 @@ from typing import Any
 
 from roomsecrets import SecretsGrant, SecretsService
 from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
+from roomsecrets.core.oauth.tokens import TokenSet
 from roomsecrets.core.ports import SecretKey
-from roomsecrets.core.tokens import TokenSet
 
 from .harness import Row
 

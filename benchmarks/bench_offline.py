@@ -22,7 +22,7 @@ import warnings
 
 from roomsecrets import MemoryStore, SecretsGrant, SecretsService
 from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.tokens import TokenSet
 
 from .harness import Row
 

@@ -22,9 +22,9 @@ import time
 import tracemalloc
 from typing import Callable
 
-from roomsecrets.core.authorization import build_authorization_url
-from roomsecrets.core.pending_registry import Outcome, PendingRegistry
-from roomsecrets.core.pkce import generate_pkce_pair
+from roomsecrets.core.oauth.authorization import build_authorization_url
+from roomsecrets.core.oauth.pkce import generate_pkce_pair
+from roomsecrets.core.pending.registry import Outcome, PendingRegistry
 
 from .harness import Row, interleaved_best
 

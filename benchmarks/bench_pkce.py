@@ -11,7 +11,7 @@ import base64
 import hashlib
 import secrets
 
-from roomsecrets.core.pkce import generate_pkce_pair
+from roomsecrets.core.oauth.pkce import generate_pkce_pair
 
 from .harness import Row, interleaved_best
 

@@ -73,7 +73,7 @@ async def _our_app(key: bytes) -> Any:
     from roomsecrets import MemoryStore, SecretsService
     from roomsecrets.adapters.server import create_app
     from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
-    from roomsecrets.core.tokens import TokenSet
+    from roomsecrets.core.oauth.tokens import TokenSet
 
     # As `roomsecrets serve` logs: INFO access records, here to /dev/null.
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
@@ -186,7 +186,7 @@ def run(quick: bool = False) -> list[Row]:
     import secrets
 
     from roomsecrets import SecretsGrant
-    from roomsecrets.adapters.participant_tokens import mint_participant_token
+    from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 
     total, rounds = (500, 1) if quick else (4_000, 3)
     key = secrets.token_hex(32)

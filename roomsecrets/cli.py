@@ -37,8 +37,8 @@ import sys
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Callable, NoReturn, Optional
 
+from .adapters.server.signing_key import DEFAULT_STORE, JWT_KEY_ENV, StoreSpec
 from .core.errors import InvalidInput, RoomSecretsError
-from .signing_key import DEFAULT_STORE, JWT_KEY_ENV, StoreSpec
 
 if TYPE_CHECKING:
     from .adapters.remote import RemoteSecretsClient
@@ -402,7 +402,7 @@ def _need(module: str, extra: str) -> None:
 
 
 def _store_spec(args: argparse.Namespace) -> StoreSpec:
-    from .signing_key import parse_store_spec
+    from .adapters.server.signing_key import parse_store_spec
 
     spec: StoreSpec = parse_store_spec(args.store)
     return spec
@@ -424,7 +424,7 @@ def _open_store(spec: StoreSpec) -> SecretStore:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .signing_key import load_signing_key
+    from .adapters.server.signing_key import load_signing_key
 
     spec = _store_spec(args)
     key = load_signing_key(spec)
@@ -486,12 +486,12 @@ async def _serve_until_stopped(
 
 
 def _token_mint(args: argparse.Namespace) -> int:
-    from .signing_key import load_signing_key
+    from .adapters.server.signing_key import load_signing_key
 
     key = load_signing_key(_store_spec(args))
     grant = _grant(args.grant)
     _need("jwt", "aiohttp")
-    from .adapters.participant_tokens import mint_participant_token
+    from .adapters.server.participant_tokens import mint_participant_token
 
     token = mint_participant_token(
         key,
@@ -502,8 +502,8 @@ def _token_mint(args: argparse.Namespace) -> int:
         ttl=args.ttl,
     )
     if args.login_url:
-        from .adapters.approval import login_url
-        from .adapters.http_api import check_server_url
+        from .adapters.server.approval import login_url
+        from .adapters.server.http_api import check_server_url
 
         # The page would send the token over its WebSocket: the same rule as a client.
         server = check_server_url(
@@ -571,7 +571,7 @@ def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         if not token:
             raise _Failure(f"no participant token: pass --token or set {TOKEN_ENV}")
-        from .adapters.http_api import check_server_url
+        from .adapters.server.http_api import check_server_url
 
         allow_insecure_http = getattr(args, "allow_insecure_http", False)
         # Checked here too, so the error names the flag rather than the Python argument.

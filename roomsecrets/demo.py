@@ -44,8 +44,8 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, Optional, TextIO, TypeVar
 
+from .adapters.server.signing_key import StoreSpec, load_signing_key
 from .dev_provider import OAuthProvider, authorization_redirect, browser_get
-from .signing_key import StoreSpec, load_signing_key
 
 if TYPE_CHECKING:
     from .adapters.remote import RemoteSecretsClient
@@ -169,8 +169,8 @@ async def _room_server(
 
 
 async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> int:
-    from .adapters.participant_tokens import mint_participant_token
     from .adapters.remote import RemoteSecretsClient
+    from .adapters.server.participant_tokens import mint_participant_token
     from .core.grants import OAuthRule, SecretsGrant
 
     started = time.perf_counter()
@@ -209,7 +209,7 @@ async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> i
             if by_hand is None:
                 out.line(f"  person           {PERSON} (connected over the WebSocket)")
             else:
-                from .adapters.approval import login_url
+                from .adapters.server.approval import login_url
 
                 out.line(f"  person           you, as {PERSON}: open this in your browser:")
                 out.line(f"  {login_url(url, person_token)}")

@@ -1,6 +1,6 @@
 """``AiohttpTransport``: the :class:`~roomsecrets.core.ports.HttpTransport` port on aiohttp.
 
-The rules it keeps are the core transport's (``roomsecrets.core.urllib_transport``),
+The rules it keeps are the core transport's (``roomsecrets.core.oauth.urllib_transport``),
 with one pooled connection set instead of a thread per request:
 
 - **One pooled** ``ClientSession``, made on the first :meth:`AiohttpTransport.send`
@@ -42,7 +42,6 @@ from typing import Optional, Union
 import aiohttp
 import yarl
 
-from ..core.endpoints import is_loopback_host
 from ..core.errors import (
     ConfigurationError,
     ConnectError,
@@ -52,7 +51,8 @@ from ..core.errors import (
     RoomSecretsError,
     TransportError,
 )
-from ..core.http import HttpRequest, HttpResponse
+from ..core.oauth.endpoints import is_loopback_host
+from ..core.oauth.http import HttpRequest, HttpResponse
 
 __all__ = ["AiohttpTransport", "translate_aiohttp_error"]
 

@@ -10,7 +10,7 @@ it moves out of process::
                                                  from_participant_id="alice",
                                                  redirect_uri=...)
 
-Each method is one HTTP call (:mod:`roomsecrets.adapters.http_api` lists them);
+Each method is one HTTP call (:mod:`roomsecrets.adapters.server.http_api` lists them);
 an error answer is rebuilt into the roomsecrets exception the server raised
 (same class, ``code`` and message), and a failure to reach the server is a
 :class:`~roomsecrets.core.errors.ConnectError` (never sent) or another
@@ -50,7 +50,7 @@ from ..core.errors import InvalidInput, ParticipantNotConnected, RoomSecretsErro
 from ..core.inputs import check_timeout
 from ..core.participants import ParticipantInfo
 from .aiohttp_transport import translate_aiohttp_error
-from .http_api import (
+from .server.http_api import (
     CLOSE_INVALID_TOKEN,
     InvalidParticipantToken,
     ParticipantAlreadyConnected,

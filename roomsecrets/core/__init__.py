@@ -17,31 +17,31 @@ from .errors import __all__ as _error_names
 if TYPE_CHECKING:
     from .api import SecretsAPI
     from .audit import AuditEvent, AuditSink, RecordingAuditSink, null_audit_sink
-    from .authorization import build_authorization_url
     from .client import SecretsClient
-    from .discovery import (
+    from .grants import GrantDecision, OAuthRule, SecretsGrant
+    from .memory_store import MemoryStore
+    from .oauth.authorization import build_authorization_url
+    from .oauth.discovery import (
         ProviderMetadata,
         build_metadata_request,
         metadata_urls,
         parse_metadata_response,
     )
-    from .grants import GrantDecision, OAuthRule, SecretsGrant
-    from .http import HttpRequest, HttpResponse
-    from .memory_store import MemoryStore
-    from .pkce import generate_pkce_pair, generate_verifier, s256_challenge, validate_verifier
-    from .ports import HttpTransport, Lease, SecretKey, SecretRecord, SecretStore
-    from .retry import RetryPolicy
-    from .revocation import build_revocation_request, check_revocation_response
-    from .service import OAuthPrompt, SecretInfo, SecretsService
-    from .token_request import (
+    from .oauth.http import HttpRequest, HttpResponse
+    from .oauth.pkce import generate_pkce_pair, generate_verifier, s256_challenge, validate_verifier
+    from .oauth.retry import RetryPolicy
+    from .oauth.revocation import build_revocation_request, check_revocation_response
+    from .oauth.token_request import (
         ClientAuthMethod,
         ClientCredentials,
         build_authorization_code_request,
         build_refresh_request,
     )
-    from .token_response import parse_token_response
-    from .tokens import TokenSet
-    from .urllib_transport import UrllibTransport
+    from .oauth.token_response import parse_token_response
+    from .oauth.tokens import TokenSet
+    from .oauth.urllib_transport import UrllibTransport
+    from .ports import HttpTransport, Lease, SecretKey, SecretRecord, SecretStore
+    from .service import OAuthPrompt, SecretInfo, SecretsService
 
 #: Public name -> the module (in this package) that defines it.
 _LAZY = {
@@ -50,40 +50,40 @@ _LAZY = {
     "AuditSink": "audit",
     "RecordingAuditSink": "audit",
     "null_audit_sink": "audit",
-    "build_authorization_url": "authorization",
+    "build_authorization_url": "oauth.authorization",
     "SecretsClient": "client",
-    "ProviderMetadata": "discovery",
-    "build_metadata_request": "discovery",
-    "metadata_urls": "discovery",
-    "parse_metadata_response": "discovery",
+    "ProviderMetadata": "oauth.discovery",
+    "build_metadata_request": "oauth.discovery",
+    "metadata_urls": "oauth.discovery",
+    "parse_metadata_response": "oauth.discovery",
     "GrantDecision": "grants",
     "OAuthRule": "grants",
     "SecretsGrant": "grants",
-    "HttpRequest": "http",
-    "HttpResponse": "http",
+    "HttpRequest": "oauth.http",
+    "HttpResponse": "oauth.http",
     "MemoryStore": "memory_store",
-    "generate_pkce_pair": "pkce",
-    "generate_verifier": "pkce",
-    "s256_challenge": "pkce",
-    "validate_verifier": "pkce",
+    "generate_pkce_pair": "oauth.pkce",
+    "generate_verifier": "oauth.pkce",
+    "s256_challenge": "oauth.pkce",
+    "validate_verifier": "oauth.pkce",
     "HttpTransport": "ports",
     "Lease": "ports",
     "SecretKey": "ports",
     "SecretRecord": "ports",
     "SecretStore": "ports",
-    "RetryPolicy": "retry",
-    "build_revocation_request": "revocation",
-    "check_revocation_response": "revocation",
+    "RetryPolicy": "oauth.retry",
+    "build_revocation_request": "oauth.revocation",
+    "check_revocation_response": "oauth.revocation",
     "OAuthPrompt": "service",
     "SecretInfo": "service",
     "SecretsService": "service",
-    "ClientAuthMethod": "token_request",
-    "ClientCredentials": "token_request",
-    "build_authorization_code_request": "token_request",
-    "build_refresh_request": "token_request",
-    "parse_token_response": "token_response",
-    "TokenSet": "tokens",
-    "UrllibTransport": "urllib_transport",
+    "ClientAuthMethod": "oauth.token_request",
+    "ClientCredentials": "oauth.token_request",
+    "build_authorization_code_request": "oauth.token_request",
+    "build_refresh_request": "oauth.token_request",
+    "parse_token_response": "oauth.token_response",
+    "TokenSet": "oauth.tokens",
+    "UrllibTransport": "oauth.urllib_transport",
 }
 
 

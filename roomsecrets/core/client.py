@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .api import OAuthPrompt, SecretInfo, SecretsAPI
 from .credentials import OAUTH_TOKEN_TYPE
-from .discovery import ProviderMetadata, resolve_endpoints
-from .endpoints import check_redirect_uri
 from .errors import InvalidInput, ParticipantNotConnected, safe_text
 from .grants import authorize, check_manage_own_secrets
 from .inputs import (
@@ -33,9 +31,11 @@ from .inputs import (
     check_url,
     check_vschar,
 )
+from .oauth.discovery import ProviderMetadata, resolve_endpoints
+from .oauth.endpoints import check_redirect_uri
+from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .participants import Participant, RoomService
 from .ports import SecretKey
-from .token_request import ClientAuthMethod, ClientCredentials
 from .values import frozen_value
 
 __all__ = ["SecretsClient"]

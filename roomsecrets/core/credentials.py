@@ -16,8 +16,8 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from .errors import InvalidInput
-from .token_request import ClientAuthMethod
-from .tokens import TokenSet
+from .oauth.token_request import ClientAuthMethod
+from .oauth.tokens import TokenSet
 from .values import frozen_value
 
 __all__ = ["OAUTH_TOKEN_TYPE", "StoredCredential", "credential_secret_id"]

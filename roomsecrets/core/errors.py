@@ -121,14 +121,14 @@ class GrantDenied(RoomSecretsError, PermissionError):
     code = "grant_denied"
 
 
-# --- Pending authorization requests (core/pending.py, core/pending_registry.py) --
+# --- Pending authorization requests (core/pending/machine.py, core/pending/registry.py) --
 
 
 class IllegalTransition(RoomSecretsError):
     """The pending-request state table has no entry for this input in this state.
 
-    Nothing changed. ``state`` is the :class:`~roomsecrets.core.pending.PendingState`
-    the request was in, ``event`` the :class:`~roomsecrets.core.pending.PendingInput`
+    Nothing changed. ``state`` is the :class:`~roomsecrets.core.pending.machine.PendingState`
+    the request was in, ``event`` the :class:`~roomsecrets.core.pending.machine.PendingInput`
     that was refused; the message names only these two.
     """
 

@@ -13,11 +13,11 @@ from typing import Optional, Protocol
 
 from .api import OAuthPrompt
 from .audit import AuditSink
-from .discovery import ProviderMetadata
 from .grants import SecretsGrant
+from .oauth.discovery import ProviderMetadata
+from .oauth.token_request import ClientCredentials
 from .ports import Clock, SecretKey, SecretStore
 from .refresh import CredentialRefresher
-from .token_request import ClientCredentials
 from .values import frozen_value
 
 __all__ = ["Participant", "ParticipantInfo", "RoomService"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Protocol
 
-from .http import HttpRequest, HttpResponse
+from .oauth.http import HttpRequest, HttpResponse
 from .values import frozen_value
 
 __all__ = [

@@ -52,10 +52,10 @@ from .errors import (
     StoreError,
     VersionConflict,
 )
+from .oauth.token_endpoint import TokenEndpointClient
+from .oauth.token_request import ClientCredentials
+from .oauth.tokens import TokenSet
 from .ports import Clock, Lease, SecretKey, SecretRecord, SecretStore
-from .token_endpoint import TokenEndpointClient
-from .token_request import ClientCredentials
-from .tokens import TokenSet
 
 __all__ = ["CredentialRefresher", "ScopeCheck"]
 

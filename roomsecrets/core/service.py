@@ -19,19 +19,8 @@ from typing import Callable, Optional
 
 from .api import OAuthPrompt, SecretInfo
 from .audit import AuditEvent, AuditSink, null_audit_sink
-from .authorization import build_authorization_url, join_scopes
 from .client import SecretsClient
 from .credentials import StoredCredential, credential_secret_id
-from .discovery import (
-    MAX_METADATA_BYTES,
-    MetadataCache,
-    ProviderMetadata,
-    build_metadata_request,
-    check_issuer,
-    metadata_urls,
-    parse_metadata_response,
-)
-from .endpoints import check_endpoint
 from .errors import (
     InvalidInput,
     OAuthError,
@@ -55,8 +44,29 @@ from .grants import (
     check_oauth_request,
 )
 from .inputs import MAX_CLIENT_ID, check_id, check_name, check_url, check_vschar
+from .oauth.authorization import build_authorization_url, join_scopes
+from .oauth.discovery import (
+    MAX_METADATA_BYTES,
+    MetadataCache,
+    ProviderMetadata,
+    build_metadata_request,
+    check_issuer,
+    metadata_urls,
+    parse_metadata_response,
+)
+from .oauth.endpoints import check_endpoint
+from .oauth.pkce import generate_pkce_pair
+from .oauth.retry import RetryPolicy
+from .oauth.revocation import (
+    MAX_REVOCATION_RESPONSE_BYTES,
+    check_revocation_response,
+    revocation_request_for,
+)
+from .oauth.token_endpoint import TokenEndpointClient
+from .oauth.token_request import ClientAuthMethod, ClientCredentials
+from .oauth.tokens import TokenSet
 from .participants import Participant, ParticipantInfo
-from .pending_registry import (
+from .pending.registry import (
     Cancelled,
     Completed,
     Expired,
@@ -66,18 +76,8 @@ from .pending_registry import (
     PendingRequest,
     Rejected,
 )
-from .pkce import generate_pkce_pair
 from .ports import Clock, HttpTransport, SecretKey, SecretStore
 from .refresh import CredentialRefresher
-from .retry import RetryPolicy
-from .revocation import (
-    MAX_REVOCATION_RESPONSE_BYTES,
-    check_revocation_response,
-    revocation_request_for,
-)
-from .token_endpoint import TokenEndpointClient
-from .token_request import ClientAuthMethod, ClientCredentials
-from .tokens import TokenSet
 from .values import frozen_value
 
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
@@ -163,7 +163,7 @@ class SecretsService:
         ):
             raise InvalidInput("revocation_timeout must be a finite number of seconds > 0")
         if transport is None:
-            from .urllib_transport import UrllibTransport
+            from .oauth.urllib_transport import UrllibTransport
 
             transport = UrllibTransport()
         self._transport = transport

@@ -13,13 +13,13 @@ from typing import Any, Optional
 import aiohttp
 from aiohttp import web
 
-from roomsecrets.adapters.participant_tokens import mint_participant_token
 from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.adapters.server import RunningServer, create_app, start_server
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.oauth.retry import RetryPolicy
 from roomsecrets.core.ports import SecretStore
-from roomsecrets.core.retry import RetryPolicy
 from tests.support.fake_provider import FakeProvider
 from tests.support.headless_person import authorization_redirect
 

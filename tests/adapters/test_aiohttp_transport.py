@@ -23,7 +23,7 @@ from roomsecrets.core.errors import (
     ProviderTimeout,
     TransportError,
 )
-from roomsecrets.core.http import HttpRequest
+from roomsecrets.core.oauth.http import HttpRequest
 from tests.core.transport_contract import TransportContract, _Server, get
 
 

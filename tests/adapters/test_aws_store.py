@@ -607,7 +607,7 @@ def test_boto3_calls_run_on_the_given_executor(store_on) -> None:
     assert seen and all(name.startswith("aws-store") for name in seen)
 
 
-@pytest.mark.parametrize("module", ["roomsecrets.adapters.aws", "roomsecrets.adapters._aws_names"])
+@pytest.mark.parametrize("module", ["roomsecrets.adapters.aws.store", "roomsecrets.adapters.aws.names"])
 def test_docstring_examples(module: str) -> None:
     import doctest
     import importlib

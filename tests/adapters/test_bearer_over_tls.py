@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("jwt")
 
-from roomsecrets.adapters.http_api import check_server_url
-from roomsecrets.adapters.participant_tokens import mint_participant_token
 from roomsecrets.adapters.remote import RemoteSecretsClient
+from roomsecrets.adapters.server.http_api import check_server_url
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
 from tests.support import leak_watch

@@ -28,7 +28,7 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("jwt")
 
-from roomsecrets.adapters.participant_tokens import mint_participant_token
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from tests.adapters.server_kit import approve_via_callback
 from tests.support import leak_watch
 from tests.support.fake_provider import FakeProvider
@@ -602,7 +602,7 @@ def test_help_and_serverless_commands_import_neither_aiohttp_nor_boto3(argv: lis
 def test_import_roomsecrets_and_its_cli_module_stay_light() -> None:
     code = (
         "import sys, roomsecrets, roomsecrets.cli\n"
-        "print(sorted(m for m in ('aiohttp', 'boto3', 'jwt', 'roomsecrets.adapters.server',"
+        "print(sorted(m for m in ('aiohttp', 'boto3', 'jwt', 'roomsecrets.adapters.server.app',"
         " 'http.server') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True,

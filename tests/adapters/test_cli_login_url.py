@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from roomsecrets.adapters.participant_tokens import read_participant_token
+from roomsecrets.adapters.server.participant_tokens import read_participant_token
 from tests.support import leak_watch
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,14 +22,15 @@ from typing import Any, Callable
 
 import pytest
 
-from roomsecrets.adapters import _file_format, _file_layout
-from roomsecrets.adapters import file as file_store
 from roomsecrets.adapters.file import (
     CorruptStoreFile,
     FileSecretStore,
     InsecureStoreWarning,
     SecretDecryptionError,
 )
+from roomsecrets.adapters.file import format as _file_format
+from roomsecrets.adapters.file import layout as _file_layout
+from roomsecrets.adapters.file import store as file_store
 from roomsecrets.core.errors import ConfigurationError, InvalidInput, StoreError, VersionConflict
 from roomsecrets.core.ports import SecretKey, SecretStore
 from roomsecrets.testing import FakeClock, StoreContract

@@ -14,8 +14,11 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("jwt")
 
-from roomsecrets.adapters.http_api import InvalidParticipantToken, ParticipantAlreadyConnected
 from roomsecrets.adapters.remote import RemoteSecretsClient
+from roomsecrets.adapters.server.http_api import (
+    InvalidParticipantToken,
+    ParticipantAlreadyConnected,
+)
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.participants import ParticipantInfo

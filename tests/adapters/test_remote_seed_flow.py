@@ -18,7 +18,7 @@ from roomsecrets.core import errors
 from roomsecrets.core.api import OAuthPrompt, SecretsAPI
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
-from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.oauth.retry import RetryPolicy
 from roomsecrets.core.service import SecretsService
 from tests.adapters.server_kit import (
     CLIENT_ID,
@@ -87,7 +87,7 @@ class RemoteRoom:
         assert "approved" in page
 
     def pending(self) -> int:
-        from roomsecrets.adapters.server import _ROOMS
+        from roomsecrets.adapters.server.app import _ROOMS
 
         rooms = self.served.app[_ROOMS]
         return sum(len(service.registry) for service in rooms.services.values())

@@ -20,9 +20,9 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from roomsecrets.adapters.aiohttp_transport import AiohttpTransport
-from roomsecrets.core.http import HttpRequest, HttpResponse
+from roomsecrets.core.oauth.http import HttpRequest, HttpResponse
+from roomsecrets.core.oauth.urllib_transport import UrllibTransport
 from roomsecrets.core.ports import HttpTransport
-from roomsecrets.core.urllib_transport import UrllibTransport
 from tests.support.raw_server import RawServer
 
 TOKEN_JSON = b'{"access_token":"at-1","token_type":"Bearer"}'

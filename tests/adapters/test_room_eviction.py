@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from roomsecrets.adapters.server import _ROOMS, create_app
+from roomsecrets.adapters.server import create_app
+from roomsecrets.adapters.server.app import _ROOMS
 from roomsecrets.core.errors import InvalidInput, RoomSecretsError
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore

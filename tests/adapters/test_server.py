@@ -21,16 +21,17 @@ pytest.importorskip("jwt")
 import aiohttp
 import jwt
 
-from roomsecrets.adapters.http_api import OPERATIONS, error_body, error_from_body
-from roomsecrets.adapters.participant_tokens import (
+from roomsecrets.adapters.server import create_app
+from roomsecrets.adapters.server.app import _ROOMS
+from roomsecrets.adapters.server.http_api import OPERATIONS, error_body, error_from_body
+from roomsecrets.adapters.server.participant_tokens import (
     mint_participant_token,
     read_participant_token,
 )
-from roomsecrets.adapters.server import _ROOMS, create_app
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
-from roomsecrets.core.pending import PendingInput, PendingState
+from roomsecrets.core.pending.machine import PendingInput, PendingState
 from tests.adapters.server_kit import (
     KEY,
     ROOM,
@@ -436,7 +437,7 @@ def test_every_error_class_survives_the_round_trip_through_json() -> None:
         errors.RefreshBusy("busy"),
         errors.VersionConflict("race", expected=1, actual=2),
     ]
-    from roomsecrets.adapters.http_api import status_for
+    from roomsecrets.adapters.server.http_api import status_for
 
     for error in samples:
         body = json.loads(json.dumps(error_body(error)))

@@ -34,8 +34,8 @@ pytest.importorskip("jwt")
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-from roomsecrets.adapters.participant_tokens import mint_participant_token
 from roomsecrets.adapters.remote import RemoteSecretsClient
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core.grants import SecretsGrant
 from tests.adapters.server_kit import approve_via_callback, get_page
 from tests.support import leak_watch

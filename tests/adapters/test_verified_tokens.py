@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("jwt")
 
-from roomsecrets.adapters.http_api import InvalidParticipantToken
-from roomsecrets.adapters.participant_tokens import VerifiedTokens, mint_participant_token
+from roomsecrets.adapters.server.http_api import InvalidParticipantToken
+from roomsecrets.adapters.server.participant_tokens import VerifiedTokens, mint_participant_token
 
 KEY = b"k" * 32
 

@@ -13,11 +13,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from roomsecrets.adapters.approval import login_url
 from roomsecrets.adapters.file import FileSecretStore
-from roomsecrets.adapters.participant_tokens import mint_participant_token
 from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.adapters.server import RunningServer, create_app, start_server
+from roomsecrets.adapters.server.approval import login_url
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.dev_provider import OAuthProvider
 from tests.support import leak_watch

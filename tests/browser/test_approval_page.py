@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import pytest
 
-from roomsecrets.adapters.approval import login_url
-from roomsecrets.adapters.participant_tokens import mint_participant_token
+from roomsecrets.adapters.server.approval import login_url
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core.errors import RequestRejected, RequestTimedOut
 from roomsecrets.dev_provider import OAuthProvider
 from tests.support import leak_watch

@@ -19,8 +19,9 @@ pytest.importorskip("aiohttp")
 
 import aiohttp
 
-from roomsecrets.adapters.participant_tokens import mint_participant_token
-from roomsecrets.adapters.server import _ROOMS, create_app
+from roomsecrets.adapters.server import create_app
+from roomsecrets.adapters.server.app import _ROOMS
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
@@ -124,7 +125,7 @@ def test_the_page_files_come_with_strict_security_headers(
 
 
 def test_the_page_has_no_inline_script_or_style_and_nothing_from_elsewhere() -> None:
-    folder = Path(__file__).resolve().parents[2] / "roomsecrets" / "adapters" / "approval_page"
+    folder = Path(__file__).resolve().parents[2] / "roomsecrets" / "adapters" / "server" / "approval_page"
     html = (folder / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "style=" not in html and " onclick" not in html
     for name in ("index.html", "app.js", "app.css"):

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from roomsecrets.core.audit import RecordingAuditSink
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
-from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.oauth.retry import RetryPolicy
 from roomsecrets.core.service import OAuthPrompt, SecretsService
 from tests.support.fake_provider import FakeProvider
 from tests.support.headless_person import approve

@@ -2,8 +2,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from roomsecrets.core.authorization import build_authorization_url
 from roomsecrets.core.errors import InsecureEndpointError, InvalidInput
+from roomsecrets.core.oauth.authorization import build_authorization_url
 
 BASE = dict(
     authorization_endpoint="https://accounts.example.com/o/oauth2/v2/auth",

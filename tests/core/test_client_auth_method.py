@@ -14,11 +14,11 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.credentials import StoredCredential
-from roomsecrets.core.discovery import ProviderMetadata
 from roomsecrets.core.grants import SecretsGrant
-from roomsecrets.core.revocation import revocation_request_for
-from roomsecrets.core.token_request import ClientAuthMethod
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.discovery import ProviderMetadata
+from roomsecrets.core.oauth.revocation import revocation_request_for
+from roomsecrets.core.oauth.token_request import ClientAuthMethod
+from roomsecrets.core.oauth.tokens import TokenSet
 from tests.core.discovery_kit import approve_with_iss, ask_by_issuer, offline_by_issuer
 from tests.core.service_kit import (
     CLIENT_ID,

@@ -2,7 +2,7 @@ import pytest
 
 from roomsecrets.core.credentials import StoredCredential, credential_secret_id
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.tokens import TokenSet
 
 
 def credential(**kw):

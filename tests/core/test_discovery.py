@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roomsecrets.core import errors
-from roomsecrets.core.discovery import (
+from roomsecrets.core.grants import SecretsGrant
+from roomsecrets.core.oauth.discovery import (
     MetadataCache,
     ProviderMetadata,
     build_metadata_request,
@@ -20,7 +21,6 @@ from roomsecrets.core.discovery import (
     parse_metadata_response,
     resolve_endpoints,
 )
-from roomsecrets.core.grants import SecretsGrant
 from tests.core.discovery_kit import approve_with_iss, ask_by_issuer, offline_by_issuer
 from tests.core.service_kit import (
     CLIENT_ID,

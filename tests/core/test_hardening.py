@@ -379,7 +379,7 @@ def test_request_arguments_are_checked_before_a_stored_token_is_returned(bad):
 def test_odd_provider_responses_to_the_code_exchange_are_typed_provider_errors(response):
     async def scenario():
         with running_provider() as provider:
-            from roomsecrets.core.retry import RetryPolicy
+            from roomsecrets.core.oauth.retry import RetryPolicy
 
             service = make_service(retry=RetryPolicy(attempts=1))
             agent, alice = room(service)

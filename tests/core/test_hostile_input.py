@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
-from roomsecrets.core.retry import RetryPolicy
-from roomsecrets.core.token_response import parse_token_response
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.retry import RetryPolicy
+from roomsecrets.core.oauth.token_response import parse_token_response
+from roomsecrets.core.oauth.tokens import TokenSet
 from tests.core.service_kit import make_service
 
 EXAMPLES = 60 if os.environ.get("CI") else 25

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.pending import PendingState
-from roomsecrets.core.pending_registry import PendingRegistry
+from roomsecrets.core.pending.machine import PendingState
+from roomsecrets.core.pending.registry import PendingRegistry
 from tests.core.discovery_kit import ask_by_issuer, redirect_of
 from tests.core.service_kit import (
     ask,

@@ -4,7 +4,7 @@ import logging
 
 from roomsecrets.core.audit import AuditEvent
 from roomsecrets.core.errors import RoomSecretsError
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.tokens import TokenSet
 from tests.support import leak_watch
 
 

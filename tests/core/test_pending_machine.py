@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from roomsecrets.core.errors import IllegalTransition, RoomSecretsError
-from roomsecrets.core.pending import (
+from roomsecrets.core.pending.machine import (
     TERMINAL_STATES,
     TRANSITIONS,
     PendingInput,

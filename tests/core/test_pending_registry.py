@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 import pytest
 
-from roomsecrets.core import pending_registry
 from roomsecrets.core.errors import (
     ConfigurationError,
     GrantDenied,
@@ -23,8 +22,9 @@ from roomsecrets.core.errors import (
     TooManyPendingRequests,
     UnknownRequest,
 )
-from roomsecrets.core.pending import TERMINAL_STATES, PendingState
-from roomsecrets.core.pending_registry import (
+from roomsecrets.core.pending import registry as pending_registry
+from roomsecrets.core.pending.machine import TERMINAL_STATES, PendingState
+from roomsecrets.core.pending.registry import (
     Cancelled,
     Completed,
     Expired,

@@ -6,12 +6,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from roomsecrets.core.authorization import (
+from roomsecrets.core.errors import InsecureEndpointError, InvalidInput
+from roomsecrets.core.oauth.authorization import (
     RESERVED_AUTHORIZATION_PARAMS,
     build_authorization_url,
     join_scopes,
 )
-from roomsecrets.core.errors import InsecureEndpointError, InvalidInput
 
 BASE = dict(
     authorization_endpoint="https://as.example/auth",

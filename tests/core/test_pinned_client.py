@@ -11,8 +11,8 @@ from roomsecrets.core.api import SecretInfo
 from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
 from roomsecrets.core.errors import GrantDenied, InvalidInput, ParticipantNotConnected
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
+from roomsecrets.core.oauth.tokens import TokenSet
 from roomsecrets.core.ports import SecretKey
-from roomsecrets.core.tokens import TokenSet
 from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room
 
 ENDPOINTS = {

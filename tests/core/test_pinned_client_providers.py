@@ -11,8 +11,8 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.grants import SecretsGrant
-from roomsecrets.core.http import HttpResponse
 from roomsecrets.core.inputs import MAX_CLIENT_SECRET
+from roomsecrets.core.oauth.http import HttpResponse
 from tests.core.service_kit import approved, make_service, offline, room, running_provider
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from roomsecrets.core.credentials import StoredCredential, credential_secret_id
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.tokens import TokenSet
 
 #: Written by StoredCredential.to_json in format version 1 (commit this, never regenerate).
 RECORD_V1 = (

@@ -14,8 +14,8 @@ import pytest
 
 from roomsecrets.core.credentials import StoredCredential
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.token_request import ClientAuthMethod
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.token_request import ClientAuthMethod
+from roomsecrets.core.oauth.tokens import TokenSet
 
 #: Written by StoredCredential.to_json in format version 2 (commit this, never regenerate).
 RECORD_V2 = (

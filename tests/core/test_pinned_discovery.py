@@ -12,7 +12,7 @@ import json
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.discovery import (
+from roomsecrets.core.oauth.discovery import (
     MAX_METADATA_BYTES,
     MetadataCache,
     ProviderMetadata,

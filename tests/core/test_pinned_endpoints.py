@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from roomsecrets.core.endpoints import check_endpoint, check_redirect_uri, is_loopback_host
 from roomsecrets.core.errors import InsecureEndpointError, InvalidInput
+from roomsecrets.core.oauth.endpoints import check_endpoint, check_redirect_uri, is_loopback_host
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ def test_loopback_hosts(host):
 def test_the_transport_bypasses_proxies_for_exactly_the_hosts_allowed_plain_http(host):
     # If the two rules disagreed, a plain-http request to a host the endpoint
     # check calls loopback could go through an HTTP proxy in clear text.
-    from roomsecrets.core.urllib_transport import _check_url
+    from roomsecrets.core.oauth.urllib_transport import _check_url
 
     _label, bypasses_proxy = _check_url(f"http://{host}:8080/token")
     assert bypasses_proxy is is_loopback_host(host)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.http import HttpRequest, HttpResponse, header_value
+from roomsecrets.core.oauth.http import HttpRequest, HttpResponse, header_value
 
 HEADERS = (("Content-Type", "a/b"), ("X-Twice", "first"), ("x-twice", "second"))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from roomsecrets.core.discovery import check_issuer
 from roomsecrets.core.errors import InvalidInput
 from roomsecrets.core.inputs import (
     CLIENT_AUTH_METHODS,
@@ -15,6 +14,7 @@ from roomsecrets.core.inputs import (
     check_client_auth_method,
     check_url,
 )
+from roomsecrets.core.oauth.discovery import check_issuer
 
 BAD_METHOD = "client_auth_method must be 'client_secret_basic' or 'client_secret_post'"
 

@@ -19,8 +19,8 @@ from roomsecrets.core.errors import (
     TooManyPendingRequests,
     UnknownRequest,
 )
-from roomsecrets.core.pending import PendingState
-from roomsecrets.core.pending_registry import Failed, PendingRegistry, PendingRequest, Rejected
+from roomsecrets.core.pending.machine import PendingState
+from roomsecrets.core.pending.registry import Failed, PendingRegistry, PendingRequest, Rejected
 
 
 class UniqueRandom:

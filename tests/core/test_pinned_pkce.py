@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from roomsecrets.core.errors import ConfigurationError, InvalidInput
-from roomsecrets.core.pkce import (
+from roomsecrets.core.oauth.pkce import (
     MAX_VERIFIER_LENGTH,
     MIN_VERIFIER_LENGTH,
     generate_pkce_pair,

@@ -17,10 +17,10 @@ from roomsecrets.core.audit import AuditEvent, RecordingAuditSink
 from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
 from roomsecrets.core.errors import InvalidGrant, LeaseLost, RefreshBusy, StoreError
 from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.oauth.token_request import ClientCredentials
+from roomsecrets.core.oauth.tokens import TokenSet
 from roomsecrets.core.ports import Lease, SecretKey, SecretRecord
 from roomsecrets.core.refresh import CredentialRefresher
-from roomsecrets.core.token_request import ClientCredentials
-from roomsecrets.core.tokens import TokenSet
 
 NOW = 1_700_000_000.0
 CLIENT = ClientCredentials(client_id="mail-app")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.oauth.retry import RetryPolicy
 
 
 def unavailable(status, retry_after=None):

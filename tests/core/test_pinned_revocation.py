@@ -11,18 +11,18 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.credentials import StoredCredential
-from roomsecrets.core.revocation import (
+from roomsecrets.core.oauth.revocation import (
     MAX_REVOCATION_RESPONSE_BYTES,
     build_revocation_request,
     check_revocation_response,
     revocation_request_for,
 )
-from roomsecrets.core.token_request import (
+from roomsecrets.core.oauth.token_request import (
     ClientAuthMethod,
     ClientCredentials,
     build_client_authenticated_request,
 )
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.tokens import TokenSet
 
 ENDPOINT = "https://as.example/revoke"
 PUBLIC = ClientCredentials(client_id="app")

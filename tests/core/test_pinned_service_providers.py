@@ -13,13 +13,13 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential, credential_secret_id
-from roomsecrets.core.discovery import MAX_METADATA_BYTES
 from roomsecrets.core.grants import SecretsGrant
-from roomsecrets.core.http import HttpResponse
 from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.oauth.discovery import MAX_METADATA_BYTES
+from roomsecrets.core.oauth.http import HttpResponse
+from roomsecrets.core.oauth.revocation import MAX_REVOCATION_RESPONSE_BYTES
+from roomsecrets.core.oauth.tokens import TokenSet
 from roomsecrets.core.ports import SecretKey
-from roomsecrets.core.revocation import MAX_REVOCATION_RESPONSE_BYTES
-from roomsecrets.core.tokens import TokenSet
 from tests.core.discovery_kit import approve_with_iss, ask_by_issuer, redirect_of
 from tests.core.service_kit import (
     CLIENT_ID,

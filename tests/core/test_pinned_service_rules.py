@@ -24,12 +24,12 @@ from roomsecrets.core.errors import (
     TooManyPendingRequests,
 )
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
-from roomsecrets.core.http import HttpResponse
 from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.oauth.http import HttpResponse
+from roomsecrets.core.oauth.tokens import TokenSet
 from roomsecrets.core.participants import ParticipantInfo
 from roomsecrets.core.ports import SecretKey
 from roomsecrets.core.service import SecretsService
-from roomsecrets.core.tokens import TokenSet
 from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room
 
 ENDPOINTS = {

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from roomsecrets.core.errors import InsecureEndpointError, InvalidGrant
-from roomsecrets.core.http import HttpRequest, HttpResponse
-from roomsecrets.core.retry import RetryPolicy
-from roomsecrets.core.token_endpoint import TokenEndpointClient
-from roomsecrets.core.token_request import ClientCredentials
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.http import HttpRequest, HttpResponse
+from roomsecrets.core.oauth.retry import RetryPolicy
+from roomsecrets.core.oauth.token_endpoint import TokenEndpointClient
+from roomsecrets.core.oauth.token_request import ClientCredentials
+from roomsecrets.core.oauth.tokens import TokenSet
 
 NOW = 1_000_000.0
 HTTP_ENDPOINT = "http://tokens.example.com/token"

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from roomsecrets.core.errors import ConfigurationError, InsecureEndpointError, InvalidInput
-from roomsecrets.core.token_request import (
+from roomsecrets.core.oauth.token_request import (
     ClientAuthMethod,
     ClientCredentials,
     build_authorization_code_request,

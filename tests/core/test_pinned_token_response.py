@@ -8,7 +8,7 @@ import json
 import pytest
 
 from roomsecrets.core.errors import ProviderResponseError, ProviderUnavailable, ResponseTooLarge
-from roomsecrets.core.token_response import parse_retry_after, parse_token_response
+from roomsecrets.core.oauth.token_response import parse_retry_after, parse_token_response
 
 NOW = 1_700_000_000.0
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.tokens import DEFAULT_REFRESH_LEEWAY, TokenSet
+from roomsecrets.core.oauth.tokens import DEFAULT_REFRESH_LEEWAY, TokenSet
 
 
 def make(**kw):

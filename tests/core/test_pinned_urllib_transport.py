@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from roomsecrets.core import urllib_transport as transport_module
 from roomsecrets.core.errors import (
     ConnectError,
     InvalidInput,
@@ -25,8 +24,9 @@ from roomsecrets.core.errors import (
     ResponseTooLarge,
     TransportError,
 )
-from roomsecrets.core.http import HttpRequest, HttpResponse
-from roomsecrets.core.urllib_transport import UrllibTransport
+from roomsecrets.core.oauth import urllib_transport as transport_module
+from roomsecrets.core.oauth.http import HttpRequest, HttpResponse
+from roomsecrets.core.oauth.urllib_transport import UrllibTransport
 
 WHAT = "POST as.example:8443"
 

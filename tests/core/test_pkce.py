@@ -5,7 +5,7 @@ import re
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.pkce import (
+from roomsecrets.core.oauth.pkce import (
     generate_pkce_pair,
     generate_verifier,
     s256_challenge,

@@ -1,7 +1,7 @@
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.oauth.retry import RetryPolicy
 
 
 def unavailable(status, retry_after=None):

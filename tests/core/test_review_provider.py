@@ -22,12 +22,12 @@ from typing import Callable, TypeVar
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.discovery import MetadataCache, ProviderMetadata
-from roomsecrets.core.http import HttpRequest, HttpResponse
-from roomsecrets.core.retry import RetryPolicy
-from roomsecrets.core.token_response import parse_token_response
-from roomsecrets.core.tokens import TokenSet
-from roomsecrets.core.urllib_transport import UrllibTransport
+from roomsecrets.core.oauth.discovery import MetadataCache, ProviderMetadata
+from roomsecrets.core.oauth.http import HttpRequest, HttpResponse
+from roomsecrets.core.oauth.retry import RetryPolicy
+from roomsecrets.core.oauth.token_response import parse_token_response
+from roomsecrets.core.oauth.tokens import TokenSet
+from roomsecrets.core.oauth.urllib_transport import UrllibTransport
 from tests.core.service_kit import approve_next, ask, make_service, room, running_provider
 from tests.support.fake_provider import CannedResponse
 from tests.support.raw_server import RawServer

@@ -13,15 +13,15 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.credentials import StoredCredential
-from roomsecrets.core.ports import SecretKey
-from roomsecrets.core.revocation import (
+from roomsecrets.core.oauth.revocation import (
     MAX_REVOCATION_RESPONSE_BYTES,
     build_revocation_request,
     check_revocation_response,
     revocation_request_for,
 )
-from roomsecrets.core.token_request import ClientAuthMethod, ClientCredentials
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.token_request import ClientAuthMethod, ClientCredentials
+from roomsecrets.core.oauth.tokens import TokenSet
+from roomsecrets.core.ports import SecretKey
 from tests.core.discovery_kit import approve_with_iss, ask_by_issuer, offline_by_issuer
 from tests.core.service_kit import (
     CLIENT_ID,

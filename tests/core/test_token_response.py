@@ -4,7 +4,7 @@ import json
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.token_response import parse_retry_after, parse_token_response
+from roomsecrets.core.oauth.token_response import parse_retry_after, parse_token_response
 
 NOW = 1_700_000_000.0
 JSON = (("Content-Type", "application/json;charset=UTF-8"),)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from roomsecrets.core.errors import InvalidInput
-from roomsecrets.core.tokens import TokenSet
+from roomsecrets.core.oauth.tokens import TokenSet
 
 
 def make(**kw):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from roomsecrets.core.errors import ProviderTimeout
-from roomsecrets.core.urllib_transport import UrllibTransport
+from roomsecrets.core.oauth.urllib_transport import UrllibTransport
 from tests.core.transport_contract import TransportContract, _Server, get, https_url, send
 
 

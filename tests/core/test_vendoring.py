@@ -17,8 +17,8 @@ VENDORED_SCRIPT = textwrap.dedent(
     import sys
     sys.path.insert(0, {folder!r})
     import acme_oauth_vendored as core
-    from acme_oauth_vendored.pkce import generate_pkce_pair, s256_challenge
-    from acme_oauth_vendored.authorization import build_authorization_url
+    from acme_oauth_vendored.oauth.pkce import generate_pkce_pair, s256_challenge
+    from acme_oauth_vendored.oauth.authorization import build_authorization_url
 
     verifier, challenge = generate_pkce_pair()
     assert s256_challenge(verifier) == challenge

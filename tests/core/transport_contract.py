@@ -36,7 +36,7 @@ from roomsecrets.core.errors import (
     ResponseTooLarge,
     TransportError,
 )
-from roomsecrets.core.http import HttpRequest, HttpResponse
+from roomsecrets.core.oauth.http import HttpRequest, HttpResponse
 from roomsecrets.core.ports import HttpTransport
 
 SECRET = "s3cr3t-value-never-shown"

@@ -31,9 +31,9 @@ import pytest
 
 from roomsecrets.core import errors
 from roomsecrets.core.credentials import StoredCredential
+from roomsecrets.core.oauth.retry import RetryPolicy
+from roomsecrets.core.oauth.urllib_transport import UrllibTransport
 from roomsecrets.core.ports import HttpTransport
-from roomsecrets.core.retry import RetryPolicy
-from roomsecrets.core.urllib_transport import UrllibTransport
 from tests.core.service_kit import REDIRECT_URI, make_service, next_prompt, room, until
 from tests.faults.misbehaving_provider import Fault, MisbehavingProvider
 from tests.support import leak_watch

@@ -24,7 +24,7 @@ pytest.importorskip("jwt")
 
 import aiohttp
 
-from roomsecrets.adapters.server import _ROOMS
+from roomsecrets.adapters.server.app import _ROOMS
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
 from tests.adapters.server_kit import ROOM, Served, oauth_args, running_provider, serving

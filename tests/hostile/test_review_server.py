@@ -31,14 +31,14 @@ pytest.importorskip("jwt")
 import aiohttp
 from aiohttp import web
 
-from roomsecrets.adapters.http_api import InvalidParticipantToken
-from roomsecrets.adapters.participant_tokens import (
+from roomsecrets.adapters.remote import MAX_ANSWER_BYTES, RemoteSecretsClient
+from roomsecrets.adapters.server.app import _ROOMS
+from roomsecrets.adapters.server.http_api import InvalidParticipantToken
+from roomsecrets.adapters.server.participant_tokens import (
     MAX_TOKEN_LENGTH,
     mint_participant_token,
     read_participant_token,
 )
-from roomsecrets.adapters.remote import MAX_ANSWER_BYTES, RemoteSecretsClient
-from roomsecrets.adapters.server import _ROOMS
 from roomsecrets.core import errors
 from roomsecrets.core.grants import OAuthRule, SecretsGrant
 from tests.adapters.server_kit import (
@@ -356,7 +356,7 @@ def test_pings_do_not_keep_an_unauthenticated_websocket_open_past_the_sign_in_ti
 ) -> None:
     """Found: each ping frame restarted aiohttp's receive timeout, so a client that
     pinged and never signed in held its socket (and a server task) for good."""
-    from roomsecrets.adapters import server as server_module
+    from roomsecrets.adapters.server import app as server_module
 
     monkeypatch.setattr(server_module, "_LOGIN_TIMEOUT", 0.5)
 
@@ -384,7 +384,7 @@ def test_the_page_stays_signed_in_past_24_8_days_with_a_longer_token() -> None:
     """Found: the page's sign-out timer was clamped to setTimeout's largest delay
     (2**31 - 1 ms, about 24.8 days) and fired then, whatever the token's exp said."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from roomsecrets.adapters.approval import login_url
+    from roomsecrets.adapters.server.approval import login_url
     from tests.browser.conftest import CHROMIUM
     from tests.hostile.threaded_server import served_in_thread
 
@@ -461,8 +461,8 @@ def test_the_page_works_behind_a_proxy_that_serves_the_server_under_a_path() -> 
     absolute paths (/approve/app.js, /rooms/...), so with a public URL that has a path
     (a load balancer routing by path) it loaded without its script and did nothing."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from roomsecrets.adapters.approval import login_url
     from roomsecrets.adapters.server import create_app, start_server
+    from roomsecrets.adapters.server.approval import login_url
     from roomsecrets.core.memory_store import MemoryStore
     from tests.adapters.server_kit import bound_socket
     from tests.browser.conftest import CHROMIUM

@@ -37,12 +37,12 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("jwt")
 
-from roomsecrets.adapters.participant_tokens import mint_participant_token
 from roomsecrets.adapters.remote import RemoteSecretsClient
 from roomsecrets.adapters.server import RunningServer, create_app, start_server
+from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
-from roomsecrets.core.retry import RetryPolicy
+from roomsecrets.core.oauth.retry import RetryPolicy
 from tests.support import leak_watch
 
 T = TypeVar("T")

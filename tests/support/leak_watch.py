@@ -90,18 +90,9 @@ def install() -> None:
     root.addHandler(handler)
     logging.getLogger("roomsecrets").setLevel(logging.DEBUG)
 
-    from roomsecrets.core import (
-        audit,
-        client,
-        credentials,
-        errors,
-        http,
-        pending_registry,
-        ports,
-        service,
-        token_request,
-        tokens,
-    )
+    from roomsecrets.core import audit, client, credentials, errors, ports, service
+    from roomsecrets.core.oauth import http, token_request, tokens
+    from roomsecrets.core.pending import registry as pending_registry
 
     # The server's own loggers: aiohttp's are quiet (WARNING, from the root)
     # unless asked, so their INFO/DEBUG records would never be made, let alone scanned.
@@ -160,7 +151,7 @@ def _remember_minted_tokens() -> None:
     Python (tests/core runs without PyJWT or aiohttp).
     """
     try:
-        from roomsecrets.adapters import participant_tokens
+        from roomsecrets.adapters.server import participant_tokens
     except ImportError:
         return
     original = participant_tokens.mint_participant_token

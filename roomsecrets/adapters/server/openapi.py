@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the room server, built from the one route table
-(:data:`roomsecrets.adapters.http_api.OPERATIONS`) the server registers its
+(:data:`roomsecrets.adapters.server.http_api.OPERATIONS`) the server registers its
 routes from, plus the approval page's routes
-(:data:`roomsecrets.adapters.approval.PAGE_ROUTES`), so it cannot describe a
+(:data:`roomsecrets.adapters.server.approval.PAGE_ROUTES`), so it cannot describe a
 route the server does not serve or miss one."""
 
 from __future__ import annotations

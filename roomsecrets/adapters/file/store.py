@@ -12,7 +12,7 @@ files:
 Layout
     One file per secret: ``ROOT/secrets/<room>/<owner>/<secret_id>[.<delegated_to>].secret``,
     each id escaped so that none can leave the root or meet another id, even on
-    a case-insensitive file system (``roomsecrets.adapters._file_layout``).
+    a case-insensitive file system (``roomsecrets.adapters.file.layout``).
     Directories are 0700 and files 0600 from the moment they exist. A root
     that others may enter (group/world bits, or another owner) gets an
     :class:`InsecureStoreWarning`, not an error: everything below it is 0700,
@@ -65,7 +65,7 @@ Damaged files
 Encryption at rest (off by default)
     With ``encryption_key``, secret data is AES-GCM encrypted with the key's
     room, owner, secret id, delegate, type, name and version bound in as
-    associated data (``roomsecrets.adapters._file_format``). Each file names
+    associated data (``roomsecrets.adapters.file.format``). Each file names
     the key id that encrypted it. A wrong or missing key raises
     :class:`SecretDecryptionError` on any operation that meets such a file and
     changes nothing (the file is not moved aside). Files written without
@@ -91,9 +91,9 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
 
-from ..core.errors import InvalidInput, LeaseLost, StoreError
-from ..core.ports import Clock, Lease, SecretKey, SecretRecord
-from ..core.store_arguments import (
+from ...core.errors import InvalidInput, LeaseLost, StoreError
+from ...core.ports import Clock, Lease, SecretKey, SecretRecord
+from ...core.store_arguments import (
     check_expected_version,
     check_key,
     check_lease,
@@ -102,7 +102,7 @@ from ..core.store_arguments import (
     compare_version,
     list_order,
 )
-from ._file_format import (
+from .format import (
     Cipher,
     CorruptStoreFile,
     DamagedFile,
@@ -115,7 +115,7 @@ from ._file_format import (
     encode_secret,
     encode_versions,
 )
-from ._file_io import (
+from .io import (
     exclusive,
     fsync_dir,
     loose_permissions,
@@ -124,7 +124,7 @@ from ._file_io import (
     remove_temporaries,
     write_atomically,
 )
-from ._file_layout import (
+from .layout import (
     CORRUPT_MARK,
     LOCK_NAME,
     SECRET_SUFFIX,
@@ -134,7 +134,7 @@ from ._file_layout import (
 )
 
 if TYPE_CHECKING:
-    from ..core.ports import SecretStore
+    from ...core.ports import SecretStore
 
 __all__ = [
     "CorruptStoreFile",
@@ -143,7 +143,7 @@ __all__ = [
     "SecretDecryptionError",
 ]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("roomsecrets.adapters.file")  # the name users configured before the move
 _T = TypeVar("_T")
 
 #: Versions ``issued`` reserves at once, so most writes leave ``.versions`` alone.

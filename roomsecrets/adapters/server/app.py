@@ -1,7 +1,7 @@
 """The room server: many rooms' secrets over HTTP and WebSocket (aiohttp).
 
 Routes, JSON shapes, WebSocket frames and error statuses are listed in
-:mod:`roomsecrets.adapters.http_api`, the one table this module registers its
+:mod:`roomsecrets.adapters.server.http_api`, the one table this module registers its
 routes from (``GET /openapi.json`` is built from it too).
 
 How it works:
@@ -11,7 +11,7 @@ How it works:
   pooled :class:`~roomsecrets.adapters.aiohttp_transport.AiohttpTransport`.
 - **Who calls.** Every ``/rooms/{room}/...`` route reads the participant token
   from ``Authorization: Bearer`` (never from a URL) and verifies it
-  (:mod:`~roomsecrets.adapters.participant_tokens`); any failure is a 401.
+  (:mod:`~roomsecrets.adapters.server.participant_tokens`); any failure is a 401.
 - **HTTP calls** run on a :meth:`SecretsService.session
   <roomsecrets.core.service.SecretsService.session>` made for the call, with the
   token's grant: the caller acts as itself without being *connected*, so an
@@ -27,7 +27,7 @@ How it works:
   (pending requests to and from it end); a drop keeps the participant for
   ``disconnect_grace`` seconds, and a new socket within it takes it back. A socket
   is closed (4401) when its token expires, and the participant leaves at once.
-- **The approval page** ``/approve`` (:mod:`~roomsecrets.adapters.approval`).
+- **The approval page** ``/approve`` (:mod:`~roomsecrets.adapters.server.approval`).
 - **``/oauth/callback``** finds the open request by its ``state`` (at least 128
   random bits: the state is the proof, no token is needed) and answers it as its
   addressee would, with the addressee's own grant.
@@ -65,19 +65,19 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
-from ..core.client import SecretsClient
-from ..core.errors import (
+from ...core.client import SecretsClient
+from ...core.errors import (
     InvalidInput,
     RoomSecretsError,
     UnknownRequest,
     safe_text,
 )
-from ..core.inputs import check_id
-from ..core.participants import Participant
-from ..core.pending_registry import PendingRequest
-from ..core.ports import HttpTransport, SecretStore
-from ..core.service import SecretsService
-from .aiohttp_transport import AiohttpTransport
+from ...core.inputs import check_id
+from ...core.participants import Participant
+from ...core.pending.registry import PendingRequest
+from ...core.ports import HttpTransport, SecretStore
+from ...core.service import SecretsService
+from ..aiohttp_transport import AiohttpTransport
 from .approval import add_approval_page, public_origin
 from .http_api import (
     CLOSE_ALREADY_CONNECTED,

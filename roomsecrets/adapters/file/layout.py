@@ -37,7 +37,7 @@ import json
 import os
 from typing import Optional
 
-from ..core.ports import SecretKey
+from ...core.ports import SecretKey
 
 __all__ = [
     "CORRUPT_MARK",

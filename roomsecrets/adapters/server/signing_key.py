@@ -19,8 +19,8 @@ import secrets
 import stat
 from typing import Optional
 
-from .core.errors import InvalidInput
-from .core.values import frozen_value
+from ...core.errors import InvalidInput
+from ...core.values import frozen_value
 
 __all__ = [
     "DEFAULT_STORE",

@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from .errors import InvalidInput
-from .values import frozen_value
+from ..errors import InvalidInput
+from ..values import frozen_value
 
 __all__ = ["DEFAULT_REFRESH_LEEWAY", "TokenSet"]
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .errors import IllegalTransition
+from ..errors import IllegalTransition
 
 __all__ = [
     "TERMINAL_STATES",
@@ -234,10 +234,10 @@ def render_markdown() -> str:
     return (
         "# Pending authorization request: states and transitions\n"
         "\n"
-        "<!-- Generated from roomsecrets/core/pending.py; do not edit. Regenerate with:\n"
+        "<!-- Generated from roomsecrets/core/pending/machine.py; do not edit. Regenerate with:\n"
         "     python -m roomsecrets.core.pending > docs/pending-states.md -->\n"
         "\n"
-        "The table `TRANSITIONS` in `roomsecrets/core/pending.py` is the whole machine.\n"
+        "The table `TRANSITIONS` in `roomsecrets/core/pending/machine.py` is the whole machine.\n"
         "A `-` cell is an illegal input: it raises `IllegalTransition` and changes\n"
         "nothing. Terminal states accept no input. In `EXCHANGING` the authorization\n"
         "code is already spent, so only the exchange result ends the request; a\n"

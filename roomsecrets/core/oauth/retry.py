@@ -28,8 +28,8 @@ import math
 import random
 from typing import Callable, Optional
 
-from .errors import ConnectError, InvalidInput, ProviderUnavailable, TemporarilyUnavailable
-from .values import frozen_value
+from ..errors import ConnectError, InvalidInput, ProviderUnavailable, TemporarilyUnavailable
+from ..values import frozen_value
 
 __all__ = ["RetryPolicy"]
 

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Iterator
 from typing import Optional
 
-from ._file_layout import TEMP_PREFIX
+from .layout import TEMP_PREFIX
 
 __all__ = [
     "DIR_MODE",

@@ -31,8 +31,8 @@ import math
 import os
 from typing import Any, Optional
 
-from ..core.errors import ConfigurationError, StoreError
-from ..core.ports import Lease, SecretKey, SecretRecord
+from ...core.errors import ConfigurationError, StoreError
+from ...core.ports import Lease, SecretKey, SecretRecord
 
 __all__ = [
     "FORMAT",

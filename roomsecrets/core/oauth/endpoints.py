@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import InsecureEndpointError, InvalidInput
+from ..errors import InsecureEndpointError, InvalidInput
 
 __all__ = ["check_endpoint", "check_redirect_uri", "is_loopback_host"]
 

@@ -47,8 +47,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional, Union
 
-from .endpoints import is_loopback_host
-from .errors import (
+from ..errors import (
     ConnectError,
     InvalidInput,
     ProviderTimeout,
@@ -56,6 +55,7 @@ from .errors import (
     RoomSecretsError,
     TransportError,
 )
+from .endpoints import is_loopback_host
 from .http import HttpRequest, HttpResponse
 
 __all__ = ["UrllibTransport"]

@@ -32,8 +32,7 @@ from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from .endpoints import check_endpoint
-from .errors import (
+from ..errors import (
     InvalidInput,
     InvalidProviderMetadata,
     ProviderMetadataNotFound,
@@ -42,12 +41,13 @@ from .errors import (
     RoomSecretsError,
     safe_text,
 )
+from ..inputs import check_url
+from ..ports import Clock
+from ..values import frozen_value
+from .endpoints import check_endpoint
 from .http import Headers, HttpRequest, header_value
-from .inputs import check_url
-from .ports import Clock
 from .token_request import ClientAuthMethod
 from .token_response import parse_retry_after
-from .values import frozen_value
 
 __all__ = [
     "MAX_METADATA_BYTES",

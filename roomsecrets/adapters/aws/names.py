@@ -29,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ..core.errors import InvalidInput
-from ..core.ports import SecretKey
+from ...core.errors import InvalidInput
+from ...core.ports import SecretKey
 
 __all__ = [
     "MAX_NAME",

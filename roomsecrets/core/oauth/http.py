@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import InvalidInput
-from .values import frozen_value
+from ..errors import InvalidInput
+from ..values import frozen_value
 
 __all__ = ["Headers", "HttpRequest", "HttpResponse", "header_value"]
 

@@ -12,8 +12,8 @@ import random
 from collections.abc import Awaitable, Sequence
 from typing import Callable, Optional
 
+from ..ports import Clock, HttpTransport
 from .http import HttpRequest
-from .ports import Clock, HttpTransport
 from .retry import RetryPolicy
 from .token_request import (
     ClientCredentials,

@@ -1,6 +1,6 @@
 """Token endpoint requests as data (RFC 6749 §4.1.3, §6; client auth §2.3.1).
 
-The functions return an :class:`~roomsecrets.core.http.HttpRequest`; sending it
+The functions return an :class:`~roomsecrets.core.oauth.http.HttpRequest`; sending it
 is the transport's job.
 """
 
@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Optional
 from urllib.parse import quote_plus, urlencode
 
+from ..errors import ConfigurationError, InvalidInput
+from ..values import frozen_value
 from .authorization import join_scopes
 from .endpoints import check_endpoint, check_redirect_uri
-from .errors import ConfigurationError, InvalidInput
 from .http import HttpRequest
 from .pkce import validate_verifier
-from .values import frozen_value
 
 __all__ = [
     "ClientAuthMethod",

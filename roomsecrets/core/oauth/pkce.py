@@ -13,7 +13,7 @@ import re
 import secrets
 from typing import Callable
 
-from .errors import ConfigurationError, InvalidInput
+from ..errors import ConfigurationError, InvalidInput
 
 __all__ = [
     "MAX_VERIFIER_LENGTH",

@@ -6,7 +6,7 @@ Claims: ``room``, ``sub`` (participant id), ``name`` (display name or null),
 accepts HS256 only, so ``alg: none`` and RS/HS confusion tokens are refused;
 an expired token, a wrong signature, a missing claim, a malformed grant or a
 token for another room raises
-:class:`~roomsecrets.adapters.http_api.InvalidParticipantToken` (HTTP 401). The
+:class:`~roomsecrets.adapters.server.http_api.InvalidParticipantToken` (HTTP 401). The
 messages say which check failed, never the token.
 
 Example::
@@ -26,10 +26,10 @@ from typing import Callable, Optional, Union
 
 import jwt
 
-from ..core.errors import InvalidInput
-from ..core.grants import SecretsGrant
-from ..core.inputs import check_id, check_name
-from ..core.values import frozen_value
+from ...core.errors import InvalidInput
+from ...core.grants import SecretsGrant
+from ...core.inputs import check_id, check_name
+from ...core.values import frozen_value
 from .http_api import InvalidParticipantToken
 
 __all__ = [
@@ -121,7 +121,7 @@ def mint_participant_token(
 def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantToken:
     """Verify ``token`` (HS256, signature, expiry, claims) for ``room``; return its claims.
 
-    Raises :class:`~roomsecrets.adapters.http_api.InvalidParticipantToken`.
+    Raises :class:`~roomsecrets.adapters.server.http_api.InvalidParticipantToken`.
     """
     if not isinstance(token, str) or not token:
         raise InvalidParticipantToken("no participant token")

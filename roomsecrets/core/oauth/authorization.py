@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Optional
 from urllib.parse import parse_qsl, quote, urlencode, urlunsplit
 
+from ..errors import InvalidInput
 from .endpoints import check_endpoint, check_redirect_uri
-from .errors import InvalidInput
 
 __all__ = ["RESERVED_AUTHORIZATION_PARAMS", "build_authorization_url", "join_scopes"]
 

@@ -2,14 +2,14 @@
 
 Standard library only: the server (:mod:`roomsecrets.adapters.server`), the
 remote client (:mod:`roomsecrets.adapters.remote`), the OpenAPI document
-(:mod:`roomsecrets.adapters.openapi`) and the CLI all read this one table, so
+(:mod:`roomsecrets.adapters.server.openapi`) and the CLI all read this one table, so
 they cannot drift apart.
 
 Authentication
     Every ``/rooms/{room}/...`` route needs ``Authorization: Bearer <participant
     token>``: an HS256 JWT with claims ``room``, ``sub`` (participant id),
     ``name``, ``grant`` (``SecretsGrant.to_dict()``) and ``exp``
-    (:mod:`roomsecrets.adapters.participant_tokens`). The token is never put in
+    (:mod:`roomsecrets.adapters.server.participant_tokens`). The token is never put in
     a URL. Any number of HTTP calls may use one token at once; they work whether
     or not the participant has a WebSocket open (an agent needs none).
 
@@ -101,9 +101,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from ..core.api import OAuthPrompt, SecretInfo
-from ..core.endpoints import is_loopback_host
-from ..core.errors import (
+from ...core.api import OAuthPrompt, SecretInfo
+from ...core.errors import (
     ConfigurationError,
     GrantDenied,
     IllegalTransition,
@@ -126,9 +125,10 @@ from ..core.errors import (
     UnknownRequest,
     VersionConflict,
 )
-from ..core.inputs import CLIENT_AUTH_METHODS
-from ..core.pending import PendingInput, PendingState
-from ..core.values import frozen_value
+from ...core.inputs import CLIENT_AUTH_METHODS
+from ...core.oauth.endpoints import is_loopback_host
+from ...core.pending.machine import PendingInput, PendingState
+from ...core.values import frozen_value
 
 __all__ = [
     "CLOSE_ALREADY_CONNECTED",
@@ -259,7 +259,7 @@ def error_body(error: RoomSecretsError) -> dict[str, Any]:
 
 
 def _error_classes() -> dict[str, type[RoomSecretsError]]:
-    from ..core import errors
+    from ...core import errors
 
     found: dict[str, type[RoomSecretsError]] = {}
     for name in errors.__all__:

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
 from typing import Callable, ClassVar, Generic, Optional, TypeVar, Union
 
-from .errors import (
+from ..errors import (
     ConfigurationError,
     InvalidInput,
     IssuerMismatch,
@@ -48,9 +48,9 @@ from .errors import (
     UnknownRequest,
     safe_text,
 )
-from .pending import PendingInput, PendingMachine, PendingState
-from .ports import Clock
-from .values import frozen_value
+from ..ports import Clock
+from ..values import frozen_value
+from .machine import PendingInput, PendingMachine, PendingState
 
 __all__ = [
     "Cancelled",

@@ -8,7 +8,7 @@ one of ours at the boundary (:class:`~roomsecrets.core.errors.StoreError`, or
 Names
     ``{prefix}/{room}/{owner}/{secret_id}[/{delegated_to}]`` and
     ``{prefix}/_leases/{lease name}``, each component escaped injectively (see
-    :mod:`roomsecrets.adapters._aws_names`). A key whose name would exceed
+    :mod:`roomsecrets.adapters.aws.names`). A key whose name would exceed
     AWS's 512 characters raises :class:`~roomsecrets.core.errors.InvalidInput`
     (a lease name that long is hashed instead: it only has to be distinct).
     Prefixes of two stores must not nest (``app`` and ``app/r``).
@@ -125,10 +125,10 @@ from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
     ClientError,
 )
 
-from ..core.errors import InvalidInput, LeaseLost, StoreError, VersionConflict
-from ..core.ports import Clock, Lease, SecretKey, SecretRecord
-from ..core.retry import RetryPolicy
-from ..core.store_arguments import (
+from ...core.errors import InvalidInput, LeaseLost, StoreError, VersionConflict
+from ...core.oauth.retry import RetryPolicy
+from ...core.ports import Clock, Lease, SecretKey, SecretRecord
+from ...core.store_arguments import (
     check_expected_version,
     check_key,
     check_lease,
@@ -136,7 +136,7 @@ from ..core.store_arguments import (
     check_ttl,
     list_order,
 )
-from ._aws_names import (
+from .names import (
     MAX_NAME,
     check_prefix,
     lease_secret_name,
@@ -145,7 +145,7 @@ from ._aws_names import (
 )
 
 if TYPE_CHECKING:
-    from ..core.ports import SecretStore
+    from ...core.ports import SecretStore
 
 __all__ = ["MAX_VALUE_BYTES", "SecretsManagerStore"]
 

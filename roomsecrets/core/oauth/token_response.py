@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from .errors import (
+from ..errors import (
     ProviderResponseError,
     ProviderUnavailable,
     ResponseTooLarge,

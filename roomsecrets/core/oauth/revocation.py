@@ -19,15 +19,15 @@ import json
 from collections.abc import Sequence
 from typing import Optional
 
-from .credentials import StoredCredential
-from .endpoints import check_endpoint
-from .errors import (
+from ..credentials import StoredCredential
+from ..errors import (
     InvalidInput,
     ProviderResponseError,
     ProviderUnavailable,
     ResponseTooLarge,
     oauth_error_from_response,
 )
+from .endpoints import check_endpoint
 from .http import Headers, HttpRequest, header_value
 from .token_request import ClientCredentials, build_client_authenticated_request
 from .token_response import parse_retry_after
