@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .api import OAuthPrompt, SecretInfo, SecretsAPI
 from .credentials import OAUTH_TOKEN_TYPE
 from .errors import InvalidInput, ParticipantNotConnected, safe_text
-from .grants import authorize, check_manage_own_secrets
+from .grants import authorize, check_manage_own_secrets, check_oauth_request_before_discovery
 from .inputs import (
+    MAX_CLIENT_ID,
     MAX_CLIENT_SECRET,
     MAX_CODE,
     MAX_ERROR,
@@ -32,7 +33,7 @@ from .inputs import (
     check_vschar,
 )
 from .oauth.discovery import ProviderMetadata, resolve_endpoints
-from .oauth.endpoints import check_redirect_uri
+from .oauth.endpoints import check_endpoint, check_redirect_uri
 from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .participants import Participant, RoomService
 from .ports import SecretKey
@@ -147,9 +148,13 @@ class SecretsClient:
         ProviderMetadataNotFound when an endpoint is neither given nor
         published), InvalidInput.
         """
+        self._check_connected()
         scopes = check_scopes(scopes)
+        self._check_oauth_arguments(
+            from_participant_id, client_id, issuer, authorization_endpoint, token_endpoint
+        )
         check_url(redirect_uri, "redirect_uri")
-        check_redirect_uri(redirect_uri)
+        check_redirect_uri(redirect_uri, allow_insecure_http=self._service.allow_insecure_http)
         timeout = check_timeout(timeout)
         check_flag(no_pkce, "no_pkce")
         method = _checked_auth_method(client_secret, client_auth_method)
@@ -171,6 +176,7 @@ class SecretsClient:
             authorization_endpoint,
             token_endpoint,
             scopes,
+            provider.issuer,
         )
         client = self._new_client(client_id, client_secret, method, provider)
         service = self._service
@@ -186,6 +192,7 @@ class SecretsClient:
                 authorization_endpoint,
                 token_endpoint,
                 scopes,
+                provider.issuer,
             ),
         )
         if token is not None:
@@ -203,6 +210,29 @@ class SecretsClient:
             issuer=provider.issuer,
             metadata=provider.metadata,
         )
+
+    def _check_oauth_arguments(
+        self,
+        owner: object,
+        client_id: object,
+        issuer: object,
+        authorization_endpoint: object,
+        token_endpoint: object,
+    ) -> None:
+        """Check every argument an OAuth call knows before it looks anything up
+        (docs/limits.md): a bad one is InvalidInput before any fetch or audit."""
+        check_id(owner, "from participant")
+        check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
+        if issuer is not None:
+            self._service.check_issuer(issuer)
+        allow_http = self._service.allow_insecure_http
+        for value, name in (
+            (authorization_endpoint, "authorization_endpoint"),
+            (token_endpoint, "token_endpoint"),
+        ):
+            if value is not None:
+                check_url(value, name)
+                check_endpoint(value, what=name, allow_insecure_http=allow_http)
 
     async def _provider(
         self,
@@ -234,16 +264,34 @@ class SecretsClient:
         if token_endpoint is not None:
             check_url(token_endpoint, "token_endpoint")
         given = authorization_endpoint is not None and token_endpoint is not None
-        if not given and not self._participant.grant.oauth:
-            # A grant without OAuth rules refuses whatever the endpoints are: decide
-            # (audited) before asking the issuer for anything.
-            self._checked_credential_key(
-                action,
-                owner,
-                client_id,
-                authorization_endpoint or issuer,
-                token_endpoint or issuer,
-                scopes,
+        # Decide what can be decided before the issuer is asked for anything: a
+        # denied caller must not make the server send requests (to probe ports).
+        maybe = check_oauth_request_before_discovery(
+            self._participant.grant,
+            target=owner,
+            client_id=client_id,
+            issuer=issuer,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+        )
+        if not maybe.allowed:
+            authorize(
+                maybe,
+                sink=service.audit,
+                action=action,
+                room=service.room,
+                actor=self.participant_id,
+                at=service.clock(),
+                # The shape of every OAuth decision's details; the issuer stands in
+                # for an endpoint not known yet.
+                details=(
+                    ("target", owner),
+                    ("client_id", client_id),
+                    ("token_endpoint", token_endpoint or issuer),
+                    ("scopes", " ".join(scopes)),
+                    ("issuer", issuer),
+                ),
             )
         metadata = await service.provider_metadata(issuer, endpoints_given=given)
         chosen = resolve_endpoints(
@@ -303,6 +351,7 @@ class SecretsClient:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: tuple[str, ...],
+        issuer: Optional[str] = None,
     ) -> SecretKey:
         """Check the call against our grant (audited; raises on denial), then return
         where ``owner``'s credential for this client, delegated to us, lives."""
@@ -316,6 +365,7 @@ class SecretsClient:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            issuer=issuer,
         )
         return service.credential_key(
             owner=owner,
@@ -332,6 +382,7 @@ class SecretsClient:
         authorization_endpoint: str,
         token_endpoint: str,
         requested: tuple[str, ...],
+        issuer: Optional[str] = None,
     ) -> Callable[[tuple[str, ...]], None]:
         """The check a stored credential's own scopes must pass before we get its token.
 
@@ -352,6 +403,7 @@ class SecretsClient:
                 authorization_endpoint=authorization_endpoint,
                 token_endpoint=token_endpoint,
                 scopes=carried,
+                issuer=issuer,
             )
 
         return allow
@@ -392,7 +444,11 @@ class SecretsClient:
         owner = delegated_by if delegated_by is not None else participant_name
         if owner is None:
             raise InvalidInput("delegated_by (or participant_name) is required")
+        self._check_connected()
         scopes = check_scopes(scopes)
+        self._check_oauth_arguments(
+            owner, client_id, issuer, authorization_endpoint, token_endpoint
+        )
         check_timeout(timeout)
         method = _checked_auth_method(client_secret, client_auth_method)
         provider = await self._provider(
@@ -413,6 +469,7 @@ class SecretsClient:
             authorization_endpoint,
             token_endpoint,
             scopes,
+            provider.issuer,
         )
         client = self._new_client(client_id, client_secret, method, provider)
         return await self._service.refresher.access_token(
@@ -427,6 +484,7 @@ class SecretsClient:
                 authorization_endpoint,
                 token_endpoint,
                 scopes,
+                provider.issuer,
             ),
         )
 

@@ -48,6 +48,7 @@ from typing import Any, Optional
 
 from .audit import AuditEvent, AuditSink
 from .errors import GrantDenied, InvalidInput
+from .oauth.scopes import split_all
 from .values import frozen_value
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "check_answer_prompt",
     "check_manage_own_secrets",
     "check_oauth_request",
+    "check_oauth_request_before_discovery",
     "decision_event",
     "glob_match",
 ]
@@ -69,7 +71,7 @@ GRANT_FORMAT_VERSION = 1
 #: Longest value quoted in a reason; longer ones are cut so reasons stay readable.
 _MAX_QUOTED = 120
 
-_RULE_PATTERNS = ("client_id", "authorization_endpoint", "token_endpoint")
+_RULE_PATTERNS = ("client_id", "issuer", "authorization_endpoint", "token_endpoint")
 _RULE_LISTS = ("scopes", "participants")
 _RULE_KEYS = frozenset((*_RULE_PATTERNS, *_RULE_LISTS))
 _GRANT_FLAGS = ("manage_own_secrets", "answer_prompts")
@@ -96,6 +98,7 @@ class OAuthRule:
     """
 
     client_id: str = "*"
+    issuer: str = "*"
     authorization_endpoint: str = "*"
     token_endpoint: str = "*"
     # Typed as Sequence so a list type-checks; always stored as a tuple.
@@ -110,13 +113,17 @@ class OAuthRule:
 
     def to_dict(self) -> dict[str, Any]:
         """Return this rule as plain JSON types (lists for tuples)."""
-        return {
+        data: dict[str, Any] = {
             "client_id": self.client_id,
             "authorization_endpoint": self.authorization_endpoint,
             "token_endpoint": self.token_endpoint,
             "scopes": None if self.scopes is None else list(self.scopes),
             "participants": None if self.participants is None else list(self.participants),
         }
+        if self.issuer != "*":
+            # Only when named: a grant without one still reads where "issuer" is unknown.
+            data["issuer"] = self.issuer
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> OAuthRule:
@@ -239,13 +246,14 @@ def check_oauth_request(
     authorization_endpoint: str,
     token_endpoint: str,
     scopes: Optional[Iterable[str]],
+    issuer: Optional[str] = None,
 ) -> GrantDecision:
     """May the holder of ``grant`` ask ``target`` for a token from this provider?
 
     ``target`` is the participant being asked (``from_participant_id`` or
     ``delegated_by``). ``scopes`` is the requested scope list (None for none);
-    each entry is split on whitespace first, so ``["a b"]`` is checked as the two
-    scope tokens the provider would see (RFC 6749 §3.3). The first rule that
+    each entry is split on whitespace and commas first (``core/oauth/scopes.py``),
+    so ``["a,b"]`` is checked as the two scopes a provider would see. The first rule that
     matches every field allows the request; when none does, the reason says why
     each rule failed.
 
@@ -257,25 +265,81 @@ def check_oauth_request(
     ...     scopes=None).reason
     'no oauth rule matches: the grant has no oauth rules'
     """
-    _check_arg(target, "target")
-    _check_arg(client_id, "client_id")
     _check_arg(authorization_endpoint, "authorization_endpoint")
     _check_arg(token_endpoint, "token_endpoint")
+    return _decide(
+        grant,
+        target=target,
+        client_id=client_id,
+        issuer=issuer,
+        endpoints=(authorization_endpoint, token_endpoint),
+        scopes=scopes,
+    )
+
+
+def check_oauth_request_before_discovery(
+    grant: SecretsGrant,
+    *,
+    target: str,
+    client_id: str,
+    issuer: str,
+    authorization_endpoint: Optional[str],
+    token_endpoint: Optional[str],
+    scopes: Optional[Iterable[str]],
+) -> GrantDecision:
+    """Could any rule of ``grant`` allow this request once ``issuer``'s metadata names
+    the endpoints left out (None)?
+
+    Run before anything is fetched: a denial here means no metadata can make
+    the request allowed, so the issuer is never asked (a denied caller must not
+    be able to make the server send requests). An allowed decision is only a
+    "maybe": the full :func:`check_oauth_request` decides once the endpoints are
+    known.
+
+    >>> rule = OAuthRule(issuer="https://accounts.example.com")
+    >>> check_oauth_request_before_discovery(SecretsGrant(oauth=[rule]), target="alice",
+    ...     client_id="c", issuer="http://127.0.0.1:22", authorization_endpoint=None,
+    ...     token_endpoint=None, scopes=None).allowed
+    False
+    """
+    _check_arg(issuer, "issuer")
+    for value, name in ((authorization_endpoint, "authorization_endpoint"),
+                        (token_endpoint, "token_endpoint")):
+        if value is not None:
+            _check_arg(value, name)
+    return _decide(
+        grant,
+        target=target,
+        client_id=client_id,
+        issuer=issuer,
+        endpoints=(authorization_endpoint, token_endpoint),
+        scopes=scopes,
+    )
+
+
+def _decide(
+    grant: SecretsGrant,
+    *,
+    target: str,
+    client_id: str,
+    issuer: Optional[str],
+    endpoints: tuple[Optional[str], Optional[str]],
+    scopes: Optional[Iterable[str]],
+) -> GrantDecision:
+    _check_arg(target, "target")
+    _check_arg(client_id, "client_id")
+    if issuer is not None:
+        _check_arg(issuer, "issuer")
     tokens = _scope_tokens(scopes)
     if not grant.oauth:
         return GrantDecision(
             allowed=False, reason="no oauth rule matches: the grant has no oauth rules"
         )
+    # None: not known yet (before discovery), so any pattern may still match it.
+    values = (client_id, "" if issuer is None else issuer, *endpoints)
     failures = []
     for index, rule in enumerate(grant.oauth):
-        why = _rule_mismatch(
-            rule,
-            target=target,
-            client_id=client_id,
-            authorization_endpoint=authorization_endpoint,
-            token_endpoint=token_endpoint,
-            scopes=tokens,
-        )
+        why = _rule_mismatch(rule, target=target, values=values, scopes=tokens)
         if why is None:
             return GrantDecision(
                 allowed=True, reason=f"allowed by oauth rule {index}", rule_index=index
@@ -433,12 +497,12 @@ def _scope_tokens(scopes: Optional[Iterable[str]]) -> tuple[str, ...]:
         return ()
     if isinstance(scopes, (str, bytes)) or not isinstance(scopes, Iterable):
         raise InvalidInput("scopes must be a list of strings or None")
-    tokens: list[str] = []
-    for scope in scopes:
+    entries = tuple(scopes)
+    for scope in entries:
         if not isinstance(scope, str):
             raise InvalidInput(f"scopes must be strings, got {type(scope).__name__}")
-        tokens.extend(scope.split())
-    return tuple(tokens)
+    # Split as the provider splits (core/oauth/scopes.py): "a,b" is two scopes there.
+    return split_all(entries)
 
 
 def _mapping(data: object, where: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -472,16 +536,19 @@ def _rule_mismatch(
     rule: OAuthRule,
     *,
     target: str,
-    client_id: str,
-    authorization_endpoint: str,
-    token_endpoint: str,
+    values: tuple[Optional[str], ...],
     scopes: tuple[str, ...],
 ) -> Optional[str]:
-    """Return the first field of ``rule`` the request fails, as a phrase; None if it matches."""
-    values = (client_id, authorization_endpoint, token_endpoint)
+    """Return the first field of ``rule`` the request fails, as a phrase; None if it matches.
+
+    ``values`` are the request's values of ``_RULE_PATTERNS``, in order; None is
+    a value not known yet, which every pattern may match.
+    """
     for name, value in zip(_RULE_PATTERNS, values):
         pattern: str = getattr(rule, name)
-        if not glob_match(value, pattern):
+        if value is not None and not glob_match(value, pattern):
+            if name == "issuer" and not value:
+                return f"issuer: the request names none, and the rule needs {_quote(pattern)}"
             return f"{name} {_quote(value)} does not match {_quote(pattern)}"
     if rule.scopes is not None:
         for scope in scopes:

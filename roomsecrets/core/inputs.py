@@ -21,6 +21,7 @@ import re
 from typing import Optional
 
 from .errors import InvalidInput
+from .oauth.scopes import check_scope
 
 __all__ = [
     "CLIENT_AUTH_METHODS",
@@ -148,8 +149,8 @@ def check_scopes(scopes: object) -> tuple[str, ...]:
 
     Reading once matters: a generator would otherwise be consumed by the first
     check and look empty to the next (the grant would be checked against no
-    scopes at all). The characters of each scope are checked by the grant
-    check (RFC 6749 §3.3).
+    scopes at all). Each scope is one scope-token (RFC 6749 §3.3) without a
+    comma or whitespace (:func:`~.oauth.scopes.check_scope`).
     """
     if scopes is None:
         return ()
@@ -160,6 +161,7 @@ def check_scopes(scopes: object) -> tuple[str, ...]:
     for scope in scopes:
         if type(scope) is not str or len(scope) > MAX_SCOPE_LENGTH:
             raise InvalidInput(f"each scope must be a string of at most {MAX_SCOPE_LENGTH} chars")
+        check_scope(scope)  # one scope: no comma, no whitespace (core/oauth/scopes.py)
     return tuple(scopes)
 
 

@@ -64,6 +64,7 @@ class RoomService(Protocol):
     clock: Clock
     audit: AuditSink
     refresher: CredentialRefresher
+    allow_insecure_http: bool
 
     def participant(self, participant_id: str) -> Participant: ...
 
@@ -85,6 +86,7 @@ class RoomService(Protocol):
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
+        issuer: Optional[str] = None,
     ) -> None: ...
 
     def check_stored_scopes(
@@ -97,6 +99,7 @@ class RoomService(Protocol):
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: tuple[str, ...],
+        issuer: Optional[str] = None,
     ) -> None: ...
 
     def check_issuer(self, issuer: object) -> str: ...

@@ -44,7 +44,7 @@ from .grants import (
     check_oauth_request,
 )
 from .inputs import MAX_CLIENT_ID, check_id, check_name, check_url, check_vschar
-from .oauth.authorization import build_authorization_url, join_scopes
+from .oauth.authorization import build_authorization_url
 from .oauth.discovery import (
     MAX_METADATA_BYTES,
     MetadataCache,
@@ -62,6 +62,7 @@ from .oauth.revocation import (
     check_revocation_response,
     revocation_request_for,
 )
+from .oauth.scopes import join_scopes
 from .oauth.token_endpoint import TokenEndpointClient
 from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .oauth.tokens import TokenSet
@@ -330,6 +331,7 @@ class SecretsService:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
+        issuer: Optional[str] = None,
     ) -> None:
         """Validate an OAuth call's arguments, check the grant (audited), raise on denial.
 
@@ -346,6 +348,7 @@ class SecretsService:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            issuer=issuer,
         )
 
     def _check_oauth(
@@ -359,6 +362,7 @@ class SecretsService:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
+        issuer: Optional[str] = None,
     ) -> None:
         # Exact str, bounded and clean before the memo: nothing odd or huge is kept.
         check_id(target, "from participant")
@@ -369,7 +373,9 @@ class SecretsService:
         decision: Optional[GrantDecision] = None
         try:
             scope_key = None if scopes is None else (type(scopes), tuple(scopes))
-            memo_key = (grant, target, client_id, authorization_endpoint, token_endpoint, scope_key)
+            memo_key = (
+                grant, target, client_id, issuer, authorization_endpoint, token_endpoint, scope_key
+            )
             decision = self._oauth_decisions.get(memo_key)
         except TypeError:  # unhashable or non-iterable argument: validation rejects it
             memo_key = None
@@ -381,6 +387,7 @@ class SecretsService:
                 authorization_endpoint=authorization_endpoint,
                 token_endpoint=token_endpoint,
                 scopes=scopes,
+                issuer=issuer,
             )
             if memo_key is not None:
                 if len(self._oauth_decisions) >= _MAX_REMEMBERED_DECISIONS:
@@ -410,6 +417,7 @@ class SecretsService:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
+        issuer: Optional[str] = None,
     ) -> GrantDecision:
         check_endpoint(
             authorization_endpoint,
@@ -427,6 +435,7 @@ class SecretsService:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            issuer=issuer,
         )
 
     def check_stored_scopes(
@@ -439,6 +448,7 @@ class SecretsService:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: tuple[str, ...],
+        issuer: Optional[str] = None,
     ) -> None:
         """Check (audited; raise GrantDenied) that ``requester``'s grant allows the
         scopes a stored credential carries, before its token is handed out.
@@ -455,6 +465,7 @@ class SecretsService:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            issuer=issuer,
         )
 
     def _check_stored_scopes(
@@ -468,6 +479,7 @@ class SecretsService:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: tuple[str, ...],
+        issuer: Optional[str] = None,
     ) -> None:
         authorize(
             check_oauth_request(
@@ -477,6 +489,7 @@ class SecretsService:
                 authorization_endpoint=authorization_endpoint,
                 token_endpoint=token_endpoint,
                 scopes=scopes,
+                issuer=issuer,
             ),
             sink=self.audit,
             action=action,
@@ -942,6 +955,7 @@ class _Session:
         self.clock = service.clock
         self.audit = service.audit
         self.refresher = service.refresher
+        self.allow_insecure_http = service.allow_insecure_http
 
     def participant(self, participant_id: str) -> Participant:
         if participant_id != self._participant.participant_id:
@@ -980,6 +994,7 @@ class _Session:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
+        issuer: Optional[str] = None,
     ) -> None:
         self._service._check_oauth(
             self.participant(requester).grant,
@@ -990,6 +1005,7 @@ class _Session:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            issuer=issuer,
         )
 
     def check_stored_scopes(
@@ -1002,6 +1018,7 @@ class _Session:
         authorization_endpoint: str,
         token_endpoint: str,
         scopes: tuple[str, ...],
+        issuer: Optional[str] = None,
     ) -> None:
         self._service._check_stored_scopes(
             self.participant(requester).grant,
@@ -1012,6 +1029,7 @@ class _Session:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            issuer=issuer,
         )
 
     def check_issuer(self, issuer: object) -> str:

@@ -127,9 +127,10 @@ def test_bad_redirect_uris_are_refused(redirect):
         build_authorization_url(**{**BASE, "redirect_uri": redirect})
 
 
-def test_native_app_custom_scheme_redirect_is_allowed():
-    url = build_authorization_url(**{**BASE, "redirect_uri": "com.example.app:/oauth2redirect"})
-    assert ("redirect_uri", "com.example.app:/oauth2redirect") in params(url)
+def test_a_custom_scheme_redirect_is_refused():
+    # The room server is the OAuth client, never a native app (RFC 8252 §7.1 does not apply).
+    with pytest.raises(InvalidInput, match="redirect_uri must be an absolute http"):
+        build_authorization_url(**{**BASE, "redirect_uri": "com.example.app:/oauth2redirect"})
 
 
 @pytest.mark.parametrize("scopes", ["one string", ["has space"], [""], ['quo"te'], [1]])

@@ -21,7 +21,9 @@ BASE = dict(
 )
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-SCOPE_CHARS = [chr(c) for c in [0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)]]
+# RFC 6749 §3.3 scope-token characters, less the comma: providers that split granted
+# scopes on commas (GitHub, Slack) would read "a,b" as two (core/oauth/scopes.py).
+SCOPE_CHARS = [chr(c) for c in [0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)] if chr(c) != ","]
 NOT_SCOPE_CHARS = [
     *(chr(c) for c in range(0x00, 0x21)),  # controls and space
     '"',
@@ -57,7 +59,7 @@ def test_authorization_url_refuses_an_empty_or_non_string_client_id(client_id):
 
 
 def test_every_scope_character_rfc6749_allows_is_accepted():
-    assert len(SCOPE_CHARS) == 0x7E - 0x21 + 1 - 2  # all visible ASCII but " and \
+    assert len(SCOPE_CHARS) == 0x7E - 0x21 + 1 - 3  # all visible ASCII but ", \ and ,
     assert "~" in SCOPE_CHARS and "!" in SCOPE_CHARS and "#" in SCOPE_CHARS
     everything = "".join(SCOPE_CHARS)
     assert join_scopes([everything]) == everything
@@ -177,3 +179,11 @@ def test_authorization_url_refusals_say_what_is_wrong():
     assert refusal(
         lambda: build_authorization_url(**{**BASE, "authorization_endpoint": ""})
     ) == "authorization_endpoint must be a non-empty URL string"
+
+
+@pytest.mark.parametrize("scope", [",", "a,b", "channels:read,admin", "a,"])
+def test_a_scope_with_a_comma_is_refused_where_requests_are_built(scope):
+    with pytest.raises(InvalidInput, match="must not contain a comma"):
+        join_scopes([scope])
+    with pytest.raises(InvalidInput, match="must not contain a comma"):
+        build_authorization_url(**BASE, scopes=[scope])

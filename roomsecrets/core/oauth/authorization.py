@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlunsplit
 
 from ..errors import InvalidInput
 from .endpoints import check_endpoint, check_redirect_uri
+from .scopes import join_scopes
 
 __all__ = ["RESERVED_AUTHORIZATION_PARAMS", "build_authorization_url", "join_scopes"]
 
@@ -24,26 +25,6 @@ RESERVED_AUTHORIZATION_PARAMS = frozenset(
         "code_challenge_method",
     }
 )
-
-
-def join_scopes(scopes: Optional[Sequence[str]]) -> Optional[str]:
-    """Space-join scopes (RFC 6749 §3.3), refusing empty or space-containing ones."""
-    if scopes is None:
-        return None
-    if isinstance(scopes, str):
-        raise InvalidInput("scopes must be a list of strings, not one string")
-    for scope in scopes:
-        # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-        if (
-            not isinstance(scope, str)
-            or not scope
-            or any(not (0x21 <= ord(c) <= 0x7E) or c in '"\\' for c in scope)
-        ):
-            raise InvalidInput(
-                "each scope must be a non-empty string of printable ASCII without spaces, "
-                'quotes or backslashes (RFC 6749 §3.3)'
-            )
-    return " ".join(scopes) if scopes else None
 
 
 def build_authorization_url(
@@ -78,7 +59,7 @@ def build_authorization_url(
     )
     if not isinstance(client_id, str) or not client_id:
         raise InvalidInput("client_id must be a non-empty string")
-    check_redirect_uri(redirect_uri)
+    check_redirect_uri(redirect_uri, allow_insecure_http=allow_insecure_http)
     if not isinstance(state, str) or not state:
         raise InvalidInput("state must be a non-empty string")
     existing = parse_qsl(parts.query, keep_blank_values=True)

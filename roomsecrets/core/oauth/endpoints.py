@@ -68,22 +68,23 @@ def check_endpoint(url: object, *, what: str, allow_insecure_http: bool = False)
     return parts
 
 
-def check_redirect_uri(uri: object) -> str:
-    """Validate a redirect URI: absolute, no fragment (RFC 6749 §3.1.2).
+def check_redirect_uri(uri: object, *, allow_insecure_http: bool = False) -> str:
+    """Validate a redirect URI: an absolute https URL, or http on a loopback host.
 
-    Custom schemes (``com.example.app:/cb``) are allowed for native apps
-    (RFC 8252 §7.1).
+    The code travels to it in the person's browser, so the rules of
+    :func:`check_endpoint` apply: https (RFC 6749 §3.1.2.1 asks for TLS), plain
+    http only on loopback (RFC 8252 §7.3) or with ``allow_insecure_http``, a
+    host, no credentials and no fragment (RFC 6749 §3.1.2). Custom schemes are
+    refused: the room server is the client here, never a native app.
+    Raises :class:`InvalidInput` (:class:`InsecureEndpointError` for plain http).
+
+    >>> check_redirect_uri("http://127.0.0.1:8700/oauth/callback")
+    'http://127.0.0.1:8700/oauth/callback'
+    >>> check_redirect_uri("ftp://x/cb")
+    Traceback (most recent call last):
+    ...
+    roomsecrets.core.errors.InvalidInput: redirect_uri must be an absolute http(s) URL with a host
     """
-    if not isinstance(uri, str) or not uri:
-        raise InvalidInput("redirect_uri must be a non-empty absolute URI")
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        raise InvalidInput("redirect_uri is not a valid URI") from None
-    if not parts.scheme:
-        raise InvalidInput("redirect_uri must be an absolute URI (RFC 6749 §3.1.2)")
-    if parts.fragment or "#" in uri:
-        raise InvalidInput("redirect_uri must not contain a fragment (RFC 6749 §3.1.2)")
-    if parts.scheme in ("http", "https") and not parts.hostname:
-        raise InvalidInput("redirect_uri must name a host")
+    check_endpoint(uri, what="redirect_uri", allow_insecure_http=allow_insecure_http)
+    assert isinstance(uri, str)  # check_endpoint refused anything else
     return uri

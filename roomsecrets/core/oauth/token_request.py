@@ -14,10 +14,10 @@ from urllib.parse import quote_plus, urlencode
 
 from ..errors import ConfigurationError, InvalidInput
 from ..values import frozen_value
-from .authorization import join_scopes
 from .endpoints import check_endpoint, check_redirect_uri
 from .http import HttpRequest
 from .pkce import validate_verifier
+from .scopes import join_scopes
 
 __all__ = [
     "ClientAuthMethod",
@@ -149,7 +149,7 @@ def build_authorization_code_request(
     """
     if not isinstance(code, str) or not code:
         raise InvalidInput("authorization code must be a non-empty string")
-    check_redirect_uri(redirect_uri)
+    check_redirect_uri(redirect_uri, allow_insecure_http=allow_insecure_http)
     form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)]
     if code_verifier is not None:
         form.append(("code_verifier", validate_verifier(code_verifier)))

@@ -33,6 +33,7 @@ from ..errors import (
     safe_text,
 )
 from .http import Headers, header_value
+from .scopes import split_all, split_scopes
 from .tokens import TokenSet
 
 __all__ = [
@@ -61,7 +62,6 @@ _MAX_NESTING = 32
 _KNOWN_FIELDS = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
-_SCOPE_SEPARATORS = re.compile(r"[\s,]+")
 # RFC 6749 Appendix A: VSCHAR = %x20-7E.
 _VSCHAR = re.compile(r"[\x20-\x7e]+")
 # RFC 9110 §10.2.3: delay-seconds = 1*DIGIT (ASCII).
@@ -240,10 +240,9 @@ def _parse_token_type(value: object) -> str:
 
 def _parse_scope(value: object, requested: Optional[Sequence[str]]) -> tuple[str, ...]:
     if isinstance(value, str):
-        # RFC 6749 §3.3 separates scopes with spaces; GitHub uses commas.
-        return tuple(s for s in _SCOPE_SEPARATORS.split(value) if s)
+        return split_scopes(value)  # spaces (RFC 6749 §3.3) or commas (GitHub)
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return tuple(s for s in value if s)
+        return split_all(value)
     return tuple(requested or ())
 
 
