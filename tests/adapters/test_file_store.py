@@ -29,6 +29,7 @@ from roomsecrets.adapters.file import (
     SecretDecryptionError,
 )
 from roomsecrets.adapters.file import format as _file_format
+from roomsecrets.adapters.file import io as file_io
 from roomsecrets.adapters.file import layout as _file_layout
 from roomsecrets.adapters.file import store as file_store
 from roomsecrets.core.errors import ConfigurationError, InvalidInput, StoreError, VersionConflict
@@ -171,23 +172,85 @@ def test_directories_are_0700_and_files_0600_whatever_the_umask(
     assert seen["dir"] >= 5 and seen["file"] >= 3, seen
 
 
+class _WatchedOs:
+    """The ``os`` module as ``adapters/file/io.py`` sees it, with the mode of the file
+    observed at every call that creates it, writes it, changes its mode, flushes it
+    or renames it: right after ``open`` returns, and before and after the others."""
+
+    def __init__(self) -> None:
+        #: (call, path, permission bits) for every observation.
+        self.seen: list[tuple[str, str, int]] = []
+        self._paths: dict[int, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def _note(self, call: str, path: str, mode: int) -> None:
+        self.seen.append((call, path, stat.S_IMODE(mode)))
+
+    def _note_fd(self, call: str, fd: int) -> None:
+        self._note(call, self._paths.get(fd, f"fd {fd}"), os.fstat(fd).st_mode)
+
+    def _note_path(self, call: str, path: Any) -> None:
+        self._note(call, os.fspath(path), os.lstat(path).st_mode)
+
+    def open(self, path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        fd = os.open(path, flags, mode, **kwargs)
+        self._paths[fd] = os.fspath(path)
+        self._note_fd("open", fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self._paths.pop(fd, None)
+        os.close(fd)
+
+    def write(self, fd: int, data: Any) -> int:
+        self._note_fd("write", fd)
+        written = os.write(fd, data)
+        self._note_fd("write", fd)
+        return written
+
+    def fchmod(self, fd: int, mode: int) -> None:
+        self._note_fd("fchmod", fd)
+        os.fchmod(fd, mode)
+        self._note_fd("fchmod", fd)
+
+    def chmod(self, path: Any, mode: int, **kwargs: Any) -> None:
+        self._note_path("chmod", path)
+        os.chmod(path, mode, **kwargs)
+        self._note_path("chmod", path)
+
+    def fsync(self, fd: int) -> None:
+        self._note_fd("fsync", fd)
+        os.fsync(fd)
+        self._note_fd("fsync", fd)
+
+    def replace(self, source: Any, target: Any, **kwargs: Any) -> None:
+        self._note_path("replace", source)
+        os.replace(source, target, **kwargs)
+        self._note_path("replace", target)
+
+
 def test_files_are_never_readable_by_others_even_while_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[int] = []
-    real_fsync = os.fsync
-
-    def watching_fsync(fd: int) -> None:
-        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", watching_fsync)
+    # umask 0: the modes the store asks for are the modes files get, so a file
+    # created 0644 and tightened later would show here.
+    watched = _WatchedOs()
+    monkeypatch.setattr(file_io, "os", watched)
     old = os.umask(0)
     try:
-        run(FileSecretStore(tmp_path / "s").put(KEY, type=TYPE, name=None, data=DATA))
+        store = FileSecretStore(tmp_path / "s")
+        run(store.put(KEY, type=TYPE, name=None, data=DATA))
+        run(store.put(KEY, type=TYPE, name="again", data=DATA * 2))
+        run(store.acquire_lease("refresh", holder="h", ttl=30))
     finally:
         os.umask(old)
-    assert seen and all(mode & 0o077 == 0 for mode in seen), [oct(m) for m in seen]
+    loose = [(call, path, oct(mode)) for call, path, mode in watched.seen if mode & 0o077]
+    assert loose == []
+    calls = {call for call, _, _ in watched.seen}
+    assert {"open", "write", "fchmod", "fsync", "replace"} <= calls, calls
+    assert run(store.get(KEY)) is not None  # the watched calls did the real work
 
 
 def test_a_root_others_can_enter_gets_a_warning(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any, Optional
 
 import pytest
@@ -44,6 +45,7 @@ from tests.adapters.server_kit import (
     serving,
 )
 from tests.support.fake_provider import CannedResponse, TokenQuirk
+from tests.support.forged_jwt import UNREACHABLE_JKU, hand_signed
 from tests.support.headless_person import authorization_redirect
 
 
@@ -99,8 +101,10 @@ async def still_serving(served: Served) -> None:
 # --- participant tokens ------------------------------------------------------------
 
 
-def _forged(claims: dict[str, Any], *, key: bytes = KEY, algorithm: str = "HS256") -> str:
-    return jwt.encode(claims, key, algorithm=algorithm)
+def _forged(
+    claims: dict[str, Any], *, key: bytes = KEY, headers: Optional[dict[str, Any]] = None
+) -> str:
+    return jwt.encode(claims, key, algorithm="HS256", headers=headers)
 
 
 def _claims(**changes: Any) -> dict[str, Any]:
@@ -122,27 +126,36 @@ def _claims(**changes: Any) -> dict[str, Any]:
 _DROP = object()
 
 
-def _alg_none() -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(_claims())}."
-
-
-BAD_TOKENS = {
-    "alg none": _alg_none,
-    "wrong key": lambda: _forged(_claims(), key=b"x" * 32),
-    "expired": lambda: _forged(_claims(exp=int(time.time()) - 5)),
-    "other room": lambda: _forged(_claims(room="another-room")),
-    "HS512": lambda: _forged(_claims(), key=KEY * 2, algorithm="HS512"),
-    "no sub": lambda: _forged(_claims(sub=_DROP)),
-    "no room": lambda: _forged(_claims(room=_DROP)),
-    "no exp": lambda: _forged(_claims(exp=_DROP)),
-    "no grant": lambda: _forged(_claims(grant=_DROP)),
-    "bad grant": lambda: _forged(_claims(grant={"oauth": "everything"})),
-    "empty sub": lambda: _forged(_claims(sub="")),
-    "not a jwt": lambda: "not.a.jwt",
-    "garbage": lambda: "garbage",
+#: Each bad token, and the words of the 401 message that name the check it fails.
+BAD_TOKENS: dict[str, tuple[Callable[[], str], str]] = {
+    "alg none": (lambda: hand_signed({"alg": "none", "typ": "JWT"}, _claims(), None),
+                 "not HS256"),
+    "alg none signed": (lambda: hand_signed({"alg": "none", "typ": "JWT"}, _claims(), KEY),
+                        "not HS256"),
+    "wrong key": (lambda: _forged(_claims(), key=b"x" * 32), "signature is wrong"),
+    "expired": (lambda: _forged(_claims(exp=int(time.time()) - 5)), "expired"),
+    "other room": (lambda: _forged(_claims(room="another-room")), "another room"),
+    # Signed with the server's own key: only the algorithm is wrong.
+    "HS512": (lambda: hand_signed({"alg": "HS512", "typ": "JWT"}, _claims(), KEY, "sha512"),
+              "not HS256"),
+    "HS384": (lambda: hand_signed({"alg": "HS384", "typ": "JWT"}, _claims(), KEY, "sha384"),
+              "not HS256"),
+    # RS256/HS256 confusion: HMAC under the key a naive verifier would take for the
+    # RSA public key.
+    "RS256 confusion": (lambda: hand_signed({"alg": "RS256", "typ": "JWT"}, _claims(), KEY),
+                        "not HS256"),
+    "jku with another key": (
+        lambda: _forged(_claims(), key=b"x" * 32, headers={"jku": UNREACHABLE_JKU, "kid": "k1"}),
+        "signature is wrong",
+    ),
+    "no sub": (lambda: _forged(_claims(sub=_DROP)), "no 'sub' claim"),
+    "no room": (lambda: _forged(_claims(room=_DROP)), "no 'room' claim"),
+    "no exp": (lambda: _forged(_claims(exp=_DROP)), "no 'exp' claim"),
+    "no grant": (lambda: _forged(_claims(grant=_DROP)), "no 'grant' claim"),
+    "bad grant": (lambda: _forged(_claims(grant={"oauth": "everything"})), "claims are invalid"),
+    "empty sub": (lambda: _forged(_claims(sub="")), "claims are invalid"),
+    "not a jwt": (lambda: "not.a.jwt", "malformed"),
+    "garbage": (lambda: "garbage", "malformed"),
 }
 
 
@@ -150,16 +163,36 @@ BAD_TOKENS = {
 def test_every_bad_token_is_401_with_a_json_body(case: str) -> None:
     async def scenario() -> None:
         async with serving() as served:
-            token = BAD_TOKENS[case]()
+            make, why = BAD_TOKENS[case]
+            token = make()
             status, answer, headers = await post(
                 served, "list_user_secrets", headers={"Authorization": f"Bearer {token}"}
             )
             assert status == 401
             assert answer["error"] == "invalid_token"
+            assert why in answer["message"]
             assert token not in answer["message"]
             assert headers["WWW-Authenticate"].startswith("Bearer")
             assert await bearer_websocket_status(served, ROOM, token) == 401
             await still_serving(served)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "header", [{"kid": "k1"}, {"jku": UNREACHABLE_JKU}, {"jku": UNREACHABLE_JKU, "kid": "k1"}]
+)
+def test_a_good_token_whose_header_names_a_key_elsewhere_is_verified_with_the_server_key(
+    header: dict[str, Any],
+) -> None:
+    # kid and jku (RFC 7515 §4.1.4, §4.1.2) are ignored: the server has one key.
+    async def scenario() -> None:
+        async with serving() as served:
+            token = _forged(_claims(), headers=header)
+            status, answer, _ = await post(
+                served, "list_user_secrets", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert (status, answer) == (200, {"secrets": []})
 
     run(scenario())
 

@@ -1,5 +1,7 @@
 import contextlib
 import json
+import secrets
+import urllib.parse
 
 import pytest
 
@@ -182,10 +184,105 @@ def test_refresh_response_without_refresh_token_keeps_the_old_one():
     assert rotated.refresh_token == "RT2"
 
 
-def test_error_messages_never_contain_token_values():
-    with pytest.raises(errors.ProviderResponseError) as info:
-        parse(b"access_token_oops=SECRETVALUE", status=200)
-    assert "SECRETVALUE" not in str(info.value)
+def _token_values():
+    """Recognisable random token values, one of each kind a response carries."""
+    return {
+        "access_token": "AT-" + secrets.token_urlsafe(24),
+        "refresh_token": "RT-" + secrets.token_urlsafe(24),
+        "id_token": "IDT-" + secrets.token_urlsafe(24),
+    }
+
+
+def _form(fields):
+    return urllib.parse.urlencode(fields).encode()
+
+
+BAD_RESPONSE = errors.ProviderResponseError
+
+
+def _error_responses(tokens):
+    """(error class, name, status, headers, body) for every kind of error a response
+    carrying ``tokens`` can produce."""
+    at, rt, idt = tokens["access_token"], tokens["refresh_token"], tokens["id_token"]
+    every = " ".join(tokens.values())
+    echoed = f"the tokens {every} were not issued"
+    cases = [
+        # An OAuth error inside HTTP 200 (or 400) with the tokens alongside, sometimes
+        # echoed in error, error_description or error_uri, whole or in part.
+        (errors.InvalidGrant, "error in 200 beside tokens", 200, JSON, {**tokens, "error": "invalid_grant"}),
+        (errors.InvalidRequest, "error in 400 beside tokens", 400, JSON, {**tokens, "error": "invalid_request"}),
+        (errors.InvalidGrant, "description echoes tokens", 200, JSON,
+         {**tokens, "error": "invalid_grant", "error_description": echoed}),
+        (errors.OAuthError, "error code is a token", 400, JSON, {**tokens, "error": at}),
+        (errors.InvalidGrant, "uri echoes tokens", 400, JSON,
+         {**tokens, "error": "invalid_grant", "error_uri": f"https://p.example/e?t={at}&r={rt}"}),
+        (errors.InvalidGrant, "description echoes a piece", 400, JSON,
+         {**tokens, "error": "invalid_grant", "error_description": f"bad {at[5:25]} {rt[3:20]}"}),
+        (errors.InvalidGrant, "description echoes with junk inside", 400, JSON,
+         {**tokens, "error": "invalid_grant",
+          "error_description": "\x00".join(at) + " " + "\u200b".join(rt)}),
+        (errors.InvalidGrant, "form error echoes tokens", 200, FORM,
+         _form({**tokens, "error": "invalid_grant", "error_description": echoed})),
+        (errors.OAuthError, "form error code is a token", 400, FORM, _form({**tokens, "error": rt})),
+        # token_type, expires_in and scope are tolerated on their own (defaults), so
+        # each comes with something that is an error.
+        (BAD_RESPONSE, "no token_type, no usable access_token", 200, JSON,
+         {"access_token": at + "\n", "refresh_token": rt, "id_token": idt}),
+        (BAD_RESPONSE, "wrong token_type, malformed refresh_token", 200, JSON,
+         {"access_token": at, "token_type": at, "refresh_token": rt + "\x7f", "id_token": idt}),
+        (BAD_RESPONSE, "invalid expires_in, non-OAuth 400", 400, JSON,
+         {**tokens, "expires_in": f"in {at}", "token_type": "mac"}),
+        (BAD_RESPONSE, "scope of the wrong type, non-OAuth 401", 401, JSON,
+         {**tokens, "scope": {"granted": [at, rt]}}),
+        (BAD_RESPONSE, "access_token not a string", 200, JSON,
+         {"access_token": [at], "refresh_token": rt, "id_token": idt}),
+        (BAD_RESPONSE, "access_token empty, tokens elsewhere", 200, JSON,
+         {"access_token": "", "refresh_token": rt, "id_token": idt, "token": at}),
+        (BAD_RESPONSE, "form: malformed refresh_token", 200, FORM,
+         _form({"access_token": at, "refresh_token": rt + "\x01", "id_token": idt})),
+        (BAD_RESPONSE, "form: no access_token", 200, FORM, _form({"refresh_token": rt, "id_token": idt})),
+        (BAD_RESPONSE, "form: invalid expires_in, 403", 403, FORM, _form({**tokens, "expires_in": at})),
+        # Bodies that are no use at all, whatever they carry.
+        (errors.ResponseTooLarge, "over the size cap", 200, JSON,
+         json.dumps({**tokens, "padding": "x" * 2048}).encode()),
+        (errors.ProviderUnavailable, "5xx HTML echoing the tokens", 502, HTML,
+         f"<html><body>upstream sent {every}</body></html>".encode()),
+        (errors.ProviderUnavailable, "5xx JSON with tokens", 503, JSON, tokens),
+        (errors.ProviderUnavailable, "429 with tokens", 429, JSON, {**tokens, "error_hint": every}),
+        (BAD_RESPONSE, "JSON list of tokens", 200, JSON, json.dumps([at, rt, idt]).encode()),
+        (BAD_RESPONSE, "JSON cut short", 200, JSON, json.dumps(tokens).encode()[:-1]),
+        (BAD_RESPONSE, "JSON nested too deep", 200, JSON,
+         json.dumps({**tokens, "deep": json.loads("[" * 40 + json.dumps(at) + "]" * 40)}).encode()),
+        (BAD_RESPONSE, "not UTF-8", 200, JSON, json.dumps(tokens).encode() + b"\xff"),
+        (BAD_RESPONSE, "text that is neither", 200, (("Content-Type", "text/plain"),), f"token: {at}".encode()),
+        (BAD_RESPONSE, "HTML 200 with tokens", 200, HTML, f"<p>{every}</p>".encode()),
+        (BAD_RESPONSE, "non-OAuth 4xx text", 404, (("Content-Type", "text/plain"),), every.encode()),
+    ]
+    return cases
+
+
+def _shown(error):
+    """Every text an error offers a log or a caller: str, repr, args, attributes."""
+    texts = [str(error), repr(error), repr(error.args)]
+    texts.extend(repr(value) for value in vars(error).values())
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("name", [case[1] for case in _error_responses(_token_values())])
+def test_error_messages_never_contain_token_values(name):
+    tokens = _token_values()
+    (expected, _, status, headers, body), = (
+        case for case in _error_responses(tokens) if case[1] == name
+    )
+    with pytest.raises(errors.RoomSecretsError) as info:
+        parse(body, status=status, headers=headers, max_body=1024)
+    assert type(info.value) is expected, (name, info.value)
+    shown = _shown(info.value)
+    for kind, value in tokens.items():
+        # A piece as long as the one scrub() looks for is a leak too.
+        pieces = {value[start:start + 12] for start in range(len(value) - 11)}
+        leaked = sorted(piece for piece in pieces if piece in shown)
+        assert not leaked, (name, kind, shown)
 
 
 def test_error_description_is_sanitised_and_bounded():

@@ -8,12 +8,18 @@ serve`` and ``roomsecrets token mint`` read it the same way, so tokens minted on
 the server's machine are accepted by it. With ``--store memory`` or ``aws:PREFIX``
 there is no folder to keep it in: set ``ROOMSECRETS_JWT_KEY``.
 
+Whoever can choose the key can mint any participant token, so the key file is
+used only if the file itself (opened without following a symlink, then checked
+with ``fstat``) is a regular file owned by the effective user with mode exactly
+0600; anything else is refused with a message naming the check and the file.
+
 Standard library only: ``token mint`` and ``--help`` must not load aiohttp or boto3.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -39,6 +45,11 @@ KEY_FILE_NAME = "jwt.key"
 DEFAULT_STORE = "file:./.roomsecrets"
 # RFC 7518 §3.2: an HS256 key is at least as long as the hash output.
 _MIN_KEY_BYTES = 32
+_KEY_FILE_MODE = 0o600
+_POSIX = os.name == "posix"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 @frozen_value
@@ -67,8 +78,9 @@ def load_signing_key(store: StoreSpec, *, environ: Optional[dict[str, str]] = No
     """The HS256 key participant tokens are signed with (see the module docstring).
 
     Raises InvalidInput when the environment's key is too short, when there is no
-    key for a memory or AWS store, or when the key file is unreadable, too short,
-    or readable by others.
+    key for a memory or AWS store, or when the key file cannot be opened, is too
+    short, is a symlink or not a regular file, is owned by another user, or has a
+    mode other than 0600.
     """
     env = os.environ if environ is None else environ
     from_env = env.get(JWT_KEY_ENV)
@@ -93,15 +105,27 @@ def _key_file(path: str) -> bytes:
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     # Write a private temporary file, then link it into place: two processes
     # starting at once agree on one key, and nobody reads a half-written file.
+    # O_EXCL|O_NOFOLLOW: a name someone planted (a symlink included) is never
+    # opened; link(2) never replaces an existing name, and follow_symlinks=False
+    # links the temporary name itself even if someone swapped it for a symlink
+    # (which _read_key_file then refuses).
     temporary = f"{path}.tmp-{secrets.token_hex(8)}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, _KEY_FILE_MODE
+    )
     try:
         with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            if _POSIX:
+                # Exactly 0600 whatever the umask took away: _read_key_file wants that.
+                os.fchmod(file.fileno(), _KEY_FILE_MODE)
             file.write(secrets.token_hex(_MIN_KEY_BYTES) + "\n")
             file.flush()
             os.fsync(file.fileno())
         with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
+            if os.link in os.supports_follow_symlinks:
+                os.link(temporary, path, follow_symlinks=False)
+            else:  # pragma: no cover - a platform whose link() always follows
+                os.link(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -109,11 +133,46 @@ def _key_file(path: str) -> bytes:
 
 
 def _read_key_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
+    """The key in ``path``, once the opened file proved to be a regular file of ours, 0600.
+
+    The checks run on the opened descriptor (``fstat``), not on the name, so the
+    file cannot be swapped between the check and the read. O_NONBLOCK: a FIFO
+    planted under the name opens at once (and is refused) instead of hanging.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | _NONBLOCK | _NOFOLLOW | _CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        # O_NOFOLLOW on a symlink: ELOOP (Linux, macOS) or EMLINK (FreeBSD).
+        if error.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+            raise InvalidInput(f"signing key file {path} is a symlink; refusing it") from None
+        raise InvalidInput(
+            f"signing key file {path} cannot be opened: {error.strerror or type(error).__name__}"
+        ) from None
+    with os.fdopen(descriptor, "rb") as file:
+        _check_key_file(path, os.fstat(file.fileno()))
         key = file.read().strip()
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InvalidInput(f"{path} may be read by others: chmod 600 it")
     if len(key) < _MIN_KEY_BYTES:
-        raise InvalidInput(f"{path} holds fewer than {_MIN_KEY_BYTES} bytes")
+        raise InvalidInput(f"signing key file {path} holds fewer than {_MIN_KEY_BYTES} bytes")
     return key
+
+
+def _check_key_file(path: str, info: os.stat_result) -> None:
+    """Refuse a key file someone else could have written or can read."""
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInput(f"signing key file {path} is not a regular file; refusing it")
+    if not _POSIX:
+        return
+    # Whoever owns the file chose the key: a user who can write the store's folder
+    # could plant one they know and mint any participant token.
+    if info.st_uid != os.geteuid():
+        raise InvalidInput(
+            f"signing key file {path} is owned by uid {info.st_uid}, not you "
+            f"(uid {os.geteuid()}); refusing it"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode != _KEY_FILE_MODE:
+        raise InvalidInput(
+            f"signing key file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})"
+        )

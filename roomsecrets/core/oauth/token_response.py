@@ -12,7 +12,8 @@ Provider quirks are normal input here, not exceptions to the rule:
 * Proxies answer with HTML error pages; some endpoints stream huge bodies.
 
 Every outcome is a :class:`TokenSet` or a typed error; nothing in a message
-comes from the body except the sanitised OAuth ``error`` fields.
+comes from the body except the sanitised OAuth ``error`` fields, with the
+request's secrets and any token values the body carries scrubbed out.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ _MAX_LIFETIME = 1e9
 #: whose stack is deeper (RecursionError on every later use of the credential).
 _MAX_NESTING = 32
 
+#: The fields that hold secrets (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
+_TOKEN_FIELDS = ("access_token", "refresh_token", "id_token")
 _KNOWN_FIELDS = frozenset(
     {"access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token"}
 )
@@ -115,7 +118,9 @@ def parse_token_response(
             fields.get("error_description"),
             fields.get("error_uri"),
             status,
-            redact=redact,
+            # An error can come with tokens beside it (some providers send both), and
+            # its text may echo them: they are as secret as the request's values.
+            redact=(*redact, *_token_values(fields)),
         )
     described = f"HTTP {status}, {content_type or 'no content type'}, {len(body)} bytes"
     if status >= 500 or status == 429:
@@ -188,6 +193,22 @@ def _decode_fields(content_type: str, body: bytes) -> Optional[dict[str, Any]]:
     for name, value in pairs:
         fields.setdefault(name, value)  # RFC 6749 §3.1: a parameter appears once
     return fields
+
+
+def _token_values(fields: dict[str, Any]) -> list[str]:
+    """Every string inside the response's token fields, at any depth (at most
+    ``_MAX_NESTING``, which :func:`_decode_fields` ensures)."""
+    found: list[str] = []
+    level = [fields.get(name) for name in _TOKEN_FIELDS]
+    while level:
+        found.extend(item for item in level if isinstance(item, str) and item)
+        level = [
+            child
+            for item in level
+            if isinstance(item, (dict, list))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return found
 
 
 def _nested_deeper_than(value: object, limit: int) -> bool:
