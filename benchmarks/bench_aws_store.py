@@ -2,7 +2,7 @@
 
 Both sides talk to one moto server (server mode, real HTTP on 127.0.0.1).
 
-(a) ``SecretsManagerStore.get`` (executor hop, JSON and base64 decoding
+(a) ``SecretsManagerStore.get`` (executor hop and unpacking the record
     included) against a bare boto3 ``get_secret_value`` of the same secret with
     the same ``VersionStage``, in paired rounds; the ratio is the median of the
     per-round ratios (moto's round trip is milliseconds and noisy). Target: <= 1.1.

@@ -61,6 +61,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, TypeVar, Union
 
 from .core.errors import LeaseLost, VersionConflict
+from .core.inputs import MAX_NAME, MAX_SECRET_BYTES, MAX_TYPE
 from .core.ports import Lease, SecretKey, SecretRecord, SecretStore
 
 if TYPE_CHECKING:
@@ -151,6 +152,11 @@ _Check = Callable[[Any, SecretStore, FakeClock], Coroutine[Any, Any, None]]
 
 _ROOM = "room-1"
 _TYPE = "application/octet-stream"
+# The longest type and name a caller may set (core/inputs.py), in the characters
+# UTF-8 takes most bytes for (four each; a type must hold a "/"): 1,021 and 1,024 bytes.
+_WIDE = "\U0001f511"  # 🔑
+_LONGEST_TYPE = _WIDE * (MAX_TYPE // 2) + "/" + _WIDE * (MAX_TYPE - MAX_TYPE // 2 - 1)
+_LONGEST_NAME = _WIDE * MAX_NAME
 
 
 def _key(
@@ -241,8 +247,17 @@ class StoreContract:
 
     #: Tasks the concurrency checks run at once.
     concurrent_tasks: ClassVar[int] = 16
-    #: Size in bytes of the large-payload check.
-    large_data_size: ClassVar[int] = 1024 * 1024
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The kit once let a store test less data than callers may set; a store
+        # that cannot hold the documented limit breaks the contract, so say so.
+        if "large_data_size" in vars(cls):
+            raise TypeError(
+                f"{cls.__name__} sets large_data_size, which StoreContract no longer "
+                f"reads: every store must hold MAX_SECRET_BYTES ({MAX_SECRET_BYTES}) "
+                "bytes of data, and the kit always checks exactly that"
+            )
 
     async def make_store(self, clock: FakeClock) -> SecretStore:
         """Return a new, empty store whose leases use ``clock``."""
@@ -571,13 +586,23 @@ class StoreContract:
         assert type(got.data) is bytes, f"data came back as {type(got.data).__name__}"
 
     @_contract_check
-    async def test_large_data_round_trips(self, store: SecretStore, clock: FakeClock) -> None:
-        """``large_data_size`` bytes (1 MiB by default) come back unchanged."""
-        data = bytes(index * 7 % 251 for index in range(self.large_data_size))
+    async def test_largest_allowed_secret_round_trips(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """The largest secret a caller may set comes back unchanged from ``get`` and
+        ``list``: ``MAX_SECRET_BYTES`` (64 KiB) of data with the longest type and name
+        (256 characters of four UTF-8 bytes each)."""
+        data = bytes(index * 7 % 251 for index in range(MAX_SECRET_BYTES))
         key = _key("large")
-        await store.put(key, type=_TYPE, name=None, data=data)
-        got = await store.get(key)
-        assert got is not None and got.data == data, "large data did not round-trip"
+        put = await store.put(key, type=_LONGEST_TYPE, name=_LONGEST_NAME, data=data)
+        want = SecretRecord(
+            key=key, type=_LONGEST_TYPE, name=_LONGEST_NAME, data=data, version=put.version
+        )
+        _same_record(put, want, "put of the largest allowed secret")
+        _same_record(await store.get(key), want, "get of the largest allowed secret")
+        listed = await store.list(_ROOM, "alice")
+        assert len(listed) == 1, f"list returned {len(listed)} records, expected 1"
+        _same_record(listed[0], want, "list of the largest allowed secret")
 
     @_contract_check
     async def test_reprs_do_not_show_data(self, store: SecretStore, clock: FakeClock) -> None:

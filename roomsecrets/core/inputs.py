@@ -77,9 +77,10 @@ MAX_REQUEST_ID = 128
 MAX_ERROR = 256
 #: Seconds a ``request_oauth_token`` may wait: one day.
 MAX_TIMEOUT = 86400.0
-#: Bytes of one generic secret (AWS Secrets Manager's own cap; keeps stores
-#: interchangeable).
-MAX_SECRET_BYTES = 64 * 1024
+#: Bytes of one generic secret: 61 KiB. AWS Secrets Manager caps a whole secret
+#: value at 65,536 bytes, and the AWS store keeps up to 2,568 bytes of key, type and
+#: name beside the data, so every store takes every allowed secret.
+MAX_SECRET_BYTES = 61 * 1024
 #: The ``client_auth_method`` values a caller may name: RFC 6749 §2.3.1's two ways
 #: to send a client secret (IANA "OAuth Token Endpoint Authentication Methods").
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import os
+import struct
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-from roomsecrets.adapters.aws import SecretsManagerStore
+from roomsecrets.adapters.aws import MAX_VALUE_BYTES, SecretsManagerStore
+from roomsecrets.adapters.aws.names import MAX_NAME as MAX_SECRET_NAME
+from roomsecrets.adapters.aws.names import record_secret_name
 from roomsecrets.core.errors import InvalidInput, StoreError, VersionConflict
-from roomsecrets.core.ports import SecretKey
+from roomsecrets.core.inputs import MAX_NAME, MAX_SECRET_BYTES, MAX_TYPE
+from roomsecrets.core.ports import SecretKey, SecretRecord
 from roomsecrets.testing import FakeClock, StoreContract
 from tests.adapters.conftest import secretsmanager_client
 
 TYPE = "application/octet-stream"
+WIDE = "\U0001f511"  # four UTF-8 bytes
+#: The longest type and name callers may set, in the most bytes: 1,021 and 1,024.
+LONGEST_TYPE = WIDE * (MAX_TYPE // 2) + "/" + WIDE * (MAX_TYPE - MAX_TYPE // 2 - 1)
+LONGEST_NAME = WIDE * MAX_NAME
+#: A packed record's bytes besides its data, at most: the 15-byte header, the
+#: longest key a secret name leaves room for (a 1-character prefix and 3 slashes;
+#: every key byte takes at least one name character), the longest type and name.
+MAX_KEY_BYTES = MAX_SECRET_NAME - 1 - 3
+MAX_METADATA = 15 + MAX_KEY_BYTES + len(LONGEST_TYPE.encode()) + len(LONGEST_NAME.encode())
+#: The data every record can hold, whatever its key, type and name.
+DATA_THAT_ALWAYS_FITS = MAX_VALUE_BYTES - MAX_METADATA
 
 
 def unique_prefix() -> str:
@@ -46,9 +62,6 @@ def store_on(moto_client: Any):
 
 class TestSecretsManagerStoreContract(StoreContract):
     """The whole store contract, each store under its own prefix on one moto server."""
-
-    #: A secret value is at most 64 KiB of JSON holding base64 data: ~48 KiB fit.
-    large_data_size = 40 * 1024
 
     @pytest.fixture(autouse=True)
     def _moto(self, moto_client: Any) -> None:
@@ -137,33 +150,240 @@ def test_a_prefix_outside_aws_names_is_refused(prefix: Any) -> None:
 
 
 def test_data_too_large_for_one_secret_value_is_refused_before_any_call(store_on) -> None:
+    """64 KiB of data (more than the documented limit allows) with the smallest key, type
+    and name: 19 bytes over Secrets Manager's cap, refused with the sizes and without an
+    AWS call."""
     store = store_on()
+    calls: list[str] = []
+    real = store._call_now
+
+    def counted(operation: str, params: dict[str, Any]) -> Any:
+        calls.append(operation)
+        return real(operation, params)
+
+    store._call_now = counted  # type: ignore[method-assign]
+    tiny = SecretKey(room="r", owner="o", secret_id="s")
 
     async def main() -> None:
-        with pytest.raises(InvalidInput, match="too large"):
-            await store.put(key(), type=TYPE, name=None, data=b"x" * 50_000)
-        assert await store.get(key()) is None
+        with pytest.raises(InvalidInput, match=r"65536 bytes of data and 19 bytes .* 65555-byte"):
+            await store.put(tiny, type="/", name=None, data=b"x" * 65536)
+        assert calls == []
+        assert await store.get(tiny) is None
 
     asyncio.run(main())
+
+
+def test_the_documented_data_limit_fits_with_the_longest_key_type_and_name() -> None:
+    # docs/limits.md: every store takes every allowed secret.
+    assert MAX_SECRET_BYTES + MAX_METADATA <= MAX_VALUE_BYTES
+
+
+def test_the_longest_key_type_and_name_leave_62968_bytes_for_data(moto_client) -> None:
+    """The byte budget, exactly: 15 + 508 + 1,021 + 1,024 bytes of header, key, type and
+    name plus 62,968 of data make a 65,536-byte SecretBinary; one byte more is refused
+    before any call and changes nothing."""
+    assert (MAX_METADATA, DATA_THAT_ALWAYS_FITS) == (2568, 62968)
+    store = SecretsManagerStore(prefix="t", client=moto_client)
+    room = uuid.uuid4().hex  # the one-character prefix is shared: the room keeps runs apart
+    longest = SecretKey(
+        room=room, owner="o", secret_id="s" * (MAX_KEY_BYTES - len(room) - len("o"))
+    )
+    name = f"t/{room}/o/{longest.secret_id}"
+    assert len(name) == MAX_SECRET_NAME
+    data = os.urandom(DATA_THAT_ALWAYS_FITS)
+
+    async def main() -> None:
+        put = await store.put(longest, type=LONGEST_TYPE, name=LONGEST_NAME, data=data)
+        want = SecretRecord(
+            key=longest, type=LONGEST_TYPE, name=LONGEST_NAME, data=data, version=put.version
+        )
+        assert put == want
+        assert await store.get(longest) == want
+        with pytest.raises(InvalidInput, match="62969 bytes of data and 2568 bytes"):
+            await store.put(longest, type=LONGEST_TYPE, name=LONGEST_NAME, data=data + b"!")
+        assert await store.get(longest) == want
+
+    asyncio.run(main())
+    stored = moto_client.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")
+    assert len(stored["SecretBinary"]) == MAX_VALUE_BYTES
+
+
+def packed(*lengths: int) -> bytes:
+    """A format 2 header with these six text lengths."""
+    return b"rs\x02" + struct.pack(">6H", *lengths)
+
+
+NONE = 0xFFFF
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (b"xx\x02" + bytes(12) + b"data", "not a roomsecrets value"),
+        (b"rs\x03" + bytes(12) + b"data", "not a roomsecrets value"),
+        (b"rs\x02\x00\x01", "unreadable record"),  # the header stops short
+        (packed(1, 5, 1, NONE, 1, 99) + b"ralicest", "unreadable record"),
+        (packed(NONE, 5, 1, NONE, 1, NONE) + b"alicest", "unreadable record"),
+        (packed(1, 5, 1, NONE, 2, NONE) + b"ralices\xff\xfe", "unreadable record"),
+    ],
+    ids=["magic", "format", "short-header", "past-the-end", "room-none", "bad-utf8"],
+)
+def test_a_damaged_packed_record_is_a_store_error(
+    store_on, moto_client, value: bytes, error: str
+) -> None:
+    store = store_on()
+    moto_client.create_secret(
+        Name=f"{store.prefix}/r/alice/s", SecretBinary=value, ClientRequestToken=str(uuid.uuid4())
+    )
+    with pytest.raises(StoreError, match=error):
+        asyncio.run(store.get(key()))
 
 
 # --- values, versions, deletes --------------------------------------------------
 
 
-def test_value_is_json_with_base64_data_and_version_is_the_aws_version_id(
+def test_record_value_is_packed_binary_and_version_is_the_aws_version_id(
     store_on, moto_client
 ) -> None:
+    """Format 2: b"rs", 2, six big-endian 16-bit lengths (0xFFFF for None), the texts
+    in UTF-8, then the data as it is; no SecretString, no base64."""
     store = store_on()
-    record = asyncio.run(
-        store.put(key("k", delegated_to="bot"), type="oauth_token", name="Mail", data=b"\x00\xff")
-    )
+
+    async def main() -> list[SecretRecord]:
+        return [
+            await store.put(
+                key("k", delegated_to="bot"), type="oauth_token", name="Mäil", data=b"\x00\xff"
+            ),
+            await store.put(key("n"), type="t/x", name=None, data=b""),
+        ]
+
+    delegated, unnamed = asyncio.run(main())
     stored = moto_client.get_secret_value(
         SecretId=f"{store.prefix}/r/alice/k/bot", VersionStage="AWSCURRENT"
     )
-    assert uuid.UUID(stored["VersionId"]).int == record.version
-    value = json.loads(stored["SecretString"])
-    assert value["data"] == "AP8="
-    assert (value["type"], value["name"], value["delegated_to"]) == ("oauth_token", "Mail", "bot")
+    assert uuid.UUID(stored["VersionId"]).int == delegated.version
+    assert "SecretString" not in stored
+    assert stored["SecretBinary"] == (
+        packed(1, 5, 1, 3, 11, 5) + b"ralicekbotoauth_tokenM\xc3\xa4il" + b"\x00\xff"
+    )
+    stored = moto_client.get_secret_value(
+        SecretId=f"{store.prefix}/r/alice/n", VersionStage="AWSCURRENT"
+    )
+    assert uuid.UUID(stored["VersionId"]).int == unnamed.version
+    assert stored["SecretBinary"] == packed(1, 5, 1, NONE, 3, NONE) + b"ralicent/x"
+
+
+def test_a_lone_surrogate_in_type_or_name_round_trips_as_it_did_in_json(store_on) -> None:
+    """Format 1's JSON escapes carried a lone surrogate; format 2's UTF-8 must too."""
+    store = store_on()
+
+    async def main() -> None:
+        put = await store.put(key(), type="t/\ud800", name="\udfff", data=b"x")
+        assert await store.get(key()) == put
+        assert (put.type, put.name) == ("t/\ud800", "\udfff")
+
+    asyncio.run(main())
+
+
+# --- records written before format 2 (JSON in SecretString) ----------------------------
+
+
+def format_1_value(record_key: SecretKey, type: str, name: Optional[str], data: bytes) -> str:
+    """A record exactly as roomsecrets wrote it before format 2 (a frozen copy)."""
+    return json.dumps(
+        {
+            "roomsecrets": 1,
+            "kind": "record",
+            "room": record_key.room,
+            "owner": record_key.owner,
+            "secret_id": record_key.secret_id,
+            "delegated_to": record_key.delegated_to,
+            "type": type,
+            "name": name,
+            "data": base64.b64encode(data).decode("ascii"),
+        },
+        separators=(",", ":"),
+    )
+
+
+def write_format_1(
+    moto_client: Any,
+    store: SecretsManagerStore,
+    record_key: SecretKey,
+    data: bytes,
+    *,
+    name: Optional[str] = "Mäil 🔑",
+) -> SecretRecord:
+    """Create the secret of ``record_key`` holding a format 1 record, as a UUID version."""
+    version_id = str(uuid.uuid4())
+    moto_client.create_secret(
+        Name=record_secret_name(store.prefix, record_key),
+        SecretString=format_1_value(record_key, TYPE, name, data),
+        ClientRequestToken=version_id,
+    )
+    return SecretRecord(
+        key=record_key, type=TYPE, name=name, data=data, version=uuid.UUID(version_id).int
+    )
+
+
+def test_a_format_1_record_is_read_and_listed_and_its_next_write_stores_format_2(
+    store_on, moto_client
+) -> None:
+    """People have format 1 records in AWS now: get and list read them (version, key,
+    type, non-ASCII name, binary data near format 1's ~48 KiB cap), and a
+    compare-and-swap from their version succeeds and leaves a SecretBinary."""
+    store = store_on()
+    data = bytes(index % 256 for index in range(48 * 1024))
+    old = write_format_1(moto_client, store, key("k", delegated_to="bot"), data)
+    plain = write_format_1(moto_client, store, key("p"), b"", name=None)
+    secret_name = f"{store.prefix}/r/alice/k/bot"
+
+    async def main() -> SecretRecord:
+        assert await store.get(old.key) == old
+        assert await store.get(plain.key) == plain
+        assert await store.list("r", "alice") == [old, plain]
+        return await store.put(
+            old.key, type=TYPE, name="new", data=b"rotated", expected_version=old.version
+        )
+
+    new = asyncio.run(main())
+    assert new.version != old.version
+    stored = moto_client.get_secret_value(SecretId=secret_name, VersionStage="AWSCURRENT")
+    assert "SecretString" not in stored
+    assert stored["SecretBinary"].startswith(b"rs\x02")
+    assert stored["SecretBinary"].endswith(b"rotated")
+    assert asyncio.run(store.get(old.key)) == new
+
+
+def test_compare_and_swap_on_a_format_1_record_works_as_before(store_on, moto_client) -> None:
+    """Versions of format 1 records are AWS version ids as before: a stale or wrong
+    expected version conflicts (naming the format 1 version) and changes nothing, the
+    right one deletes, and a racing writer from the same version loses."""
+    store = store_on()
+    other = store_on(prefix=store.prefix)
+    old = write_format_1(moto_client, store, key(), b"format-1")
+
+    async def main() -> None:
+        for wrong in (0, old.version + 1):
+            with pytest.raises(VersionConflict) as conflict:
+                await store.put(key(), type=TYPE, name=None, data=b"x", expected_version=wrong)
+            assert conflict.value.actual == old.version
+            with pytest.raises(VersionConflict):
+                await store.delete(key(), expected_version=wrong)
+        assert await store.get(key()) == old
+        first = await store.put(
+            key(), type=TYPE, name=None, data=b"a", expected_version=old.version
+        )
+        with pytest.raises(VersionConflict) as lost:
+            await other.put(key(), type=TYPE, name=None, data=b"b", expected_version=old.version)
+        assert lost.value.actual == first.version
+        assert await other.get(key()) == first
+
+        again = write_format_1(moto_client, store, key("d"), b"to delete")
+        assert await store.delete(key("d"), expected_version=again.version) is True
+        assert await store.get(key("d")) is None
+
+    asyncio.run(main())
 
 
 def test_delete_schedules_deletion_with_the_configured_window(store_on, moto_client) -> None:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from roomsecrets.core import memory_store
 from roomsecrets.core.errors import InvalidInput
+from roomsecrets.core.inputs import MAX_SECRET_BYTES
 from roomsecrets.core.memory_store import MemoryStore
 from roomsecrets.core.ports import Clock, Lease, SecretKey, SecretRecord, SecretStore
 from roomsecrets.testing import FakeClock, StoreContract
@@ -224,6 +225,24 @@ class LeaksDataInRepr(MemoryStore):
         return repr([r.data for bucket in self._buckets.values() for r in bucket.values()])
 
 
+class KeepsOnly48KiB(MemoryStore):
+    """Like a store that holds ~48 KiB, tested with less: the kit's old blind spot."""
+
+    async def put(self, key: SecretKey, **kwargs: Any) -> SecretRecord:
+        kwargs["data"] = kwargs["data"][: 48 * 1024]
+        return await super().put(key, **kwargs)
+
+
+class KeepsTextsOf255Bytes(MemoryStore):
+    """Like a store whose type and name columns hold 255 bytes: fine for ASCII."""
+
+    async def put(self, key: SecretKey, **kwargs: Any) -> SecretRecord:
+        for field in ("type", "name"):
+            if kwargs[field] is not None:
+                kwargs[field] = kwargs[field].encode()[:255].decode(errors="ignore")
+        return await super().put(key, **kwargs)
+
+
 def contract_for(store_class: type[MemoryStore]) -> StoreContract:
     class Contract(StoreContract):
         async def make_store(self, clock: FakeClock) -> SecretStore:
@@ -255,6 +274,8 @@ BROKEN = [
     (FoldsCase, "test_keys_are_opaque_strings"),
     (ListsUnordered, "test_list_returns_owners_records_in_room_in_order"),
     (LeaksDataInRepr, "test_reprs_do_not_show_data"),
+    (KeepsOnly48KiB, "test_largest_allowed_secret_round_trips"),
+    (KeepsTextsOf255Bytes, "test_largest_allowed_secret_round_trips"),
 ]
 
 
@@ -284,6 +305,28 @@ def test_contract_check_fails_on_broken_store(store_class: type[MemoryStore], ch
 def test_state_machine_fails_on_broken_store(store_class: type[MemoryStore]) -> None:
     with pytest.raises(AssertionError):
         contract_for(store_class).test_agrees_with_model()
+
+
+def test_the_kit_puts_exactly_the_documented_data_limit() -> None:
+    """No store is tested with less data than callers may set, nor with more."""
+    sizes: list[int] = []
+
+    class Measured(MemoryStore):
+        async def put(self, key: SecretKey, **kwargs: Any) -> SecretRecord:
+            sizes.append(len(kwargs["data"]))
+            return await super().put(key, **kwargs)
+
+    contract_for(Measured).test_largest_allowed_secret_round_trips()
+    assert sizes == [MAX_SECRET_BYTES] == [61 * 1024]
+
+
+def test_a_contract_that_sets_large_data_size_is_refused() -> None:
+    """The old per-store knob let the AWS store be tested at 40 KiB while callers may
+    set 64 KiB; setting it now fails at once instead of being silently ignored."""
+    with pytest.raises(TypeError, match=r"large_data_size.*62464"):
+
+        class TestSmallStore(StoreContract):
+            large_data_size = 40 * 1024
 
 
 # --- the kit runs stores with loop-bound resources ----------------------------------

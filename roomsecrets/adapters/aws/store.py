@@ -14,10 +14,33 @@ Names
     Prefixes of two stores must not nest (``app`` and ``app/r``).
 
 Values
-    The secret value is JSON: the key, ``type``, ``name`` and base64 ``data``
-    (key and metadata change atomically with the data; tags are not
-    versioned). Secrets Manager caps a value at 65,536 bytes, so ``data`` can
-    be about 48 KiB; more raises InvalidInput before any call.
+    A record is one ``SecretBinary`` value, packed (format 2)::
+
+        b"rs", 2             magic and format: 3 bytes
+        6 x uint16           big-endian byte lengths of room, owner, secret_id,
+                             delegated_to, type, name (0xFFFF: None)
+        the six texts        UTF-8, in that order
+        data                 as it is, to the end of the value
+
+    The key and metadata change atomically with the data (tags are not
+    versioned). Secrets Manager caps a value at 65,536 bytes (``SecretString``
+    and ``SecretBinary`` alike, and a version holds one of them, not both), and
+    the data shares them with the rest: the 15-byte header, the key (at most
+    508 bytes: each of its UTF-8 bytes takes at least one of the secret name's
+    512 characters) and the type and name (the core allows 256 characters
+    each: at most 1,021 UTF-8 bytes for a type, which holds a ``/``, and 1,024
+    for a name). So 62,968 bytes of data always fit. The core's own limit, 64
+    KiB (``MAX_SECRET_BYTES``), never does: even the smallest key, type and
+    name take 19 bytes. A value over 65,536 bytes raises InvalidInput before
+    any call.
+
+    Tombstones and leases are small JSON ``SecretString`` values
+    (``{"roomsecrets": 1, "kind": ...}``). Records written before format 2 are
+    JSON ``SecretString`` values too (the key, ``type``, ``name`` and base64
+    ``data``, about 48 KiB of data at most); they are still read, and the next
+    write of the key stores format 2. A roomsecrets older than format 2 cannot
+    read a format 2 record (StoreError): upgrade every process that reads a
+    prefix before any process writes to it.
 
 Versions
     A record's version is the 128-bit integer of the UUID that names its AWS
@@ -113,6 +136,7 @@ import binascii
 import enum
 import json
 import logging
+import struct
 import threading
 import time
 import uuid
@@ -149,7 +173,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_VALUE_BYTES", "SecretsManagerStore"]
 
-#: Secrets Manager's cap on a secret value (``SecretString``), in bytes.
+#: Secrets Manager's cap on a secret value (``SecretString`` or ``SecretBinary``), in bytes.
 MAX_VALUE_BYTES = 65536
 
 _log = logging.getLogger("roomsecrets.aws")
@@ -157,7 +181,14 @@ _log = logging.getLogger("roomsecrets.aws")
 _CURRENT = "AWSCURRENT"
 #: Our private staging label for a version that is written but not yet current.
 _STAGED = "roomsecrets-staged"
+#: The format of JSON values: tombstones, leases, and records written before format 2.
 _FORMAT = 1
+#: The format of packed records (``SecretBinary``; module docstring, "Values").
+_PACKED = 2
+_MAGIC = b"rs"
+_HEADER = struct.Struct(">2sB6H")
+#: The length a packed text has when it is None (``delegated_to``, ``name``).
+_NONE = 0xFFFF
 #: Rounds of read-and-swap before giving up on a key other writers keep changing.
 _ATTEMPTS = 32
 _LIST_PAGE = 100
@@ -196,6 +227,8 @@ class _Current:
 
 
 _State = Union[_Absent, _Current]
+#: A secret value: JSON text (``SecretString``) or a packed record (``SecretBinary``).
+_Value = Union[str, bytes]
 
 
 class _Swap(enum.Enum):
@@ -382,7 +415,7 @@ class SecretsManagerStore:
         check_expected_version(expected_version)
         secret_name = record_secret_name(self._prefix, key)
         data = bytes(data)  # a bytes subclass could carry mutable state
-        value = _record_value(key, type, name, data)
+        value = _pack_record(key, type, name, data)
         try:
             version_id = await self._write(secret_name, value, expected_version)
         except BaseException:
@@ -488,7 +521,7 @@ class SecretsManagerStore:
 
     # --- the compare-and-swap and its building blocks -------------------------
 
-    async def _write(self, name: str, value: str, expected: Optional[int]) -> str:
+    async def _write(self, name: str, value: _Value, expected: Optional[int]) -> str:
         """Make ``value`` the current value of ``name``; return its AWS version id."""
         if expected is not None and expected > 0:
             # The caller names the version: one swap, no read.
@@ -553,17 +586,18 @@ class SecretsManagerStore:
         raise _busy(name)
 
     async def _swap(
-        self, name: str, from_id: str, value: str, version_id: Optional[str] = None
+        self, name: str, from_id: str, value: _Value, version_id: Optional[str] = None
     ) -> _Swap:
         """Make ``value`` current if and only if ``from_id`` is current now."""
         version_id = version_id or str(uuid.uuid4())
+        field = "SecretBinary" if isinstance(value, bytes) else "SecretString"
         try:
             await self._call(
                 "put_secret_value",
                 SecretId=name,
-                SecretString=value,
                 ClientRequestToken=version_id,
                 VersionStages=[_STAGED],
+                **{field: value},
             )
         except _AwsError as exc:
             if exc.error_code in ("ResourceNotFoundException", "InvalidRequestException"):
@@ -599,9 +633,14 @@ class SecretsManagerStore:
                 return _Absent.SCHEDULED
             raise
         version_id = response.get("VersionId")
+        if not isinstance(version_id, str):
+            raise StoreError(f"secret {name} has no version id")
+        packed = response.get("SecretBinary")
+        if isinstance(packed, bytes):
+            return _Current(version_id, _unpack_record(packed, name))
         text = response.get("SecretString")
-        if not isinstance(version_id, str) or not isinstance(text, str):
-            raise StoreError(f"secret {name} has no text value")
+        if not isinstance(text, str):
+            raise StoreError(f"secret {name} has no value")
         try:
             payload = json.loads(text)
         except ValueError:
@@ -733,7 +772,7 @@ class SecretsManagerStore:
                 key=key,
                 type=_text(payload["type"]),
                 name=_optional_text(payload["name"]),
-                data=base64.b64decode(_text(payload["data"]), validate=True),
+                data=_data_of(payload),
                 version=_version_of(state.version_id),
             )
         except (KeyError, TypeError, ValueError, binascii.Error):
@@ -819,28 +858,68 @@ class SecretsManagerStore:
 # --- values ---------------------------------------------------------------------
 
 
-def _record_value(key: SecretKey, type: str, name: Optional[str], data: bytes) -> str:
-    value = json.dumps(
-        {
-            "roomsecrets": _FORMAT,
-            "kind": "record",
-            "room": key.room,
-            "owner": key.owner,
-            "secret_id": key.secret_id,
-            "delegated_to": key.delegated_to,
-            "type": type,
-            "name": name,
-            "data": base64.b64encode(data).decode("ascii"),
-        },
-        separators=(",", ":"),
-    )
-    # ASCII only (json.dumps escapes the rest), so characters are bytes.
-    if len(value) > MAX_VALUE_BYTES:
+def _pack_record(key: SecretKey, type: str, name: Optional[str], data: bytes) -> bytes:
+    """The ``SecretBinary`` of a record (format 2, module docstring); InvalidInput if
+    it is over :data:`MAX_VALUE_BYTES`."""
+    # surrogatepass: a lone surrogate in a type or name round-trips, as it did
+    # through format 1's JSON escapes (the key's names refuse them already).
+    texts = [
+        None if text is None else text.encode("utf-8", "surrogatepass")
+        for text in (key.room, key.owner, key.secret_id, key.delegated_to, type, name)
+    ]
+    rest = _HEADER.size + sum(len(text) for text in texts if text is not None)
+    if rest + len(data) > MAX_VALUE_BYTES:
         raise InvalidInput(
-            f"the secret is too large for Secrets Manager: {len(data)} bytes of data make a "
-            f"{len(value)}-byte value, at most {MAX_VALUE_BYTES} are allowed"
+            f"the secret is too large for Secrets Manager: {len(data)} bytes of data and "
+            f"{rest} bytes of key, type, name and header make a {rest + len(data)}-byte value, "
+            f"at most {MAX_VALUE_BYTES} are allowed"
         )
-    return value
+    header = _HEADER.pack(
+        _MAGIC, _PACKED, *(_NONE if text is None else len(text) for text in texts)
+    )
+    return b"".join([header, *(text for text in texts if text is not None), data])
+
+
+def _unpack_record(packed: bytes, name: str) -> dict[str, Any]:
+    """The payload of a format 2 record, shaped like a format 1 one (``data`` is bytes)."""
+    if packed[:3] != _MAGIC + bytes([_PACKED]):
+        raise StoreError(f"secret {name} is not a roomsecrets value")
+    try:
+        _, _, *lengths = _HEADER.unpack_from(packed)
+        offset = _HEADER.size
+        texts: list[Optional[str]] = []
+        for length in lengths:
+            if length == _NONE:
+                texts.append(None)
+                continue
+            if offset + length > len(packed):
+                raise ValueError("a text runs past the end")
+            texts.append(packed[offset : offset + length].decode("utf-8", "surrogatepass"))
+            offset += length
+    except (struct.error, ValueError):
+        raise StoreError(f"secret {name} holds an unreadable record") from None
+    room, owner, secret_id, delegated_to, type, record_name = texts
+    return {
+        "roomsecrets": _PACKED,
+        "kind": "record",
+        "room": room,
+        "owner": owner,
+        "secret_id": secret_id,
+        "delegated_to": delegated_to,
+        "type": type,
+        "name": record_name,
+        "data": packed[offset:],
+    }
+
+
+def _data_of(payload: Mapping[str, Any]) -> bytes:
+    """A record's data: bytes in format 2, base64 text in format 1."""
+    data = payload["data"]
+    if payload.get("roomsecrets") == _PACKED:
+        if not isinstance(data, bytes):
+            raise TypeError("expected bytes")
+        return data
+    return base64.b64decode(_text(data), validate=True)
 
 
 def _lease_value(lease: Optional[Lease], name: Optional[str] = None) -> str:
