@@ -1,9 +1,12 @@
-"""Offline tokens: the cache-hit cost, and 1,000 concurrent callers on one expired credential.
+"""Offline tokens: the hit cost on an in-process store, and 1,000 concurrent callers
+on one expired credential.
 
-(a) ``get_offline_oauth_token`` on a valid stored credential (MemoryStore), grant
-    check and audit event included, against aws-secretsmanager-caching's cache hit
-    (``SecretCache.get_secret_string``) holding the same bytes, measured in the
-    same run. Target: ratio <= 0.5.
+(a) ``get_offline_oauth_token`` on a valid stored credential in a ``MemoryStore``
+    (no network store behind it), grant check and audit event included.
+    Informational: no peer works in these conditions. aws-secretsmanager-caching's
+    cache hit sits in front of a remote store and deep-copies on every hit, so it
+    is compared with our AWS store and its read cache, in the same run, in
+    ``bench_aws_store.py`` ("offline token hit, aws store + cache"), not here.
 (b) 1,000 concurrent ``get_offline_oauth_token`` calls on one expired credential
     against the strict fake provider (rotating refresh tokens, replay revokes the
     grant): exactly 1 token-endpoint POST, 0 errors, the grant alive afterwards.
@@ -15,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
-import socket
 import time
 import warnings
 
@@ -26,7 +27,6 @@ from roomsecrets.core.oauth.tokens import TokenSet
 
 from .harness import Row
 
-CACHE_HIT_TARGET = 0.5
 CONCURRENT = 1000
 ARGS = dict(
     client_id="app",
@@ -36,7 +36,7 @@ ARGS = dict(
 )
 
 
-async def _our_cache_hit(number: int, repeat: int) -> tuple[float, bytes]:
+async def _memory_store_hit(number: int, repeat: int) -> float:
     store = MemoryStore()
     service = SecretsService(store=store, room="myroom")
     agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
@@ -59,41 +59,7 @@ async def _our_cache_hit(number: int, repeat: int) -> tuple[float, bytes]:
         for _ in range(number):
             await agent.get_offline_oauth_token(**ARGS, delegated_by="alice")
         best = min(best, (time.perf_counter() - start) / number)
-    return best, cred.to_json()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _peer_cache_hit(payload: bytes, number: int, repeat: int) -> float:
-    import boto3
-    from aws_secretsmanager_caching import SecretCache, SecretCacheConfig
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        client = boto3.client(
-            "secretsmanager", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
-        client.create_secret(Name="cred", SecretString=payload.decode())
-        cache = SecretCache(config=SecretCacheConfig(), client=client)
-        assert cache.get_secret_string("cred") == payload.decode()  # fills the cache
-        best = float("inf")
-        for _ in range(repeat):
-            start = time.perf_counter()
-            for _ in range(number):
-                cache.get_secret_string("cred")
-            best = min(best, (time.perf_counter() - start) / number)
-        return best
-    finally:
-        server.stop()
+    return best
 
 
 async def _expired_credential(provider, service, agent, alice):
@@ -178,18 +144,12 @@ async def _authlib_stampede() -> list[Row]:
 
 def run(quick: bool = False) -> list[Row]:
     number, repeat = (2_000, 3) if quick else (20_000, 7)
-    ours, payload = asyncio.run(_our_cache_hit(number, repeat))
-    rows = [Row("offline token hit", "roomsecrets get_offline_oauth_token", ours * 1e6, "us")]
-    try:
-        peer = _peer_cache_hit(payload, number, repeat)
-    except ImportError:
-        peer = None
-    if peer is not None:
-        ratio = ours / peer
-        rows += [
-            Row("offline token hit", "aws-secretsmanager-caching get_secret_string", peer * 1e6, "us"),
-            Row("offline token hit", "roomsecrets / aws cache hit", ratio, "x",
-                f"<= {CACHE_HIT_TARGET}", ratio <= CACHE_HIT_TARGET),
-        ]
+    hit = asyncio.run(_memory_store_hit(number, repeat))
+    rows = [
+        # Informational: the peer's cache hit fronts a remote store (see the docstring).
+        Row("offline hit, in-process MemoryStore (no network store)",
+            "roomsecrets get_offline_oauth_token", hit * 1e6, "us",
+            "none: not comparable to the AWS cache peer"),
+    ]
     rows += asyncio.run(_stampede())
     return rows
