@@ -35,7 +35,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Callable, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from .adapters.server.signing_key import DEFAULT_STORE, JWT_KEY_ENV, StoreSpec
 from .core.errors import InvalidInput, RoomSecretsError
@@ -131,6 +131,21 @@ def _build_parser() -> _Parser:
         help="how long a participant whose WebSocket dropped stays connected, so a page "
         "reload does not cancel its prompts (default 30; 0: none)",
     )
+    serve.add_argument(
+        "--max-secrets",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="most secrets (OAuth credentials included) one participant may own per room "
+        "(default 256)",
+    )
+    serve.add_argument(
+        "--max-secret-bytes",
+        type=_positive_int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="most bytes of secret data one participant may own per room (default 16 MiB)",
+    )
     serve.set_defaults(run=_serve)
 
     # token mint
@@ -180,7 +195,7 @@ def _build_parser() -> _Parser:
     delete = oauth2_commands.add_parser("delete", parents=common, help="delete my credential")
     delete.add_argument("--id", required=True, help="the credential's id")
     delete.add_argument("--delegated-to", help=_DELEGATED_TO)
-    delete.set_defaults(run=_client_command(_delete_secret))
+    delete.set_defaults(run=_client_command(_delete_secret), only_type="oauth_token")
 
     request = oauth2_commands.add_parser(
         "request",
@@ -267,7 +282,7 @@ def _build_parser() -> _Parser:
     remove = secret_commands.add_parser("delete", parents=common, help="delete a secret")
     remove.add_argument("--id", required=True, help="the secret's id")
     remove.add_argument("--delegated-to", help=_DELEGATED_TO)
-    remove.set_defaults(run=_client_command(_delete_secret))
+    remove.set_defaults(run=_client_command(_delete_secret), only_type=None)
 
     # demo
     demo = commands.add_parser(
@@ -370,6 +385,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -464,7 +490,14 @@ async def _serve_until_stopped(
         port = sock.getsockname()[1]
     public_url = (args.public_url or f"http://{shown}:{port}").rstrip("/")
     app = create_app(
-        store=store, jwt_key=key, public_url=public_url, disconnect_grace=args.disconnect_grace
+        store=store,
+        jwt_key=key,
+        public_url=public_url,
+        disconnect_grace=args.disconnect_grace,
+        service_options={
+            "max_secrets_per_participant": args.max_secrets,
+            "max_secret_bytes_per_participant": args.max_secret_bytes,
+        },
     )
     server = await start_server(app, host=host, port=port, sock=sock)
     stop = asyncio.Event()
@@ -627,8 +660,25 @@ async def _secret_list(client: RemoteSecretsClient, args: argparse.Namespace) ->
 
 
 async def _delete_secret(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
-    await client.delete_user_secret(id=args.id, delegated_to=args.delegated_to)
+    # oauth2 delete deletes OAuth credentials only; secret delete, any of my secrets.
+    deleted = await client.delete_secret(
+        id=args.id, delegated_to=args.delegated_to, type=args.only_type
+    )
+    _say(f"deleted {deleted.id!r}" + (
+        f" (delegated to {deleted.delegated_to})" if deleted.delegated_to else ""
+    ) + _REVOCATION_SAYS[deleted.revocation].format(host=deleted.host, error=deleted.error))
     return 0
+
+
+#: What happened at the provider, as the delete's line on stderr ends.
+_REVOCATION_SAYS = {
+    "revoked": "; revoked at {host}",
+    "failed": "; revocation at {host} failed ({error}): the provider may honour the token "
+    "until it expires",
+    "not_published": "; {host} publishes no revocation endpoint: the provider may honour "
+    "the token until it expires",
+    "not_oauth": "",
+}
 
 
 async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
@@ -699,24 +749,31 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
 async def _oauth2_prompts(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     await client.connect()
     _say(f"{_PROG}: connected as {client.participant_id}; waiting for prompts (Ctrl-C stops)")
+    callback = client.server_url + "/oauth/callback"
     async for prompt in client.oauth_prompts():
+        # The agent chose where the provider sends the code; as the approval page
+        # does, say so when that is not this server, before the person approves.
+        elsewhere = prompt.redirect_uri != callback
         if args.json:
-            line = json.dumps(
-                {
-                    "request_id": prompt.request_id,
-                    "authorization_url": prompt.authorization_url,
-                    "from_participant_id": prompt.from_participant_id,
-                    "client_id": prompt.client_id,
-                    "scopes": list(prompt.scopes),
-                    "expires_at": prompt.expires_at,
-                }
-            )
+            shown: dict[str, Any] = {
+                "request_id": prompt.request_id,
+                "authorization_url": prompt.authorization_url,
+                "from_participant_id": prompt.from_participant_id,
+                "client_id": prompt.client_id,
+                "scopes": list(prompt.scopes),
+                "expires_at": prompt.expires_at,
+            }
+            if elsewhere:
+                shown["redirect_uri"] = prompt.redirect_uri
+            line = json.dumps(shown)
         else:
             scopes = " ".join(prompt.scopes) or "-"
             line = (
                 f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
                 f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
             )
+            if elsewhere:
+                line += f"\tredirect {prompt.redirect_uri} (not this server)"
         print(line, flush=True)
     raise _Failure("the server closed the connection")
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import aiohttp
 
-from ..core.api import OAuthPrompt, SecretInfo, SecretsAPI
+from ..core.api import DeletedSecret, OAuthPrompt, SecretInfo, SecretsAPI
 from ..core.errors import InvalidInput, ParticipantNotConnected, RoomSecretsError
 from ..core.inputs import check_timeout
 from ..core.participants import ParticipantInfo
@@ -126,6 +126,11 @@ class RemoteSecretsClient:
         # How the server closed our last WebSocket (None: open, or closed by us).
         self._server_close_code: Optional[int] = None
         self._closed = False
+
+    @property
+    def server_url(self) -> str:
+        """The server's base URL, without a trailing ``/``."""
+        return self._base
 
     def __repr__(self) -> str:
         return (
@@ -467,7 +472,29 @@ class RemoteSecretsClient:
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
         """See :meth:`SecretsClient.delete_user_secret
         <roomsecrets.core.client.SecretsClient.delete_user_secret>`."""
-        await self._call("delete_user_secret", {"id": id, "delegated_to": delegated_to})
+        await self.delete_secret(id=id, delegated_to=delegated_to)
+
+    async def delete_secret(
+        self, *, id: str, delegated_to: Optional[str] = None, type: Optional[str] = None
+    ) -> DeletedSecret:
+        """See :meth:`SecretsClient.delete_secret
+        <roomsecrets.core.client.SecretsClient.delete_secret>`."""
+        body: dict[str, Any] = {"id": id, "delegated_to": delegated_to}
+        if type is not None:
+            body["type"] = type
+        answer = (await self._call("delete_user_secret", body)).get("deleted")
+        fields = ("delegated_to", "host", "error")
+        if not _has_strings(answer, required=("id", "type", "revocation"), optional=fields):
+            raise RoomSecretsError("the server's answer to delete_user_secret is malformed")
+        assert isinstance(answer, dict)
+        return DeletedSecret(
+            id=answer["id"],
+            delegated_to=answer.get("delegated_to"),
+            type=answer["type"],
+            revocation=answer["revocation"],
+            host=answer.get("host"),
+            error=answer.get("error"),
+        )
 
     async def set_secret(
         self,

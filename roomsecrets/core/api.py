@@ -13,7 +13,7 @@ from typing import Optional, Protocol
 
 from .values import frozen_value
 
-__all__ = ["OAuthPrompt", "SecretInfo", "SecretsAPI"]
+__all__ = ["DeletedSecret", "OAuthPrompt", "SecretInfo", "SecretsAPI"]
 
 
 @frozen_value
@@ -24,6 +24,29 @@ class SecretInfo:
     type: str
     name: Optional[str]
     delegated_to: Optional[str]
+
+
+@frozen_value
+class DeletedSecret:
+    """What a delete did. The secret is gone; for an OAuth credential,
+    ``revocation`` says what happened at the provider (RFC 7009):
+
+    - ``"revoked"``: the provider's revocation endpoint (at ``host``) accepted it;
+    - ``"failed"``: it did not (``error`` is the code); the provider may still
+      honour the token until it expires;
+    - ``"not_published"``: no revocation endpoint is known for the provider at
+      ``host`` (none in the issuer's metadata or at the token endpoint's origin);
+    - ``"not_oauth"``: not an OAuth credential, nothing to revoke.
+    """
+
+    id: str
+    delegated_to: Optional[str]
+    type: str
+    revocation: str
+    #: host[:port] of the revocation endpoint, or of the token endpoint when none is known.
+    host: Optional[str] = None
+    #: The error code of a failed revocation.
+    error: Optional[str] = None
 
 
 @frozen_value
@@ -61,6 +84,10 @@ class SecretsAPI(Protocol):
     async def list_user_secrets(self) -> list[SecretInfo]: ...
 
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None: ...
+
+    async def delete_secret(
+        self, *, id: str, delegated_to: Optional[str] = None, type: Optional[str] = None
+    ) -> DeletedSecret: ...
 
     async def request_oauth_token(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .api import OAuthPrompt, SecretInfo, SecretsAPI
+from .api import DeletedSecret, OAuthPrompt, SecretInfo, SecretsAPI
 from .credentials import OAUTH_TOKEN_TYPE
 from .errors import InvalidInput, ParticipantNotConnected, safe_text
 from .grants import authorize, check_manage_own_secrets, check_oauth_request_before_discovery
@@ -180,23 +180,34 @@ class SecretsClient:
         )
         client = self._new_client(client_id, client_secret, method, provider)
         service = self._service
+        # Every hand-out, the first one included, passes this check of the scopes the
+        # credential carries.
+        allow = self._stored_scopes_check(
+            "oauth.request_token",
+            from_participant_id,
+            client_id,
+            authorization_endpoint,
+            token_endpoint,
+            scopes,
+            provider.issuer,
+        )
         token = await service.refresher.access_token(
             key,
             client=await self._refresh_client(key, client, method),
             token_endpoint=token_endpoint,
             scopes=scopes,
-            allow=self._stored_scopes_check(
-                "oauth.request_token",
-                from_participant_id,
-                client_id,
-                authorization_endpoint,
-                token_endpoint,
-                scopes,
-                provider.issuer,
-            ),
+            allow=allow,
         )
         if token is not None:
             return token
+        # The person is not asked for a credential their secrets have no room for.
+        owner_key = service.credential_key(
+            owner=from_participant_id,
+            requester=self.participant_id,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+        )
+        await service.check_quota(owner_key, size=0)
         return await service.request_token(
             requester=self.participant_id,
             target=from_participant_id,
@@ -209,6 +220,7 @@ class SecretsClient:
             no_pkce=no_pkce,
             issuer=provider.issuer,
             metadata=provider.metadata,
+            allow=allow,
         )
 
     def _check_oauth_arguments(
@@ -592,15 +604,32 @@ class SecretsClient:
         ]
 
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None:
-        """Delete our secret ``id`` (delegated to ``delegated_to``); a no-op if absent.
+        """Delete our secret ``id`` (delegated to ``delegated_to``).
 
-        An OAuth credential whose provider has a revocation endpoint (learnt from
-        its issuer's metadata) is then revoked there (RFC 7009), with a bounded
-        wait; a failed revocation is audited (``credential.revocation_failed``)
-        and does not undo or fail the delete.
+        Raises :class:`~.errors.SecretNotFound` when we have no such secret (the
+        message names the ``delegated_to`` under which we hold that id, if any);
+        nothing changes. An OAuth credential is then revoked at its provider
+        (RFC 7009), with a bounded wait; what happened there is in the audit
+        event, and :meth:`delete_secret` returns it. A failed revocation does not
+        undo or fail the delete.
         """
+        await self.delete_secret(id=id, delegated_to=delegated_to)
+
+    async def delete_secret(
+        self, *, id: str, delegated_to: Optional[str] = None, type: Optional[str] = None
+    ) -> DeletedSecret:
+        """:meth:`delete_user_secret`, returning what happened (:class:`~.api.DeletedSecret`).
+
+        With ``type``, only a secret of that type is deleted (``"oauth_token"``:
+        OAuth credentials only); another raises :class:`~.errors.WrongSecretType`
+        and deletes nothing.
+        """
+        if type is not None:
+            check_text(type, "type", limit=MAX_TYPE)
         key = self._own_key("secret.manage", id, delegated_to)
-        await self._service.delete_secret(key, actor=self.participant_id)
+        return await self._service.delete_secret(
+            key, actor=self.participant_id, expected_type=type
+        )
 
     async def set_secret(
         self,
@@ -613,13 +642,16 @@ class SecretsClient:
     ) -> None:
         """Store ``data`` as our secret ``secret_id`` (replacing any previous value).
 
-        ``data`` is at most 64 KiB; ``type`` a MIME type such as ``"text/plain"``.
+        ``data`` is at most 61 KiB (``MAX_SECRET_BYTES``); ``type`` a MIME type such
+        as ``"text/plain"``. Raises QuotaExceeded past the room's limits on what one
+        participant may store (nothing changes).
         """
         data = check_bytes(data, "data")
         if "/" not in check_text(type, "type", limit=MAX_TYPE):
             raise InvalidInput("type must be a MIME type such as 'text/plain'")
         check_name(name, "name")
         key = self._own_key("secret.manage", secret_id, delegated_to)
+        await self._service.check_quota(key, size=len(data))
         await self._service.store.put(key, type=type, name=name, data=data)
 
     async def get_secret(

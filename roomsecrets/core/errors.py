@@ -40,12 +40,14 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "QuotaExceeded",
     "RefreshBusy",
     "RequestCancelled",
     "RequestRejected",
     "RequestTimedOut",
     "ResponseTooLarge",
     "RoomSecretsError",
+    "SecretNotFound",
     "ServerError",
     "StateMismatch",
     "StoreError",
@@ -58,6 +60,7 @@ __all__ = [
     "UnsupportedResponseType",
     "UnsupportedTokenType",
     "VersionConflict",
+    "WrongSecretType",
     "oauth_error_from_response",
     "safe_text",
     "scrub",
@@ -185,6 +188,33 @@ class TooManyPendingRequests(RoomSecretsError):
     def __init__(self, message: str, *, limit: int) -> None:
         self.limit = limit
         super().__init__(message)
+
+
+# --- A participant's own secrets ----------------------------------------------------
+
+
+class SecretNotFound(RoomSecretsError, LookupError):
+    """The caller has no secret with this id and ``delegated_to``; nothing changed.
+
+    The message names the ``delegated_to`` values under which the caller does
+    hold that id, when there are any (only the caller's own secrets are looked at).
+    """
+
+    code = "secret_not_found"
+
+
+class WrongSecretType(InvalidInput):
+    """The secret is not of the kind the operation handles (``oauth2 delete`` of an
+    API key stored with ``secret set``); nothing changed."""
+
+    code = "wrong_secret_type"
+
+
+class QuotaExceeded(RoomSecretsError):
+    """Storing this would take the participant past the room's limit on the number
+    or total bytes of their secrets; nothing changed. ``limit`` names which."""
+
+    code = "quota_exceeded"
 
 
 # --- How a request_oauth_token wait ends, when it ends without a token ------------

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
-from .api import OAuthPrompt
+from .api import DeletedSecret, OAuthPrompt
 from .audit import AuditSink
 from .grants import SecretsGrant
 from .oauth.discovery import ProviderMetadata
@@ -108,7 +108,11 @@ class RoomService(Protocol):
         self, issuer: str, *, endpoints_given: bool
     ) -> Optional[ProviderMetadata]: ...
 
-    async def delete_secret(self, key: SecretKey, *, actor: str) -> None: ...
+    async def delete_secret(
+        self, key: SecretKey, *, actor: str, expected_type: Optional[str] = None
+    ) -> DeletedSecret: ...
+
+    async def check_quota(self, key: SecretKey, *, size: int) -> None: ...
 
     async def request_token(
         self,
@@ -124,6 +128,7 @@ class RoomService(Protocol):
         no_pkce: bool,
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
+        allow: Optional[Callable[[tuple[str, ...]], None]] = None,
     ) -> str: ...
 
     async def provide(

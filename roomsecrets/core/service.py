@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
-from .api import OAuthPrompt, SecretInfo
+from .api import DeletedSecret, OAuthPrompt, SecretInfo
 from .audit import AuditEvent, AuditSink, null_audit_sink
 from .client import SecretsClient
-from .credentials import StoredCredential, credential_secret_id
+from .credentials import OAUTH_TOKEN_TYPE, StoredCredential, credential_secret_id
 from .errors import (
     InvalidInput,
     OAuthError,
@@ -28,13 +30,16 @@ from .errors import (
     ProviderError,
     ProviderMetadataNotFound,
     ProviderTimeout,
+    QuotaExceeded,
     RequestCancelled,
     RequestRejected,
     RequestTimedOut,
     ResponseTooLarge,
     RoomSecretsError,
+    SecretNotFound,
     UnknownRequest,
     VersionConflict,
+    WrongSecretType,
 )
 from .grants import (
     GrantDecision,
@@ -105,6 +110,8 @@ class _ProviderBinding:
     revocation_endpoint: Optional[str]
     #: None: the default for the client (``client_secret_basic`` with a secret).
     client_auth_method: Optional[ClientAuthMethod] = None
+    #: Raises unless the requester's grant allows the scopes the provider granted.
+    allow: Optional[Callable[[tuple[str, ...]], None]] = None
 
 
 class SecretsService:
@@ -130,6 +137,10 @@ class SecretsService:
             before the issuer is asked again.
         revocation_timeout: how long ``delete_user_secret`` waits for the
             provider's revocation endpoint (RFC 7009) before it gives up on it.
+        max_secrets_per_participant: how many secrets (OAuth credentials
+            included) one participant may own in this room.
+        max_secret_bytes_per_participant: how many bytes of secret data one
+            participant may own in this room.
     """
 
     def __init__(
@@ -154,6 +165,8 @@ class SecretsService:
         discovery_ttl: float = 3600.0,
         discovery_failure_ttl: float = 5.0,
         revocation_timeout: float = 10.0,
+        max_secrets_per_participant: int = 256,
+        max_secret_bytes_per_participant: int = 16 * 1024 * 1024,
     ) -> None:
         if not isinstance(room, str) or not room:
             raise InvalidInput("room must be a non-empty string")
@@ -163,6 +176,14 @@ class SecretsService:
             or not 0 < revocation_timeout < float("inf")
         ):
             raise InvalidInput("revocation_timeout must be a finite number of seconds > 0")
+        for limit, name in (
+            (max_secrets_per_participant, "max_secrets_per_participant"),
+            (max_secret_bytes_per_participant, "max_secret_bytes_per_participant"),
+        ):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InvalidInput(f"{name} must be a whole number >= 1")
+        self.max_secrets_per_participant = max_secrets_per_participant
+        self.max_secret_bytes_per_participant = max_secret_bytes_per_participant
         if transport is None:
             from .oauth.urllib_transport import UrllibTransport
 
@@ -306,6 +327,34 @@ class SecretsService:
         found.closed = True
         found.changed()
         self.registry.participant_left(participant_id)
+
+    async def check_quota(self, key: SecretKey, *, size: int) -> None:
+        """Raise :class:`~.errors.QuotaExceeded` (nothing changes) unless ``key``'s owner
+        may hold a secret of ``size`` bytes at ``key``: at most
+        ``max_secrets_per_participant`` secrets and ``max_secret_bytes_per_participant``
+        bytes of data in this room. A secret already at ``key`` is replaced, so it
+        does not count; replacing within the limits always works.
+
+        Concurrent writes of one owner may each pass before either is stored, so
+        the limits can be passed by the writes in flight: they bound what one
+        participant can store, not to the byte.
+        """
+        others = [
+            r for r in await self.store.list(key.room, key.owner) if r.key != key
+        ]
+        if len(others) + 1 > self.max_secrets_per_participant:
+            raise QuotaExceeded(
+                f"{key.owner!r} already has {len(others)} secrets in this room, the most "
+                f"one participant may have ({self.max_secrets_per_participant}); delete one "
+                "first"
+            )
+        held = sum(len(r.data) for r in others)
+        if held + size > self.max_secret_bytes_per_participant:
+            raise QuotaExceeded(
+                f"{key.owner!r} would hold {held + size} bytes of secrets in this room, over "
+                f"the {self.max_secret_bytes_per_participant}-byte limit per participant; "
+                "delete some first"
+            )
 
     # --- the OAuth flow ----------------------------------------------------------
 
@@ -565,6 +614,7 @@ class SecretsService:
         no_pkce: bool,
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
+        allow: Optional[Callable[[tuple[str, ...]], None]] = None,
     ) -> str:
         """Prompt ``target``, wait for the answer, return the access token.
 
@@ -587,6 +637,7 @@ class SecretsService:
             no_pkce=no_pkce,
             issuer=issuer,
             metadata=metadata,
+            allow=allow,
         )
 
     async def _request_token(
@@ -604,6 +655,7 @@ class SecretsService:
         asked: Optional[set[str]] = None,
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
+        allow: Optional[Callable[[tuple[str, ...]], None]] = None,
     ) -> str:
         """:meth:`request_token` once the requester is known to be present.
 
@@ -658,9 +710,17 @@ class SecretsService:
         # The pending request keeps the id and secret; a method other than the
         # default rides here, so the exchange authenticates as the caller said.
         method = None if client.auth_method in _DEFAULT_METHODS else client.auth_method
-        if issuer is not None or revocation_endpoint is not None or method is not None:
+        if (
+            issuer is not None
+            or revocation_endpoint is not None
+            or method is not None
+            or allow is not None
+        ):
             self._bindings[pending.request_id] = _ProviderBinding(
-                issuer=issuer, revocation_endpoint=revocation_endpoint, client_auth_method=method
+                issuer=issuer,
+                revocation_endpoint=revocation_endpoint,
+                client_auth_method=method,
+                allow=allow,
             )
         target_participant.prompts[pending.request_id] = OAuthPrompt(
             request_id=pending.request_id,
@@ -766,6 +826,11 @@ class SecretsService:
             )
             raise
         revocation_endpoint = None if binding is None else binding.revocation_endpoint
+        if revocation_endpoint is None:
+            # No issuer named one (the seed's arguments name no issuer): look at the token
+            # endpoint's origin now, so the credential keeps what its revocation needs
+            # (the client secret).
+            revocation_endpoint = await self.revocation_endpoint_at_origin(pending.token_endpoint)
         credential = StoredCredential(
             tokens=tokens,
             client_id=pending.client_id,
@@ -784,6 +849,16 @@ class SecretsService:
             client_id=pending.client_id,
             token_endpoint=pending.token_endpoint,
         )
+        allow = None if binding is None else binding.allow
+        if allow is not None:
+            try:
+                # The first hand-out is checked like every later one: a provider may
+                # grant more than was asked (Google's include_granted_scopes).
+                allow(tokens.scopes)
+            except RoomSecretsError as exc:
+                await self._drop_fresh(credential, key=key, by=by, why=exc)
+                self.registry.exchange_failed(request_id, exc)
+                raise
         try:
             await self.refresher.save_new(key, credential)
         finally:
@@ -803,23 +878,67 @@ class SecretsService:
             )
         )
 
+    async def _drop_fresh(
+        self, credential: StoredCredential, *, key: SecretKey, by: str, why: RoomSecretsError
+    ) -> None:
+        """Keep nothing of a credential the requester may not use: it is never stored,
+        it is revoked where the provider allows it (audited), and the drop is audited."""
+        self.audit(
+            AuditEvent(
+                action="credential.dropped",
+                room=self.room,
+                actor=by,
+                outcome="denied",
+                reason=f"not stored: {why.code}",
+                at=self.clock(),
+                details=(
+                    ("requester", key.delegated_to or ""),
+                    ("secret_id", key.secret_id),
+                    ("granted_scopes", " ".join(credential.tokens.scopes)),
+                ),
+            )
+        )
+        if credential.revocation_endpoint is not None:
+            revocation = asyncio.ensure_future(self._revoke(credential, key=key, actor=by))
+            revocation.add_done_callback(_retrieve_exception)
+            await asyncio.shield(revocation)
+
     # --- deleting a secret, revoking a credential (RFC 7009) -------------------------
 
-    async def delete_secret(self, key: SecretKey, *, actor: str) -> None:
-        """Delete the secret at ``key`` (a no-op if absent); if it was an OAuth
-        credential with a revocation endpoint, then revoke it there.
+    async def delete_secret(
+        self, key: SecretKey, *, actor: str, expected_type: Optional[str] = None
+    ) -> DeletedSecret:
+        """Delete the secret at ``key``; if it was an OAuth credential, then revoke it
+        at the provider (RFC 7009) and say how that went.
+
+        Raises :class:`~.errors.SecretNotFound` when there is nothing at ``key``
+        (its message names the ``delegated_to`` values under which the owner does
+        hold that id), and :class:`~.errors.WrongSecretType` when
+        ``expected_type`` is given and the secret is of another type; either way
+        nothing changes.
 
         The delete comes first: it is what the person asked for, and a provider
         that is down must not keep a credential alive here. The record deleted
         is the one read (compare-and-swap), so the token revoked is the one that
-        was stored, even while a refresh rotates it. The revocation is audited
-        (``credential.revoked`` or ``credential.revocation_failed``); it never
-        fails the delete.
+        was stored, even while a refresh rotates it. The revocation endpoint is
+        the one the credential learnt from its issuer, else the one published at
+        its token endpoint's origin (:meth:`revocation_endpoint_at_origin`). The
+        revocation is audited (``credential.revoked`` or
+        ``credential.revocation_failed``); it never fails the delete.
         """
         record, credential = await self.refresher.load(key)
+        if record is None:
+            raise await self._not_found(key, expected_type)
+        if expected_type is not None and record.type != expected_type:
+            raise WrongSecretType(
+                f"{key.secret_id!r} is a {record.type} secret, not an OAuth credential; "
+                "nothing was deleted (delete it as a secret instead)"
+                if expected_type == OAUTH_TOKEN_TYPE
+                else f"{key.secret_id!r} is of type {record.type!r}, not {expected_type!r}; "
+                "nothing was deleted"
+            )
+        deleted_type = record.type
         for attempt in range(_DELETE_ATTEMPTS):
-            if record is None:
-                return
             try:
                 if attempt + 1 < _DELETE_ATTEMPTS:
                     await self.store.delete(key, expected_version=record.version)
@@ -828,14 +947,77 @@ class SecretsService:
                 break
             except VersionConflict:
                 record, credential = await self.refresher.load(key)
-        if credential is not None and credential.revocation_endpoint is not None:
-            # Its own task: a caller that gives up (the person closed the page) does
-            # not abort a revocation the provider may already be acting on.
-            revocation = asyncio.ensure_future(self._revoke(credential, key=key, actor=actor))
-            revocation.add_done_callback(_retrieve_exception)
-            await asyncio.shield(revocation)
+                if record is None:  # another delete won: this one did nothing
+                    raise await self._not_found(key, expected_type) from None
+        done = DeletedSecret(
+            id=key.secret_id, delegated_to=key.delegated_to, type=deleted_type,
+            revocation="not_oauth",
+        )
+        if credential is None:
+            return done
+        # Its own task: a caller that gives up (the person closed the page) does
+        # not abort a revocation the provider may already be acting on.
+        revocation = asyncio.ensure_future(self._revoke(credential, key=key, actor=actor))
+        revocation.add_done_callback(_retrieve_exception)
+        outcome, host, error = await asyncio.shield(revocation)
+        return dataclasses.replace(done, revocation=outcome, host=host, error=error)
 
-    async def _revoke(self, credential: StoredCredential, *, key: SecretKey, actor: str) -> None:
+    async def _not_found(self, key: SecretKey, expected_type: Optional[str]) -> SecretNotFound:
+        """The error for a delete of nothing at ``key``, naming where the owner's
+        secret of that id is (only the owner's own secrets are looked at)."""
+        kind = "credential" if expected_type == OAUTH_TOKEN_TYPE else "secret"
+        to = key.delegated_to or "nobody"
+        message = f"no {kind} {key.secret_id!r} delegated to {to}"
+        elsewhere = sorted(
+            (r.key.delegated_to or "" for r in await self.store.list(key.room, key.owner)
+             if r.key.secret_id == key.secret_id),
+        )
+        if elsewhere:
+            hints = [
+                f"delegated to {d} (--delegated-to {d})" if d else
+                "delegated to nobody (without --delegated-to)"
+                for d in elsewhere[:5]
+            ]
+            message += "; you have one " + ", one ".join(hints)
+        return SecretNotFound(message)
+
+    async def revocation_endpoint_at_origin(self, token_endpoint: str) -> Optional[str]:
+        """The revocation endpoint published at ``token_endpoint``'s origin, or None.
+
+        For credentials obtained without an issuer (the seed's arguments: a client
+        id and both endpoints). The origin is taken as an issuer: its RFC 8414 /
+        OpenID metadata is read from the same two well-known URLs and cached as
+        discovery caches (the document must name the origin as its issuer, RFC
+        8414 §3.3). Its ``revocation_endpoint`` is used only when the document's
+        ``token_endpoint`` is exactly this one and the revocation endpoint has the
+        same origin (scheme, host and port): a token is never sent to a server
+        that did not issue it. Any failure to find one is None.
+        """
+        parts = urlsplit(token_endpoint)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        try:
+            metadata = await self.discovery.get(origin)
+        except RoomSecretsError:
+            return None
+        endpoint = metadata.revocation_endpoint_for(token_endpoint)
+        if endpoint is None:
+            return None
+        found = urlsplit(endpoint)
+        if (found.scheme, found.netloc) != (parts.scheme, parts.netloc):
+            return None
+        return endpoint
+
+    async def _revoke(
+        self, credential: StoredCredential, *, key: SecretKey, actor: str
+    ) -> tuple[str, Optional[str], Optional[str]]:
+        """Revoke a deleted credential: ``(outcome, host, error code)`` as in
+        :class:`~.api.DeletedSecret`."""
+        if credential.revocation_endpoint is None:
+            found = await self.revocation_endpoint_at_origin(credential.token_endpoint)
+            if found is None:
+                return "not_published", urlsplit(credential.token_endpoint).netloc, None
+            credential = dataclasses.replace(credential, revocation_endpoint=found)
+        host = urlsplit(str(credential.revocation_endpoint)).netloc
         details: list[tuple[str, str]] = [
             ("owner", key.owner),
             ("secret_id", key.secret_id),
@@ -846,7 +1028,7 @@ class SecretsService:
             built = revocation_request_for(
                 credential, allow_insecure_http=self.allow_insecure_http
             )
-            assert built is not None  # the caller checked the endpoint
+            assert built is not None  # the endpoint is known
             request, hint, sent = built
             details.append(("token_type_hint", hint))
             response = await asyncio.wait_for(
@@ -866,25 +1048,25 @@ class SecretsService:
                 redact=sent,
             )
         except asyncio.TimeoutError:
-            self._revocation_failed(actor, ProviderTimeout.code, details)
+            return self._revocation_failed(actor, ProviderTimeout.code, details, host)
         except ResponseTooLarge as exc:
             if exc.status is not None:
                 details.append(("status", str(exc.status)))
             if exc.status == 200:
                 # RFC 7009 §2.2: the client ignores the body; a 200 alone says revoked.
-                self._revoked(actor, details)
-            else:
-                self._revocation_failed(actor, exc.code, details)
+                return self._revoked(actor, details, host)
+            return self._revocation_failed(actor, exc.code, details, host)
         except RoomSecretsError as exc:
             if isinstance(exc, OAuthError):
                 details.append(("oauth_error", exc.error))
-            self._revocation_failed(actor, exc.code, details)
+            return self._revocation_failed(actor, exc.code, details, host)
         except Exception as exc:  # a transport bug must not fail the person's delete
-            self._revocation_failed(actor, type(exc).__name__, details)
-        else:
-            self._revoked(actor, details)
+            return self._revocation_failed(actor, type(exc).__name__, details, host)
+        return self._revoked(actor, details, host)
 
-    def _revoked(self, actor: str, details: list[tuple[str, str]]) -> None:
+    def _revoked(
+        self, actor: str, details: list[tuple[str, str]], host: str
+    ) -> tuple[str, Optional[str], Optional[str]]:
         self.audit(
             AuditEvent(
                 action="credential.revoked",
@@ -896,8 +1078,11 @@ class SecretsService:
                 details=tuple(details),
             )
         )
+        return "revoked", host, None
 
-    def _revocation_failed(self, actor: str, code: str, details: list[tuple[str, str]]) -> None:
+    def _revocation_failed(
+        self, actor: str, code: str, details: list[tuple[str, str]], host: str
+    ) -> tuple[str, Optional[str], Optional[str]]:
         # The credential is deleted here; the provider may still honour the token.
         _log.warning("revoking a deleted credential failed (%s); it is deleted here", code)
         self.audit(
@@ -911,6 +1096,7 @@ class SecretsService:
                 details=tuple(details),
             )
         )
+        return "failed", host, code
 
     def _check_answering(self, answering: Participant, action: str, request_id: str) -> None:
         """Raise unless ``answering``'s grant allows answering prompts (audited)."""
@@ -1040,8 +1226,13 @@ class _Session:
     ) -> Optional[ProviderMetadata]:
         return await self._service.provider_metadata(issuer, endpoints_given=endpoints_given)
 
-    async def delete_secret(self, key: SecretKey, *, actor: str) -> None:
-        await self._service.delete_secret(key, actor=actor)
+    async def delete_secret(
+        self, key: SecretKey, *, actor: str, expected_type: Optional[str] = None
+    ) -> DeletedSecret:
+        return await self._service.delete_secret(key, actor=actor, expected_type=expected_type)
+
+    async def check_quota(self, key: SecretKey, *, size: int) -> None:
+        await self._service.check_quota(key, size=size)
 
     async def request_token(
         self,
@@ -1057,6 +1248,7 @@ class _Session:
         no_pkce: bool,
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
+        allow: Optional[Callable[[tuple[str, ...]], None]] = None,
     ) -> str:
         # The session may have ended while we looked for a stored credential.
         self.participant(requester)
@@ -1073,6 +1265,7 @@ class _Session:
             asked=self._asked,
             issuer=issuer,
             metadata=metadata,
+            allow=allow,
         )
 
     async def provide(
@@ -1121,7 +1314,7 @@ async def _prompt_stream(participant: Participant) -> AsyncIterator[OAuthPrompt]
         seen &= participant.prompts.keys()
 
 
-def _retrieve_exception(task: asyncio.Future[None]) -> None:
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
     # Marks the exception seen when the awaiting caller gave up; the requester
     # got the outcome through the registry either way.
     if not task.cancelled():

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Optional
 
@@ -57,13 +57,13 @@ def free_port() -> int:
 class Server:
     """``roomsecrets serve`` in a subprocess."""
 
-    def __init__(self, store: str, env: dict[str, str]) -> None:
+    def __init__(self, store: str, env: dict[str, str], *flags: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.callback = self.url + "/oauth/callback"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "roomsecrets", "serve", "--port", str(self.port),
-             "--store", store],
+             "--store", store, *flags],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         assert self.process.stderr is not None
@@ -314,9 +314,14 @@ def test_the_seed_flow_through_the_cli_with_the_approval_through_the_callback(
     text = cli.run("oauth2", "list", "--room", ROOM, token=alice).stdout
     assert mine[0]["id"] in text and "agent-1" in text
 
-    # Delete; then the offline fetch has nothing: exit 1, one line.
-    cli.run("oauth2", "delete", "--room", ROOM, "--id", mine[0]["id"],
-            "--delegated-to", "agent-1", token=alice)
+    # Delete: revoked at the provider although no issuer was ever named (found at the
+    # token endpoint's origin); then the offline fetch has nothing: exit 1, one line.
+    deleted = cli.run("oauth2", "delete", "--room", ROOM, "--id", mine[0]["id"],
+                      "--delegated-to", "agent-1", token=alice)
+    host = provider.issuer.split("//", 1)[1]
+    assert deleted.stderr.strip() == (
+        f"deleted {mine[0]['id']!r} (delegated to agent-1); revoked at {host}")
+    assert provider.revocation_requests == 1 and provider.revoked_grants
     assert json.loads(cli.run("oauth2", "list", "--room", ROOM, "--json", token=alice).stdout) == []
     gone = cli.run(
         "oauth2", "get", "--room", ROOM, "--delegated-by", "alice", *oauth_flags(provider),
@@ -395,6 +400,8 @@ def test_provide_answers_a_prompt_with_a_code(cli: Cli, provider: FakeProvider) 
         asking = start_request(cli, agent, "--from-participant-id", "dave",
                                *oauth_flags(provider), "--redirect-uri", "https://app.example/cb")
         prompt = json.loads(prompts.next_line())
+        # Not this server's callback: the prompt says where the code will go.
+        assert prompt["redirect_uri"] == "https://app.example/cb"
         code, state = approve(prompt["authorization_url"])
         cli.run("oauth2", "provide", "--room", ROOM, f"--request-id={prompt['request_id']}",
                 f"--code={code}", f"--state={state}", token=dave)
@@ -569,6 +576,46 @@ def test_serve_and_token_mint_share_the_key_file_of_the_file_store(tmp_path: Pat
     assert "ROOMSECRETS_JWT_KEY" in one_error_line(memory)
 
 
+def _symlinked_key(key_file: Path) -> str:
+    target = key_file.with_name("planted.key")
+    target.write_text("ab" * 32 + "\n")
+    target.chmod(0o600)
+    key_file.symlink_to(target)
+    return f"signing key file {key_file} is a symlink; refusing it"
+
+
+def _key_readable_by_others(key_file: Path) -> str:
+    key_file.write_text("ab" * 32 + "\n")
+    key_file.chmod(0o644)
+    return f"signing key file {key_file} has mode 0644; it must be 0600 (chmod 600 {key_file})"
+
+
+def _key_of_another_user(key_file: Path) -> str:
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    key_file.write_text("ab" * 32 + "\n")
+    key_file.chmod(0o600)
+    os.chown(key_file, 12345, -1)
+    return f"signing key file {key_file} is owned by uid 12345, not you (uid 0); refusing it"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX owners, modes and symlinks")
+@pytest.mark.parametrize("plant", [_symlinked_key, _key_readable_by_others, _key_of_another_user])
+def test_token_mint_refuses_a_key_file_someone_else_could_have_chosen(
+    tmp_path: Path, plant: Callable[[Path], str]
+) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir(mode=0o700)
+    expected = plant(folder / "jwt.key")
+    done = subprocess.run(
+        [sys.executable, "-m", "roomsecrets", "token", "mint", "--store", f"file:{folder}",
+         "--room", ROOM, "--participant-id", "jack"],
+        env=cli_env(), capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert one_error_line(done) == f"roomsecrets: error: {expected} (invalid_input)"
+    assert done.returncode == 1
+
+
 # --- what the CLI imports -------------------------------------------------------------------
 
 
@@ -644,3 +691,52 @@ def test_a_cli_command_is_named_by_its_words_not_its_option_values() -> None:
     assert leak_watch.cli_command("roomsecrets token mint") is None  # a shell string: not ours
     assert leak_watch._subcommand(["--server", "http://x", "--token", "t", "oauth2", "get",
                                    "--room", "r"]) == ("oauth2", "get")
+
+
+def test_deletes_that_cannot_do_what_was_asked_fail_with_one_line_and_change_nothing(
+    cli: Cli,
+) -> None:
+    erin = cli.mint("erin")
+    cli.run("secret", "set", "--room", ROOM, "--id", "api-key", "--value", "k",
+            "--delegated-to", "agent-1", token=erin)
+    nothing = cli.run("secret", "delete", "--room", ROOM, "--id", "nope", token=erin, check=False)
+    assert nothing.returncode == 1
+    assert "no secret 'nope' delegated to nobody" in one_error_line(nothing)
+    elsewhere = cli.run("oauth2", "delete", "--room", ROOM, "--id", "api-key", token=erin,
+                        check=False)
+    assert "you have one delegated to agent-1 (--delegated-to agent-1)" in one_error_line(
+        elsewhere)
+    generic = cli.run("oauth2", "delete", "--room", ROOM, "--id", "api-key",
+                      "--delegated-to", "agent-1", token=erin, check=False)
+    assert generic.returncode == 1
+    assert "not an OAuth credential" in one_error_line(generic)
+    listed = json.loads(cli.run("secret", "list", "--room", ROOM, "--json", token=erin).stdout)
+    assert [(s["id"], s["delegated_to"]) for s in listed] == [("api-key", "agent-1")]
+    removed = cli.run("secret", "delete", "--room", ROOM, "--id", "api-key",
+                      "--delegated-to", "agent-1", token=erin)
+    assert removed.stderr.strip() == "deleted 'api-key' (delegated to agent-1)"
+
+
+def test_serve_flags_bound_what_one_participant_stores(tmp_path: Path) -> None:
+    limited = Server(f"file:{tmp_path}", cli_env(ROOMSECRETS_JWT_KEY=KEY),
+                     "--max-secrets", "2", "--max-secret-bytes", "10")
+    try:
+        run = Cli(limited, cli_env(ROOMSECRETS_JWT_KEY=KEY, ROOMSECRETS_SERVER=limited.url))
+        erin = run.mint("erin")
+        run.run("secret", "set", "--room", ROOM, "--id", "a", "--value", "12345", token=erin)
+        run.run("secret", "set", "--room", ROOM, "--id", "b", "--value", "1", token=erin)
+        third = run.run("secret", "set", "--room", ROOM, "--id", "c", "--value", "1",
+                        token=erin, check=False)
+        assert third.returncode == 1
+        assert "the most one participant may have (2)" in one_error_line(third)
+        too_big = run.run("secret", "set", "--room", ROOM, "--id", "b", "--value", "123456",
+                          token=erin, check=False)
+        assert "over the 10-byte limit" in one_error_line(too_big)
+        # Replacing within the limits always works; nothing else changed.
+        run.run("secret", "set", "--room", ROOM, "--id", "b", "--value", "12345", token=erin)
+        listed = json.loads(run.run("secret", "list", "--room", ROOM, "--json", token=erin).stdout)
+        assert sorted(s["id"] for s in listed) == ["a", "b"]
+        bad = run.run("serve", "--max-secrets", "0", check=False)
+        assert bad.returncode == 2 and "must be at least 1" in bad.stderr
+    finally:
+        limited.stop()

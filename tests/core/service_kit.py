@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from roomsecrets.core.audit import RecordingAuditSink
 from roomsecrets.core.grants import SecretsGrant
 from roomsecrets.core.memory_store import MemoryStore
+from roomsecrets.core.oauth.http import HttpResponse
 from roomsecrets.core.oauth.retry import RetryPolicy
+from roomsecrets.core.oauth.urllib_transport import UrllibTransport
 from roomsecrets.core.service import OAuthPrompt, SecretsService
 from tests.support.fake_provider import FakeProvider
 from tests.support.headless_person import approve
@@ -36,6 +38,19 @@ def running_provider(**client: object) -> Iterator[FakeProvider]:
     with FakeProvider() as provider:
         provider.register_client(CLIENT_ID, redirect_uris=[REDIRECT_URI], **client)  # type: ignore[arg-type]
         yield provider
+
+
+class MetadataHidden:
+    """The real transport, except that every well-known metadata URL answers 404: a
+    provider that publishes no RFC 8414 / OpenID metadata."""
+
+    def __init__(self) -> None:
+        self.inner = UrllibTransport()
+
+    async def send(self, request, *, timeout, max_body):
+        if "/.well-known/" in request.url:
+            return HttpResponse(status=404, headers=(), body=b"")
+        return await self.inner.send(request, timeout=timeout, max_body=max_body)
 
 
 #: Builds the store of a service made without one; tests/adapters swap it to run the

@@ -463,7 +463,8 @@ def test_a_sessions_stored_credential_carrying_forbidden_scopes_is_withheld() ->
 
 class Provider:
     """A transport answering every token POST with ``body`` (200, JSON), or raising
-    ``error``, or waiting for ``release`` first."""
+    ``error``, or waiting for ``release`` first. It publishes no metadata: a GET (the
+    revocation endpoint looked up at the token endpoint's origin) is a 404."""
 
     def __init__(self, body: bytes = b'{"access_token": "at-1", "token_type": "Bearer", '
                                       b'"expires_in": 3600}') -> None:
@@ -472,7 +473,9 @@ class Provider:
         self.release: Optional[asyncio.Event] = None
         self.posts = 0
 
-    async def send(self, request: object, *, timeout: float, max_body: int) -> HttpResponse:
+    async def send(self, request: Any, *, timeout: float, max_body: int) -> HttpResponse:
+        if request.method == "GET":
+            return HttpResponse(status=404, headers=(), body=b"")
         self.posts += 1
         if self.release is not None:
             await self.release.wait()
@@ -599,8 +602,9 @@ class TimeoutRecordingProvider(Provider):
         super().__init__(body)
         self.timeouts: list[float] = []
 
-    async def send(self, request: object, *, timeout: float, max_body: int) -> HttpResponse:
-        self.timeouts.append(timeout)
+    async def send(self, request: Any, *, timeout: float, max_body: int) -> HttpResponse:
+        if request.method == "POST":  # the token request (GETs look for metadata)
+            self.timeouts.append(timeout)
         return await super().send(request, timeout=timeout, max_body=max_body)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import urllib.parse
 import urllib.request
@@ -25,6 +26,7 @@ from roomsecrets.core.ports import SecretKey
 from tests.core.discovery_kit import approve_with_iss, ask_by_issuer, offline_by_issuer
 from tests.core.service_kit import (
     CLIENT_ID,
+    MetadataHidden,
     approved,
     make_service,
     next_prompt,
@@ -382,12 +384,14 @@ def test_tokens_from_an_overriding_token_endpoint_are_never_sent_to_the_issuers_
             await approved_answer(alice)
             await request
             key, stored = await stored_credential(service)
+            # Not the issuer's revocation endpoint: the one the token endpoint's own
+            # origin publishes, for the tokens that endpoint issued.
             assert (stored.issuer, stored.revocation_endpoint, stored.client_secret) == (
-                issuer.base_url, None, None)
+                issuer.base_url, provider.revocation_endpoint, None)
             await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
             assert await service.store.list(service.room, "alice") == []
             assert "/revoke" not in issuer.hits
-            assert events(service, "credential.revoked") == []
+            assert provider.revocation_requests == 1
 
     run(scenario())
 
@@ -413,7 +417,7 @@ def test_the_invalid_grant_clean_up_does_not_revoke():
 def test_a_credential_without_a_revocation_endpoint_is_only_deleted():
     async def scenario():
         with running_provider() as provider:
-            service = make_service()
+            service = make_service(transport=MetadataHidden())
             agent, alice = room(service)
             await approved(agent, alice, provider)
             key, stored = await stored_credential(service)
@@ -436,7 +440,8 @@ def test_deleting_a_generic_secret_or_nothing_revokes_nothing():
             _agent, alice = room(service)
             await alice.set_secret(secret_id="note", data=b"x")
             await alice.delete_user_secret(id="note")
-            await alice.delete_user_secret(id="never-there")
+            with pytest.raises(errors.SecretNotFound):
+                await alice.delete_user_secret(id="never-there")
             assert await alice.list_user_secrets() == []
             assert provider.revocation_requests == 0
 
@@ -449,13 +454,17 @@ def test_the_revocation_timeout_must_be_a_finite_positive_number(bad):
         make_service(revocation_timeout=bad)
 
 
-def test_a_format_1_record_in_the_store_is_used_and_deleted_without_revocation():
+def test_a_format_1_record_in_the_store_is_used_and_revoked_through_the_origins_metadata():
     async def scenario():
         with running_provider() as provider:
             service = make_service()
             agent, alice = room(service)
             token = await approved(agent, alice, provider)
             key, stored = await stored_credential(service)
+            # As written before revocation endpoints were kept: format 1.
+            await service.store.delete(key)
+            await service.refresher.save_new(
+                key, dataclasses.replace(stored, revocation_endpoint=None, client_secret=None))
             raw = (await service.store.get(key)).data
             assert b'"version":1' in raw and b"revocation" not in raw
             assert await agent.get_offline_oauth_token(
@@ -463,8 +472,7 @@ def test_a_format_1_record_in_the_store_is_used_and_deleted_without_revocation()
                 delegated_by="alice",
             ) == token  # found by issuer, since the token endpoint is the same
             await alice.delete_user_secret(id=key.secret_id, delegated_to="agent-1")
-            assert provider.revocation_requests == 0
-            del stored
+            assert provider.revocation_requests == 1  # looked up at the origin at delete
 
     run(scenario())
 

@@ -91,34 +91,44 @@ def test_by_issuer_through_the_callback(room: Room, oidc_provider: OidcProvider)
     run(scenario())
 
 
+@pytest.mark.parametrize("by_issuer", [True, False], ids=["by-issuer", "seed-arguments"])
 @pytest.mark.parametrize("client_id", ["revoke-app", "revoke-basic"])
 def test_a_delete_revokes_the_grant_at_the_provider(
-    room: Room, oidc_provider: OidcProvider, client_id: str
+    room: Room, oidc_provider: OidcProvider, client_id: str, by_issuer: bool
 ) -> None:
+    # seed-arguments: only --client-id and both endpoints, no issuer; the revocation
+    # endpoint is found in the metadata at the token endpoint's origin.
     client = CLIENTS[client_id]
 
     async def scenario() -> None:
         agent, alice = room.agent(), await room.person()
-        args = oidc_provider.issuer_args(client_id)
+        args = (oidc_provider.issuer_args(client_id) if by_issuer
+                else oidc_provider.oauth_args(client_id))
+        # The provider lives for the module: count what this test adds.
+        path = urlsplit(oidc_provider.revocation_endpoint).path
+        before = [entry for entry in oidc_provider.log()["requests"]
+                  if entry["path"] == path and entry["client_id"] == client_id]
+        grants_before = len(revoked_grants(oidc_provider, client_id))
         try:
             approved = await approve_one(
-                room, oidc_provider, client_id, agent, alice, by_issuer=True,
+                room, oidc_provider, client_id, agent, alice, by_issuer=by_issuer,
                 through_callback=False,
             )
             refresh_token = issued_refresh_token(oidc_provider, client_id)
             [info] = await alice.list_user_secrets()
-            await alice.delete_user_secret(id=info.id, delegated_to="agent-1")
+            deleted = await alice.delete_secret(id=info.id, delegated_to="agent-1")
+            assert (deleted.revocation, deleted.host) == (
+                "revoked", urlsplit(oidc_provider.revocation_endpoint).netloc)
             # One RFC 7009 request, with the client's own authentication, that revoked
             # the refresh token and so the whole grant.
             [revocation] = [
                 entry for entry in oidc_provider.log()["requests"]
-                if entry["path"] == urlsplit(oidc_provider.revocation_endpoint).path
-                and entry["client_id"] == client_id
-            ]
+                if entry["path"] == path and entry["client_id"] == client_id
+            ][len(before):]
             assert (revocation["auth_method"], revocation["status"]) == (client.auth_method, 200)
             assert revocation["token"] == refresh_token
             assert revocation["token_type_hint"] == "refresh_token"
-            assert len(revoked_grants(oidc_provider, client_id)) == 1
+            assert len(revoked_grants(oidc_provider, client_id)) == grants_before + 1
             assert not oidc_provider.is_active(approved.token)
             # The old refresh token no longer works at the provider.
             form = {"grant_type": "refresh_token", "refresh_token": refresh_token}

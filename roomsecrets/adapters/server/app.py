@@ -89,6 +89,7 @@ from .http_api import (
     Operation,
     ParticipantAlreadyConnected,
     decode_data,
+    deleted_to_json,
     encode_data,
     error_body,
     prompt_to_json,
@@ -663,8 +664,7 @@ async def _list_user_secrets(
 async def _delete_user_secret(
     client: SecretsClient, args: dict[str, Any], request: web.Request
 ) -> dict[str, Any]:
-    await client.delete_user_secret(**args)
-    return {}
+    return {"deleted": deleted_to_json(await client.delete_secret(**args))}
 
 
 async def _request_oauth_token(

@@ -101,7 +101,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from ...core.api import OAuthPrompt, SecretInfo
+from ...core.api import DeletedSecret, OAuthPrompt, SecretInfo
 from ...core.errors import (
     ConfigurationError,
     GrantDenied,
@@ -115,11 +115,13 @@ from ...core.errors import (
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    QuotaExceeded,
     RefreshBusy,
     RequestCancelled,
     RequestRejected,
     RequestTimedOut,
     RoomSecretsError,
+    SecretNotFound,
     StoreError,
     TooManyPendingRequests,
     UnknownRequest,
@@ -144,6 +146,7 @@ __all__ = [
     "ParticipantAlreadyConnected",
     "check_server_url",
     "decode_data",
+    "deleted_to_json",
     "encode_data",
     "error_body",
     "error_from_body",
@@ -197,6 +200,8 @@ ERROR_STATUSES: tuple[tuple[type[RoomSecretsError], int, str], ...] = (
     (InvalidInput, 400, "bad input: malformed JSON, a missing or invalid field"),
     (GrantDenied, 403, "the participant's grant does not allow it (or not addressed to you)"),
     (UnknownRequest, 404, "no open pending request with this id or state"),
+    (SecretNotFound, 404, "the caller has no secret with this id and delegated_to"),
+    (QuotaExceeded, 409, "the caller's secrets would exceed the room's count or bytes limit"),
     (IllegalTransition, 409, "the request was already answered"),
     (ParticipantNotConnected, 409, "the person asked is not connected (no open WebSocket)"),
     (RequestRejected, 409, "the person rejected the request"),
@@ -367,6 +372,17 @@ def decode_data(value: object, what: str = "data") -> bytes:
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise InvalidInput(f"{what} is not valid base64") from None
+
+
+def deleted_to_json(deleted: DeletedSecret) -> dict[str, Any]:
+    return {
+        "id": deleted.id,
+        "delegated_to": deleted.delegated_to,
+        "type": deleted.type,
+        "revocation": deleted.revocation,
+        "host": deleted.host,
+        "error": deleted.error,
+    }
 
 
 def secret_info_to_json(info: SecretInfo) -> dict[str, Any]:
@@ -564,6 +580,19 @@ _SECRET_INFO = {
     },
     "required": ["id", "type", "name", "delegated_to"],
 }
+DELETED_SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": _STRING,
+        "delegated_to": _OPTIONAL_STRING,
+        "type": _STRING,
+        "revocation": {"enum": ["revoked", "failed", "not_published", "not_oauth"]},
+        "host": _OPTIONAL_STRING,
+        "error": _OPTIONAL_STRING,
+    },
+    "required": ["id", "delegated_to", "type", "revocation", "host", "error"],
+    "additionalProperties": False,
+}
 PROMPT_SCHEMA: Mapping[str, Any] = {
     "type": "object",
     "properties": {
@@ -598,16 +627,28 @@ OPERATIONS: tuple[Operation, ...] = (
         method="POST",
         path="/rooms/{room}/delete_user_secret",
         summary=(
-            "Delete one of the caller's secrets (a no-op if absent); an OAuth credential "
-            "whose provider has a revocation endpoint is then revoked there (RFC 7009; "
-            "a failed revocation is audited and does not fail the delete)."
+            "Delete one of the caller's secrets (404 secret_not_found if there is none; "
+            "with type, 400 wrong_secret_type for a secret of another type, nothing "
+            "deleted); an OAuth credential is then revoked at its provider's revocation "
+            "endpoint (RFC 7009), and `deleted.revocation` says how that went (a failed "
+            "revocation does not fail the delete)."
         ),
         fields=(
             Field(name="id", schema=_STRING, required=True),
             Field(name="delegated_to", schema=_OPTIONAL_STRING),
+            Field(
+                name="type",
+                schema=_OPTIONAL_STRING,
+                description="delete only a secret of this type (oauth_token: credentials only)",
+            ),
         ),
-        response=_EMPTY,
-        errors=(*_COMMON_ERRORS, 503),
+        response={
+            "type": "object",
+            "properties": {"deleted": DELETED_SCHEMA},
+            "required": ["deleted"],
+            "additionalProperties": False,
+        },
+        errors=(*_COMMON_ERRORS, 404, 503),
     ),
     Operation(
         name="request_oauth_token",
