@@ -562,10 +562,25 @@ class SecretsClient:
     def _own_key(self, action: str, secret_id: object, delegated_to: object) -> SecretKey:
         """Where our secret lives, once our grant lets us manage our own secrets
         (checked and audited; raises if not)."""
+        key = self._own_key_unchecked(secret_id, delegated_to)
+        self._authorize_own(action, key)
+        return key
+
+    def _own_key_unchecked(self, secret_id: object, delegated_to: object) -> SecretKey:
+        """Where our secret ``secret_id`` lives; the arguments checked, the grant not yet."""
         self._check_connected()
         check_id(secret_id, "secret id")
         if delegated_to is not None:
             check_id(delegated_to, "delegated_to")
+        return SecretKey(
+            room=self._service.room,
+            owner=self.participant_id,
+            secret_id=str(secret_id),
+            delegated_to=None if delegated_to is None else str(delegated_to),
+        )
+
+    def _authorize_own(self, action: str, key: SecretKey) -> None:
+        """Audit whether our grant lets us manage our own secrets; raise if not."""
         service = self._service
         authorize(
             check_manage_own_secrets(self._participant.grant),
@@ -574,13 +589,7 @@ class SecretsClient:
             room=service.room,
             actor=self.participant_id,
             at=service.clock(),
-            details=(("secret_id", str(secret_id)),),
-        )
-        return SecretKey(
-            room=service.room,
-            owner=self.participant_id,
-            secret_id=str(secret_id),
-            delegated_to=None if delegated_to is None else str(delegated_to),
+            details=(("secret_id", key.secret_id),),
         )
 
     async def list_user_secrets(self) -> list[SecretInfo]:
@@ -650,8 +659,13 @@ class SecretsClient:
         if "/" not in check_text(type, "type", limit=MAX_TYPE):
             raise InvalidInput("type must be a MIME type such as 'text/plain'")
         check_name(name, "name")
-        key = self._own_key("secret.manage", secret_id, delegated_to)
+        key = self._own_key_unchecked(secret_id, delegated_to)
+        # Everything is checked before "allowed" is audited: a denial first (no store
+        # read for a participant who may not manage secrets), then the quota.
+        if not check_manage_own_secrets(self._participant.grant).allowed:
+            self._authorize_own("secret.manage", key)  # audits the denial and raises
         await self._service.check_quota(key, size=len(data))
+        self._authorize_own("secret.manage", key)
         await self._service.store.put(key, type=type, name=name, data=data)
 
     async def get_secret(

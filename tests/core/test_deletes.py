@@ -170,8 +170,10 @@ def test_a_participant_may_not_store_past_the_count_or_bytes_limit_and_nothing_c
         _agent, alice = room(service)
         for n in range(3):
             await alice.set_secret(secret_id=f"s{n}", data=b"x" * 10)
+        audited = len(service.audit.events)
         with pytest.raises(errors.QuotaExceeded, match="the most one participant may have"):
             await alice.set_secret(secret_id="s3", data=b"x")
+        assert len(service.audit.events) == audited  # refused before "allowed" is audited
         assert await ids(alice) == [("s0", None), ("s1", None), ("s2", None)]
         # Replacing an existing secret within the limits always works.
         await alice.set_secret(secret_id="s0", data=b"y" * 80)

@@ -52,12 +52,16 @@ ENDPOINTS = {
 VALID_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("request_oauth_token", {**ENDPOINTS, "from_participant_id": "alice",
                              "redirect_uri": "https://app.example.com/cb", "scopes": ["s"],
-                             "client_secret": None, "timeout": 300, "no_pkce": False}),
+                             "client_secret": None, "timeout": 300, "no_pkce": False,
+                             "issuer": None, "client_auth_method": None}),
     ("get_offline_oauth_token", {**ENDPOINTS, "delegated_by": "alice", "scopes": ["s"],
-                                 "client_secret": None, "timeout": 300}),
-    ("provide_oauth_authorization", {"request_id": "r" * 22, "code": "c", "state": "s"}),
+                                 "client_secret": None, "timeout": 300, "issuer": None,
+                                 "client_auth_method": None, "participant_name": None}),
+    ("provide_oauth_authorization", {"request_id": "r" * 22, "code": "c", "state": "s",
+                                     "iss": None}),
     ("reject_oauth_authorization", {"request_id": "r" * 22, "error": "user_cancelled"}),
     ("delete_user_secret", {"id": "s", "delegated_to": None}),
+    ("delete_secret", {"id": "s", "delegated_to": None, "type": None}),
     ("set_secret", {"secret_id": "s", "data": b"x", "type": "text/plain", "name": None,
                     "delegated_to": None}),
     ("get_secret", {"secret_id": "s", "delegated_to": None}),
@@ -66,7 +70,15 @@ VALID_CALLS: list[tuple[str, dict[str, Any]]] = [
 
 async def snapshot(service) -> tuple[object, ...]:
     listed = [await service.store.list("myroom", owner) for owner in ("alice", "agent-1")]
-    return (len(service.registry), listed, tuple(service.registry.pending_for_target("alice")))
+    return (len(service.registry), listed, tuple(service.registry.pending_for_target("alice")),
+            tuple(p.id for p in service.connected_participants()))
+
+
+class NoNetwork:
+    """A transport no hostile call may reach: arguments are checked before any lookup."""
+
+    async def send(self, request, *, timeout, max_body):
+        raise AssertionError(f"a hostile call reached the network: {request.url[:80]!r}")
 
 
 CASES = [(name, field) for name, valid in VALID_CALLS for field in sorted(valid)]
@@ -89,13 +101,14 @@ def test_any_argument_to_any_public_method_gives_a_typed_error_and_changes_nothi
         kwargs[extra] = other
 
     async def scenario():
-        service = make_service()
+        service = make_service(transport=NoNetwork())
         agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
         alice = service.connect("alice")
         # Something to lose: a secret of each participant and an open request.
         await agent.set_secret(secret_id="keep", data=b"kept")
         await alice.set_secret(secret_id="keep", data=b"kept")
         before = await snapshot(service)
+        audited = len(service.audit.events)
         caller = alice if name in ("provide_oauth_authorization",
                                    "reject_oauth_authorization") else agent
         try:
@@ -103,11 +116,36 @@ def test_any_argument_to_any_public_method_gives_a_typed_error_and_changes_nothi
             await asyncio.wait_for(getattr(caller, name)(**kwargs), 0.05)
         except asyncio.TimeoutError:
             pass
-        except errors.RoomSecretsError:
+        except errors.RoomSecretsError as exc:
             assert await snapshot(service) == before, f"{name} refused but changed state"
+            if isinstance(exc, errors.InvalidInput):
+                # docs/limits.md: bad input is refused before any decision is audited.
+                assert len(service.audit.events) == audited, f"{name} audited bad input"
         assert len(service.registry) == 0  # a cancelled or refused request leaves nothing
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("field", ["participant_id", "name", "grant"])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=HOSTILE)
+@example(value="\ud800")
+@example(value="x" * 100_000)
+def test_connect_with_any_hostile_argument_gives_a_typed_error_and_changes_nothing(
+    field, value
+):
+    service = make_service(transport=NoNetwork())
+    service.connect("alice")
+    arguments = {"participant_id": "bob", "name": "Bob", "grant": None, field: value}
+    participant_id = arguments.pop("participant_id")
+    try:
+        service.connect(participant_id, **arguments)
+    except errors.InvalidInput:
+        assert [p.id for p in service.connected_participants()] == ["alice"]
+        assert service.audit.events == []
+    else:  # accepted: only a value of the right kind (None: the default name or grant)
+        assert isinstance(value, str) if field == "participant_id" else (
+            value is None or (field == "name" and isinstance(value, str)))
 
 
 # --- whole provider responses through the parser and the retry policy ---------------
