@@ -521,13 +521,18 @@ class RemoteSecretsClient:
         )
 
     async def get_secret(
-        self, *, secret_id: str, delegated_to: Optional[str] = None
+        self,
+        *,
+        secret_id: str,
+        delegated_to: Optional[str] = None,
+        delegated_by: Optional[str] = None,
     ) -> Optional[bytes]:
         """See :meth:`SecretsClient.get_secret
         <roomsecrets.core.client.SecretsClient.get_secret>`."""
-        answer = await self._call(
-            "get_secret", {"secret_id": secret_id, "delegated_to": delegated_to}
-        )
+        body: dict[str, Any] = {"secret_id": secret_id, "delegated_to": delegated_to}
+        if delegated_by is not None:
+            body["delegated_by"] = delegated_by
+        answer = await self._call("get_secret", body)
         data = answer.get("data")
         return None if data is None else decode_data(data)
 

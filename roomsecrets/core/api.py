@@ -144,7 +144,11 @@ class SecretsAPI(Protocol):
     ) -> None: ...
 
     async def get_secret(
-        self, *, secret_id: str, delegated_to: Optional[str] = None
+        self,
+        *,
+        secret_id: str,
+        delegated_to: Optional[str] = None,
+        delegated_by: Optional[str] = None,
     ) -> Optional[bytes]: ...
 
     async def close(self) -> None: ...

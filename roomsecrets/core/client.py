@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .api import DeletedSecret, OAuthPrompt, SecretInfo, SecretsAPI
+from .audit import AuditEvent
 from .credentials import OAUTH_TOKEN_TYPE
 from .errors import InvalidInput, ParticipantNotConnected, safe_text
 from .grants import authorize, check_manage_own_secrets, check_oauth_request_before_discovery
@@ -669,15 +670,53 @@ class SecretsClient:
         await self._service.store.put(key, type=type, name=name, data=data)
 
     async def get_secret(
-        self, *, secret_id: str, delegated_to: Optional[str] = None
+        self,
+        *,
+        secret_id: str,
+        delegated_to: Optional[str] = None,
+        delegated_by: Optional[str] = None,
     ) -> Optional[bytes]:
-        """Our secret ``secret_id``'s bytes, or None.
+        """A secret's bytes, or None: our own ``secret_id`` (delegated to
+        ``delegated_to``), or with ``delegated_by``, the one that participant stored
+        and delegated to us (``set_secret(..., delegated_to=<us>)``).
 
-        OAuth credentials are not returned here (use ``get_offline_oauth_token``).
+        Reading a secret delegated to us needs no grant of ours: the owner's delegation
+        is the permission. It is audited (``secret.read_delegated``). Only that exact
+        secret is reachable: the owner's other secrets and those delegated to others
+        are not. OAuth credentials are not returned here (use
+        ``get_offline_oauth_token``). Raises InvalidInput when both ``delegated_to``
+        and ``delegated_by`` are given.
         """
-        record = await self._service.store.get(
-            self._own_key("secret.manage", secret_id, delegated_to)
-        )
+        if delegated_by is None:
+            key = self._own_key("secret.manage", secret_id, delegated_to)
+        else:
+            self._check_connected()
+            check_id(secret_id, "secret id")
+            check_id(delegated_by, "delegated_by")
+            if delegated_to is not None:
+                raise InvalidInput(
+                    "give delegated_to (our own secret, delegated to someone) or "
+                    "delegated_by (a secret someone delegated to us), not both"
+                )
+            service = self._service
+            key = SecretKey(
+                room=service.room,
+                owner=delegated_by,
+                secret_id=secret_id,
+                delegated_to=self.participant_id,
+            )
+            service.audit(
+                AuditEvent(
+                    action="secret.read_delegated",
+                    room=service.room,
+                    actor=self.participant_id,
+                    outcome="ok",
+                    reason="the owner delegated this secret to the reader",
+                    at=service.clock(),
+                    details=(("owner", delegated_by), ("secret_id", secret_id)),
+                )
+            )
+        record = await self._service.store.get(key)
         if record is None or record.type == OAUTH_TOKEN_TYPE:
             return None
         return record.data

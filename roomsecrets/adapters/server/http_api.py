@@ -745,10 +745,18 @@ OPERATIONS: tuple[Operation, ...] = (
         name="get_secret",
         method="POST",
         path="/rooms/{room}/get_secret",
-        summary="One of the caller's secrets (not OAuth credentials), base64, or null.",
+        summary=(
+            "One of the caller's secrets, or with delegated_by one that participant "
+            "delegated to the caller (not OAuth credentials), base64, or null."
+        ),
         fields=(
             Field(name="secret_id", schema=_STRING, required=True),
             Field(name="delegated_to", schema=_OPTIONAL_STRING),
+            Field(
+                name="delegated_by",
+                schema=_OPTIONAL_STRING,
+                description="the owner who delegated the secret to the caller",
+            ),
         ),
         response={
             "type": "object",
