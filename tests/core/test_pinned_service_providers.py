@@ -105,7 +105,9 @@ def test_a_session_naming_both_endpoints_and_an_issuer_without_metadata_still_as
             assert await request
             assert issuer.hits  # the metadata was asked for, and was not there
             _, credential = await stored(service)
-            assert (credential.issuer, credential.revocation_endpoint) == (issuer.base_url, None)
+            # The issuer names no revocation endpoint; the token endpoint's origin does.
+            assert (credential.issuer, credential.revocation_endpoint) == (
+                issuer.base_url, provider.revocation_endpoint)
 
     run(scenario())
 
