@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 from collections.abc import Iterator
 
@@ -16,6 +17,18 @@ from tests.support import leak_watch
 #: means an install step failed, so it fails the run instead of passing it quietly.
 _NEEDS_TOOLS = ("tests/interop/", "tests/browser/")
 _skipped_for_tools: list[str] = []
+#: Under pytest-xdist each worker scans what its own tests produced (a secret and the
+#: output it must not reach are always in one process) and hands the result here.
+_worker_scans: list[tuple[list[str], int, int]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """An xdist worker ended: keep its leak scan for the controller's report."""
+    scan = getattr(node, "workeroutput", {}).get("leak_scan")
+    if scan is not None:
+        leaks, secrets, outputs = json.loads(scan)
+        _worker_scans.append((leaks, secrets, outputs))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,6 +63,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaks = leak_watch.find_leaks()
     secrets, outputs = leak_watch.counts()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports and decides
+        workeroutput["leak_scan"] = json.dumps([leaks, secrets, outputs])
+        return
+    for worker_leaks, worker_secrets, worker_outputs in _worker_scans:
+        leaks += worker_leaks
+        secrets += worker_secrets
+        outputs += worker_outputs
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     in_ci = bool(os.environ.get("CI"))
     if reporter is not None:
