@@ -1,24 +1,24 @@
-"""The ``roomsecrets`` command (also ``python -m roomsecrets``).
-
-Commands, flags and environment variables are the ones SPEC.md pins ("The room
-server, the remote client and the CLI")::
+"""The ``roomsecrets`` command (also ``python -m roomsecrets``); docs/cli.md has every
+command and option::
 
     roomsecrets serve [--host H] [--port P] [--store file:DIR | memory | aws:PREFIX]
                       [--public-url URL] [--disconnect-grace SECONDS]
+    roomsecrets dev-provider [--host H] [--port P] --client-id ID --redirect-uri URL ...
     roomsecrets token mint --room R --participant-id ID [--name N] [--grant G] [--ttl S]
                            [--login-url [--server URL]]
-    roomsecrets oauth2 list|delete|request|get|prompts|provide|reject --room R ...
-    roomsecrets participant list --room R [--json]
-    roomsecrets secret set|get|list|delete --room R ...
-    roomsecrets demo [--data DIR] [--open]
+    roomsecrets oauth2 list|delete|request|get|prompts|provide|reject [--room R] ...
+    roomsecrets participant list [--room R] [--json]
+    roomsecrets secret set|get|list|delete [--room R] ...
+    roomsecrets demo [--data DIR] [--open] [--host H] [--port P]
 
 Every client command takes ``--server`` (env ``ROOMSECRETS_SERVER``, default
 ``http://127.0.0.1:8700``) and ``--token`` (env ``ROOMSECRETS_TOKEN``), before or
-after the subcommand. An error is one line on stderr and a non-zero exit status
-(2 for a usage error), never a traceback. The only secret a command prints is the
-one it exists to print (``token mint``: the JWT, or with ``--login-url`` the
-approval page's sign-in URL that carries it; ``oauth2 request``/``get``: the
-access token; ``secret get``: the secret's bytes).
+after the subcommand; the room is the token's unless ``--room`` names it. Every
+failure is one line on stderr, ``roomsecrets: error: MESSAGE (code)``, and a non-zero
+exit status (2 for a usage error), never a traceback. The only secret a command
+prints is the one it exists to print (``token mint``: the JWT, or with
+``--login-url`` the approval page's sign-in URL that carries it; ``oauth2
+request``/``get``: the access token; ``secret get``: the secret's bytes).
 
 This module imports only the standard library at load time: ``--help``, ``token
 mint`` and ``demo``'s argument parsing never load aiohttp or boto3; each command
@@ -31,11 +31,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union
 
 from .adapters.server.signing_key import DEFAULT_STORE, JWT_KEY_ENV, StoreSpec
 from .core.errors import InvalidInput, RoomSecretsError
@@ -51,6 +52,10 @@ __all__ = ["main"]
 SERVER_ENV = "ROOMSECRETS_SERVER"
 TOKEN_ENV = "ROOMSECRETS_TOKEN"
 DEFAULT_SERVER = "http://127.0.0.1:8700"
+#: ``dev-provider --port`` when none is given: next to the server's 8700.
+DEFAULT_PROVIDER_PORT = 8710
+#: ``dev-provider --user`` when none is given.
+DEFAULT_PROVIDER_USER = "person@example.test"
 _PROG = "roomsecrets"
 _DELEGATED_TO = "the participant it is delegated to, when it is"
 _INSECURE_HTTP_HELP = (
@@ -63,17 +68,23 @@ _FIRST_NOTICE = 0.3
 
 
 class _UsageError(Exception):
-    """A command line argparse refused (exit status 2)."""
+    """A command line that cannot run as given (exit status 2)."""
 
 
 class _Failure(Exception):
-    """A command that ran and failed, with the one line to show (exit status 1)."""
+    """A command that ran and failed: the one line to show and its code (exit status 1)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse prints the usage and exits; we want one line and our exit path.
-        raise _UsageError(f"{self.prog}: {message}")
+        # "oauth2 delete: the following arguments are required: --id"
+        command = self.prog[len(_PROG) :].strip()
+        raise _UsageError(f"{command}: {message}" if command else message)
 
 
 # --- the command line ------------------------------------------------------------------
@@ -97,7 +108,9 @@ def _build_parser() -> _Parser:
         help=_INSECURE_HTTP_HELP,
     )
     room = _Parser(add_help=False)
-    room.add_argument("--room", required=True, help="the room (must be the token's room)")
+    room.add_argument(
+        "--room", help="the room (default: the token's room; when given, it must be the token's)"
+    )
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON")
 
@@ -115,9 +128,9 @@ def _build_parser() -> _Parser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     serve.add_argument(
-        "--port", type=int, default=8700, help="port (default 8700; 0: a free one)"
+        "--port", type=_port, default=8700, help="port (default 8700; 0: a free one)"
     )
-    _store_flag(serve)
+    _store_flag(serve, key="created on first use")
     serve.add_argument(
         "--public-url",
         help="where browsers and providers reach the server (default http://HOST:PORT); "
@@ -125,7 +138,7 @@ def _build_parser() -> _Parser:
     )
     serve.add_argument(
         "--disconnect-grace",
-        type=float,
+        type=_grace_seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long a participant whose WebSocket dropped stays connected, so a page "
@@ -148,6 +161,64 @@ def _build_parser() -> _Parser:
     )
     serve.set_defaults(run=_serve)
 
+    # dev-provider
+    provider = commands.add_parser(
+        "dev-provider",
+        help="run the development OAuth provider (roomsecrets.testing.OAuthProvider)",
+        description="Run the strict development OAuth provider until Ctrl-C. It approves "
+        "every authorization as --user. --client-id starts a client: the --redirect-uri, "
+        "--client-secret and --client-auth-method after it (before the next --client-id) "
+        "are that client's; those before the first --client-id are the first client's.",
+    )
+    provider.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    provider.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PROVIDER_PORT,
+        help=f"port (default {DEFAULT_PROVIDER_PORT}; 0: a free one); the issuer is "
+        "http://HOST:PORT",
+    )
+    provider.add_argument(
+        "--client-id",
+        action=_ClientPart,
+        required=True,
+        help="register a client (may repeat: each starts a new client)",
+    )
+    provider.add_argument(
+        "--redirect-uri",
+        action=_ClientPart,
+        required=True,
+        help="a redirect URI of the client (may repeat; matched exactly), e.g. the room "
+        "server's PUBLIC_URL/oauth/callback",
+    )
+    provider.add_argument(
+        "--client-secret",
+        action=_ClientPart,
+        help="the client's secret (none: a public client); every client must use PKCE",
+    )
+    provider.add_argument(
+        "--client-auth-method",
+        action=_ClientPart,
+        choices=("client_secret_basic", "client_secret_post"),
+        help="how the client sends --client-secret (default client_secret_basic)",
+    )
+    provider.add_argument(
+        "--access-token-ttl",
+        type=_positive_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime of the access tokens it issues (default 3600)",
+    )
+    provider.add_argument(
+        "--user",
+        default=DEFAULT_PROVIDER_USER,
+        help=f"who approves every authorization (default {DEFAULT_PROVIDER_USER}); "
+        "/userinfo names this user",
+    )
+    provider.set_defaults(run=_dev_provider, client_parts=[])
+
     # token mint
     token = commands.add_parser("token", help="participant tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND")
@@ -161,9 +232,12 @@ def _build_parser() -> _Parser:
     mint.add_argument(
         "--grant",
         default="default",
-        help="default | allow-all | a SecretsGrant as JSON | @FILE holding that JSON",
+        help="default | allow-all | a SecretsGrant as JSON | @FILE holding that JSON "
+        "(docs/grants.md)",
     )
-    mint.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    mint.add_argument(
+        "--ttl", type=_positive_seconds, default=3600.0, help="seconds (default 3600)"
+    )
     mint.add_argument(
         "--login-url",
         action="store_true",
@@ -178,7 +252,7 @@ def _build_parser() -> _Parser:
         f"default {DEFAULT_SERVER})",
     )
     mint.add_argument("--allow-insecure-http", action="store_true", help=_INSECURE_HTTP_HELP)
-    _store_flag(mint)
+    _store_flag(mint, key="read, never created: serve creates it")
     mint.set_defaults(run=_token_mint)
 
     # oauth2
@@ -227,7 +301,10 @@ def _build_parser() -> _Parser:
         parents=[*common, as_json],
         help="stay connected; print one line per prompt addressed to me",
     )
-    prompts.set_defaults(run=_client_command(_oauth2_prompts))
+    # Ctrl-C leaves as a closed browser tab does: see _leave_after_grace.
+    prompts.set_defaults(
+        run=_client_command(_oauth2_prompts), keeps_prompts=True, prompts_shown=set()
+    )
 
     provide = oauth2_commands.add_parser(
         "provide", parents=common, help="answer a prompt with an authorization code"
@@ -295,17 +372,43 @@ def _build_parser() -> _Parser:
         help="be the person yourself: print the approval page's sign-in URL, then wait "
         "for you to open it in your browser and approve",
     )
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="loopback address both servers listen on (default 127.0.0.1); from another "
+        "machine, forward the ports over SSH: --open prints the ssh -L line",
+    )
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="the room server's port; the development provider takes PORT+10, as serve "
+        "and dev-provider do by default (8700, 8710) (default 0: free ones)",
+    )
     demo.set_defaults(run=_demo)
     return parser
 
 
-def _store_flag(parser: argparse.ArgumentParser) -> None:
+def _store_flag(parser: argparse.ArgumentParser, *, key: str) -> None:
     parser.add_argument(
         "--store",
+        type=_store_spec,
         default=DEFAULT_STORE,
         help=f"file:DIR | memory | aws:PREFIX (default {DEFAULT_STORE}); the signing key is "
-        f"{JWT_KEY_ENV}, else DIR/jwt.key",
+        f"{JWT_KEY_ENV}, else DIR/jwt.key ({key})",
     )
+
+
+def _store_spec(text: str) -> StoreSpec:
+    """An argparse type: a ``--store`` value."""
+    from .adapters.server.signing_key import parse_store_spec
+
+    try:
+        spec: StoreSpec = parse_store_spec(text)
+    except InvalidInput as bad:
+        # argparse says "argument --store: " itself.
+        raise argparse.ArgumentTypeError(str(bad).replace("--store ", "", 1)) from None
+    return spec
 
 
 def _provider_flags(parser: argparse.ArgumentParser) -> None:
@@ -332,6 +435,23 @@ def _provider_flags(parser: argparse.ArgumentParser) -> None:
         "default: the stored credential's, else client_secret_basic unless the issuer's "
         "metadata lists only client_secret_post",
     )
+
+
+class _ClientPart(argparse.Action):
+    """``dev-provider``'s client options, kept in command-line order, so that each
+    ``--redirect-uri``, ``--client-secret`` and ``--client-auth-method`` goes to the
+    ``--client-id`` before it (:func:`_provider_clients`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Union[str, Sequence[Any], None],
+        option_string: Optional[str] = None,
+    ) -> None:
+        # A new list each time: the default one is shared by every parse.
+        parts = [*getattr(namespace, "client_parts", []), (self.dest, str(values))]
+        namespace.client_parts = parts
 
 
 # --- running it ---------------------------------------------------------------------------
@@ -365,24 +485,69 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     try:
         args = _build_parser().parse_args(_join_random_values(words))
-    except _UsageError as usage:
-        _say(str(usage))
-        return 2
-    run: Callable[[argparse.Namespace], int] = args.run
-    try:
+        run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
     except KeyboardInterrupt:
-        return 130
+        return _INTERRUPTED
+    except _UsageError as usage:
+        _fail(str(usage), "usage_error")
+        return 2
     except _Failure as failure:
-        _say(f"{_PROG}: {failure}")
+        _fail(str(failure), failure.code)
     except RoomSecretsError as error:
-        _say(f"{_PROG}: error: {_one_line(str(error)) or error.code} ({error.code})")
+        _fail(str(error) or error.code, error.code)
     except OSError as error:
-        _say(f"{_PROG}: error: {_one_line(error.strerror or str(error))}")
+        if error.filename is not None:
+            # The file named, as the shell's own tools do: "FILE: No such file or directory".
+            _fail(f"{error.filename}: {error.strerror or type(error).__name__}", "file_error")
+        else:
+            _fail(error.strerror or type(error).__name__, "os_error")
     except Exception as error:
         # Not ours: say what kind, not its text, which we cannot vouch for.
-        _say(f"{_PROG}: error: unexpected {type(error).__name__}")
+        _fail(f"unexpected {type(error).__name__}", "internal_error")
     return 1
+
+
+def _fail(message: str, code: str) -> None:
+    """The one line every failure prints: ``roomsecrets: error: MESSAGE (code)``."""
+    _say(f"{_PROG}: error: {_one_line(message)} ({code})")
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 0 to 65535 (0: a free one)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def _grace_seconds(text: str) -> float:
+    """An argparse type: ``serve --disconnect-grace``, 0 to 3600 seconds."""
+    value = _seconds(text)
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 3600 seconds")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -420,18 +585,24 @@ def _need(module: str, extra: str) -> None:
         __import__(module)
     except ImportError:
         raise _Failure(
-            f"this command needs {module}: pip install 'roomsecrets[{extra}]'"
+            f"this command needs {module}: pip install 'roomsecrets[{extra}]'",
+            "missing_dependency",
         ) from None
 
 
+def _os_reason(error: OSError) -> str:
+    """Why a system call failed, in the system's words ("Address already in use")."""
+    # asyncio rewords a bind error, quoting the address; the errno alone says it.
+    if isinstance(error.errno, int) and error.errno > 0:  # a name lookup's errno is < 0
+        return os.strerror(error.errno)
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # --- serve and token mint (the key holder's side) ------------------------------------------
-
-
-def _store_spec(args: argparse.Namespace) -> StoreSpec:
-    from .adapters.server.signing_key import parse_store_spec
-
-    spec: StoreSpec = parse_store_spec(args.store)
-    return spec
 
 
 def _open_store(spec: StoreSpec) -> SecretStore:
@@ -443,26 +614,69 @@ def _open_store(spec: StoreSpec) -> SecretStore:
         _need("boto3", "aws")
         from .adapters.aws import SecretsManagerStore
 
-        return SecretsManagerStore(prefix=spec.location or "roomsecrets")
+        store = SecretsManagerStore(prefix=spec.location or "roomsecrets")
+        _check_aws_store(store, spec)
+        return store
     from .adapters.file import FileSecretStore
 
     return FileSecretStore(spec.location or ".")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from .adapters.server.signing_key import load_signing_key
+#: What a Secrets Manager failure at start means, by the botocore error it names.
+_AWS_HINTS = (
+    ("NoRegionError", "no AWS region: set AWS_DEFAULT_REGION (or a region in ~/.aws/config)"),
+    (
+        "NoCredentialsError",
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+        "AWS_PROFILE, or run where an instance or task role provides them",
+    ),
+    ("UnrecognizedClient", "AWS does not know these credentials"),
+    ("InvalidClientTokenId", "AWS does not know these credentials"),
+    ("ExpiredToken", "the AWS credentials have expired"),
+    ("AccessDenied", "these AWS credentials may not list secrets (secretsmanager:ListSecrets)"),
+    ("EndpointConnectionError", "AWS Secrets Manager cannot be reached"),
+)
 
-    spec = _store_spec(args)
+
+def _check_aws_store(store: Any, spec: StoreSpec) -> None:
+    """One cheap Secrets Manager call (a filtered ListSecrets) now, so a missing region
+    or bad credentials stop ``serve`` at start rather than fail its first request."""
+    from .core.errors import StoreError
+
+    try:
+        asyncio.run(store.list("roomsecrets-start-check", "nobody"))
+    except StoreError as error:
+        text = str(error)
+        hint = next((said for name, said in _AWS_HINTS if name in text), None)
+        detail = f"{hint} ({text})" if hint else text
+        raise _Failure(
+            f"--store aws:{spec.location}: AWS Secrets Manager cannot be used: {detail}",
+            error.code,
+        ) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .adapters.server.signing_key import key_file_path, load_signing_key
+
+    spec: StoreSpec = args.store
     key = load_signing_key(spec)
+    key_file = key_file_path(spec)
     _need("aiohttp", "aiohttp")
     _need("jwt", "aiohttp")
     store = _open_store(spec)
-    asyncio.run(_serve_until_stopped(args, store, key, spec))
+    if key_file is None:
+        key_said = f"signing key from {JWT_KEY_ENV}"
+    else:
+        key_said = (
+            f"signing key {os.path.abspath(key_file)} "
+            f"(token mint --store file:{spec.location} signs with it)"
+        )
+    asyncio.run(_serve_until_stopped(args, store, key, spec, key_said))
     return 0
 
 
 async def _serve_until_stopped(
-    args: argparse.Namespace, store: SecretStore, key: bytes, spec: StoreSpec
+    args: argparse.Namespace, store: SecretStore, key: bytes, spec: StoreSpec, key_said: str
 ) -> None:
     import logging
     import signal
@@ -486,20 +700,35 @@ async def _serve_until_stopped(
             sock.bind((host, 0))
         except OSError as exc:
             sock.close()
-            raise _Failure(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+            raise _Failure(
+                f"cannot listen on {_host_port(host, 0)}: {_os_reason(exc)}", "listen_failed"
+            ) from None
         port = sock.getsockname()[1]
     public_url = (args.public_url or f"http://{shown}:{port}").rstrip("/")
-    app = create_app(
-        store=store,
-        jwt_key=key,
-        public_url=public_url,
-        disconnect_grace=args.disconnect_grace,
-        service_options={
-            "max_secrets_per_participant": args.max_secrets,
-            "max_secret_bytes_per_participant": args.max_secret_bytes,
-        },
-    )
-    server = await start_server(app, host=host, port=port, sock=sock)
+    try:
+        app = create_app(
+            store=store,
+            jwt_key=key,
+            public_url=public_url,
+            disconnect_grace=args.disconnect_grace,
+            service_options={
+                "max_secrets_per_participant": args.max_secrets,
+                "max_secret_bytes_per_participant": args.max_secret_bytes,
+            },
+        )
+    except InvalidInput as bad:
+        if sock is not None:
+            sock.close()
+        if args.public_url and "public_url" in str(bad):
+            # A flag the person typed: name it as they typed it.
+            raise _UsageError(f"serve: {str(bad).replace('public_url', '--public-url')}") from None
+        raise
+    try:
+        server = await start_server(app, host=host, port=port, sock=sock)
+    except OSError as exc:
+        raise _Failure(
+            f"cannot listen on {_host_port(host, port)}: {_os_reason(exc)}", "listen_failed"
+        ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -512,6 +741,7 @@ async def _serve_until_stopped(
         f"redirect URI {public_url}/oauth/callback; approval page {public_url}/approve); "
         "Ctrl-C stops"
     )
+    _say(f"{_PROG}: {key_said}")
     try:
         await stop.wait()
     finally:
@@ -521,7 +751,8 @@ async def _serve_until_stopped(
 def _token_mint(args: argparse.Namespace) -> int:
     from .adapters.server.signing_key import load_signing_key
 
-    key = load_signing_key(_store_spec(args))
+    # Read only: a key made up here would sign tokens no server accepts.
+    key = load_signing_key(args.store, create=False)
     grant = _grant(args.grant)
     _need("jwt", "aiohttp")
     from .adapters.server.participant_tokens import mint_participant_token
@@ -546,6 +777,146 @@ def _token_mint(args: argparse.Namespace) -> int:
     else:
         print(token)
     return 0
+
+
+# --- dev-provider -------------------------------------------------------------------------
+
+
+def _provider_clients(parts: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Group ``dev-provider``'s client options: each ``--redirect-uri``,
+    ``--client-secret`` and ``--client-auth-method`` belongs to the ``--client-id``
+    before it; those before the first ``--client-id`` belong to the first client.
+    Raises _UsageError for a client without a redirect URI, a repeated client id,
+    secret or method, or a method without a secret."""
+    clients: list[dict[str, Any]] = []
+    early: list[tuple[str, str]] = []
+
+    def give(client: dict[str, Any], dest: str, value: str) -> None:
+        flag = "--" + dest.replace("_", "-")
+        if dest == "redirect_uri":
+            client["redirect_uris"].append(value)
+        elif client[dest] is not None:
+            raise _UsageError(
+                f"dev-provider: {flag} is given twice for client {client['client_id']}"
+            )
+        else:
+            client[dest] = value
+
+    for dest, value in parts:
+        if dest != "client_id":
+            if clients:
+                give(clients[-1], dest, value)
+            else:
+                early.append((dest, value))
+            continue
+        if any(client["client_id"] == value for client in clients):
+            raise _UsageError(f"dev-provider: --client-id {value} is given twice")
+        clients.append(
+            {"client_id": value, "redirect_uris": [], "client_secret": None,
+             "client_auth_method": None}
+        )
+        if len(clients) == 1:
+            for early_dest, early_value in early:
+                give(clients[0], early_dest, early_value)
+    for client in clients:
+        if not client["redirect_uris"]:
+            raise _UsageError(
+                f"dev-provider: client {client['client_id']} has no --redirect-uri "
+                "(give its --redirect-uri after its --client-id)"
+            )
+        if client["client_auth_method"] is not None and client["client_secret"] is None:
+            raise _UsageError(
+                f"dev-provider: --client-auth-method without --client-secret for client "
+                f"{client['client_id']}"
+            )
+    return clients
+
+
+def _dev_provider(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .dev_provider import OAuthProvider
+
+    clients = _provider_clients(args.client_parts)
+    try:
+        provider = OAuthProvider(
+            user=args.user,
+            access_token_lifetime=args.access_token_ttl,
+            host=args.host,
+            port=args.port,
+        )
+    except ValueError as bad:
+        raise _UsageError(f"dev-provider: {bad}") from None
+    for client in clients:
+        secret = client["client_secret"]
+        try:
+            provider.register_client(
+                client["client_id"],
+                client_secret=secret,
+                auth_method=client["client_auth_method"]
+                or ("none" if secret is None else "client_secret_basic"),
+                redirect_uris=client["redirect_uris"],
+            )
+        except ValueError as bad:
+            uris = " ".join(client["redirect_uris"])
+            raise _UsageError(
+                f"dev-provider: client {client['client_id']} (--redirect-uri {uris}): {bad}"
+            ) from None
+    stop = threading.Event()
+
+    def stop_serving(signum: int, frame: object) -> None:
+        stop.set()
+
+    # Before start(): a SIGTERM that comes early still ends in a clean exit.
+    previous = {
+        signum: signal.signal(signum, stop_serving) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        try:
+            provider.start()
+        except OSError as exc:
+            raise _Failure(
+                f"cannot listen on {_host_port(args.host, args.port)}: {_os_reason(exc)}",
+                "listen_failed",
+            ) from None
+        for line in _provider_lines(provider, clients):
+            _say(line)
+        # A timeout, so the wait returns to Python (and its signal handlers) now and then.
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        provider.close()
+    return 0
+
+
+def _provider_lines(provider: Any, clients: list[dict[str, Any]]) -> list[str]:
+    """What ``dev-provider`` says on stderr when it starts: serving, then one line per
+    endpoint (RFC 8414 names) and per client. Never a client secret."""
+    lines = [
+        f"{_PROG}: dev-provider serving on {provider.base_url}; it approves every "
+        f"authorization as {provider.user}; Ctrl-C stops",
+        f"  issuer                  {provider.issuer}",
+        f"  metadata                {provider.issuer}/.well-known/oauth-authorization-server",
+        f"  authorization_endpoint  {provider.authorization_endpoint}",
+        f"  token_endpoint          {provider.token_endpoint}",
+        f"  revocation_endpoint     {provider.revocation_endpoint}",
+        f"  userinfo_endpoint       {provider.userinfo_endpoint}",
+    ]
+    for client in clients:
+        kind = (
+            "public"
+            if client["client_secret"] is None
+            else f"confidential, {client['client_auth_method'] or 'client_secret_basic'}"
+        )
+        uris = client["redirect_uris"]
+        lines.append(
+            f"  client {client['client_id']}: {kind}, PKCE S256 required; "
+            f"redirect URI{'s' if len(uris) > 1 else ''} {' '.join(uris)}"
+        )
+    return lines
 
 
 def _server_url(args: argparse.Namespace) -> str:
@@ -576,26 +947,38 @@ def _grant(text: str) -> SecretsGrant:
 
 
 _Work = Callable[["RemoteSecretsClient", argparse.Namespace], Awaitable[int]]
-# The exit status of a command stopped by SIGTERM (128 + 15, as a shell reports it).
+# The exit statuses of a command stopped by SIGINT and SIGTERM (128 + the signal's
+# number, as a shell reports them).
+_INTERRUPTED = 130
 _TERMINATED = 143
 
 
-def _cancel_on_sigterm() -> asyncio.Event:
-    """On SIGTERM, cancel the running task (so its ``async with`` blocks close) and
-    set the returned event. Where signal handlers cannot be set, nothing changes."""
+class _StopSignal:
+    """Which stop signal (SIGINT or SIGTERM) cancelled a client command, if any."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+
+
+def _cancel_on_stop_signals() -> _StopSignal:
+    """On SIGINT or SIGTERM, cancel the running task (so the command closes its
+    connections on the way out) and remember which signal came. Where signal
+    handlers cannot be set, nothing changes (Ctrl-C raises KeyboardInterrupt)."""
     import signal
 
-    terminated = asyncio.Event()
+    stopping = _StopSignal()
     task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
 
-    def stop() -> None:
-        terminated.set()
-        if task is not None:
+    def stop(signum: int) -> None:
+        if stopping.received is None and task is not None:
+            stopping.received = signum
             task.cancel()
 
-    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
-    return terminated
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signum, stop, signum)
+    return stopping
 
 
 def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
@@ -603,7 +986,7 @@ def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
         server = _server_url(args)
         token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
         if not token:
-            raise _Failure(f"no participant token: pass --token or set {TOKEN_ENV}")
+            raise _UsageError(f"no participant token: pass --token or set {TOKEN_ENV}")
         from .adapters.server.http_api import check_server_url
 
         allow_insecure_http = getattr(args, "allow_insecure_http", False)
@@ -613,29 +996,94 @@ def _client_command(work: _Work) -> Callable[[argparse.Namespace], int]:
         from .adapters.remote import RemoteSecretsClient
 
         async def with_client() -> int:
-            terminated = _cancel_on_sigterm()
-            try:
-                async with RemoteSecretsClient(
-                    server,
-                    token=token,
-                    room=args.room,
-                    allow_insecure_http=allow_insecure_http,
-                ) as client:
-                    return await work(client, args)
-            except asyncio.CancelledError:
-                if not terminated.is_set():
-                    raise
-                # Closed cleanly on the way out: a normal WebSocket close makes the
-                # participant leave at once; only a dropped connection gets the
-                # server's grace period.
-                return _TERMINATED
+            import signal
 
-        return asyncio.run(with_client())
+            stopping = _cancel_on_stop_signals()
+            # room=None: the token's room; a --room that is not the token's is refused.
+            client = RemoteSecretsClient(
+                server, token=token, room=args.room, allow_insecure_http=allow_insecure_http
+            )
+            try:
+                return await work(client, args)
+            except asyncio.CancelledError:
+                if stopping.received is None:
+                    raise
+                if stopping.received == signal.SIGINT and getattr(args, "keeps_prompts", False):
+                    await _leave_after_grace(client, shown=args.prompts_shown)
+                    return _INTERRUPTED
+                # A normal WebSocket close (below): the participant leaves at once.
+                return _INTERRUPTED if stopping.received == signal.SIGINT else _TERMINATED
+            finally:
+                await client.close()
+
+        try:
+            return asyncio.run(with_client())
+        except RoomSecretsError as error:
+            raise _Failure(_explained(error, server), error.code) from None
 
     return run
 
 
-def _print_secrets(infos: list[SecretInfo], as_json: bool) -> None:
+async def _leave_after_grace(client: RemoteSecretsClient, *, shown: set[str]) -> None:
+    """Close the WebSocket as a browser tab that goes away does (1001), so the server
+    keeps the participant, and the prompts already shown, for its disconnect grace
+    period: the person can still approve them, or run ``oauth2 prompts`` again.
+    (A normal close, 1000, would end them at once.)"""
+    from aiohttp import WSCloseCode
+
+    if shown:
+        _say(
+            f"{_PROG}: stopped; prompts still open stay open for the server's "
+            "--disconnect-grace (30 s unless set): open their URL, or run oauth2 prompts "
+            "again to see them"
+        )
+    # RemoteSecretsClient.close() always closes normally; no public way to say 1001.
+    ws = client._ws
+    if ws is not None and not ws.closed:
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+
+
+#: Our own calls to the room server name their route (``GET /rooms/r/secrets: ...``);
+#: the server's calls to a provider, which come back as the same errors, name a host.
+_OWN_CALL = re.compile(r"[A-Z]+ /rooms/")
+
+
+def _explained(error: RoomSecretsError, server: str) -> str:
+    """The one line for a client command's error: the error's message, with what to
+    do about it where the CLI knows (the server's address, the key, the grant)."""
+    from .core.errors import ConnectError, TransportError
+
+    text = str(error) or error.code
+    if isinstance(error, TransportError) and _OWN_CALL.match(text):
+        where = _server_host_port(server)
+        reason = text.split(": ", 1)[-1]
+        if isinstance(error, ConnectError):
+            return f"cannot reach the room server at {where}: {reason}"
+        return f"the room server at {where}: {reason}"
+    if error.code == "invalid_token" and "signature" in text:
+        return (
+            f"{text}: it was signed with another key than the server's; mint the token "
+            "with the server's key: run 'roomsecrets token mint' where the server runs, "
+            f"with the server's --store file:DIR or its {JWT_KEY_ENV}"
+        )
+    if error.code == "grant_denied":
+        return f"{text}; mint the token with a --grant that allows it: see docs/grants.md"
+    return text
+
+
+def _server_host_port(server: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(server)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return _host_port(parts.hostname or "", port)
+
+
+def _print_secrets(infos: list[SecretInfo], as_json: bool, empty: str) -> None:
+    if not infos:
+        # Silence would look like a failure, or like a command still running.
+        _say(empty)
     if as_json:
         rows = [
             {"id": i.id, "type": i.type, "name": i.name, "delegated_to": i.delegated_to}
@@ -650,12 +1098,14 @@ def _print_secrets(infos: list[SecretInfo], as_json: bool) -> None:
 
 async def _oauth2_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     infos = await client.list_user_secrets()
-    _print_secrets([i for i in infos if i.type == "oauth_token"], args.json)
+    _print_secrets(
+        [i for i in infos if i.type == "oauth_token"], args.json, "no OAuth credentials"
+    )
     return 0
 
 
 async def _secret_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
-    _print_secrets(await client.list_user_secrets(), args.json)
+    _print_secrets(await client.list_user_secrets(), args.json, "no secrets")
     return 0
 
 
@@ -699,7 +1149,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             issuer=args.issuer,
         )
     )
-    interactive = sys.stderr.isatty()
+    interactive = _redraws(sys.stderr)
     every = 1.0 if interactive else 10.0
     wait = _FIRST_NOTICE
     shown = False
@@ -726,6 +1176,19 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
     return 0
 
 
+def _redraws(stream: Any) -> bool:
+    """True when ``stream`` is a terminal this process has in the foreground, where a
+    line may be redrawn in place. A job in the background of a shell shares the
+    terminal with whatever runs in front: it prints whole lines instead of redrawing
+    the line someone is typing on."""
+    if not stream.isatty():
+        return False
+    try:
+        return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+    except (OSError, AttributeError):  # not our controlling terminal; no job control (Windows)
+        return True
+
+
 async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     token = await client.get_offline_oauth_token(
         client_id=args.client_id,
@@ -740,13 +1203,17 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
     if token is None:
         raise _Failure(
             f"no usable token from {args.delegated_by} for client {args.client_id}: "
-            f"request one with 'oauth2 request'"
+            f"request one with 'oauth2 request'",
+            "no_credential",
         )
     print(token)
     return 0
 
 
 async def _oauth2_prompts(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    # An HTTP call first: a refused WebSocket handshake says only "401", while an
+    # HTTP answer says why (expired, another room, signed with another key).
+    await client.list_participants()
     await client.connect()
     _say(f"{_PROG}: connected as {client.participant_id}; waiting for prompts (Ctrl-C stops)")
     callback = client.server_url + "/oauth/callback"
@@ -775,7 +1242,8 @@ async def _oauth2_prompts(client: RemoteSecretsClient, args: argparse.Namespace)
             if elsewhere:
                 line += f"\tredirect {prompt.redirect_uri} (not this server)"
         print(line, flush=True)
-    raise _Failure("the server closed the connection")
+        args.prompts_shown.add(prompt.request_id)
+    raise _Failure("the server closed the connection", "connection_closed")
 
 
 async def _oauth2_provide(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
@@ -792,6 +1260,8 @@ async def _oauth2_reject(client: RemoteSecretsClient, args: argparse.Namespace) 
 
 async def _participant_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     found = await client.list_participants()
+    if not found:
+        _say("no participants connected")
     if args.json:
         print(json.dumps([{"id": p.id, "name": p.name} for p in found]))
     else:
@@ -821,7 +1291,7 @@ async def _secret_set(client: RemoteSecretsClient, args: argparse.Namespace) -> 
 async def _secret_get(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     data = await client.get_secret(secret_id=args.id, delegated_to=args.delegated_to)
     if data is None:
-        raise _Failure(f"no secret {args.id!r}")
+        raise _Failure(f"no secret {args.id!r}", "secret_not_found")
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return 0
@@ -833,4 +1303,4 @@ async def _secret_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(data=args.data, by_hand=args.open)
+    return run_demo(data=args.data, by_hand=args.open, host=args.host, port=args.port)

@@ -2,8 +2,9 @@
 and tests (public as :class:`roomsecrets.testing.OAuthProvider`).
 
 Standard library only, outside ``core/``. It listens on 127.0.0.1 (OS-chosen
-port) in a daemon thread and behaves like a careful real provider, so code that
-works against it is likely to work against a real one:
+port; ``host=`` and ``port=`` choose others) in a daemon thread and behaves like a
+careful real provider, so code that works against it is likely to work against a
+real one (``roomsecrets dev-provider`` runs it as a command, docs/cli.md):
 
 - ``GET /authorize`` (RFC 6749 §4.1.1): checks the client, the exact
   redirect URI, ``response_type=code``, the scope and PKCE (S256 only,
@@ -60,6 +61,7 @@ import hmac
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -251,7 +253,8 @@ class _OAuthFailure(Exception):
 
 
 class OAuthProvider:
-    """A strict OAuth 2.0 authorization server on 127.0.0.1, for development and tests.
+    """A strict OAuth 2.0 authorization server for development and tests, on
+    127.0.0.1 unless ``host=`` names another address.
 
     Use as a context manager (``with OAuthProvider() as provider:``) or call
     :meth:`start` and :meth:`close`.
@@ -290,8 +293,17 @@ class OAuthProvider:
         access_token_lifetime: float = 3600.0,
         code_lifetime: float = 600.0,
         on_secret: Optional[Callable[[str], None]] = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError("port must be a whole number from 0 to 65535 (0: any free one)")
+        if not isinstance(host, str) or not host:
+            raise ValueError("host must be a host name or an IP address")
         self._on_secret = on_secret
+        #: The address :meth:`start` listens on; the issuer is ``http://HOST:PORT``.
+        self.host = host
+        self._port = port
         #: The person who approves every authorization request.
         self.user = user
         self.access_token_lifetime = access_token_lifetime
@@ -322,10 +334,14 @@ class OAuthProvider:
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> OAuthProvider:
-        """Start listening on 127.0.0.1; return self."""
+        """Start listening on ``host:port`` (default 127.0.0.1, a free port); return self.
+
+        Raises OSError when it cannot listen there (the port is taken, the host is
+        not an address of this machine).
+        """
         if self._server is not None:
             raise RuntimeError(f"{type(self).__name__} already started")
-        self._server = _Server(self)
+        self._server = _Server(self, (self.host, self._port))
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             args=(0.05,),
@@ -369,10 +385,12 @@ class OAuthProvider:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``; only while started."""
+        """``http://HOST:PORT`` (``http://127.0.0.1:<port>`` by default; an IPv6 host
+        in brackets); only while started."""
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self._server.server_address[1]}"
 
     @property
     def issuer(self) -> str:
@@ -1014,8 +1032,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops bursts of concurrent clients
 
-    def __init__(self, provider: OAuthProvider) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, provider: OAuthProvider, address: tuple[str, int]) -> None:
+        # The address family follows the host: an IPv6 literal needs AF_INET6.
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
         self.provider = provider
 
 

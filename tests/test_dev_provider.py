@@ -3,10 +3,14 @@ lazily, stays standard-library only, and reports every secret it sees."""
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
+
+import pytest
 
 import roomsecrets.testing as testing
 from roomsecrets import dev_provider
@@ -72,3 +76,39 @@ def test_on_secret_sees_the_code_the_state_the_verifier_and_the_tokens() -> None
     issued = [value for value in seen if value in answer]
     assert len(issued) == 2  # the access token and the refresh token
     assert repr(provider) == "OAuthProvider(stopped)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_it_listens_on_the_port_it_is_given_and_its_issuer_names_it() -> None:
+    port = _free_port()
+    with testing.OAuthProvider(port=port) as provider:
+        assert provider.issuer == provider.base_url == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(
+            provider.issuer + "/.well-known/oauth-authorization-server", timeout=10
+        ) as answer:
+            assert b'"issuer": "http://127.0.0.1:%d"' % port in answer.read()
+
+
+def test_an_ipv6_host_is_written_in_brackets() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with testing.OAuthProvider(host="::1") as provider:
+        assert re.fullmatch(r"http://\[::1\]:\d+", provider.issuer)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(provider.issuer + "/.well-known/oauth-authorization-server",
+                         timeout=10) as answer:
+            assert answer.status == 200
+
+
+def test_a_port_out_of_range_is_refused_before_anything_listens() -> None:
+    for port in (-1, 65536, True):
+        with pytest.raises(ValueError, match="port must be"):
+            testing.OAuthProvider(port=port)

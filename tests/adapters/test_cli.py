@@ -136,12 +136,17 @@ class Cli:
                 assert stdout.strip() == allowed  # the value and nothing else
 
 
+#: Every failure, whatever its kind: ``roomsecrets: error: MESSAGE (code)``.
+ERROR_LINE = re.compile(r"roomsecrets: error: \S.* \([a-z_]+\)")
+
+
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode != 0
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr
+    assert ERROR_LINE.fullmatch(lines[0]), lines[0]
     return lines[0]
 
 
@@ -462,7 +467,8 @@ def test_server_and_token_are_accepted_before_or_after_the_subcommand(
         done = subprocess.run(cli.argv(*argv), env=env, capture_output=True, text=True,
                               timeout=TIMEOUT)
         assert done.returncode == 0, done.stderr
-        assert done.stderr == ""
+        assert done.stdout == ""
+        assert done.stderr == "no participants connected\n"
     # Nobody connected: an empty list.
     listed = cli.run("participant", "list", "--room", ROOM, "--json", token=frank)
     assert json.loads(listed.stdout) == []
@@ -502,26 +508,134 @@ def test_a_bad_token_is_one_line_on_stderr(cli: Cli, kind: str) -> None:
         token = jwt.encode({"room": ROOM, "sub": "x", "exp": int(time.time()) + 60}, KEY)
     done = cli.run("secret", "list", "--room", ROOM, token=token, check=False)
     line = one_error_line(done)
-    assert line.startswith("roomsecrets: ")
+    assert line.endswith("(invalid_token)")
     assert token not in line
+    signed_elsewhere = "it was signed with another key than the server's" in line
+    assert signed_elsewhere == (kind == "wrong key")
+
+
+def test_a_token_signed_with_another_key_says_how_to_mint_one_with_the_server_s_key(
+    cli: Cli,
+) -> None:
+    token = mint_participant_token(secrets.token_bytes(32), room=ROOM, participant_id="x")
+    expected = (
+        "roomsecrets: error: the participant token's signature is wrong: it was signed with "
+        "another key than the server's; mint the token with the server's key: run "
+        "'roomsecrets token mint' where the server runs, with the server's --store file:DIR "
+        "or its ROOMSECRETS_JWT_KEY (invalid_token)")
+    listed = cli.run("oauth2", "list", token=token, check=False)
+    assert one_error_line(listed) == expected
+    # oauth2 prompts too, although a refused WebSocket handshake gives no reason.
+    prompts = cli.run("oauth2", "prompts", token=token, check=False)
+    assert one_error_line(prompts) == expected
+
+
+def test_the_room_is_the_token_s_unless_room_names_it(cli: Cli) -> None:
+    token = cli.mint("olga")
+    cli.run("secret", "set", "--id", "note", "--value", "v", token=token)
+    without = cli.run("secret", "list", "--json", token=token)
+    with_room = cli.run("secret", "list", "--room", ROOM, "--json", token=token)
+    assert json.loads(without.stdout) == json.loads(with_room.stdout) != []
+    other = cli.run("secret", "list", "--room", "elsewhere", token=token, check=False)
+    assert one_error_line(other) == (
+        f"roomsecrets: error: the token is for room {ROOM!r}, not 'elsewhere' (invalid_input)")
+
+
+@pytest.mark.parametrize("command", [["oauth2", "list"], ["secret", "list"]])
+def test_an_empty_list_says_so_on_stderr_and_json_prints_an_empty_list(
+    cli: Cli, command: list[str]
+) -> None:
+    token = cli.mint("nobody-" + secrets.token_hex(4))
+    said = "no OAuth credentials\n" if command[0] == "oauth2" else "no secrets\n"
+    text = cli.run(*command, token=token)
+    assert (text.stdout, text.stderr) == ("", said)
+    as_json = cli.run(*command, "--json", token=token)
+    assert (as_json.stdout, as_json.stderr) == ("[]\n", said)
+
+
+def test_file_errors_name_the_file(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    grant = cli.run("token", "mint", "--room", ROOM, "--participant-id", "x",
+                    "--grant", f"@{missing}", check=False)
+    assert grant.returncode == 1
+    assert one_error_line(grant) == (
+        f"roomsecrets: error: {missing}: No such file or directory (file_error)")
+    token = cli.mint("pia")
+    secret = cli.run("secret", "set", "--id", "s", "--file", str(missing), token=token,
+                     check=False)
+    assert one_error_line(secret) == (
+        f"roomsecrets: error: {missing}: No such file or directory (file_error)")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["serve", "--port", "99999"],
+         "serve: argument --port: '99999' is not a port: use 0 to 65535 (0: a free one)"),
+        (["serve", "--port", "http"], "serve: argument --port: 'http' is not a port number"),
+        (["serve", "--store", "s3:bucket"],
+         "serve: argument --store: must be file:DIR, memory or aws:PREFIX, not 's3:bucket'"),
+        (["serve", "--store", "memory", "--public-url", "http://x:99999"],
+         "serve: --public-url is not a valid URL"),
+        (["token", "mint", "--room", "r", "--participant-id", "p", "--ttl", "-5"],
+         "token mint: argument --ttl: '-5' must be more than 0 seconds"),
+        (["oauth2", "nope"], None),
+    ],
+)
+def test_bad_flags_are_usage_errors(argv: list[str], said: Optional[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "roomsecrets", *argv],
+                          env=cli_env(ROOMSECRETS_JWT_KEY=KEY), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert line.endswith(" (usage_error)")
+    if said is not None:
+        assert line == f"roomsecrets: error: {said} (usage_error)"
+
+
+def test_serve_names_the_address_it_cannot_listen_on() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "roomsecrets", "serve", "--store", "memory", "--port",
+             str(port)],
+            env=cli_env(ROOMSECRETS_JWT_KEY=KEY), capture_output=True, text=True,
+            timeout=TIMEOUT,
+        )
+    assert done.returncode == 1
+    assert one_error_line(done) == (
+        f"roomsecrets: error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(listen_failed)")
 
 
 def test_a_missing_token_an_unreachable_server_and_bad_usage(cli: Cli) -> None:
     no_token = cli.run("oauth2", "list", "--room", ROOM, check=False)
-    assert "ROOMSECRETS_TOKEN" in one_error_line(no_token)
+    assert no_token.returncode == 2  # a usage error, as docs/cli.md says
+    assert one_error_line(no_token) == (
+        "roomsecrets: error: no participant token: pass --token or set ROOMSECRETS_TOKEN "
+        "(usage_error)")
     token = cli.mint("hank")
     down = cli.run("--server", "http://127.0.0.1:1", "oauth2", "list", "--room", ROOM,
                    token=token, check=False)
-    assert "connect" in one_error_line(down)
-    usage = cli.run("oauth2", "list", check=False)
-    assert usage.returncode == 2 and "--room" in one_error_line(usage)
+    assert down.returncode == 1
+    assert one_error_line(down) == (
+        "roomsecrets: error: cannot reach the room server at 127.0.0.1:1: connection refused "
+        "(connect_error)")
+    usage = cli.run("oauth2", "delete", token=token, check=False)
+    assert usage.returncode == 2
+    assert one_error_line(usage) == (
+        "roomsecrets: error: oauth2 delete: the following arguments are required: --id "
+        "(usage_error)")
     bad_grant = cli.run("token", "mint", "--room", ROOM, "--participant-id", "x",
                         "--grant", "{nope", check=False)
     assert "--grant" in one_error_line(bad_grant)
     denied = cli.run("oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
                      "--client-id", "c", "--authorization-endpoint", "http://127.0.0.1:1/a",
                      "--token-endpoint", "http://127.0.0.1:1/t", token=token, check=False)
-    assert "grant_denied" in one_error_line(denied)
+    assert one_error_line(denied).endswith(
+        "; mint the token with a --grant that allows it: see docs/grants.md (grant_denied)")
     unknown = cli.run("oauth2", "provide", "--room", ROOM, "--request-id", "nope",
                       "--code", "c0de-value", token=token, check=False)
     one_error_line(unknown)
@@ -546,21 +660,32 @@ def test_grants_from_json_and_from_a_file(cli: Cli, tmp_path: Path) -> None:
 # --- the signing key in the file store's folder ---------------------------------------------
 
 
-def test_serve_and_token_mint_share_the_key_file_of_the_file_store(tmp_path: Path) -> None:
+def mint_argv(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "roomsecrets", "token", "mint", "--room", ROOM,
+            "--participant-id", "jack", *extra]
+
+
+def test_serve_creates_the_key_file_says_where_and_token_mint_signs_with_it(
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "store"
     env = cli_env()
-    mint = subprocess.run(
-        [sys.executable, "-m", "roomsecrets", "token", "mint", "--store", f"file:{folder}",
-         "--room", ROOM, "--participant-id", "jack"],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT,
-    )
-    assert mint.returncode == 0, mint.stderr
-    key_file = folder / "jwt.key"
-    assert key_file.stat().st_mode & 0o777 == 0o600
     running = Server(f"file:{folder}", env)
     try:
+        key_file = folder / "jwt.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        # serve's second line says where the key is, and which --store reads it.
+        deadline = time.monotonic() + TIMEOUT
+        while len(running.log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.log[1].strip() == (
+            f"roomsecrets: signing key {key_file} (token mint --store file:{folder} "
+            "signs with it)")
+        mint = subprocess.run(mint_argv("--store", f"file:{folder}"), env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert mint.returncode == 0, mint.stderr
         done = subprocess.run(
-            [sys.executable, "-m", "roomsecrets", "participant", "list", "--room", ROOM,
+            [sys.executable, "-m", "roomsecrets", "participant", "list",
              "--server", running.url, "--token", mint.stdout.strip()],
             env=env, capture_output=True, text=True, timeout=TIMEOUT,
         )
@@ -568,12 +693,48 @@ def test_serve_and_token_mint_share_the_key_file_of_the_file_store(tmp_path: Pat
         running.stop()
     assert done.returncode == 0, done.stderr
     assert key_file.read_text().strip() not in mint.stdout + done.stdout + "".join(running.log)
-    memory = subprocess.run(
-        [sys.executable, "-m", "roomsecrets", "token", "mint", "--store", "memory",
-         "--room", ROOM, "--participant-id", "jack"],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT,
-    )
+    memory = subprocess.run(mint_argv("--store", "memory"), env=env, capture_output=True,
+                            text=True, timeout=TIMEOUT)
     assert "ROOMSECRETS_JWT_KEY" in one_error_line(memory)
+
+
+def test_serve_with_the_key_in_the_environment_says_so(tmp_path: Path) -> None:
+    running = Server(f"file:{tmp_path}", cli_env(ROOMSECRETS_JWT_KEY=KEY))
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(running.log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        running.stop()
+    assert running.log[1].strip() == "roomsecrets: signing key from ROOMSECRETS_JWT_KEY"
+    assert not (tmp_path / "jwt.key").exists()
+
+
+@pytest.mark.parametrize("where", ["default", "missing folder", "empty folder"])
+def test_token_mint_never_creates_a_key_or_a_folder(tmp_path: Path, where: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    if where == "default":
+        store, folder = [], work / ".roomsecrets"
+        shown = "./.roomsecrets"
+    elif where == "missing folder":
+        folder = tmp_path / "nonexistent" / "dir"
+        store, shown = ["--store", f"file:{folder}"], str(folder)
+    else:
+        folder = tmp_path / "empty"
+        folder.mkdir()
+        store, shown = ["--store", f"file:{folder}"], str(folder)
+    done = subprocess.run(mint_argv(*store), env=cli_env(), cwd=work, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 1
+    assert one_error_line(done) == (
+        f"roomsecrets: error: no signing key: ROOMSECRETS_JWT_KEY is not set and "
+        f"{folder / 'jwt.key'} does not exist; 'roomsecrets serve --store file:{shown}' "
+        "creates it when it starts (or set ROOMSECRETS_JWT_KEY to the server's key) "
+        "(configuration_error)")
+    assert not (folder / "jwt.key").exists()
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "nonexistent").exists()
 
 
 def _symlinked_key(key_file: Path) -> str:
@@ -626,6 +787,7 @@ def test_token_mint_refuses_a_key_file_someone_else_could_have_chosen(
         ["oauth2", "request", "--help"],
         ["secret", "set", "--help"],
         ["demo", "--help"],
+        ["dev-provider", "--help"],
         ["token", "mint", "--room", "r", "--participant-id", "p"],
         ["oauth2", "list"],  # a usage error
     ],

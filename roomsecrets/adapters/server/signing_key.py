@@ -3,10 +3,11 @@
 
 The key: the environment variable ``ROOMSECRETS_JWT_KEY`` (at least 32 bytes of
 UTF-8), else the file ``DIR/jwt.key`` of the file store ``--store file:DIR``,
-created on first use with mode 0600 and 32 random bytes (hex). ``roomsecrets
-serve`` and ``roomsecrets token mint`` read it the same way, so tokens minted on
-the server's machine are accepted by it. With ``--store memory`` or ``aws:PREFIX``
-there is no folder to keep it in: set ``ROOMSECRETS_JWT_KEY``.
+created by ``roomsecrets serve`` on first use with mode 0600 and 32 random bytes
+(hex). ``roomsecrets token mint`` reads it the same way but never creates it
+(``create=False``): a key it made up would sign tokens no server accepts, in a
+folder it made up. With ``--store memory`` or ``aws:PREFIX`` there is no folder to
+keep it in: set ``ROOMSECRETS_JWT_KEY``.
 
 Whoever can choose the key can mint any participant token, so the key file is
 used only if the file itself (opened without following a symlink, then checked
@@ -23,9 +24,10 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Mapping
 from typing import Optional
 
-from ...core.errors import InvalidInput
+from ...core.errors import ConfigurationError, InvalidInput
 from ...core.values import frozen_value
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "JWT_KEY_ENV",
     "KEY_FILE_NAME",
     "StoreSpec",
+    "key_file_path",
     "load_signing_key",
     "parse_store_spec",
 ]
@@ -74,27 +77,54 @@ def parse_store_spec(text: str) -> StoreSpec:
     raise InvalidInput(f"--store must be file:DIR, memory or aws:PREFIX, not {text!r}")
 
 
-def load_signing_key(store: StoreSpec, *, environ: Optional[dict[str, str]] = None) -> bytes:
+def load_signing_key(
+    store: StoreSpec, *, environ: Optional[Mapping[str, str]] = None, create: bool = True
+) -> bytes:
     """The HS256 key participant tokens are signed with (see the module docstring).
+
+    ``create=False`` (``token mint``): a missing key file is an error, and no file
+    or folder is made.
 
     Raises InvalidInput when the environment's key is too short, when there is no
     key for a memory or AWS store, or when the key file cannot be opened, is too
     short, is a symlink or not a regular file, is owned by another user, or has a
-    mode other than 0600.
+    mode other than 0600; ConfigurationError when ``create`` is False and there is
+    no key file (its message says where it looked and that ``serve`` makes it).
     """
-    env = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     from_env = env.get(JWT_KEY_ENV)
     if from_env:
         key = from_env.encode("utf-8")
         if len(key) < _MIN_KEY_BYTES:
             raise InvalidInput(f"{JWT_KEY_ENV} must be at least {_MIN_KEY_BYTES} bytes")
         return key
-    if store.kind != "file" or store.location is None:
+    path = key_file_path(store, environ=env)
+    if path is None:
         raise InvalidInput(
             f"set {JWT_KEY_ENV}: only a file store (--store file:DIR) keeps the signing key "
             f"in its folder"
         )
-    return _key_file(os.path.join(store.location, KEY_FILE_NAME))
+    if create:
+        return _key_file(path)
+    try:
+        return _read_key_file(path)
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"no signing key: {JWT_KEY_ENV} is not set and {os.path.abspath(path)} does not "
+            f"exist; 'roomsecrets serve --store file:{store.location}' creates it when it "
+            f"starts (or set {JWT_KEY_ENV} to the server's key)"
+        ) from None
+
+
+def key_file_path(
+    store: StoreSpec, *, environ: Optional[Mapping[str, str]] = None
+) -> Optional[str]:
+    """Where :func:`load_signing_key` finds the key: the file ``DIR/jwt.key`` of a file
+    store, or None when it comes from ``ROOMSECRETS_JWT_KEY`` or the store has no folder."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if env.get(JWT_KEY_ENV) or store.kind != "file" or store.location is None:
+        return None
+    return os.path.join(store.location, KEY_FILE_NAME)
 
 
 def _key_file(path: str) -> bytes:
