@@ -29,6 +29,13 @@ opens the development provider in a new tab, which approves at once (it has no
 password form) and redirects to ``/oauth/callback``. The demo never starts a
 browser itself: a URL on a command line would show the token to every local
 user's ``ps``.
+
+``--host H --port P`` (for a demo on a machine you reach over SSH): the room
+server listens on ``H:P`` and the development provider on ``H:P+10`` (as
+``serve`` and ``dev-provider`` do by default: 8700 and 8710), and ``--open``
+prints the ``ssh -L`` line that forwards both to your machine. ``H`` is a
+loopback address: the demo's URLs are plain http, which OAuth allows only on
+loopback (RFC 8252 §7.3), so another machine reaches them through the forwarding.
 """
 
 from __future__ import annotations
@@ -41,10 +48,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, Optional, TextIO, TypeVar
 
 from .adapters.server.signing_key import StoreSpec, load_signing_key
+from .core.errors import InvalidInput
+from .core.oauth.endpoints import is_loopback_host
 from .dev_provider import OAuthProvider, authorization_redirect, browser_get
 
 if TYPE_CHECKING:
@@ -62,6 +71,9 @@ CONCURRENT_CALLERS = 50
 _STEP_TIMEOUT = 20.0
 #: How long ``--open`` waits for the person to open the page, then to approve.
 BY_HAND_TIMEOUT = 600.0
+#: With ``--port P``, the development provider listens on ``P + PROVIDER_PORT_OFFSET``:
+#: 8700 and 8710, like ``serve`` and ``dev-provider``, so one SSH forwarding serves both.
+PROVIDER_PORT_OFFSET = 10
 
 T = TypeVar("T")
 
@@ -104,13 +116,24 @@ def run_demo(
     out: Optional[TextIO] = None,
     by_hand: bool = False,
     by_hand_timeout: float = BY_HAND_TIMEOUT,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> int:
     """Run the demo; return 0 if every step did what it says, else 1.
 
     ``by_hand``: a person approves in their own browser on the approval page
     (its sign-in URL is printed), not the simulated one; each wait for them
     gives up after ``by_hand_timeout`` seconds.
+
+    ``host``: the loopback address both servers listen on (``127.0.0.1``, ``::1``,
+    ``localhost``). ``port``: the room server's; the development provider takes
+    ``port + PROVIDER_PORT_OFFSET``; 0 (default): free ones for both.
+
+    Raises :class:`~roomsecrets.core.errors.InvalidInput` for a host that is not
+    loopback or a port out of range, and :class:`OSError` naming ``host:port``
+    when a server cannot listen there.
     """
+    _check_address(host, port)
     stream = sys.stdout if out is None else out
     try:
         import aiohttp  # noqa: F401 - only to give a clear message
@@ -126,8 +149,45 @@ def run_demo(
             tempfile.TemporaryDirectory(prefix="roomsecrets-demo-")
         )
         hand = by_hand_timeout if by_hand else None
-        return asyncio.run(_walk(folder, _Output(stream), hand))
+        return asyncio.run(_walk(folder, _Output(stream), hand, host, port))
     return 1  # pragma: no cover - the with block always returns
+
+
+def _check_address(host: object, port: object) -> None:
+    if not isinstance(host, str) or not is_loopback_host(host):
+        raise InvalidInput(
+            f"demo --host must be a loopback address such as 127.0.0.1 or ::1, got {host!r}: "
+            "OAuth allows its plain-http URLs only on loopback; from another machine, "
+            "forward the ports over SSH (ssh -L)"
+        )
+    highest = 65535 - PROVIDER_PORT_OFFSET
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= highest:
+        raise InvalidInput(
+            f"demo --port must be 0 (free ones) or a port up to {highest} (the provider "
+            f"takes port + {PROVIDER_PORT_OFFSET}), got {port!r}"
+        )
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _cannot_listen(error: OSError, what: str, host: str, port: int) -> OSError:
+    """``error`` saying where: the CLI prints an OSError's ``strerror`` alone."""
+    reason = error.strerror or type(error).__name__
+    return OSError(error.errno, f"the {what} cannot listen on {_url_host(host)}:{port} ({reason})")
+
+
+@contextlib.contextmanager
+def _provider_on(provider: OAuthProvider, port: int) -> Iterator[OAuthProvider]:
+    try:
+        provider.start()
+    except OSError as error:
+        raise _cannot_listen(error, "development OAuth provider", provider.host, port) from None
+    try:
+        yield provider
+    finally:
+        provider.close()
 
 
 async def _within(awaitable: Awaitable[T], what: str) -> T:
@@ -148,14 +208,21 @@ def _host_port(url: str) -> str:
 
 @contextlib.asynccontextmanager
 async def _room_server(
-    folder: str, clock: _DemoClock, key: bytes
+    folder: str, clock: _DemoClock, key: bytes, host: str, port: int
 ) -> AsyncIterator[tuple[str, object]]:
     from .adapters.file import FileSecretStore
     from .adapters.server import create_app, start_server
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if port:
+            # As every server does: a port in TIME_WAIT from the last run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise _cannot_listen(error, "room server", host, port) from None
+    url = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     # The store and the service share the clock, so leases and expiry agree.
     store = FileSecretStore(folder, clock=clock)
     app = create_app(
@@ -168,7 +235,13 @@ async def _room_server(
         await server.close()
 
 
-async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> int:
+async def _walk(
+    folder: str,
+    out: _Output,
+    by_hand: Optional[float] = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> int:
     from .adapters.remote import RemoteSecretsClient
     from .adapters.server.participant_tokens import mint_participant_token
     from .core.grants import OAuthRule, SecretsGrant
@@ -183,8 +256,14 @@ async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> i
 
     clock = _DemoClock()
     key = load_signing_key(StoreSpec(kind="file", location=folder))
-    with OAuthProvider(on_secret=remember, user="alice@example.test") as provider:
-        async with _room_server(folder, clock, key) as (url, _store):
+    provider_port = port + PROVIDER_PORT_OFFSET if port else 0
+    with _provider_on(
+        OAuthProvider(
+            on_secret=remember, user="alice@example.test", host=host, port=provider_port
+        ),
+        provider_port,
+    ) as provider:
+        async with _room_server(folder, clock, key, host, port) as (url, _store):
             callback = url + "/oauth/callback"
             provider.register_client(CLIENT_ID, redirect_uris=[callback], scopes=SCOPES)
             # The agent may ask alice, and only alice, for this client's scopes.
@@ -202,7 +281,7 @@ async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> i
                 # By hand, alice's sign-in URL is printed on purpose: her token is the
                 # one secret that mode exists to print.
                 secrets_seen.add(person_token)
-            out.line("roomsecrets demo: everything on 127.0.0.1, nothing leaves this machine")
+            out.line(f"roomsecrets demo: everything on {host}, nothing leaves this machine")
             out.line(f"  room server      {url}  (room {ROOM!r}, file store {folder})")
             out.line(f"  OAuth provider   {provider.base_url}  (development provider, PKCE S256)")
             out.line(f"  agent            {AGENT} (may ask {PERSON} for {CLIENT_ID})")
@@ -211,6 +290,10 @@ async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> i
             else:
                 from .adapters.server.approval import login_url
 
+                out.line(
+                    "  over SSH         forward both ports from your machine first: "
+                    + _ssh_forwarding(url, provider.base_url)
+                )
                 out.line(f"  person           you, as {PERSON}: open this in your browser:")
                 out.line(f"  {login_url(url, person_token)}")
             agent = RemoteSecretsClient(url, token=agent_token, room=ROOM)
@@ -234,6 +317,15 @@ async def _walk(folder: str, out: _Output, by_hand: Optional[float] = None) -> i
         )
         return 0
     return 1
+
+
+def _ssh_forwarding(*urls: str) -> str:
+    """The ``ssh -L`` command that makes ``urls`` (this machine's) work on yours."""
+    forwards = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        forwards.append(f"-L {parts.port}:{_url_host(parts.hostname or '')}:{parts.port}")
+    return f"ssh -N {' '.join(forwards)} THIS-MACHINE"
 
 
 def _step_count(by_hand: Optional[float]) -> int:
@@ -401,10 +493,11 @@ async def _steps(
         _check(
             len(provider.authorization_requests) == authorizations, "the offline fetch prompted"
         )
+        # Simulated, the person has left; by hand, their page may still be open.
+        gone_by_now = f"{PERSON} has left; " if by_hand is None else ""
         step(
             "offline fetch, without a prompt",
-            f"{PERSON if by_hand is None else 'no one'} is asked; the same token comes back; "
-            "0 prompts, 0 token POSTs",
+            f"{gone_by_now}no one is asked; the same token comes back; 0 prompts, 0 token POSTs",
         )
 
         # 7. expiry and one refresh for 50 concurrent callers

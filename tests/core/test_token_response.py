@@ -341,3 +341,110 @@ if given is not None:
     def test_any_bytes_give_a_token_set_or_a_typed_error(body, status):
         with contextlib.suppress(errors.RoomSecretsError):
             parse(body, status=status, headers=())
+
+
+# --- headers as a mapping or as pairs ------------------------------------------------------
+
+
+def _http_message(*pairs):
+    """What urllib's response.headers is: an http.client.HTTPMessage (not a Mapping)."""
+    import http.client
+
+    message = http.client.HTTPMessage()
+    for name, value in pairs:
+        message[name] = value
+    return message
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "7", "Content-Type": "text/html"},  # a dict: was ValueError (unpack)
+        {"retry-after": "7", "content-type": "text/html"},  # names in any case
+        (("RETRY-AFTER", "7"), ("Content-Type", "text/html")),  # pairs, as before
+        [["Retry-After", "7"], ["Content-Type", "text/html"]],  # a list of two-item lists
+        _http_message(("Retry-After", "7"), ("Content-Type", "text/html")),
+    ],
+    ids=["dict", "dict-lower-case", "tuple-pairs", "list-pairs", "HTTPMessage"],
+)
+def test_headers_are_read_from_a_mapping_or_from_pairs(headers):
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        parse(b"<html>busy</html>", status=503, headers=headers)
+    assert info.value.retry_after == 7.0
+    assert "text/html" in str(info.value)  # the Content-Type was found too
+
+
+def test_a_dict_of_headers_gives_the_same_token_set_as_pairs():
+    body = _form({"access_token": "AT", "expires_in": "60", "scope": "a b"})
+    from_pairs = parse(body, headers=FORM)
+    from_dict = parse(body, headers=dict(FORM))
+    assert from_dict == from_pairs
+    assert from_dict.expires_at == NOW + 60
+
+
+def test_a_multidict_gives_the_first_value_of_a_repeated_name():
+    class MultiDict:  # aiohttp's CIMultiDictProxy and httpx.Headers behave so
+        def items(self):
+            return [("Retry-After", "3"), ("retry-after", "9")]
+
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        parse(b"", status=429, headers=MultiDict())
+    assert info.value.retry_after == 3.0
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        parse(b"", status=429, headers=_http_message(("Retry-After", "4"), ("Retry-After", "8")))
+    assert info.value.retry_after == 4.0
+
+
+SECRET_VALUE = "Bearer AT-do-not-echo-me"
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({b"Retry-After": "7"}, "a header name must be a str, not bytes"),
+        ({"Authorization": SECRET_VALUE.encode()}, "a header value must be a str, not bytes"),
+        ([(b"Content-Type", b"application/json")], "a header name must be a str, not bytes"),
+        ({7: "x"}, "a header name must be a str, not int"),
+        ({"Retry-After": 7}, "a header value must be a str, not int"),
+        ({"Retry-After": None}, "a header value must be a str, not NoneType"),
+        (None, "headers must be a mapping or (name, value) pairs, not NoneType"),
+        (7, "headers must be a mapping or (name, value) pairs, not int"),
+        ("Content-Type", "a header pair must be a tuple or a list, not str"),
+        (["ab"], "a header pair must be a tuple or a list, not str"),  # never ('a', 'b')
+        ([("Authorization", SECRET_VALUE, "x")], "a header pair has 2 items, not 3"),
+        ([("Retry-After",)], "a header pair has 2 items, not 1"),
+    ],
+)
+def test_headers_that_are_not_str_pairs_are_invalid_input_naming_only_types(headers, message):
+    with pytest.raises(errors.InvalidInput) as info:
+        parse({"access_token": "AT"}, headers=headers)
+    assert str(info.value) == message
+    assert "do-not-echo" not in str(info.value)
+
+
+def test_a_bad_header_is_refused_wherever_it_stands_and_whatever_the_body():
+    # Checked before anything else, so the outcome does not depend on the order of
+    # the headers, on which ones a branch looks up, or on the body.
+    good = ("Content-Type", "application/json")
+    for headers in ([good, ("X-Trace", b"1")], [("X-Trace", b"1"), good]):
+        for body, status in (({"access_token": "AT"}, 200), ({"error": "invalid_grant"}, 400),
+                             (b"x" * 2048, 200), (b"", 503)):
+            with pytest.raises(errors.InvalidInput):
+                parse(body, status=status, headers=headers, max_body=1024)
+
+
+if given is not None:
+    header_names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
+                           max_size=12)
+
+    @given(headers=st.dictionaries(header_names, st.text(max_size=12), max_size=6),
+           name=header_names)
+    def test_a_mapping_and_its_pairs_agree_on_every_lookup(headers, name):
+        from roomsecrets.core.oauth.http import header_value
+
+        pairs = tuple(headers.items())
+        found = header_value(pairs, name)
+        assert header_value(headers, name) == found
+        assert header_value(headers, name.swapcase()) == header_value(pairs, name.upper())
+        first = [v for k, v in pairs if k.lower() == name.lower()]
+        assert found == (first[0] if first else None)

@@ -33,7 +33,7 @@ from ..errors import (
     oauth_error_from_response,
     safe_text,
 )
-from .http import Headers, header_value
+from .http import ReceivedHeaders, header_value
 from .scopes import split_all, split_scopes
 from .tokens import TokenSet
 
@@ -76,7 +76,7 @@ _MAX_RETRY_AFTER = 86400.0
 def parse_token_response(
     *,
     status: int,
-    headers: Headers,
+    headers: ReceivedHeaders,
     body: bytes,
     now: float,
     requested_scopes: Optional[Sequence[str]] = None,
@@ -87,6 +87,9 @@ def parse_token_response(
 ) -> TokenSet:
     """Turn a token endpoint response into a :class:`TokenSet` or raise.
 
+    ``headers`` is a mapping (``dict``, ``http.client.HTTPMessage``, a
+    multidict: anything with ``items()``) or a sequence of ``(name, value)``
+    pairs, names matched case-insensitively (:func:`~.http.header_pairs`).
     ``now`` is the receipt time (from the injected clock). ``requested_scopes``
     stand in when the provider omits ``scope`` (RFC 6749 §5.1: it may, when
     the grant matches the request). ``previous_refresh_token`` is kept when a
@@ -103,6 +106,14 @@ def parse_token_response(
         ResponseTooLarge: the body is over ``max_body`` bytes.
         ProviderResponseError: anything else we cannot use (HTML, garbage,
             non-OAuth 4xx, no ``access_token``).
+        InvalidInput: ``headers`` is neither a mapping nor pairs, or holds a
+            name or value that is not a ``str`` (checked before anything else).
+
+    >>> tokens = parse_token_response(
+    ...     status=200, headers={"Content-Type": "application/json"},
+    ...     body=b'{"access_token": "at-1", "expires_in": 60}', now=1000.0)
+    >>> tokens.expires_at
+    1060.0
     """
     content_type = (header_value(headers, "Content-Type") or "").split(";")[0].strip().lower()
     content_type = safe_text(content_type, 64) or ""  # it goes into messages
