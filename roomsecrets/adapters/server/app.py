@@ -78,7 +78,8 @@ from ...core.pending.registry import PendingRequest
 from ...core.ports import HttpTransport, SecretStore
 from ...core.service import SecretsService
 from ..aiohttp_transport import AiohttpTransport
-from .approval import add_approval_page, public_origin
+from ..meshagent.room import add_meshagent_routes
+from .approval import PAGE_PATH, add_approval_page, public_origin
 from .http_api import (
     CLOSE_ALREADY_CONNECTED,
     CLOSE_BAD_FRAME,
@@ -96,7 +97,7 @@ from .http_api import (
     secret_info_to_json,
     status_for,
 )
-from .openapi import openapi_document
+from .openapi import ROOT_PATH, openapi_document
 from .participant_tokens import Key, ParticipantToken, VerifiedTokens
 
 __all__ = ["RunningServer", "create_app", "start_server"]
@@ -403,6 +404,9 @@ def create_app(
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, _handler_for(op), name=op.name)
     add_approval_page(app, public_url=rooms.public_url)
+    # Someone who opens the server's address in a browser wants the approval page.
+    app.router.add_get(ROOT_PATH, _to_the_approval_page, name="root")
+    add_meshagent_routes(app, rooms)
 
     async def evict_idle_rooms(app: web.Application) -> AsyncIterator[None]:
         sweeper = asyncio.ensure_future(rooms.evict_idle_forever())
@@ -978,6 +982,17 @@ async def _push_prompts(
         finally:
             if watcher in participant.watchers:
                 participant.watchers.remove(watcher)
+
+
+# --- the server's address in a browser ---------------------------------------------------
+
+
+async def _to_the_approval_page(request: web.Request) -> web.StreamResponse:
+    # The public URL, not a relative one: behind a proxy that routes by path, "/" here
+    # is PUBLIC_URL/ there, and the page must open on the origin its WebSocket checks.
+    # Returned, not raised: the middleware turns a raised HTTPException into JSON.
+    location = request.app[_ROOMS].public_url + PAGE_PATH
+    return web.Response(status=302, headers={"Location": location, **_NO_STORE})
 
 
 # --- the provider's redirect ----------------------------------------------------------

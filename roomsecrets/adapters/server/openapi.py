@@ -1,17 +1,22 @@
 """The OpenAPI 3.1 document of the room server, built from the one route table
 (:data:`roomsecrets.adapters.server.http_api.OPERATIONS`) the server registers its
 routes from, plus the approval page's routes
-(:data:`roomsecrets.adapters.server.approval.PAGE_ROUTES`), so it cannot describe a
+(:data:`roomsecrets.adapters.server.approval.PAGE_ROUTES`) and the redirect from
+:data:`ROOT_PATH` to the page and MeshAgent's room protocol, so it cannot describe a
 route the server does not serve or miss one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..meshagent.room import ROUTE as MESHAGENT_ROUTE
 from .approval import PAGE_ROUTES
 from .http_api import ERROR_STATUSES, OPERATIONS, PROMPT_SCHEMA, Operation
 
-__all__ = ["openapi_document"]
+__all__ = ["ROOT_PATH", "openapi_document"]
+
+#: The server's own address: it redirects to the approval page.
+ROOT_PATH = "/"
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -129,6 +134,35 @@ def _page_operation(path: str, content_type: str, summary: str) -> dict[str, Any
     }
 
 
+_ROOT_OPERATION: dict[str, Any] = {
+    "operationId": "root",
+    "summary": "Redirects to the approval page (PUBLIC_URL/approve).",
+    "security": [],
+    "responses": {
+        "302": {
+            "description": "to the approval page",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        }
+    },
+}
+
+
+#: MeshAgent's room protocol (meshagent-api 0.30-0.44.13): docs/meshagent.md.
+_MESHAGENT_OPERATION: dict[str, Any] = {
+    "operationId": "meshagent_room",
+    "summary": (
+        "MeshAgent's room protocol for the secrets toolkit: a WebSocket upgrade with "
+        "`Authorization: Bearer <a meshagent-api ParticipantToken JWT>`, binary frames."
+    ),
+    "parameters": [{"name": "room", "in": "path", "required": True, "schema": {"type": "string"}}],
+    "security": [],
+    "responses": {
+        "101": {"description": "switching to the WebSocket protocol"},
+        "403": {"description": "a missing, bad or other-room token (the SDK does not retry)"},
+    },
+}
+
+
 def _field(schema: Any, description: str) -> dict[str, Any]:
     field = dict(schema)
     if description:
@@ -143,6 +177,8 @@ def openapi_document(*, public_url: str) -> dict[str, Any]:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     for path, _, content_type, summary in PAGE_ROUTES:
         paths.setdefault(path, {})["get"] = _page_operation(path, content_type, summary)
+    paths[ROOT_PATH] = {"get": _ROOT_OPERATION}
+    paths.setdefault(MESHAGENT_ROUTE, {})["get"] = _MESHAGENT_OPERATION
     return {
         "openapi": "3.1.0",
         "info": {
