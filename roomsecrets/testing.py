@@ -105,11 +105,28 @@ _DEV_PROVIDER_NAMES = frozenset(
 )
 
 
+# The pending-request kit (roomsecrets/pending_kit.py) loads on first use too, and
+# imports Hypothesis only when a machine or a strategy is built.
+_PENDING_KIT_NAMES = frozenset(
+    {"PendingModel", "pending_input", "pending_inputs", "pending_state_machine"}
+)
+__all__ += ["PendingModel", "pending_input", "pending_inputs", "pending_state_machine"]
+if TYPE_CHECKING:
+    from .pending_kit import PendingModel as PendingModel
+    from .pending_kit import pending_input as pending_input
+    from .pending_kit import pending_inputs as pending_inputs
+    from .pending_kit import pending_state_machine as pending_state_machine
+
+
 def __getattr__(name: str) -> Any:
     if name in _DEV_PROVIDER_NAMES:
         from . import dev_provider
 
         return getattr(dev_provider, name)
+    if name in _PENDING_KIT_NAMES:
+        from . import pending_kit
+
+        return getattr(pending_kit, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

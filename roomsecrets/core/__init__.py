@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .oauth.token_response import parse_token_response
     from .oauth.tokens import TokenSet
     from .oauth.urllib_transport import UrllibTransport
+    from .pending.registry import PendingRegistry
     from .ports import HttpTransport, Lease, SecretKey, SecretRecord, SecretStore
     from .service import OAuthPrompt, SecretInfo, SecretsService
 
@@ -62,6 +63,7 @@ _LAZY = {
     "HttpRequest": "oauth.http",
     "HttpResponse": "oauth.http",
     "MemoryStore": "memory_store",
+    "PendingRegistry": "pending.registry",
     "generate_pkce_pair": "oauth.pkce",
     "generate_verifier": "oauth.pkce",
     "s256_challenge": "oauth.pkce",
@@ -108,6 +110,7 @@ __all__ = [
     "MemoryStore",
     "OAuthPrompt",
     "OAuthRule",
+    "PendingRegistry",
     "ProviderMetadata",
     "RecordingAuditSink",
     "RetryPolicy",
