@@ -8,7 +8,12 @@ import asyncio
 import pytest
 
 from roomsecrets.core import errors
-from roomsecrets.core.grants import OAuthRule, SecretsGrant, check_oauth_request
+from roomsecrets.core.grants import (
+    OAuthRule,
+    SecretsGrant,
+    check_oauth_request,
+    check_oauth_request_before_discovery,
+)
 from tests.core.service_kit import make_service, room
 
 
@@ -173,3 +178,25 @@ def test_with_an_issuer_a_bad_argument_is_refused_before_the_metadata_fetch(call
         assert service.audit.events == []
 
     run(scenario())
+
+
+def test_before_discovery_a_rule_naming_the_issuer_asked_for_may_still_match():
+    grant = SecretsGrant(oauth=[OAuthRule(issuer="https://accounts.example.com",
+                                          token_endpoint="https://oauth2.example.com/*")])
+    maybe = check_oauth_request_before_discovery(
+        grant, target="alice", client_id="c", issuer="https://accounts.example.com",
+        authorization_endpoint=None, token_endpoint=None, scopes=None)
+    assert maybe.allowed  # the endpoints are not known yet: the metadata decides
+    given = check_oauth_request_before_discovery(
+        grant, target="alice", client_id="c", issuer="https://accounts.example.com",
+        authorization_endpoint=None, token_endpoint="https://evil.example/token", scopes=None)
+    assert not given.allowed and "token_endpoint 'https://evil.example/token'" in given.reason
+
+
+@pytest.mark.parametrize("name", ["issuer", "authorization_endpoint", "token_endpoint"])
+def test_before_discovery_a_value_of_the_wrong_type_is_named(name):
+    args = dict(target="alice", client_id="c", issuer="https://as.example",
+                authorization_endpoint=None, token_endpoint=None, scopes=None)
+    args[name] = 42
+    with pytest.raises(errors.InvalidInput, match=f"^{name} must be a string, got int$"):
+        check_oauth_request_before_discovery(SecretsGrant.allow_all(), **args)
