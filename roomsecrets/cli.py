@@ -350,7 +350,13 @@ def _build_parser() -> _Parser:
     put.set_defaults(run=_client_command(_secret_set))
     fetch = secret_commands.add_parser("get", parents=common, help="print a secret's bytes")
     fetch.add_argument("--id", required=True, help="the secret's id")
-    fetch.add_argument("--delegated-to", help=_DELEGATED_TO)
+    whose = fetch.add_mutually_exclusive_group()
+    whose.add_argument("--delegated-to", help=_DELEGATED_TO)
+    whose.add_argument(
+        "--delegated-by",
+        metavar="OWNER",
+        help="read the secret OWNER stored and delegated to me (secret set --delegated-to ME)",
+    )
     fetch.set_defaults(run=_client_command(_secret_get))
     every = secret_commands.add_parser(
         "list", parents=[*common, as_json], help="all my secrets, OAuth credentials included"
@@ -1289,9 +1295,23 @@ async def _secret_set(client: RemoteSecretsClient, args: argparse.Namespace) -> 
 
 
 async def _secret_get(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
-    data = await client.get_secret(secret_id=args.id, delegated_to=args.delegated_to)
+    data = await client.get_secret(
+        secret_id=args.id, delegated_to=args.delegated_to, delegated_by=args.delegated_by
+    )
     if data is None:
-        raise _Failure(f"no secret {args.id!r}", "secret_not_found")
+        if args.delegated_by is not None:
+            raise _Failure(
+                f"no secret {args.id!r} that {args.delegated_by} delegated to you",
+                "secret_not_found",
+            )
+        to = args.delegated_to or "nobody"
+        mine = [s for s in await client.list_user_secrets() if s.id == args.id]
+        hint = "".join(
+            f"; you have one delegated to {s.delegated_to} (--delegated-to {s.delegated_to})"
+            for s in mine[:3]
+            if s.delegated_to is not None and s.delegated_to != args.delegated_to
+        )
+        raise _Failure(f"no secret {args.id!r} delegated to {to}{hint}", "secret_not_found")
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return 0

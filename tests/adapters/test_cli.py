@@ -902,3 +902,24 @@ def test_serve_flags_bound_what_one_participant_stores(tmp_path: Path) -> None:
         assert bad.returncode == 2 and "must be at least 1" in bad.stderr
     finally:
         limited.stop()
+
+
+def test_a_secret_delegated_to_someone_is_read_by_owner_and_delegate(cli: Cli) -> None:
+    owner = cli.mint("olga")
+    agent = cli.mint("agent-9")
+    cli.run("secret", "set", "--id", "for-agent", "--value", "key-0123456789",
+            "--delegated-to", "agent-9", token=owner)
+    missing = cli.run("secret", "get", "--id", "for-agent", token=owner, check=False)
+    assert "you have one delegated to agent-9 (--delegated-to agent-9)" in one_error_line(missing)
+    mine = cli.run("secret", "get", "--id", "for-agent", "--delegated-to", "agent-9",
+                   token=owner, prints_secret=True)
+    assert mine.stdout == "key-0123456789"
+    theirs = cli.run("secret", "get", "--id", "for-agent", "--delegated-by", "olga",
+                     token=agent, prints_secret=True)
+    assert theirs.stdout == "key-0123456789"
+    nobody = cli.run("secret", "get", "--id", "for-agent", "--delegated-by", "someone",
+                     token=agent, check=False)
+    assert "that someone delegated to you" in one_error_line(nobody)
+    both = cli.run("secret", "get", "--id", "x", "--delegated-by", "a", "--delegated-to", "b",
+                   token=agent, check=False)
+    assert both.returncode == 2
