@@ -30,14 +30,15 @@ def _give_up(reason: str) -> None:
 
 
 def _python_313() -> str | None:
-    found = shutil.which("python3.13")
-    if found:
-        return found
+    # pyenv's own builds first: its python3.13 shim on PATH may refuse to run.
     roots = [os.environ.get("PYENV_ROOT", ""), str(pathlib.Path.home() / ".pyenv")]
     for root in filter(None, roots):
         candidates = sorted(glob.glob(os.path.join(root, "versions", "3.13*", "bin", "python")))
         if candidates:
             return candidates[-1]
+    found = shutil.which("python3.13")
+    if found and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
+        return found
     return None
 
 
