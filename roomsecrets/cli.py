@@ -1035,19 +1035,14 @@ async def _leave_after_grace(client: RemoteSecretsClient, *, shown: set[str]) ->
     keeps the participant, and the prompts already shown, for its disconnect grace
     period: the person can still approve them, or run ``oauth2 prompts`` again.
     (A normal close, 1000, would end them at once.)"""
-    from aiohttp import WSCloseCode
-
     if shown:
         _say(
             f"{_PROG}: stopped; prompts still open stay open for the server's "
             "--disconnect-grace (30 s unless set): open their URL, or run oauth2 prompts "
             "again to see them"
         )
-    # RemoteSecretsClient.close() always closes normally; no public way to say 1001.
-    ws = client._ws
-    if ws is not None and not ws.closed:
-        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
-            await ws.close(code=WSCloseCode.GOING_AWAY)
+    with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+        await client.close(going_away=True)
 
 
 #: Our own calls to the room server name their route (``GET /rooms/r/secrets: ...``);

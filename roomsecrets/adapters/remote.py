@@ -436,12 +436,20 @@ class RemoteSecretsClient:
             raise RoomSecretsError("the server's participant list is malformed")
         return [ParticipantInfo(id=p["id"], name=p.get("name")) for p in found]
 
-    async def close(self) -> None:
-        """Close the WebSocket (the participant leaves) and the HTTP connections."""
+    async def close(self, *, going_away: bool = False) -> None:
+        """Close the WebSocket (the participant leaves) and the HTTP connections.
+
+        ``going_away=True`` closes the socket as a browser tab that goes away does
+        (1001, RFC 6455 §7.4.1): the server keeps the participant, and the prompts
+        addressed to it, for its disconnect grace period. A normal close (1000)
+        ends them at once.
+        """
         self._closed = True
         ws, self._ws = self._ws, None
         if ws is not None:
-            await ws.close()
+            await ws.close(
+                code=aiohttp.WSCloseCode.GOING_AWAY if going_away else aiohttp.WSCloseCode.OK
+            )
         reader, self._reader = self._reader, None
         if reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
