@@ -187,3 +187,13 @@ def test_a_scope_with_a_comma_is_refused_where_requests_are_built(scope):
         join_scopes([scope])
     with pytest.raises(InvalidInput, match="must not contain a comma"):
         build_authorization_url(**BASE, scopes=[scope])
+
+
+def test_the_comma_refusal_quotes_at_most_64_characters_and_says_why():
+    scope = "a," + "b" * 100
+    with pytest.raises(InvalidInput) as info:
+        join_scopes([scope])
+    assert str(info.value) == (
+        f"a scope must not contain a comma: {scope[:64]!r} is several scopes to providers "
+        "that split on commas (GitHub, Slack); give each as its own entry"
+    )
