@@ -12,6 +12,7 @@ import pytest
 from roomsecrets.core import errors
 from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE
 from tests.core.service_kit import (
+    CLIENT_ID,
     MetadataHidden,
     approved,
     make_service,
@@ -85,14 +86,23 @@ def test_an_oauth_only_delete_refuses_a_generic_secret_and_deletes_nothing():
     run(scenario())
 
 
+async def one_credential(service, provider):
+    """agent-1 asks alice and she approves: the two clients, her one credential's
+    SecretInfo, and where the store keeps it."""
+    agent, alice = room(service)
+    await approved(agent, alice, provider)
+    (info,) = await alice.list_user_secrets()
+    key = service.credential_key(owner="alice", requester="agent-1", client_id=CLIENT_ID,
+                                 token_endpoint=provider.token_endpoint)
+    return agent, alice, info, key
+
+
 def test_a_credential_obtained_with_the_seeds_arguments_is_revoked_on_delete():
     # No issuer: the revocation endpoint is found at the token endpoint's origin.
     async def scenario():
         with running_provider() as provider:
             service = make_service(transport=None)
-            agent, alice = room(service)
-            await approved(agent, alice, provider)
-            (info,) = await alice.list_user_secrets()
+            agent, alice, info, _key = await one_credential(service, provider)
             deleted = await alice.delete_secret(
                 id=info.id, delegated_to="agent-1", type=OAUTH_TOKEN_TYPE)
             host = provider.issuer.split("//", 1)[1]
@@ -111,12 +121,8 @@ def test_the_credential_remembers_the_origins_revocation_endpoint_when_stored():
     async def scenario():
         with running_provider() as provider:
             service = make_service(transport=None)
-            agent, alice = room(service)
-            await approved(agent, alice, provider)
-            (info,) = await alice.list_user_secrets()
-            _, credential = await service.refresher.load(service.credential_key(
-                owner="alice", requester="agent-1", client_id="mailbot-app",
-                token_endpoint=provider.token_endpoint))
+            _agent, _alice, info, key = await one_credential(service, provider)
+            _, credential = await service.refresher.load(key)
             assert credential.revocation_endpoint == provider.revocation_endpoint
             assert info.type == OAUTH_TOKEN_TYPE
 
@@ -127,9 +133,7 @@ def test_a_provider_without_a_revocation_endpoint_is_named_and_the_delete_still_
     async def scenario():
         with running_provider() as provider:
             service = make_service(transport=MetadataHidden())
-            agent, alice = room(service)
-            await approved(agent, alice, provider)
-            (info,) = await alice.list_user_secrets()
+            _agent, alice, info, _key = await one_credential(service, provider)
             deleted = await alice.delete_secret(id=info.id, delegated_to="agent-1")
             assert deleted.revocation == "not_published"
             assert deleted.host == provider.token_endpoint.split("//", 1)[1].split("/", 1)[0]
@@ -144,11 +148,7 @@ def test_a_credential_stored_without_a_revocation_endpoint_is_revoked_all_the_sa
     async def scenario():
         with running_provider() as provider:
             service = make_service(transport=None)
-            agent, alice = room(service)
-            await approved(agent, alice, provider)
-            key = service.credential_key(owner="alice", requester="agent-1",
-                                         client_id="mailbot-app",
-                                         token_endpoint=provider.token_endpoint)
+            _agent, alice, _info, key = await one_credential(service, provider)
             _, credential = await service.refresher.load(key)
             await service.store.delete(key)
             await service.refresher.save_new(
