@@ -200,3 +200,14 @@ def test_before_discovery_a_value_of_the_wrong_type_is_named(name):
     args[name] = 42
     with pytest.raises(errors.InvalidInput, match=f"^{name} must be a string, got int$"):
         check_oauth_request_before_discovery(SecretsGrant.allow_all(), **args)
+
+
+def test_the_full_check_names_an_issuer_of_the_wrong_type_and_a_missing_issuer():
+    common = dict(target="alice", client_id="c", authorization_endpoint="https://a/auth",
+                  token_endpoint="https://a/token", scopes=None)
+    with pytest.raises(errors.InvalidInput, match="^issuer must be a string, got int$"):
+        check_oauth_request(SecretsGrant.allow_all(), **common, issuer=42)
+    grant = SecretsGrant(oauth=[OAuthRule(issuer="https://accounts.example.com")])
+    assert check_oauth_request(grant, **common).reason == (
+        "no oauth rule matches: rule 0 issuer: the request names none, and the rule needs "
+        "'https://accounts.example.com'")
