@@ -205,7 +205,7 @@ def test_before_discovery_a_value_of_the_wrong_type_is_named(name):
 def test_the_full_check_names_an_issuer_of_the_wrong_type_and_a_missing_issuer():
     common = dict(target="alice", client_id="c", authorization_endpoint="https://a/auth",
                   token_endpoint="https://a/token", scopes=None)
-    with pytest.raises(errors.InvalidInput, match="^issuer must be a string, got int$"):
+    with pytest.raises(errors.InvalidInput, match=r"^issuer must be a string, got int$"):
         check_oauth_request(SecretsGrant.allow_all(), **common, issuer=42)
     grant = SecretsGrant(oauth=[OAuthRule(issuer="https://accounts.example.com")])
     assert check_oauth_request(grant, **common).reason == (
