@@ -546,6 +546,58 @@ class StoreContract:
         assert await store.list(_ROOM, "carol") == [], "list of an owner with nothing not empty"
 
     @_contract_check
+    async def test_list_delegated_returns_every_owners_records_for_that_delegate(
+        self, store: SecretStore, clock: FakeClock
+    ) -> None:
+        """``list_delegated(room, delegate)`` returns exactly the records in ``room``
+        delegated to ``delegate``, whoever owns them, sorted by (owner, secret_id).
+
+        Delegates whose names are prefixes, case variants or dotted forms of each
+        other stay apart, and so do long ids (a store may hash long names).
+        """
+        assert await store.list_delegated(_ROOM, "bot") == [], "empty store lists something"
+        long_id = "k" * 300
+        for owner, secret_id, delegated_to in [
+            ("carol", "z", "bot"),
+            ("alice", "b", "bot"),
+            ("alice", "a", "bot"),
+            ("bob", long_id, "bot"),
+            ("alice", "a", None),
+            ("alice", "a", "Bot"),
+            ("alice", "a", "bo"),
+            ("alice", "a", "bot.x"),
+            ("alice", "a", "x.bot"),
+            ("bot", "own", None),
+            ("dave", "bot", None),  # an id that is the delegate's name
+        ]:
+            await store.put(
+                _key(secret_id, owner=owner, delegated_to=delegated_to),
+                type=_TYPE, name="n", data=b"%s:%s" % (owner.encode(), secret_id.encode()),
+            )
+        await store.put(
+            _key("a", owner="alice", room="room-2", delegated_to="bot"),
+            type=_TYPE, name=None, data=b"elsewhere",
+        )
+        listed = await store.list_delegated(_ROOM, "bot")
+        got = [(r.key.owner, r.key.secret_id) for r in listed]
+        want = [("alice", "a"), ("alice", "b"), ("bob", long_id), ("carol", "z")]
+        assert got == want, f"list_delegated is {got}, expected {want}"
+        for record in listed:
+            assert record.key.room == _ROOM and record.key.delegated_to == "bot", (
+                f"list_delegated returned {record.key!r}"
+            )
+            assert record.data == b"%s:%s" % (
+                record.key.owner.encode(), record.key.secret_id.encode()
+            ), f"list_delegated returned the wrong data for {record.key!r}"
+            _same_record(record, await store.get(record.key), "a record list_delegated returned")
+        upper = await store.list_delegated(_ROOM, "Bot")
+        assert [r.key for r in upper] == [_key("a", delegated_to="Bot")], f"'Bot': {upper!r}"
+        assert await store.list_delegated(_ROOM, "nobody") == [], "a stranger sees records"
+        await store.delete(_key("a", delegated_to="bot"))
+        after = [(r.key.owner, r.key.secret_id) for r in await store.list_delegated(_ROOM, "bot")]
+        assert after == want[1:], f"after a delete, list_delegated is {after}"
+
+    @_contract_check
     async def test_delegated_to_distinguishes_keys(
         self, store: SecretStore, clock: FakeClock
     ) -> None:
@@ -983,6 +1035,33 @@ def store_state_machine(
                 )
                 for got_record, want_record in zip(got, want):
                     _same_record(got_record, want_record, f"list({room!r}, {owner!r})")
+
+        async def list_every_delegate(self) -> dict[tuple[str, str], list[SecretRecord]]:
+            return {
+                (room, delegate): await self.store.list_delegated(room, delegate)
+                for room in _ROOMS
+                for delegate in _DELEGATES
+                if delegate is not None
+            }
+
+        @invariant()
+        def delegated_lists_agree_with_model(self) -> None:
+            listed = self.run(self.list_every_delegate())
+            for (room, delegate), got in listed.items():
+                want = sorted(
+                    (
+                        record
+                        for record in self.records.values()
+                        if (record.key.room, record.key.delegated_to) == (room, delegate)
+                    ),
+                    key=lambda record: (record.key.owner, record.key.secret_id),
+                )
+                assert [r.key for r in got] == [r.key for r in want], (
+                    f"list_delegated({room!r}, {delegate!r}) keys {[r.key for r in got]!r}, "
+                    f"expected {[r.key for r in want]!r}"
+                )
+                for got_record, want_record in zip(got, want):
+                    _same_record(got_record, want_record, f"list_delegated({room!r}, {delegate!r})")
 
         # --- leases ----------------------------------------------------------
 

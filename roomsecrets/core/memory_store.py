@@ -46,6 +46,7 @@ from .store_arguments import (
     check_name,
     check_ttl,
     compare_version,
+    delegated_order,
     list_order,
 )
 
@@ -184,6 +185,22 @@ class MemoryStore:
         # An expired lease of the same holder is free either way; dropping it is harmless.
         if current is not None and current.holder == lease.holder:
             del self._leases[lease.name]
+
+    async def list_delegated(self, room: str, delegated_to: str) -> list[SecretRecord]:
+        """Every record in ``room`` delegated to ``delegated_to``, ordered by (owner, secret_id).
+
+        Scans every (room, owner) bucket: a linear pass, as for a delegate reading its list.
+        """
+        check_name("room", room)
+        check_name("delegated_to", delegated_to)
+        found = [
+            record
+            for (bucket_room, _), bucket in self._buckets.items()
+            if bucket_room == room
+            for record in bucket.values()
+            if record.key.delegated_to == delegated_to
+        ]
+        return sorted(found, key=delegated_order)
 
     # Last, because inside the class body ``list`` names this method from here on.
     async def list(self, room: str, owner: str) -> list[SecretRecord]:

@@ -104,6 +104,15 @@ class SecretStore(Protocol):
         """Delete ``key``; True if something was deleted."""
         ...
 
+    async def list_delegated(self, room: str, delegated_to: str) -> list[SecretRecord]:
+        """Every record in ``room`` delegated to ``delegated_to``, whoever owns it,
+        ordered by (owner, secret_id).
+
+        This is how a delegate finds what others shared with it: ``list`` only
+        answers an owner.
+        """
+        ...
+
     async def list(self, room: str, owner: str) -> list[SecretRecord]:
         """Every record ``owner`` has in ``room``, ordered by (secret_id, delegated_to)."""
         ...

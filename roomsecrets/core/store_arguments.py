@@ -21,6 +21,7 @@ __all__ = [
     "check_name",
     "check_ttl",
     "compare_version",
+    "delegated_order",
     "list_order",
 ]
 
@@ -89,3 +90,8 @@ def list_order(record: SecretRecord) -> tuple[str, bool, str]:
     """The sort key of ``list``: by secret id, then ``delegated_to`` (None first)."""
     delegated_to = record.key.delegated_to
     return (record.key.secret_id, delegated_to is not None, delegated_to or "")
+
+
+def delegated_order(record: SecretRecord) -> tuple[str, str]:
+    """The sort key of ``list_delegated``: by owner, then secret id."""
+    return (record.key.owner, record.key.secret_id)

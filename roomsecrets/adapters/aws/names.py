@@ -39,6 +39,7 @@ __all__ = [
     "lease_secret_name",
     "owner_folder",
     "record_secret_name",
+    "room_folder",
 ]
 
 #: Secrets Manager's limit on a secret name.
@@ -86,6 +87,11 @@ def _checked(name: str, what: str) -> str:
             f"characters, at most {MAX_NAME} are allowed"
         )
     return name
+
+
+def room_folder(prefix: str, room: str) -> str:
+    """The name prefix (ending in ``/``) shared by every record in ``room``."""
+    return f"{prefix}/{escape(room)}/"
 
 
 def owner_folder(prefix: str, room: str, owner: str) -> str:

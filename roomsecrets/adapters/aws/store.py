@@ -158,14 +158,17 @@ from ...core.store_arguments import (
     check_lease,
     check_name,
     check_ttl,
+    delegated_order,
     list_order,
 )
 from .names import (
     MAX_NAME,
     check_prefix,
+    escape,
     lease_secret_name,
     owner_folder,
     record_secret_name,
+    room_folder,
 )
 
 if TYPE_CHECKING:
@@ -827,6 +830,37 @@ class SecretsManagerStore:
                 )
             return self._client
 
+
+    async def list_delegated(self, room: str, delegated_to: str) -> list[SecretRecord]:
+        """Every record in ``room`` delegated to ``delegated_to``, ordered by (owner, secret_id).
+
+        Lists the room's names (``ListSecrets``, all pages), then reads only
+        those of the form ``room/owner/secret_id/<delegate>``: an escaped
+        component holds no ``/``, so the name alone says who a record is for.
+        """
+        check_name("room", room)
+        check_name("delegated_to", delegated_to)
+        folder = room_folder(self._prefix, room)
+        if len(folder) >= MAX_NAME:
+            return []  # no record name can be this long
+        delegate = escape(delegated_to)
+        names = [
+            name
+            for name in await self._names_under(folder)
+            if name.count("/", len(folder)) == 2 and name.rsplit("/", 1)[1] == delegate
+        ]
+        states = await asyncio.gather(*(self._read(name) for name in names))
+        records = []
+        for name, state in zip(names, states):
+            record = self._record_from(state, name)
+            if record is None:
+                continue
+            if (record.key.room, record.key.delegated_to) != (room, delegated_to) or (
+                record_secret_name(self._prefix, record.key) != name
+            ):
+                raise StoreError(f"secret {name} holds another key")
+            records.append(record)
+        return sorted(records, key=delegated_order)
 
     # Last, because inside the class body ``list`` names this method from here on.
     async def list(self, room: str, owner: str) -> list[SecretRecord]:

@@ -100,6 +100,7 @@ from ...core.store_arguments import (
     check_name,
     check_ttl,
     compare_version,
+    delegated_order,
     list_order,
 )
 from .format import (
@@ -131,6 +132,7 @@ from .layout import (
     TEMP_PREFIX,
     VERSIONS_NAME,
     Layout,
+    escape,
 )
 
 if TYPE_CHECKING:
@@ -424,6 +426,47 @@ class FileSecretStore:
         records.sort(key=list_order)
         return records
 
+    def _list_delegated(self, room: str, delegated_to: str) -> list[SecretRecord]:
+        room_dir = self._layout.room_dir(room)
+        # A file's name ends in ".<delegate>.secret" unless it was too long and
+        # hashed ("~..."); those are read to learn whose they are.
+        ending = "." + escape(delegated_to) + SECRET_SUFFIX
+        records: list[SecretRecord] = []
+        try:
+            with os.scandir(room_dir) as entries:
+                owner_dirs = [entry.name for entry in entries if not entry.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        for owner_dir in owner_dirs:
+            directory = os.path.join(room_dir, owner_dir)
+            try:
+                with os.scandir(directory) as entries:
+                    names = [entry.name for entry in entries]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for file_name in names:
+                if not (file_name.endswith(ending) or (
+                    file_name.startswith("~") and file_name.endswith(SECRET_SUFFIX)
+                )):
+                    continue
+                content = read_bytes(os.path.join(directory, file_name))
+                if content is None:
+                    continue  # deleted since the scan
+                try:
+                    record = decode_secret(content, self._cipher, what=repr(file_name))
+                except DamagedFile:
+                    # Not ours to move aside: its owner's next get or list does that,
+                    # under the owner's lock, and says so.
+                    continue
+                key = record.key
+                if key.room != room or key.delegated_to != delegated_to:
+                    continue  # a hashed name of another delegate's secret
+                if self._layout.secret_path(key) != (directory, file_name):
+                    continue  # a file that claims another key is damaged; see above
+                records.append(record)
+        records.sort(key=delegated_order)
+        return records
+
     def _decode(self, content: bytes, key: SecretKey) -> SecretRecord:
         record = decode_secret(content, self._cipher, what=_describe(key))
         if record.key != key:
@@ -593,6 +636,22 @@ class FileSecretStore:
                 os.unlink(
                     os.path.join(self._layout.leases_dir, self._layout.lease_file_name(lease.name))
                 )
+
+    async def list_delegated(self, room: str, delegated_to: str) -> list[SecretRecord]:
+        """Every record in ``room`` delegated to ``delegated_to``, ordered by (owner, secret_id).
+
+        Reads every owner's directory in the room without taking a lock; a
+        damaged file is skipped here and moved aside by its owner's next
+        ``get`` or ``list``.
+        """
+        check_name("room", room)
+        check_name("delegated_to", delegated_to)
+        return await self._in_thread(
+            f"list the secrets delegated to {delegated_to!r} in room {room!r}",
+            self._list_delegated,
+            room,
+            delegated_to,
+        )
 
     # Last, because inside the class body ``list`` names this method from here on.
     async def list(self, room: str, owner: str) -> list[SecretRecord]:
