@@ -359,7 +359,9 @@ def _build_parser() -> _Parser:
     )
     fetch.set_defaults(run=_client_command(_secret_get))
     every = secret_commands.add_parser(
-        "list", parents=[*common, as_json], help="all my secrets, OAuth credentials included"
+        "list",
+        parents=[*common, as_json],
+        help="all my secrets, OAuth credentials included, and those delegated to me",
     )
     every.set_defaults(run=_client_command(_secret_list))
     remove = secret_commands.add_parser("delete", parents=common, help="delete a secret")
@@ -1081,19 +1083,27 @@ def _server_host_port(server: str) -> str:
     return _host_port(parts.hostname or "", port)
 
 
-def _print_secrets(infos: list[SecretInfo], as_json: bool, empty: str) -> None:
+def _print_secrets(
+    infos: list[SecretInfo], as_json: bool, empty: str, *, with_owner: bool = False
+) -> None:
+    """One line (or JSON object) per secret; ``with_owner`` adds ``delegated_by``
+    (``secret list``; ``oauth2 list`` keeps the four fields it always had)."""
     if not infos:
         # Silence would look like a failure, or like a command still running.
         _say(empty)
     if as_json:
-        rows = [
-            {"id": i.id, "type": i.type, "name": i.name, "delegated_to": i.delegated_to}
-            for i in infos
-        ]
+        rows = []
+        for i in infos:
+            row = {"id": i.id, "type": i.type, "name": i.name, "delegated_to": i.delegated_to}
+            if with_owner:
+                row["delegated_by"] = i.delegated_by
+            rows.append(row)
         print(json.dumps(rows))
         return
     for info in infos:
-        fields = (info.id, info.type, info.name or "-", info.delegated_to or "-")
+        fields = [info.id, info.type, info.name or "-", info.delegated_to or "-"]
+        if with_owner:
+            fields.append(info.delegated_by or "-")
         print("\t".join(fields))
 
 
@@ -1106,7 +1116,10 @@ async def _oauth2_list(client: RemoteSecretsClient, args: argparse.Namespace) ->
 
 
 async def _secret_list(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
-    _print_secrets(await client.list_user_secrets(), args.json, "no secrets")
+    # Mine first, then what others delegated to me: a delegate sees it without
+    # having to know the owner's name.
+    infos = await client.list_user_secrets() + await client.list_delegated_secrets()
+    _print_secrets(infos, args.json, "no secrets", with_owner=True)
     return 0
 
 

@@ -463,16 +463,30 @@ class RemoteSecretsClient:
     async def list_user_secrets(self) -> list[SecretInfo]:
         """See :meth:`SecretsClient.list_user_secrets
         <roomsecrets.core.client.SecretsClient.list_user_secrets>`."""
-        answer = await self._call("list_user_secrets", {})
+        return await self._secret_list("list_user_secrets")
+
+    async def list_delegated_secrets(self) -> list[SecretInfo]:
+        """See :meth:`SecretsClient.list_delegated_secrets
+        <roomsecrets.core.client.SecretsClient.list_delegated_secrets>`."""
+        return await self._secret_list("list_delegated_secrets")
+
+    async def _secret_list(self, operation: str) -> list[SecretInfo]:
+        answer = await self._call(operation, {})
         found = answer.get("secrets")
         if not isinstance(found, list) or not all(
-            _has_strings(s, required=("id", "type"), optional=("name", "delegated_to"))
+            _has_strings(
+                s, required=("id", "type"), optional=("name", "delegated_to", "delegated_by")
+            )
             for s in found
         ):
             raise RoomSecretsError("the server's secret list is malformed")
         return [
             SecretInfo(
-                id=s["id"], type=s["type"], name=s.get("name"), delegated_to=s.get("delegated_to")
+                id=s["id"],
+                type=s["type"],
+                name=s.get("name"),
+                delegated_to=s.get("delegated_to"),
+                delegated_by=s.get("delegated_by"),
             )
             for s in found
         ]

@@ -18,12 +18,15 @@ __all__ = ["DeletedSecret", "OAuthPrompt", "SecretInfo", "SecretsAPI"]
 
 @frozen_value
 class SecretInfo:
-    """One entry of ``list_user_secrets``: ``type`` is ``"oauth_token"`` or a MIME type."""
+    """One entry of ``list_user_secrets`` or ``list_delegated_secrets``: ``type`` is
+    ``"oauth_token"`` or a MIME type. ``delegated_by`` is None for our own secrets,
+    and names the owner of a secret someone delegated to us."""
 
     id: str
     type: str
     name: Optional[str]
     delegated_to: Optional[str]
+    delegated_by: Optional[str] = None
 
 
 @frozen_value
@@ -82,6 +85,8 @@ class SecretsAPI(Protocol):
     participant_id: str
 
     async def list_user_secrets(self) -> list[SecretInfo]: ...
+
+    async def list_delegated_secrets(self) -> list[SecretInfo]: ...
 
     async def delete_user_secret(self, *, id: str, delegated_to: Optional[str] = None) -> None: ...
 

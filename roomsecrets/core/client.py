@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .api import DeletedSecret, OAuthPrompt, SecretInfo, SecretsAPI
 from .audit import AuditEvent
 from .credentials import OAUTH_TOKEN_TYPE
-from .errors import InvalidInput, ParticipantNotConnected, safe_text
+from .errors import InvalidInput, ParticipantNotConnected, StoreError, safe_text
 from .grants import authorize, check_manage_own_secrets, check_oauth_request_before_discovery
 from .inputs import (
     MAX_CLIENT_ID,
@@ -609,6 +609,45 @@ class SecretsClient:
         return [
             SecretInfo(
                 id=r.key.secret_id, type=r.type, name=r.name, delegated_to=r.key.delegated_to
+            )
+            for r in records
+        ]
+
+    async def list_delegated_secrets(self) -> list[SecretInfo]:
+        """The secrets others in this room delegated to us (``delegated_by`` names
+        each owner), OAuth credentials included, ordered by (owner, id).
+
+        Like reading one (``get_secret(delegated_by=...)``), this needs no grant of
+        ours: each owner's delegation is the permission. It is audited
+        (``secret.list_delegated``). Raises :class:`~.errors.StoreError` when the
+        store has no ``list_delegated`` (a custom store written before it existed).
+        """
+        self._check_connected()
+        service = self._service
+        lister = getattr(service.store, "list_delegated", None)
+        if lister is None:
+            raise StoreError(
+                f"{type(service.store).__name__} cannot list the secrets delegated to a "
+                "participant: it has no list_delegated(room, delegated_to) method"
+            )
+        service.audit(
+            AuditEvent(
+                action="secret.list_delegated",
+                room=service.room,
+                actor=self.participant_id,
+                outcome="ok",
+                reason="a delegate lists what owners delegated to it",
+                at=service.clock(),
+            )
+        )
+        records = await lister(service.room, self.participant_id)
+        return [
+            SecretInfo(
+                id=r.key.secret_id,
+                type=r.type,
+                name=r.name,
+                delegated_to=r.key.delegated_to,
+                delegated_by=r.key.owner,
             )
             for r in records
         ]

@@ -923,3 +923,31 @@ def test_a_secret_delegated_to_someone_is_read_by_owner_and_delegate(cli: Cli) -
     both = cli.run("secret", "get", "--id", "x", "--delegated-by", "a", "--delegated-to", "b",
                    token=agent, check=False)
     assert both.returncode == 2
+
+
+def test_both_the_owner_and_the_delegate_see_a_delegated_secret_in_secret_list(cli: Cli) -> None:
+    owner = cli.mint("olive")
+    agent = cli.mint("agent-7")
+    cli.run("secret", "set", "--id", "for-agent", "--value", "key-0123456789",
+            "--delegated-to", "agent-7", "--name", "Mail key", token=owner)
+    cli.run("secret", "set", "--id", "own-key", "--value", "key-9876543210", token=agent)
+    mine = json.loads(cli.run("secret", "list", "--json", token=owner).stdout)
+    assert {"id": "for-agent", "type": "application/octet-stream", "name": "Mail key",
+            "delegated_to": "agent-7", "delegated_by": None} in mine
+    theirs = cli.run("secret", "list", "--json", token=agent).stdout
+    assert json.loads(theirs) == [
+        {"id": "own-key", "type": "application/octet-stream", "name": None,
+         "delegated_to": None, "delegated_by": None},
+        {"id": "for-agent", "type": "application/octet-stream", "name": "Mail key",
+         "delegated_to": "agent-7", "delegated_by": "olive"},
+    ]
+    lines = cli.run("secret", "list", token=agent).stdout.splitlines()
+    assert lines == [
+        "own-key\tapplication/octet-stream\t-\t-\t-",
+        "for-agent\tapplication/octet-stream\tMail key\tagent-7\tolive",
+    ]
+    # oauth2 list keeps its four fields and shows only my own OAuth credentials.
+    assert json.loads(cli.run("oauth2", "list", "--json", token=agent).stdout) == []
+    cli.run("secret", "delete", "--id", "for-agent", "--delegated-to", "agent-7", token=owner)
+    after = json.loads(cli.run("secret", "list", "--json", token=agent).stdout)
+    assert [row["id"] for row in after] == ["own-key"]

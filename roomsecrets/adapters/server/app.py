@@ -665,6 +665,13 @@ async def _list_user_secrets(
     return {"secrets": [secret_info_to_json(info) for info in await client.list_user_secrets()]}
 
 
+async def _list_delegated_secrets(
+    client: SecretsClient, args: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    infos = await client.list_delegated_secrets()
+    return {"secrets": [secret_info_to_json(info) for info in infos]}
+
+
 async def _delete_user_secret(
     client: SecretsClient, args: dict[str, Any], request: web.Request
 ) -> dict[str, Any]:
@@ -716,6 +723,7 @@ async def _get_secret(
 
 _RUNNERS: dict[str, Runner] = {
     "list_user_secrets": _list_user_secrets,
+    "list_delegated_secrets": _list_delegated_secrets,
     "delete_user_secret": _delete_user_secret,
     "request_oauth_token": _request_oauth_token,
     "get_offline_oauth_token": _get_offline_oauth_token,

@@ -18,7 +18,8 @@ Routes (``POST`` bodies are JSON objects whose keys are the keywords of the
 unknown key, a missing required key or a value of the wrong type is a 400)::
 
     POST /rooms/{room}/list_user_secrets            {}
-         -> {"secrets": [{"id", "type", "name", "delegated_to"}, ...]}
+    POST /rooms/{room}/list_delegated_secrets       {}
+         -> {"secrets": [{"id", "type", "name", "delegated_to", "delegated_by"}, ...]}
     POST /rooms/{room}/delete_user_secret           {"id", "delegated_to"?}  -> {}
     POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "from_participant_id", "redirect_uri"?,
@@ -386,7 +387,13 @@ def deleted_to_json(deleted: DeletedSecret) -> dict[str, Any]:
 
 
 def secret_info_to_json(info: SecretInfo) -> dict[str, Any]:
-    return {"id": info.id, "type": info.type, "name": info.name, "delegated_to": info.delegated_to}
+    return {
+        "id": info.id,
+        "type": info.type,
+        "name": info.name,
+        "delegated_to": info.delegated_to,
+        "delegated_by": info.delegated_by,
+    }
 
 
 def prompt_to_json(prompt: OAuthPrompt) -> dict[str, Any]:
@@ -577,8 +584,13 @@ _SECRET_INFO = {
         "type": _STRING,
         "name": _OPTIONAL_STRING,
         "delegated_to": _OPTIONAL_STRING,
+        "delegated_by": {
+            **_OPTIONAL_STRING,
+            "description": "null for the caller's own secrets; else the owner who "
+            "delegated it to the caller",
+        },
     },
-    "required": ["id", "type", "name", "delegated_to"],
+    "required": ["id", "type", "name", "delegated_to", "delegated_by"],
 }
 DELETED_SCHEMA: Mapping[str, Any] = {
     "type": "object",
@@ -615,6 +627,22 @@ OPERATIONS: tuple[Operation, ...] = (
         method="POST",
         path="/rooms/{room}/list_user_secrets",
         summary="List the caller's own secrets, OAuth credentials included.",
+        response={
+            "type": "object",
+            "properties": {"secrets": {"type": "array", "items": _SECRET_INFO}},
+            "required": ["secrets"],
+        },
+        errors=_COMMON_ERRORS,
+    ),
+    Operation(
+        name="list_delegated_secrets",
+        method="POST",
+        path="/rooms/{room}/list_delegated_secrets",
+        summary=(
+            "List the secrets others delegated to the caller (delegated_by names each "
+            "owner), OAuth credentials included. Needs no grant: the delegation is the "
+            "permission."
+        ),
         response={
             "type": "object",
             "properties": {"secrets": {"type": "array", "items": _SECRET_INFO}},
