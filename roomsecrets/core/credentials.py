@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
@@ -133,12 +132,16 @@ class StoredCredential:
         if self.client_auth_method is not None:
             data[_METHOD_FIELD] = self.client_auth_method.value
             data["version"] = _FORMAT_VERSION_REVOCABLE
+        import json  # here, not at the top: the user's import stays cheap (bench_import)
+
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredCredential:
         """Inverse of :meth:`to_json` (formats 1 and 2); InvalidInput if the bytes are
         not a credential."""
+        import json  # here, not at the top: the user's import stays cheap (bench_import)
+
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

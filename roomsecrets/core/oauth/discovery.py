@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -265,6 +264,8 @@ def parse_metadata_response(
 
 
 def _json_object(body: bytes, status: int) -> dict[str, Any]:
+    import json  # here, not at the top: the user's import stays cheap (bench_import)
+
     try:
         value = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):

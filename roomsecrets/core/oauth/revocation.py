@@ -15,7 +15,6 @@ alive. Sending is the caller's job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Optional
 
@@ -164,6 +163,8 @@ def check_revocation_response(
 
 
 def _json_fields(body: bytes) -> Optional[dict[str, object]]:
+    import json  # here, not at the top: the user's import stays cheap (bench_import)
+
     try:
         value = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):

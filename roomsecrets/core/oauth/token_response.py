@@ -18,8 +18,6 @@ request's secrets and any token values the body carries scrubbed out.
 
 from __future__ import annotations
 
-import email.utils
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -186,6 +184,8 @@ def _decode_fields(content_type: str, body: bytes) -> Optional[dict[str, Any]]:
     if not text or text.startswith("<"):
         return None  # empty, or an HTML/XML page from a proxy or error handler
     if content_type == "application/json" or content_type.endswith("+json") or text[0] in "{[":
+        import json  # here, not at the top: the user's import stays cheap (bench_import)
+
         try:
             value = json.loads(text)
         except (ValueError, RecursionError):
@@ -289,6 +289,8 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     if _DELTA_SECONDS.fullmatch(value):
         # ASCII digits only: str.isdigit() also accepts "²", which float() refuses.
         return min(float(value), _MAX_RETRY_AFTER)
+    import email.utils  # only HTTP-dates need it, and it loads datetime and email.*
+
     try:
         when = email.utils.parsedate_to_datetime(value)
         seconds = when.timestamp() - now

@@ -8,7 +8,6 @@ the token set and the time the caller passes in.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
@@ -139,11 +138,15 @@ class TokenSet:
 
     def to_json(self) -> bytes:
         """:meth:`to_dict` as compact UTF-8 JSON bytes."""
+        import json  # here, not at the top: the user's import stays cheap (bench_import)
+
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> TokenSet:
         """Inverse of :meth:`to_json`."""
+        import json  # here, not at the top: the user's import stays cheap (bench_import)
+
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
