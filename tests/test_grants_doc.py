@@ -7,7 +7,12 @@ import json
 import pathlib
 import re
 
-from roomsecrets.core.grants import SecretsGrant, check_oauth_request, glob_match
+from roomsecrets.core.grants import (
+    SecretsGrant,
+    check_oauth_request,
+    check_secret_request,
+    glob_match,
+)
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "grants.md"
 BLOCKS = re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
@@ -20,7 +25,7 @@ def grants() -> list[SecretsGrant]:
 
 
 def test_every_json_example_is_a_grant():
-    assert len(grants()) == 4
+    assert len(grants()) == 5
 
 
 def test_the_first_two_are_the_default_and_allow_all():
@@ -66,3 +71,22 @@ def test_the_denial_example_is_the_reason_the_check_gives():
     reason = check_oauth_request(grant, target="alice", client_id="c", scopes=["mail.send"],
                                  **GOOGLE).reason
     assert reason in DOC.read_text(encoding="utf-8")
+
+
+def test_the_secret_rule_example_lets_the_agent_ask_alice_for_that_apis_key_only():
+    grant = grants()[4]
+    ask = dict(url="https://api.example.com/v2", type="text/plain")
+    assert check_secret_request(grant, target="alice", **ask).allowed
+    assert not check_secret_request(grant, target="bob", **ask).allowed
+    assert not check_secret_request(
+        grant, target="alice", url="https://api.example.com/v2", type="application/json"
+    ).allowed
+    denied = check_secret_request(grant, target="alice", url="https://evil.example/",
+                                  type="text/plain")
+    assert denied.reason == (
+        "no secret rule matches: rule 0 url 'https://evil.example/' does not match "
+        "'https://api.example.com/*'"
+    )
+    assert "no secret rule matches: rule 0 url 'https://evil.example/' does not match " \
+        "'https://api.example.com/*'" in " ".join(DOC.read_text(encoding="utf-8").split())
+    assert not grant.oauth, "the example asks for no OAuth token"

@@ -55,12 +55,14 @@ __all__ = [
     "GRANT_FORMAT_VERSION",
     "GrantDecision",
     "OAuthRule",
+    "SecretRule",
     "SecretsGrant",
     "authorize",
     "check_answer_prompt",
     "check_manage_own_secrets",
     "check_oauth_request",
     "check_oauth_request_before_discovery",
+    "check_secret_request",
     "decision_event",
     "glob_match",
 ]
@@ -74,8 +76,10 @@ _MAX_QUOTED = 120
 _RULE_PATTERNS = ("client_id", "issuer", "authorization_endpoint", "token_endpoint")
 _RULE_LISTS = ("scopes", "participants")
 _RULE_KEYS = frozenset((*_RULE_PATTERNS, *_RULE_LISTS))
+_SECRET_RULE_PATTERNS = ("url", "type")
+_SECRET_RULE_KEYS = frozenset((*_SECRET_RULE_PATTERNS, "participants"))
 _GRANT_FLAGS = ("manage_own_secrets", "answer_prompts")
-_GRANT_KEYS = frozenset(("version", "oauth", *_GRANT_FLAGS))
+_GRANT_KEYS = frozenset(("version", "oauth", "secret_requests", *_GRANT_FLAGS))
 
 
 @frozen_value
@@ -136,6 +140,45 @@ class OAuthRule:
 
 
 @frozen_value
+class SecretRule:
+    """One kind of secret a participant may ask others for (``request_secret``).
+
+    ``url`` matches the URL the secret is for (an API's base URL, say) and
+    ``type`` its MIME type; ``participants``: the participant being asked must
+    match one pattern (``None`` allows anyone). Every field is a glob pattern, as
+    in :class:`OAuthRule`, and a request must match every field.
+
+    >>> SecretRule(url="https://api.example.com/*", participants=["alice"]).participants
+    ('alice',)
+    """
+
+    url: str = "*"
+    type: str = "*"
+    # Typed as Sequence so a list type-checks; always stored as a tuple.
+    participants: Optional[Sequence[str]] = None
+
+    def __post_init__(self) -> None:
+        for name in _SECRET_RULE_PATTERNS:
+            _check_pattern(getattr(self, name), f"SecretRule.{name}")
+        object.__setattr__(
+            self, "participants", _pattern_list(self.participants, "SecretRule.participants")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return this rule as plain JSON types (a list for the tuple)."""
+        return {
+            "url": self.url,
+            "type": self.type,
+            "participants": None if self.participants is None else list(self.participants),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SecretRule:
+        """Build a rule from :meth:`to_dict` output; missing keys take their defaults."""
+        return _secret_rule_from_dict(data, "SecretRule")
+
+
+@frozen_value
 class SecretsGrant:
     """What a participant may do with secrets in a room.
 
@@ -151,6 +194,9 @@ class SecretsGrant:
     #: OAuth requests this participant may make of others; the first match wins.
     #: Typed as Sequence so a list type-checks; always stored as a tuple.
     oauth: Sequence[OAuthRule] = ()
+    #: Secrets this participant may ask others for (``request_secret``); the
+    #: first match wins. A sequence stored as a tuple, like ``oauth``.
+    secret_requests: Sequence[SecretRule] = ()
     #: May list, read, write and delete the participant's own secrets.
     manage_own_secrets: bool = True
     #: May provide or reject OAuth prompts addressed to the participant.
@@ -166,26 +212,50 @@ class SecretsGrant:
                     f"SecretsGrant.oauth[{index}] must be an OAuthRule, got {type(rule).__name__}"
                 )
         object.__setattr__(self, "oauth", rules)
+        if isinstance(self.secret_requests, (str, bytes, Mapping)) or not isinstance(
+            self.secret_requests, Iterable
+        ):
+            raise InvalidInput("SecretsGrant.secret_requests must be a list of SecretRule")
+        secret_rules = tuple(self.secret_requests)
+        for index, secret_rule in enumerate(secret_rules):
+            if not isinstance(secret_rule, SecretRule):
+                raise InvalidInput(
+                    f"SecretsGrant.secret_requests[{index}] must be a SecretRule, "
+                    f"got {type(secret_rule).__name__}"
+                )
+        object.__setattr__(self, "secret_requests", secret_rules)
         for name in _GRANT_FLAGS:
             _check_bool(getattr(self, name), f"SecretsGrant.{name}")
 
     @classmethod
     def allow_all(cls) -> SecretsGrant:
-        """A grant that allows everything: any OAuth request of anyone, both flags on."""
-        return cls(oauth=(OAuthRule(),), manage_own_secrets=True, answer_prompts=True)
+        """A grant that allows everything: any OAuth or secret request of anyone,
+        both flags on."""
+        return cls(
+            oauth=(OAuthRule(),),
+            secret_requests=(SecretRule(),),
+            manage_own_secrets=True,
+            answer_prompts=True,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return this grant as plain JSON types, with ``"version": 1``.
 
+        ``"secret_requests"`` appears only when there are some, so a grant without
+        them reads the same as before they existed.
+
         >>> SecretsGrant().to_dict()
         {'version': 1, 'oauth': [], 'manage_own_secrets': True, 'answer_prompts': True}
         """
-        return {
+        data: dict[str, Any] = {
             "version": GRANT_FORMAT_VERSION,
             "oauth": [rule.to_dict() for rule in self.oauth],
             "manage_own_secrets": self.manage_own_secrets,
             "answer_prompts": self.answer_prompts,
         }
+        if self.secret_requests:
+            data["secret_requests"] = [rule.to_dict() for rule in self.secret_requests]
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> SecretsGrant:
@@ -209,6 +279,17 @@ class SecretsGrant:
             fields["oauth"] = tuple(
                 _rule_from_dict(rule, f"SecretsGrant.oauth[{index}]")
                 for index, rule in enumerate(rules)
+            )
+        if "secret_requests" in fields:
+            secret_rules = fields["secret_requests"]
+            if not isinstance(secret_rules, (list, tuple)):
+                raise InvalidInput(
+                    "SecretsGrant.secret_requests must be a list, "
+                    f"got {type(secret_rules).__name__}"
+                )
+            fields["secret_requests"] = tuple(
+                _secret_rule_from_dict(rule, f"SecretsGrant.secret_requests[{index}]")
+                for index, rule in enumerate(secret_rules)
             )
         return cls(**fields)
 
@@ -346,6 +427,36 @@ def _decide(
             )
         failures.append(f"rule {index} {why}")
     return GrantDecision(allowed=False, reason="no oauth rule matches: " + "; ".join(failures))
+
+
+def check_secret_request(
+    grant: SecretsGrant, *, target: str, url: str, type: str
+) -> GrantDecision:
+    """May the holder of ``grant`` ask ``target`` for a secret for ``url`` of MIME ``type``?
+
+    The first :class:`SecretRule` that matches every field allows it; when none
+    does, the reason says why each rule failed.
+
+    >>> check_secret_request(SecretsGrant(), target="alice", url="https://api.x/",
+    ...     type="text/plain").reason
+    'no secret rule matches: the grant has no secret_requests rules'
+    """
+    _check_arg(target, "target")
+    _check_arg(url, "url")
+    _check_arg(type, "type")
+    if not grant.secret_requests:
+        return GrantDecision(
+            allowed=False, reason="no secret rule matches: the grant has no secret_requests rules"
+        )
+    failures = []
+    for index, rule in enumerate(grant.secret_requests):
+        why = _secret_rule_mismatch(rule, target=target, url=url, type=type)
+        if why is None:
+            return GrantDecision(
+                allowed=True, reason=f"allowed by secret rule {index}", rule_index=index
+            )
+        failures.append(f"rule {index} {why}")
+    return GrantDecision(allowed=False, reason="no secret rule matches: " + "; ".join(failures))
 
 
 def check_manage_own_secrets(grant: SecretsGrant) -> GrantDecision:
@@ -554,6 +665,27 @@ def _rule_mismatch(
         for scope in scopes:
             if not _matches_any(scope, rule.scopes):
                 return f"scope {_quote(scope)} matches none of {_quote_all(rule.scopes)}"
+    if rule.participants is not None and not _matches_any(target, rule.participants):
+        return f"participant {_quote(target)} matches none of {_quote_all(rule.participants)}"
+    return None
+
+
+def _secret_rule_from_dict(data: object, where: str) -> SecretRule:
+    fields = _mapping(data, where, _SECRET_RULE_KEYS)
+    for name in _SECRET_RULE_PATTERNS:
+        if name in fields:
+            _check_pattern(fields[name], f"{where}.{name}")
+    if "participants" in fields:
+        _pattern_list(fields["participants"], f"{where}.participants")
+    return SecretRule(**fields)
+
+
+def _secret_rule_mismatch(rule: SecretRule, *, target: str, url: str, type: str) -> Optional[str]:
+    """The first field of ``rule`` the secret request fails, as a phrase; None if it matches."""
+    for name, value in (("url", url), ("type", type)):
+        pattern: str = getattr(rule, name)
+        if not glob_match(value, pattern):
+            return f"{name} {_quote(value)} does not match {_quote(pattern)}"
     if rule.participants is not None and not _matches_any(target, rule.participants):
         return f"participant {_quote(target)} matches none of {_quote_all(rule.participants)}"
     return None

@@ -14,6 +14,7 @@ from roomsecrets.core.errors import GrantDenied, InvalidInput, RoomSecretsError
 from roomsecrets.core.grants import (
     GrantDecision,
     OAuthRule,
+    SecretRule,
     SecretsGrant,
     authorize,
     check_answer_prompt,
@@ -276,8 +277,9 @@ def test_rule_lists_are_normalised_to_tuples() -> None:
 
 
 def test_grant_rule_list_is_normalised_to_a_tuple_and_hashable() -> None:
-    grant = SecretsGrant(oauth=[OAuthRule()])
+    grant = SecretsGrant(oauth=[OAuthRule()], secret_requests=[SecretRule()])
     assert grant.oauth == (OAuthRule(),)
+    assert grant.secret_requests == (SecretRule(),)
     assert grant == SecretsGrant.allow_all()
     assert hash(grant) == hash(SecretsGrant.allow_all())
 
@@ -366,7 +368,9 @@ def test_rule_round_trips_on_its_own() -> None:
 
 def test_from_dict_fills_missing_keys_with_defaults() -> None:
     assert SecretsGrant.from_dict({}) == SecretsGrant()
-    assert SecretsGrant.from_dict({"oauth": [{}]}) == SecretsGrant.allow_all()
+    assert SecretsGrant.from_dict({"oauth": [{}], "secret_requests": [{}]}) == (
+        SecretsGrant.allow_all()
+    )
 
 
 @pytest.mark.parametrize(

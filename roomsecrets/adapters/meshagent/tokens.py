@@ -21,7 +21,9 @@ allows a request when its list is absent, or when one entry's ``client_id`` equa
 request's and its ``endpoint`` equals the authorization endpoint or, ending in ``*``,
 is a prefix of it. Each entry becomes one :class:`~roomsecrets.core.grants.OAuthRule`
 (the endpoint, its trailing ``*`` our "any run"), and our own check then decides, as
-for every other door. Our patterns have no escape: an entry whose client id, or
+for every other door. The SDK's grant says nothing of ``request_secret``: a token with
+the ``secrets`` API grant may ask for any secret (one :class:`~roomsecrets.core.grants.SecretRule`
+that matches anything). Our patterns have no escape: an entry whose client id, or
 endpoint before its trailing ``*``, holds ``*`` or ``?`` would match more with us than
 with the SDK, so it is left out (it allows nothing rather than more).
 """
@@ -34,7 +36,7 @@ from typing import Any, Optional, Union
 import jwt
 
 from ...core.errors import InvalidInput
-from ...core.grants import OAuthRule, SecretsGrant
+from ...core.grants import OAuthRule, SecretRule, SecretsGrant
 from ...core.inputs import check_id
 
 __all__ = ["NO_API_GRANT", "MeshAgentParticipant", "grant_from_api_scope", "read_token"]
@@ -42,6 +44,8 @@ __all__ = ["NO_API_GRANT", "MeshAgentParticipant", "grant_from_api_scope", "read
 #: What a token without an ``api`` grant (or without its ``secrets`` part) may do:
 #: nothing (the SDK warns that such a participant cannot call the room API).
 NO_API_GRANT = SecretsGrant(oauth=(), manage_own_secrets=False, answer_prompts=False)
+#: The SDK's grant has no rule for ``request_secret``, so any is allowed.
+_ANY_SECRET = (SecretRule(),)
 # How far apart our clock and the minter's may be for exp (seconds).
 _LEEWAY = 30
 
@@ -123,7 +127,7 @@ def grant_from_api_scope(api: object) -> SecretsGrant:
         return NO_API_GRANT
     endpoints = api["secrets"].get("request_oauth_token")
     if endpoints is None:
-        return SecretsGrant(oauth=(OAuthRule(),))
+        return SecretsGrant(oauth=(OAuthRule(),), secret_requests=_ANY_SECRET)
     if not isinstance(endpoints, list):
         raise InvalidMeshAgentToken("secrets.request_oauth_token must be a list")
     rules = []
@@ -139,4 +143,4 @@ def grant_from_api_scope(api: object) -> SecretsGrant:
         if not endpoint or not client_id or any(c in s for c in "*?" for s in (literal, client_id)):
             continue  # the SDK's rule cannot be said exactly with our patterns
         rules.append(OAuthRule(client_id=client_id, authorization_endpoint=endpoint))
-    return SecretsGrant(oauth=tuple(rules))
+    return SecretsGrant(oauth=tuple(rules), secret_requests=_ANY_SECRET)
