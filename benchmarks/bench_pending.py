@@ -11,11 +11,20 @@
   transport serves. Spread over agents and people within the default bounds (16
   open per requester, 32 per target). Once all are pending, tracemalloc's traced
   memory minus its value before the tasks were created, divided by the count:
-  the registry entry, the request, the prompt, the binding, the futures, the
-  timer, the coroutine frames, the task, the input strings. Participants, the
+  the registry entry, the request, the prompt, the binding, every future and
+  timer of the wait, the coroutine frames, the task, the input strings. Participants, the
   discovery cache and the grant-decision memo exist before (a warm-up request
   to every person fills the caches). Target: < 900 bytes. The next rows split
-  the figure by the file that allocated it.
+  the figure by the file that allocated it, then in two: what each call of
+  ``SecretsService.request_token`` left allocated when it returned (the
+  request's own state: registry entry, prompt and URL, PKCE pair, the wait's
+  future and coroutine) and what the agent's call around it holds (its task,
+  the client's frame and the values it keeps, the input strings).
+* memory per open request, registry alone: tracemalloc over the 100,000
+  requests (20,000 with --quick) of the next row's big registry, each opened as
+  the service opens one (fresh verifier, fresh full URL): the registry's share
+  only, without the service, the prompt, the wait or the caller. This is what
+  this benchmark measured before it measured the whole (issue #23's 1021 B).
 * cost of answering at 100,000 open vs at 100 open (20,000 with --quick): the
   same registry cycle measured interleaved on the two registries. Target: ratio
   <= 1.3 (no scan anywhere).
@@ -31,7 +40,7 @@ import secrets
 import sys
 import time
 import tracemalloc
-from typing import Callable, Optional, cast
+from typing import Any, Callable, Optional, cast
 
 from roomsecrets import MemoryStore, SecretsGrant, SecretsService
 from roomsecrets.core.oauth.authorization import build_authorization_url
@@ -208,6 +217,33 @@ def _where(filename: str) -> str:
     return "rest"
 
 
+class _OpeningMeter:
+    """Wraps a service's ``request_token``: the traced bytes each call left
+    allocated when it returned, summed (what opening the requests holds)."""
+
+    def __init__(self, service: SecretsService) -> None:
+        self.inner = service.request_token
+        self.held = 0
+
+    def __call__(self, **arguments: Any) -> Any:
+        before = tracemalloc.get_traced_memory()[0]
+        opened = self.inner(**arguments)
+        self.held += tracemalloc.get_traced_memory()[0] - before
+        return opened
+
+
+def _registry_memory(registry: PendingRegistry[str], count: int) -> float:
+    """Open ``count`` requests in ``registry`` (see _open_realistic): bytes per request."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    _open_realistic(registry, count)
+    gc.collect()
+    per_request = (tracemalloc.get_traced_memory()[0] - before) / count
+    tracemalloc.stop()
+    return per_request
+
+
 async def _whole_memory(count: int) -> tuple[float, dict[str, float]]:
     """Bytes per open request opened through the service; and by where allocated."""
     service = SecretsService(store=MemoryStore(), room="bench", transport=_MetadataTransport())
@@ -234,6 +270,8 @@ async def _whole_memory(count: int) -> tuple[float, dict[str, float]]:
 
     # The caller's list of its tasks is made before: it is not the service's memory.
     slots: list[Optional[asyncio.Task[str]]] = [None] * count
+    meter = _OpeningMeter(service)
+    service.request_token = meter  # type: ignore[method-assign]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -248,6 +286,7 @@ async def _whole_memory(count: int) -> tuple[float, dict[str, float]]:
     by_part = dict.fromkeys(("roomsecrets/", "asyncio", "json", "rest"), 0.0)
     for stat in snapshot.statistics("filename"):
         by_part[_where(stat.traceback[0].filename)] += stat.size / count
+    by_part["opened"] = meter.held / count
     await _cancel(service, tasks)
     return per_request, by_part
 
@@ -262,7 +301,7 @@ def run(quick: bool) -> list[Row]:
     python = "Python {}.{}".format(*sys.version_info[:2])
 
     big: PendingRegistry[str] = PendingRegistry(clock=time.time)
-    _open_realistic(big, big_count)
+    registry_alone = _registry_memory(big, big_count)
     small: PendingRegistry[str] = PendingRegistry(clock=time.time)
     _open_realistic(small, 100)
     best = interleaved_best(
@@ -282,6 +321,12 @@ def run(quick: bool) -> list[Row]:
             "bytes"),
         Row(BENCH, "  of which the rest (URL, request id and state, the call's coroutine)",
             by_part["rest"], "bytes"),
+        Row(BENCH, "  of which SecretsService.request_token holds (entry, prompt, URL, wait)",
+            by_part["opened"], "bytes"),
+        Row(BENCH, "  of which the agent's call around it (task, client frame, its values, input)",
+            per_request - by_part["opened"], "bytes"),
+        Row(BENCH, f"memory per open request, registry alone, {big_count:,} open",
+            registry_alone, "bytes"),
         Row(BENCH, f"registry answer cycle at {big_count:,} open / at 100 open", ratio, "x",
             "<= 1.3", ratio <= 1.3),
     ]

@@ -35,19 +35,21 @@ import math
 import os
 import re
 import sys
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TypeVar, Union
 
 from .adapters.server.signing_key import DEFAULT_STORE, JWT_KEY_ENV, StoreSpec
 from .core.errors import InvalidInput, RoomSecretsError
 
 if TYPE_CHECKING:
     from .adapters.remote import RemoteSecretsClient
-    from .core.api import SecretInfo
+    from .core.api import OAuthPrompt, Prompt, SecretInfo, SecretPrompt
     from .core.grants import SecretsGrant
     from .core.ports import SecretStore
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
 
 SERVER_ENV = "ROOMSECRETS_SERVER"
 TOKEN_ENV = "ROOMSECRETS_TOKEN"
@@ -368,6 +370,49 @@ def _build_parser() -> _Parser:
     remove.add_argument("--id", required=True, help="the secret's id")
     remove.add_argument("--delegated-to", help=_DELEGATED_TO)
     remove.set_defaults(run=_client_command(_delete_secret), only_type=None)
+    ask = secret_commands.add_parser(
+        "request",
+        parents=common,
+        help="ask a participant to type in a secret for a URL; print its bytes",
+    )
+    ask.add_argument(
+        "--from-participant-id", required=True, metavar="P", help="whom to ask (connected)"
+    )
+    ask.add_argument("--url", required=True, help="what the secret is for (an API's URL)")
+    ask.add_argument("--type", default="text/plain", help="its MIME type (default text/plain)")
+    ask.add_argument(
+        "--delegate-to", metavar="P", help="delegate the stored secret to P (default: me)"
+    )
+    ask.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds (default 300)"
+    )
+    ask.set_defaults(run=_client_command(_secret_request))
+    answer = secret_commands.add_parser(
+        "provide", parents=common, help="answer a secret prompt with the secret"
+    )
+    answer.add_argument("--request-id", required=True, help="the prompt's request id")
+    given = answer.add_mutually_exclusive_group()
+    given.add_argument("--value", help="the secret as text (else --file, else stdin)")
+    given.add_argument("--file", help="read the secret from FILE ('-': stdin)")
+    answer.set_defaults(run=_client_command(_secret_provide))
+    refuse = secret_commands.add_parser("reject", parents=common, help="refuse a secret prompt")
+    refuse.add_argument("--request-id", required=True, help="the prompt's request id")
+    refuse.add_argument(
+        "--error",
+        default="user_cancelled",
+        help="the error the asker gets (default user_cancelled)",
+    )
+    refuse.set_defaults(run=_client_command(_secret_reject))
+
+    # prompts (both kinds)
+    every_prompt = commands.add_parser(
+        "prompts",
+        parents=[*common, as_json],
+        help="stay connected; print one line per prompt addressed to me, OAuth or secret",
+    )
+    every_prompt.set_defaults(
+        run=_client_command(_all_prompts), keeps_prompts=True, prompts_shown=set()
+    )
 
     # demo
     demo = commands.add_parser(
@@ -1146,9 +1191,8 @@ _REVOCATION_SAYS = {
 
 
 async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.timeout
-    asking = asyncio.ensure_future(
+    token = await _waiting_for(
+        args,
         client.request_oauth_token(
             client_id=args.client_id,
             authorization_endpoint=args.authorization_endpoint,
@@ -1161,8 +1205,35 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             no_pkce=args.no_pkce,
             client_auth_method=args.client_auth_method,
             issuer=args.issuer,
-        )
+        ),
+        "approve",
     )
+    print(token)
+    return 0
+
+
+async def _secret_request(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    data = await _waiting_for(
+        args,
+        client.request_secret(
+            url=args.url,
+            type=args.type,
+            from_participant_id=args.from_participant_id,
+            timeout=args.timeout,
+            delegate_to=args.delegate_to,
+        ),
+        "type in the secret",
+    )
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+async def _waiting_for(args: argparse.Namespace, asked: Awaitable[_T], what: str) -> _T:
+    """Await ``asked``, saying on stderr who we wait for while a prompt is open."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    asking = asyncio.ensure_future(asked)
     interactive = _redraws(sys.stderr)
     every = 1.0 if interactive else 10.0
     wait = _FIRST_NOTICE
@@ -1173,7 +1244,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             if done:
                 break
             left = max(0, round(deadline - loop.time()))
-            notice = f"waiting for {args.from_participant_id} to approve ({left} s left)"
+            notice = f"waiting for {args.from_participant_id} to {what} ({left} s left)"
             if interactive:
                 sys.stderr.write("\r" + notice + "\033[K")
                 sys.stderr.flush()
@@ -1186,8 +1257,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             sys.stderr.write("\n")
         if not asking.done():
             asking.cancel()
-    print(asking.result())
-    return 0
+    return asking.result()
 
 
 def _redraws(stream: Any) -> bool:
@@ -1225,39 +1295,83 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
 
 
 async def _oauth2_prompts(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    return await _show_prompts(client, args, client.oauth_prompts(), kinds=False)
+
+
+async def _all_prompts(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    return await _show_prompts(client, args, client.prompts(), kinds=True)
+
+
+async def _show_prompts(
+    client: RemoteSecretsClient,
+    args: argparse.Namespace,
+    prompts: AsyncIterator[Prompt],
+    *,
+    kinds: bool,
+) -> int:
+    """Print one line per prompt until the server closes; ``kinds`` adds each JSON
+    line's ``"kind"`` (``prompts`` shows both kinds; ``oauth2 prompts`` only OAuth)."""
+    from .core.api import SecretPrompt
     # An HTTP call first: a refused WebSocket handshake says only "401", while an
     # HTTP answer says why (expired, another room, signed with another key).
     await client.list_participants()
     await client.connect()
     _say(f"{_PROG}: connected as {client.participant_id}; waiting for prompts (Ctrl-C stops)")
     callback = client.server_url + "/oauth/callback"
-    async for prompt in client.oauth_prompts():
-        # The agent chose where the provider sends the code; as the approval page
-        # does, say so when that is not this server, before the person approves.
-        elsewhere = prompt.redirect_uri != callback
-        if args.json:
-            shown: dict[str, Any] = {
-                "request_id": prompt.request_id,
-                "authorization_url": prompt.authorization_url,
-                "from_participant_id": prompt.from_participant_id,
-                "client_id": prompt.client_id,
-                "scopes": list(prompt.scopes),
-                "expires_at": prompt.expires_at,
-            }
-            if elsewhere:
-                shown["redirect_uri"] = prompt.redirect_uri
-            line = json.dumps(shown)
+    async for prompt in prompts:
+        if isinstance(prompt, SecretPrompt):
+            line = _secret_prompt_line(prompt, args.json)
         else:
-            scopes = " ".join(prompt.scopes) or "-"
-            line = (
-                f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
-                f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
-            )
-            if elsewhere:
-                line += f"\tredirect {prompt.redirect_uri} (not this server)"
+            line = _oauth_prompt_line(prompt, args.json, callback, kinds=kinds)
         print(line, flush=True)
         args.prompts_shown.add(prompt.request_id)
     raise _Failure("the server closed the connection", "connection_closed")
+
+
+def _oauth_prompt_line(prompt: OAuthPrompt, as_json: bool, callback: str, *, kinds: bool) -> str:
+    # The agent chose where the provider sends the code; as the approval page
+    # does, say so when that is not this server, before the person approves.
+    elsewhere = prompt.redirect_uri != callback
+    if as_json:
+        shown: dict[str, Any] = {"kind": "oauth"} if kinds else {}
+        shown.update(
+            request_id=prompt.request_id,
+            authorization_url=prompt.authorization_url,
+            from_participant_id=prompt.from_participant_id,
+            client_id=prompt.client_id,
+            scopes=list(prompt.scopes),
+            expires_at=prompt.expires_at,
+        )
+        if elsewhere:
+            shown["redirect_uri"] = prompt.redirect_uri
+        return json.dumps(shown)
+    scopes = " ".join(prompt.scopes) or "-"
+    line = (
+        f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
+        f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
+    )
+    if elsewhere:
+        line += f"\tredirect {prompt.redirect_uri} (not this server)"
+    return line
+
+
+def _secret_prompt_line(prompt: SecretPrompt, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "kind": "secret",
+                "request_id": prompt.request_id,
+                "from_participant_id": prompt.from_participant_id,
+                "url": prompt.url,
+                "type": prompt.type,
+                "delegate_to": prompt.delegate_to,
+                "expires_at": prompt.expires_at,
+            }
+        )
+    return (
+        f"{prompt.request_id}\tfrom {prompt.from_participant_id}\tsecret for {prompt.url}\t"
+        f"type {prompt.type}\tdelegated to {prompt.delegate_to}"
+    )
 
 
 async def _oauth2_provide(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
@@ -1269,6 +1383,16 @@ async def _oauth2_provide(client: RemoteSecretsClient, args: argparse.Namespace)
 
 async def _oauth2_reject(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     await client.reject_oauth_authorization(request_id=args.request_id, error=args.error)
+    return 0
+
+
+async def _secret_provide(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    await client.provide_secret(request_id=args.request_id, data=_value_of(args))
+    return 0
+
+
+async def _secret_reject(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+    await client.reject_secret(request_id=args.request_id, error=args.error)
     return 0
 
 
@@ -1284,17 +1408,20 @@ async def _participant_list(client: RemoteSecretsClient, args: argparse.Namespac
     return 0
 
 
-async def _secret_set(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
+def _value_of(args: argparse.Namespace) -> bytes:
+    """The secret from ``--value``, else ``--file``, else stdin."""
     if args.value is not None:
-        data = args.value.encode("utf-8")
-    elif args.file is not None and args.file != "-":
+        return bytes(args.value.encode("utf-8"))
+    if args.file is not None and args.file != "-":
         with open(args.file, "rb") as file:
-            data = file.read()
-    else:
-        data = sys.stdin.buffer.read()
+            return file.read()
+    return sys.stdin.buffer.read()
+
+
+async def _secret_set(client: RemoteSecretsClient, args: argparse.Namespace) -> int:
     await client.set_secret(
         secret_id=args.id,
-        data=data,
+        data=_value_of(args),
         type=args.type,
         name=args.name,
         delegated_to=args.delegated_to,

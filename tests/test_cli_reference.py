@@ -16,7 +16,7 @@ PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 #: Taken by every client command; the page lists them once, in their own section.
 CLIENT_FLAGS = {"--server", "--token", "--room", "--allow-insecure-http"}
 CLIENT_SECTION = "Client commands: `--server`, `--token`, `--room`, `--allow-insecure-http`"
-CLIENT_GROUPS = {"oauth2", "participant", "secret"}
+CLIENT_GROUPS = {"oauth2", "participant", "secret", "prompts"}
 
 
 def leaf_commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:

@@ -86,7 +86,7 @@ def test_the_in_process_example_gets_the_token_again_offline_then_deletes_it(tmp
     assert lines[0] == "the same token, without a prompt: True"
     assert re.fullmatch(
         r"SecretInfo\(id='oauth-\w+', type='oauth_token', name='my-client @ 127\.0\.0\.1', "
-        r"delegated_to='agent-1'\)",
+        r"delegated_to='agent-1', delegated_by=None\)",
         lines[1],
     )
     assert lines[2:] == ["after the delete: None"]

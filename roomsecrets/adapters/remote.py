@@ -40,12 +40,12 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import aiohttp
 
-from ..core.api import DeletedSecret, OAuthPrompt, SecretInfo, SecretsAPI
+from ..core.api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretsAPI
 from ..core.errors import InvalidInput, ParticipantNotConnected, RoomSecretsError
 from ..core.inputs import check_timeout
 from ..core.participants import ParticipantInfo
@@ -60,6 +60,7 @@ from .server.http_api import (
     error_from_body,
     operation,
     prompt_from_json,
+    secret_prompt_from_json,
     unverified_claims,
 )
 
@@ -118,8 +119,8 @@ class RemoteSecretsClient:
         self._session: Optional[aiohttp.ClientSession] = None
         self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
         self._reader: Optional[asyncio.Task[None]] = None
-        self._recent: dict[str, OAuthPrompt] = {}
-        self._listeners: set[asyncio.Queue[Optional[OAuthPrompt]]] = set()
+        self._recent: dict[str, Prompt] = {}
+        self._listeners: set[asyncio.Queue[Optional[Prompt]]] = set()
         # The server's clock minus ours, from the last prompt frame: expires_at is on
         # the server's clock, and ours may be minutes off.
         self._clock_offset = 0.0
@@ -347,8 +348,13 @@ class RemoteSecretsClient:
                     frame = json.loads(message.data)
                     if not isinstance(frame, dict):
                         continue
-                    if frame.get("type") == "oauth_prompt":
-                        prompt = prompt_from_json(frame.get("prompt"))
+                    kind = frame.get("type")
+                    if kind in ("oauth_prompt", "secret_prompt"):
+                        prompt: Prompt = (
+                            prompt_from_json(frame.get("prompt"))
+                            if kind == "oauth_prompt"
+                            else secret_prompt_from_json(frame.get("prompt"))
+                        )
                         self._learn_server_time(frame.get("server_time"))
                         self._deliver(prompt)
                     elif frame.get("type") == "oauth_prompt_ended":
@@ -361,7 +367,7 @@ class RemoteSecretsClient:
             for listener in self._listeners:
                 listener.put_nowait(None)
 
-    def _is_open(self, prompt: OAuthPrompt) -> bool:
+    def _is_open(self, prompt: Prompt) -> bool:
         """True while ``prompt`` may still be answered, as far as we have heard:
         no ``oauth_prompt_ended`` frame for it, and its deadline has not passed
         (the server's frame for a timeout may not have arrived yet)."""
@@ -381,7 +387,7 @@ class RemoteSecretsClient:
         if math.isfinite(offset):
             self._clock_offset = offset
 
-    def _deliver(self, prompt: OAuthPrompt) -> None:
+    def _deliver(self, prompt: Prompt) -> None:
         now = self._server_now()
         for request_id, old in list(self._recent.items()):
             if old.expires_at <= now:
@@ -399,11 +405,16 @@ class RemoteSecretsClient:
         InvalidParticipantToken when the server closed it because the token
         expired (close code 4401).
         """
+        return _only_oauth(self._prompt_stream())
+
+    def prompts(self) -> AsyncIterator[Prompt]:
+        """Every prompt addressed to this participant, OAuth approvals and secrets to
+        type in, as :meth:`oauth_prompts` yields the first kind."""
         return self._prompt_stream()
 
-    async def _prompt_stream(self) -> AsyncIterator[OAuthPrompt]:
+    async def _prompt_stream(self) -> AsyncIterator[Prompt]:
         await self.connect()
-        queue: asyncio.Queue[Optional[OAuthPrompt]] = asyncio.Queue()
+        queue: asyncio.Queue[Optional[Prompt]] = asyncio.Queue()
         for prompt in self._recent.values():
             queue.put_nowait(prompt)
         self._listeners.add(queue)
@@ -504,19 +515,60 @@ class RemoteSecretsClient:
         body: dict[str, Any] = {"id": id, "delegated_to": delegated_to}
         if type is not None:
             body["type"] = type
-        answer = (await self._call("delete_user_secret", body)).get("deleted")
-        fields = ("delegated_to", "host", "error")
-        if not _has_strings(answer, required=("id", "type", "revocation"), optional=fields):
-            raise RoomSecretsError("the server's answer to delete_user_secret is malformed")
-        assert isinstance(answer, dict)
-        return DeletedSecret(
-            id=answer["id"],
-            delegated_to=answer.get("delegated_to"),
-            type=answer["type"],
-            revocation=answer["revocation"],
-            host=answer.get("host"),
-            error=answer.get("error"),
+        return _deleted_from(await self._call("delete_user_secret", body), "delete_user_secret")
+
+    async def delete_requested_secret(
+        self, *, url: str, type: str, delegated_to: Optional[str] = None
+    ) -> DeletedSecret:
+        """See :meth:`SecretsClient.delete_requested_secret
+        <roomsecrets.core.client.SecretsClient.delete_requested_secret>`."""
+        body = {"url": url, "type": type, "delegated_to": delegated_to}
+        answer = await self._call("delete_requested_secret", body)
+        return _deleted_from(answer, "delete_requested_secret")
+
+    # --- asking a person for a secret ---------------------------------------------------
+
+    async def request_secret(
+        self,
+        *,
+        url: str,
+        type: str,
+        from_participant_id: str,
+        timeout: float = 300,
+        delegate_to: Optional[str] = None,
+    ) -> bytes:
+        """See :meth:`SecretsClient.request_secret
+        <roomsecrets.core.client.SecretsClient.request_secret>`."""
+        body: dict[str, Any] = {
+            "url": url,
+            "type": type,
+            "from_participant_id": from_participant_id,
+            "timeout": timeout,
+        }
+        if delegate_to is not None:
+            body["delegate_to"] = delegate_to
+        wait = timeout if isinstance(timeout, (int, float)) and timeout > 0 else 0
+        answer = await self._call(
+            "request_secret", body, timeout=float(wait) + _LONG_REQUEST_MARGIN
         )
+        data = answer.get("data")
+        if not isinstance(data, str):
+            raise RoomSecretsError("the server's answer to request_secret is malformed")
+        return decode_data(data)
+
+    async def provide_secret(self, *, request_id: str, data: bytes) -> None:
+        """See :meth:`SecretsClient.provide_secret
+        <roomsecrets.core.client.SecretsClient.provide_secret>`."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidInput("data must be bytes")
+        await self._call(
+            "provide_secret", {"request_id": request_id, "data": encode_data(bytes(data))}
+        )
+
+    async def reject_secret(self, *, request_id: str, error: str) -> None:
+        """See :meth:`SecretsClient.reject_secret
+        <roomsecrets.core.client.SecretsClient.reject_secret>`."""
+        await self._call("reject_secret", {"request_id": request_id, "error": error})
 
     async def set_secret(
         self,
@@ -621,3 +673,26 @@ if TYPE_CHECKING:
     # mypy proves the remote client offers the whole public API.
     def _conforms(client: RemoteSecretsClient) -> SecretsAPI:
         return client
+
+
+def _deleted_from(answer: Mapping[str, Any], operation: str) -> DeletedSecret:
+    """The ``deleted`` object of a delete's answer; RoomSecretsError if malformed."""
+    deleted = answer.get("deleted")
+    fields = ("delegated_to", "host", "error")
+    if not _has_strings(deleted, required=("id", "type", "revocation"), optional=fields):
+        raise RoomSecretsError(f"the server's answer to {operation} is malformed")
+    assert isinstance(deleted, dict)
+    return DeletedSecret(
+        id=deleted["id"],
+        delegated_to=deleted.get("delegated_to"),
+        type=deleted["type"],
+        revocation=deleted["revocation"],
+        host=deleted.get("host"),
+        error=deleted.get("error"),
+    )
+
+
+async def _only_oauth(prompts: AsyncIterator[Prompt]) -> AsyncIterator[OAuthPrompt]:
+    async for prompt in prompts:
+        if isinstance(prompt, OAuthPrompt):
+            yield prompt

@@ -9,11 +9,11 @@ moves out of process. mypy checks each implementation against it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Union
 
 from .values import frozen_value
 
-__all__ = ["DeletedSecret", "OAuthPrompt", "SecretInfo", "SecretsAPI"]
+__all__ = ["DeletedSecret", "OAuthPrompt", "Prompt", "SecretInfo", "SecretPrompt", "SecretsAPI"]
 
 
 @frozen_value
@@ -77,6 +77,25 @@ class OAuthPrompt:
         )
 
 
+@frozen_value
+class SecretPrompt:
+    """A request for the person to type or paste a secret (an API key, say) for
+    ``url``, of MIME ``type``: answer with ``provide_secret`` (the bytes) or
+    ``reject_secret``. The answer is stored as the person's secret, delegated to
+    ``delegate_to`` (the requester unless it named someone else)."""
+
+    request_id: str
+    from_participant_id: str
+    url: str
+    type: str
+    delegate_to: str
+    expires_at: float
+
+
+#: What ``prompts()`` yields: an OAuth approval or a secret to type in.
+Prompt = Union[OAuthPrompt, SecretPrompt]
+
+
 class SecretsAPI(Protocol):
     """What a participant can do with a room's secrets: the seed's methods, all async
     (``oauth_prompts`` returns an async iterator). See
@@ -137,6 +156,26 @@ class SecretsAPI(Protocol):
     async def reject_oauth_authorization(self, *, request_id: str, error: str) -> None: ...
 
     def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]: ...
+
+    def prompts(self) -> AsyncIterator[Prompt]: ...
+
+    async def request_secret(
+        self,
+        *,
+        url: str,
+        type: str,
+        from_participant_id: str,
+        timeout: float = 300,
+        delegate_to: Optional[str] = None,
+    ) -> bytes: ...
+
+    async def provide_secret(self, *, request_id: str, data: bytes) -> None: ...
+
+    async def reject_secret(self, *, request_id: str, error: str) -> None: ...
+
+    async def delete_requested_secret(
+        self, *, url: str, type: str, delegated_to: Optional[str] = None
+    ) -> DeletedSecret: ...
 
     async def set_secret(
         self,

@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .api import DeletedSecret, OAuthPrompt, SecretInfo, SecretsAPI
+from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretsAPI
 from .audit import AuditEvent
 from .credentials import OAUTH_TOKEN_TYPE
 from .errors import InvalidInput, ParticipantNotConnected, StoreError, safe_text
-from .grants import authorize, check_manage_own_secrets, check_oauth_request_before_discovery
+from .grants import (
+    authorize,
+    check_manage_own_secrets,
+    check_oauth_request_before_discovery,
+    check_secret_request,
+)
 from .inputs import (
     MAX_CLIENT_ID,
     MAX_CLIENT_SECRET,
@@ -22,6 +27,7 @@ from .inputs import (
     MAX_REQUEST_ID,
     MAX_STATE,
     MAX_TYPE,
+    MAX_URL,
     check_bytes,
     check_client_auth_method,
     check_flag,
@@ -38,6 +44,7 @@ from .oauth.endpoints import check_endpoint, check_redirect_uri
 from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .participants import Participant, RoomService
 from .ports import SecretKey
+from .secret_requests import requested_secret_id, requested_secret_name
 from .values import frozen_value
 
 __all__ = ["SecretsClient"]
@@ -546,17 +553,129 @@ class SecretsClient:
         check_text(error, "error", limit=MAX_ERROR)
         if safe_text(error, 64) is None:
             raise InvalidInput("error must hold printable ASCII (RFC 6749 §5.2)")
-        self._service.reject(by=self.participant_id, request_id=request_id, error=error)
+        self._service.reject(
+            by=self.participant_id, request_id=request_id, error=error, kind="oauth"
+        )
 
     def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
-        """Prompts addressed to us: every open one since ``connect()``, then new ones
-        as they arrive; prompts that ended are skipped. Ends when we close.
+        """OAuth prompts addressed to us: every open one since ``connect()``, then new
+        ones as they arrive; prompts that ended are skipped. Ends when we close.
 
             async for prompt in alice.oauth_prompts():
                 show(prompt.authorization_url)
         """
         self._check_connected()
+        return _only_oauth(self._service.prompts(self.participant_id))
+
+    def prompts(self) -> AsyncIterator[Prompt]:
+        """Every prompt addressed to us, OAuth approvals (:class:`OAuthPrompt`) and
+        secrets to type in (:class:`SecretPrompt`), as ``oauth_prompts`` yields them."""
+        self._check_connected()
         return self._service.prompts(self.participant_id)
+
+    # --- asking a person for a secret ---------------------------------------------
+
+    async def request_secret(
+        self,
+        *,
+        url: str,
+        type: str,
+        from_participant_id: str,
+        timeout: float = 300,
+        delegate_to: Optional[str] = None,
+    ) -> bytes:
+        """A secret of ``from_participant_id``'s for ``url`` (an API key, say), of MIME
+        ``type``, asking them to type it in if needed.
+
+        Checks our grant's secret rules first (:class:`~.grants.SecretRule`). The
+        answer is stored as the person's secret, id
+        :func:`~.secret_requests.requested_secret_id` ``(url, type)`` and named by
+        the URL, delegated to ``delegate_to`` (us unless given). When that secret
+        is already stored, it comes back with no prompt. Otherwise the person gets
+        a :class:`SecretPrompt` and we wait up to ``timeout`` seconds for
+        ``provide_secret``.
+
+        Raises: GrantDenied, ParticipantNotConnected (the person is not here),
+        RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
+        QuotaExceeded (the person's secrets have no room for it), InvalidInput.
+        """
+        self._check_connected()
+        check_id(from_participant_id, "from participant")
+        check_text(url, "url", limit=MAX_URL)
+        if "/" not in check_text(type, "type", limit=MAX_TYPE):
+            raise InvalidInput("type must be a MIME type such as 'text/plain'")
+        if delegate_to is not None:
+            check_id(delegate_to, "delegate_to")
+        timeout = check_timeout(timeout)
+        service = self._service
+        key = SecretKey(
+            room=service.room,
+            owner=from_participant_id,
+            secret_id=requested_secret_id(url, type),
+            delegated_to=self.participant_id if delegate_to is None else delegate_to,
+        )
+        authorize(
+            check_secret_request(
+                self._participant.grant, target=from_participant_id, url=url, type=type
+            ),
+            sink=service.audit,
+            action="secret.request",
+            room=service.room,
+            actor=self.participant_id,
+            at=service.clock(),
+            details=(("target", from_participant_id), ("secret_id", key.secret_id)),
+        )
+        stored = await service.store.get(key)
+        if stored is not None and stored.type == type:
+            return stored.data
+        # The person is not asked for a secret their store has no room for.
+        await service.check_quota(key, size=0)
+        return await service.request_secret(
+            requester=self.participant_id,
+            target=from_participant_id,
+            key=key,
+            url=url,
+            type=type,
+            name=requested_secret_name(url),
+            timeout=timeout,
+        )
+
+    async def provide_secret(self, *, request_id: str, data: bytes) -> None:
+        """Answer a :class:`SecretPrompt` addressed to us with the secret's bytes: they
+        are stored as our secret (delegated as the prompt says) and handed to the
+        requester. Raises UnknownRequest when no secret request with that id is open
+        for us, QuotaExceeded when our secrets have no room for it (the request stays
+        open), InvalidInput."""
+        self._check_connected()
+        check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
+        check_bytes(data, "data")
+        await self._service.provide_secret(
+            by=self.participant_id, request_id=request_id, data=bytes(data)
+        )
+
+    async def reject_secret(self, *, request_id: str, error: str) -> None:
+        """Refuse a :class:`SecretPrompt` addressed to us; the requester gets
+        RequestRejected(error). ``error`` is a short reason such as ``"user_cancelled"``."""
+        self._check_connected()
+        check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
+        check_text(error, "error", limit=MAX_ERROR)
+        if safe_text(error, 64) is None:
+            raise InvalidInput("error must hold printable ASCII (RFC 6749 §5.2)")
+        self._service.reject(
+            by=self.participant_id, request_id=request_id, error=error, kind="secret"
+        )
+
+    async def delete_requested_secret(
+        self, *, url: str, type: str, delegated_to: Optional[str] = None
+    ) -> DeletedSecret:
+        """Delete our secret that ``request_secret(url=url, type=type)`` stored, delegated
+        to ``delegated_to``; raises SecretNotFound (naming the delegates we do hold it
+        for) when there is none."""
+        check_text(url, "url", limit=MAX_URL)
+        check_text(type, "type", limit=MAX_TYPE)
+        return await self.delete_secret(
+            id=requested_secret_id(url, type), delegated_to=delegated_to, type=type
+        )
 
     # --- our own secrets -----------------------------------------------------------
 
@@ -765,3 +884,10 @@ if TYPE_CHECKING:
     # mypy proves the in-process client offers the whole public API.
     def _conforms(client: SecretsClient) -> SecretsAPI:
         return client
+
+
+async def _only_oauth(prompts: AsyncIterator[Prompt]) -> AsyncIterator[OAuthPrompt]:
+    """``prompts`` without the secret prompts (what ``oauth_prompts`` promises)."""
+    async for prompt in prompts:
+        if isinstance(prompt, OAuthPrompt):
+            yield prompt

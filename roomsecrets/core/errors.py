@@ -226,14 +226,19 @@ class ParticipantNotConnected(RoomSecretsError, LookupError):
     code = "participant_not_connected"
 
 
+_REQUEST_KINDS = frozenset({"authorization request", "secret request"})
+
+
 class RequestRejected(RoomSecretsError):
     """The person rejected the request; ``error`` is their short reason."""
 
     code = "request_rejected"
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, *, what: str = "authorization request") -> None:
         self.error = safe_text(error, 64) or "rejected"
-        super().__init__(f"the authorization request was rejected: {self.error}")
+        #: Which kind of request: "authorization request" or "secret request".
+        self.what = what if what in _REQUEST_KINDS else "authorization request"
+        super().__init__(f"the {self.what} was rejected: {self.error}")
 
 
 class RequestTimedOut(RoomSecretsError, TimeoutError):

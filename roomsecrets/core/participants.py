@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Callable, Optional, Protocol
 
-from .api import DeletedSecret, OAuthPrompt
+from .api import DeletedSecret, Prompt
 from .audit import AuditSink
 from .grants import SecretsGrant
 from .oauth.discovery import ProviderMetadata
@@ -42,7 +42,7 @@ class Participant:
         self.grant = grant
         self.closed = False
         #: Open prompts addressed to this participant, in arrival order.
-        self.prompts: dict[str, OAuthPrompt] = {}
+        self.prompts: dict[str, Prompt] = {}
         #: Futures of ``oauth_prompts()`` iterators waiting for a change.
         self.watchers: list[asyncio.Future[None]] = []
 
@@ -141,6 +141,22 @@ class RoomService(Protocol):
         iss: Optional[str] = None,
     ) -> None: ...
 
-    def reject(self, *, by: str, request_id: str, error: str) -> None: ...
+    def reject(
+        self, *, by: str, request_id: str, error: str, kind: Optional[str] = None
+    ) -> None: ...
 
-    def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]: ...
+    def prompts(self, participant_id: str) -> AsyncIterator[Prompt]: ...
+
+    async def request_secret(
+        self,
+        *,
+        requester: str,
+        target: str,
+        key: SecretKey,
+        url: str,
+        type: str,
+        name: str,
+        timeout: float,
+    ) -> bytes: ...
+
+    async def provide_secret(self, *, by: str, request_id: str, data: bytes) -> None: ...

@@ -15,11 +15,12 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+from heapq import heapify, heappop, heappush
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from .api import DeletedSecret, OAuthPrompt, SecretInfo
+from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretPrompt
 from .audit import AuditEvent, AuditSink, null_audit_sink
 from .client import SecretsClient
 from .credentials import OAUTH_TOKEN_TYPE, StoredCredential, credential_secret_id
@@ -102,16 +103,78 @@ _log = logging.getLogger("roomsecrets.service")
 _DEFAULT_METHODS = frozenset({ClientAuthMethod.NONE, ClientAuthMethod.CLIENT_SECRET_BASIC})
 
 
-@frozen_value
-class _ProviderBinding:
-    """What the exchange of one pending request stores beyond the token endpoint's answer."""
+class _OpenRequest:
+    """What the service keeps for one open pending request beyond the registry's entry:
+    the requester's wait, and what the exchange stores beyond the token endpoint's answer.
 
-    issuer: Optional[str]
-    revocation_endpoint: Optional[str]
-    #: None: the default for the client (``client_secret_basic`` with a secret).
-    client_auth_method: Optional[ClientAuthMethod] = None
-    #: Raises unless the requester's grant allows the scopes the provider granted.
-    allow: Optional[Callable[[tuple[str, ...]], None]] = None
+    It is also the item of the service's deadline heap (ordered by ``due``), which
+    may hold it after the request ended (lazy deletion, see
+    ``SecretsService._watch``): :meth:`end` then lets go of the outcome (it holds
+    the tokens) and of the participant.
+    """
+
+    # Slots: one per open request (benchmarks/bench_pending.py counts its bytes).
+    __slots__ = (
+        "allow",
+        "asked",
+        "client_auth_method",
+        "deadline",
+        "due",
+        "issuer",
+        "outcome",
+        "revocation_endpoint",
+        "target",
+    )
+
+    def __init__(
+        self,
+        *,
+        due: float,
+        deadline: float,
+        outcome: asyncio.Future[Outcome[TokenSet]],
+        target: Participant,
+        issuer: Optional[str],
+        revocation_endpoint: Optional[str],
+        client_auth_method: Optional[ClientAuthMethod],
+        allow: Optional[Callable[[tuple[str, ...]], None]],
+        asked: Optional[set[str]],
+    ) -> None:
+        #: When the wait gives up, on the event loop's monotonic clock.
+        self.due = due
+        #: The request's deadline on the service's clock.
+        self.deadline = deadline
+        #: Resolved with the request's one outcome; None once the request ended.
+        self.outcome: Optional[asyncio.Future[Outcome[TokenSet]]] = outcome
+        #: Whose prompt list holds the request's prompt; None once the request ended.
+        self.target: Optional[Participant] = target
+        self.issuer = issuer
+        self.revocation_endpoint = revocation_endpoint
+        #: None: the default for the client (``client_secret_basic`` with a secret).
+        self.client_auth_method = client_auth_method
+        #: Raises unless the requester's grant allows the scopes the provider granted.
+        self.allow = allow
+        #: The open request ids of the session that asked (closing it cancels them).
+        self.asked = asked
+
+    def end(self) -> None:
+        self.outcome = self.target = self.asked = None
+
+    def __lt__(self, other: _OpenRequest) -> bool:
+        # Heap order. The object itself is the heap item: no (due, id) tuple.
+        return self.due < other.due
+
+
+#: The client id a secret request's registry entry carries (see ``request_secret``).
+SECRET_REQUEST_CLIENT = "roomsecrets:request_secret"
+
+
+@frozen_value
+class _SecretAsk:
+    """What an open secret request stores when the person answers."""
+
+    key: SecretKey
+    type: str
+    name: str
 
 
 class SecretsService:
@@ -198,8 +261,16 @@ class SecretsService:
             ttl=discovery_ttl,
             failure_ttl=discovery_failure_ttl,
         )
-        # Open requests that know their issuer or revocation endpoint, by request id.
-        self._bindings: dict[str, _ProviderBinding] = {}
+        # The open requests' waits and bindings, by request id; a heap of them by
+        # when their waits give up, and the one loop timer for the earliest
+        # (see _watch). The registry calls the same waiter for every request.
+        self._open: dict[str, _OpenRequest] = {}
+        self._dues: list[_OpenRequest] = []
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._request_ended_waiter = self._request_ended
+        #: The open secret requests (request_secret): what to store when answered.
+        self._secret_asks: dict[str, _SecretAsk] = {}
         self.room = room
         self.store = store
         self.clock = clock
@@ -208,7 +279,8 @@ class SecretsService:
         self._token_bytes = token_bytes
         self._participants: dict[str, Participant] = {}
         self._oauth_decisions: dict[object, GrantDecision] = {}
-        self.registry: PendingRegistry[TokenSet] = PendingRegistry(
+        # Outcomes are TokenSets for OAuth requests and bytes for secret requests.
+        self.registry: PendingRegistry[Any] = PendingRegistry(
             clock=clock,
             token_urlsafe=token_urlsafe,
             max_open_per_requester=max_open_per_requester,
@@ -600,7 +672,7 @@ class SecretsService:
             "(RFC 8414 §3.1, OpenID Connect Discovery 1.0 §4)"
         )
 
-    async def request_token(
+    def request_token(
         self,
         *,
         requester: str,
@@ -615,17 +687,23 @@ class SecretsService:
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
-    ) -> str:
-        """Prompt ``target``, wait for the answer, return the access token.
+    ) -> Coroutine[Any, Any, str]:
+        """Prompt ``target``; the returned coroutine waits for the answer and
+        returns the access token.
 
         The client checked every argument (``SecretsClient.request_oauth_token``).
         ``issuer`` (when the caller named one) and its ``metadata`` (when it
         publishes some) decide the RFC 9207 check of the answer and where the
         credential is revoked when deleted.
+
+        Not a coroutine function: the request opens (or its error is raised) at
+        the call, and the coroutine returned holds only the wait, so an open
+        request keeps one small frame alive rather than this call's locals
+        (``benchmarks/bench_pending.py`` counts them).
         """
         # The requester may have left while we looked for a stored credential.
         self.participant(requester)
-        return await self._request_token(
+        request_id, outcome = self._open_request(
             requester=requester,
             target=target,
             client=client,
@@ -639,8 +717,9 @@ class SecretsService:
             metadata=metadata,
             allow=allow,
         )
+        return self._outcome(request_id, outcome)
 
-    async def _request_token(
+    def _open_request(
         self,
         *,
         requester: str,
@@ -652,15 +731,17 @@ class SecretsService:
         redirect_uri: str,
         timeout: float,
         no_pkce: bool,
-        asked: Optional[set[str]] = None,
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
-    ) -> str:
-        """:meth:`request_token` once the requester is known to be present.
+        asked: Optional[set[str]] = None,
+    ) -> tuple[str, asyncio.Future[Outcome[TokenSet]]]:
+        """Open the request of :meth:`request_token` and prompt ``target``: the
+        request id and the future its outcome resolves. Call with the requester
+        known to be present, in the event loop the outcome is awaited in.
 
-        ``asked``: a session's set of its open request ids, kept up to date here
-        so that closing the session can cancel them.
+        ``asked``: a session's set of its open request ids; it holds this one
+        until the request ends, so that closing the session can cancel it.
         """
         # Prompts go to connected participants only, never to a session.
         target_participant = self.participant(target)
@@ -669,15 +750,6 @@ class SecretsService:
         if not no_pkce:
             verifier, challenge = generate_pkce_pair(token_bytes=self._token_bytes)
         loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[Outcome[TokenSet]] = loop.create_future()
-
-        def deliver(result: Outcome[TokenSet]) -> None:
-            self._bindings.pop(result.request_id, None)
-            target_participant.prompts.pop(result.request_id, None)
-            target_participant.changed()
-            if not outcome.done():
-                outcome.set_result(result)
-
         pending = self.registry.create(
             requester=requester,
             target=target,
@@ -698,30 +770,36 @@ class SecretsService:
                 code_challenge=challenge,
                 allow_insecure_http=self.allow_insecure_http,
             ),
-            waiter=deliver,
+            waiter=self._request_ended_waiter,
             issuer=issuer,
             # RFC 9207 §2.4: an issuer that promised iss must send it on every answer.
             iss_required=metadata is not None
             and metadata.promises_iss_from(authorization_endpoint),
         )
-        revocation_endpoint = (
-            None if metadata is None else metadata.revocation_endpoint_for(token_endpoint)
+        outcome: asyncio.Future[Outcome[TokenSet]] = loop.create_future()
+        opened = _OpenRequest(
+            # The wait gives up after ``timeout`` seconds of loop time, whatever the
+            # service's clock does (it may stand still in tests or step back).
+            due=loop.time() + timeout,
+            deadline=pending.deadline,
+            outcome=outcome,
+            target=target_participant,
+            issuer=issuer,
+            revocation_endpoint=(
+                None if metadata is None else metadata.revocation_endpoint_for(token_endpoint)
+            ),
+            # The pending request keeps the id and secret; a method other than the
+            # default rides here, so the exchange authenticates as the caller said.
+            client_auth_method=(
+                None if client.auth_method in _DEFAULT_METHODS else client.auth_method
+            ),
+            allow=allow,
+            asked=asked,
         )
-        # The pending request keeps the id and secret; a method other than the
-        # default rides here, so the exchange authenticates as the caller said.
-        method = None if client.auth_method in _DEFAULT_METHODS else client.auth_method
-        if (
-            issuer is not None
-            or revocation_endpoint is not None
-            or method is not None
-            or allow is not None
-        ):
-            self._bindings[pending.request_id] = _ProviderBinding(
-                issuer=issuer,
-                revocation_endpoint=revocation_endpoint,
-                client_auth_method=method,
-                allow=allow,
-            )
+        self._open[pending.request_id] = opened
+        if asked is not None:
+            asked.add(pending.request_id)
+        self._watch(opened, loop)
         target_participant.prompts[pending.request_id] = OAuthPrompt(
             request_id=pending.request_id,
             authorization_url=pending.authorization_url,
@@ -734,29 +812,103 @@ class SecretsService:
             expires_at=pending.deadline,
         )
         target_participant.changed()
-        if asked is not None:
-            asked.add(pending.request_id)
+        return pending.request_id, outcome
+
+    async def _outcome(
+        self, request_id: str, outcome: asyncio.Future[Outcome[TokenSet]]
+    ) -> str:
+        """Wait for open request ``request_id`` to end: its access token, or its error."""
         try:
-            result = await asyncio.wait_for(asyncio.shield(outcome), timeout)
-        except asyncio.TimeoutError:
-            # The wait is over; end the request as of its deadline. If it is
-            # exchanging, the exchange's outcome still arrives below.
-            self.registry.expire_due(max(self.clock(), pending.deadline))
-            if not outcome.done():
-                result = await outcome
-            else:
-                result = outcome.result()
+            # No wait_for, no shield: the service's one timer ends the request at
+            # its due time (_on_due), which resolves this future; a request that
+            # is exchanging then goes on until the exchange ends.
+            result = await outcome
         except asyncio.CancelledError:
             # The request may have ended meanwhile (its deadline passed by the
             # wall clock before the monotonic wait fired): nothing to cancel then,
             # and the cancellation must go on regardless.
             with contextlib.suppress(UnknownRequest):
-                self.registry.cancel(pending.request_id)
+                self.registry.cancel(request_id)
             raise
-        finally:
-            if asked is not None:
-                asked.discard(pending.request_id)
         return _token_from(result)
+
+    def _request_ended(self, result: Outcome[TokenSet]) -> None:
+        """The registry's waiter, for every request: the request ended with ``result``."""
+        self._secret_asks.pop(result.request_id, None)
+        opened = self._open.pop(result.request_id, None)
+        if opened is None:  # pragma: no cover - every request is in _open until it ends
+            return
+        outcome, target = opened.outcome, opened.target
+        if opened.asked is not None:
+            opened.asked.discard(result.request_id)
+        opened.end()
+        if not self._open:
+            # Nothing left to wait for: no timer keeps an idle service alive.
+            self._dues.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._timer_loop = None
+        if target is not None:
+            target.prompts.pop(result.request_id, None)
+            target.changed()
+        # A future whose loop was closed (with its waiting task) wakes nobody, and
+        # setting it would raise into whichever registry call ended the request.
+        if outcome is not None and not outcome.done() and not outcome.get_loop().is_closed():
+            outcome.set_result(result)
+
+    def _watch(self, opened: _OpenRequest, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``opened``'s wait end at its due time: one loop timer for all requests.
+
+        A request that ends early stays in the heap until it reaches the top
+        (lazy deletion); the heap is rebuilt once such items outnumber the open
+        requests, so it stays O(open requests) and each rebuild is paid for by the
+        requests that ended since the last one.
+        """
+        dues = self._dues
+        if len(dues) > 2 * len(self._open) + 32:
+            dues[:] = [item for item in dues if item.outcome is not None]
+            heapify(dues)
+        heappush(dues, opened)
+        self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Set the timer for the earliest due time still waited for (none: no timer)."""
+        dues = self._dues
+        while dues and dues[0].outcome is None:
+            heappop(dues)
+        timer = self._timer
+        if timer is not None:
+            if (
+                dues
+                and self._timer_loop is loop
+                and not timer.cancelled()
+                and timer.when() <= dues[0].due
+            ):
+                return  # it fires first; _on_due arms it again
+            timer.cancel()
+            self._timer = self._timer_loop = None
+        if dues:
+            due = dues[0].due
+            self._timer = loop.call_at(due, self._on_due, due)
+            self._timer_loop = loop
+
+    def _on_due(self, when: float) -> None:
+        """The timer set for ``when`` fired: end every wait that is due, each as of
+        its request's deadline."""
+        loop = asyncio.get_running_loop()
+        self._timer = self._timer_loop = None
+        # The loop may run a timer a clock tick early: the time it was set for is now.
+        now = max(loop.time(), when)
+        dues = self._dues
+        try:
+            while dues and dues[0].due <= now:
+                opened = heappop(dues)
+                if opened.outcome is not None:
+                    # As of the deadline even if the service's clock says earlier: the
+                    # wait is over. An exchanging request goes on (the table says so).
+                    self.registry.expire_due(max(self.clock(), opened.deadline))
+        finally:
+            self._arm(loop)
 
     async def provide(
         self,
@@ -784,6 +936,7 @@ class SecretsService:
     ) -> None:
         by = answering.participant_id
         self._check_answering(answering, "oauth.provide", request_id)
+        self._check_kind(request_id, "oauth")
         pending = self.registry.provide(request_id, by=by, state=state, iss=iss)
         # Answered: the prompt leaves the person's list now, not when the exchange
         # ends. It sits with the connected participant, which may be answering
@@ -801,7 +954,7 @@ class SecretsService:
 
     async def _exchange(self, pending: PendingRequest, code: str, by: str) -> None:
         request_id = pending.request_id
-        binding = self._bindings.get(request_id)
+        binding = self._open.get(request_id)
         method = None if binding is None else binding.client_auth_method
         try:
             tokens = await self.token_endpoint.redeem_code(
@@ -1110,15 +1263,174 @@ class SecretsService:
             details=(("request_id", request_id),),
         )
 
-    def reject(self, *, by: str, request_id: str, error: str) -> None:
-        """``by`` refuses ``request_id``; the requester gets :class:`~.errors.RequestRejected`."""
-        self._reject(self.participant(by), request_id=request_id, error=error)
+    def reject(
+        self, *, by: str, request_id: str, error: str, kind: Optional[str] = None
+    ) -> None:
+        """``by`` refuses ``request_id``; the requester gets :class:`~.errors.RequestRejected`.
+        ``kind`` ("oauth" or "secret"): the request must be of that kind."""
+        self._reject(self.participant(by), request_id=request_id, error=error, kind=kind)
 
-    def _reject(self, answering: Participant, *, request_id: str, error: str) -> None:
-        self._check_answering(answering, "oauth.reject", request_id)
+    def _reject(
+        self, answering: Participant, *, request_id: str, error: str, kind: Optional[str] = None
+    ) -> None:
+        self._check_answering(
+            answering, "secret.reject" if kind == "secret" else "oauth.reject", request_id
+        )
+        if kind is not None:
+            self._check_kind(request_id, kind)
         self.registry.reject(request_id, by=answering.participant_id, error=error)
 
-    def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
+    def _check_kind(self, request_id: str, kind: str) -> None:
+        """Raise UnknownRequest unless open request ``request_id`` is of ``kind``: an
+        OAuth answer to a secret request (or the reverse) is no answer, and says no
+        more than an unknown id would."""
+        if (request_id in self._secret_asks) != (kind == "secret"):
+            raise UnknownRequest(f"no open {kind} request with that id")
+
+    # --- asking a person for a secret (request_secret) ----------------------------
+
+    def request_secret(
+        self,
+        *,
+        requester: str,
+        target: str,
+        key: SecretKey,
+        url: str,
+        type: str,
+        name: str,
+        timeout: float,
+        asked: Optional[set[str]] = None,
+    ) -> Coroutine[Any, Any, bytes]:
+        """Prompt ``target`` for a secret; the returned coroutine waits for the answer
+        and returns its bytes. The client checked every argument and the grant
+        (``SecretsClient.request_secret``).
+
+        The request lives in the same registry and state machine as OAuth
+        requests (its limits, deadline, cancellation and answer-once rules): a
+        provided secret is ``EXCHANGING`` while it is stored, then ``COMPLETED``.
+        Its registry entry holds the URL where an OAuth request holds its
+        endpoints, and the client id :data:`SECRET_REQUEST_CLIENT`.
+        """
+        self.participant(requester)
+        return self._open_secret_request(
+            requester=requester,
+            target=target,
+            key=key,
+            url=url,
+            type=type,
+            name=name,
+            timeout=timeout,
+            asked=asked,
+        )
+
+    def _open_secret_request(
+        self,
+        *,
+        requester: str,
+        target: str,
+        key: SecretKey,
+        url: str,
+        type: str,
+        name: str,
+        timeout: float,
+        asked: Optional[set[str]] = None,
+    ) -> Coroutine[Any, Any, bytes]:
+        """:meth:`request_secret` once the requester is known to be present (a
+        connected participant or a session)."""
+        target_participant = self.participant(target)
+        loop = asyncio.get_running_loop()
+        pending = self.registry.create(
+            requester=requester,
+            target=target,
+            client_id=SECRET_REQUEST_CLIENT,
+            authorization_endpoint=url,
+            token_endpoint=url,
+            redirect_uri=url,
+            code_verifier=None,
+            timeout=timeout,
+            build_authorization_url=lambda state: url,
+            waiter=self._request_ended_waiter,
+        )
+        request_id = pending.request_id
+        outcome: asyncio.Future[Outcome[Any]] = loop.create_future()
+        opened = _OpenRequest(
+            due=loop.time() + timeout,
+            deadline=pending.deadline,
+            outcome=outcome,
+            target=target_participant,
+            issuer=None,
+            revocation_endpoint=None,
+            client_auth_method=None,
+            allow=None,
+            asked=asked,
+        )
+        self._open[request_id] = opened
+        self._secret_asks[request_id] = _SecretAsk(key=key, type=type, name=name)
+        if asked is not None:
+            asked.add(request_id)
+        self._watch(opened, loop)
+        target_participant.prompts[request_id] = SecretPrompt(
+            request_id=request_id,
+            from_participant_id=requester,
+            url=url,
+            type=type,
+            delegate_to=key.delegated_to or requester,
+            expires_at=pending.deadline,
+        )
+        target_participant.changed()
+        return self._secret_outcome(request_id, outcome)
+
+    async def _secret_outcome(
+        self, request_id: str, outcome: asyncio.Future[Outcome[Any]]
+    ) -> bytes:
+        try:
+            result = await outcome
+        except asyncio.CancelledError:
+            with contextlib.suppress(UnknownRequest):
+                self.registry.cancel(request_id)
+            raise
+        return _secret_from(result)
+
+    async def provide_secret(self, *, by: str, request_id: str, data: bytes) -> None:
+        """``by`` answers secret request ``request_id`` with ``data``: store it as
+        their secret, hand it to the requester."""
+        await self._provide_secret(self.participant(by), request_id=request_id, data=data)
+
+    async def _provide_secret(
+        self, answering: Participant, *, request_id: str, data: bytes
+    ) -> None:
+        by = answering.participant_id
+        self._check_answering(answering, "secret.provide", request_id)
+        self._check_kind(request_id, "secret")
+        ask = self._secret_asks[request_id]
+        # Checked before the request is answered: a secret over the quota leaves the
+        # request open, so the person can still answer within the limits.
+        await self.check_quota(ask.key, size=len(data))
+        pending = self.registry.provide(request_id, by=by)
+        holder = self._participants.get(by)
+        if holder is not None:
+            holder.prompts.pop(request_id, None)
+            holder.changed()
+        try:
+            # As a redeemed code's credential: the requester gets what the person
+            # typed whether or not it could be saved; a failed save reaches the
+            # person (who may answer the next request again).
+            await self.store.put(ask.key, type=ask.type, name=ask.name, data=data)
+        finally:
+            self.registry.exchange_succeeded(request_id, data)
+        self.audit(
+            AuditEvent(
+                action="secret.stored",
+                room=self.room,
+                actor=by,
+                outcome="ok",
+                reason="a requested secret was provided",
+                at=self.clock(),
+                details=(("requester", pending.requester), ("secret_id", ask.key.secret_id)),
+            )
+        )
+
+    def prompts(self, participant_id: str) -> AsyncIterator[Prompt]:
         """Every open prompt addressed to ``participant_id``, each once, as they come.
 
         Raises ParticipantNotConnected at once (not on first iteration) if the
@@ -1234,7 +1546,7 @@ class _Session:
     async def check_quota(self, key: SecretKey, *, size: int) -> None:
         await self._service.check_quota(key, size=size)
 
-    async def request_token(
+    def request_token(
         self,
         *,
         requester: str,
@@ -1249,10 +1561,10 @@ class _Session:
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
-    ) -> str:
+    ) -> Coroutine[Any, Any, str]:
         # The session may have ended while we looked for a stored credential.
         self.participant(requester)
-        return await self._service._request_token(
+        request_id, outcome = self._service._open_request(
             requester=requester,
             target=target,
             client=client,
@@ -1262,11 +1574,12 @@ class _Session:
             redirect_uri=redirect_uri,
             timeout=timeout,
             no_pkce=no_pkce,
-            asked=self._asked,
             issuer=issuer,
             metadata=metadata,
             allow=allow,
+            asked=self._asked,
         )
+        return self._service._outcome(request_id, outcome)
 
     async def provide(
         self,
@@ -1281,16 +1594,47 @@ class _Session:
             self.participant(by), request_id=request_id, code=code, state=state, iss=iss
         )
 
-    def reject(self, *, by: str, request_id: str, error: str) -> None:
-        self._service._reject(self.participant(by), request_id=request_id, error=error)
+    def reject(
+        self, *, by: str, request_id: str, error: str, kind: Optional[str] = None
+    ) -> None:
+        self._service._reject(
+            self.participant(by), request_id=request_id, error=error, kind=kind
+        )
 
-    def prompts(self, participant_id: str) -> AsyncIterator[OAuthPrompt]:
+    def request_secret(
+        self,
+        *,
+        requester: str,
+        target: str,
+        key: SecretKey,
+        url: str,
+        type: str,
+        name: str,
+        timeout: float,
+    ) -> Coroutine[Any, Any, bytes]:
+        # The session may have ended while we looked for a stored secret.
+        self.participant(requester)
+        return self._service._open_secret_request(
+            requester=requester,
+            target=target,
+            key=key,
+            url=url,
+            type=type,
+            name=name,
+            timeout=timeout,
+            asked=self._asked,
+        )
+
+    async def provide_secret(self, *, by: str, request_id: str, data: bytes) -> None:
+        await self._service._provide_secret(self.participant(by), request_id=request_id, data=data)
+
+    def prompts(self, participant_id: str) -> AsyncIterator[Prompt]:
         raise ParticipantNotConnected(
             "a session receives no prompts; connect the participant to receive them"
         )
 
 
-async def _prompt_stream(participant: Participant) -> AsyncIterator[OAuthPrompt]:
+async def _prompt_stream(participant: Participant) -> AsyncIterator[Prompt]:
     seen: set[str] = set()
     loop = asyncio.get_running_loop()
     while not participant.closed:
@@ -1319,6 +1663,21 @@ def _retrieve_exception(task: asyncio.Future[Any]) -> None:
     # got the outcome through the registry either way.
     if not task.cancelled():
         task.exception()
+
+
+def _secret_from(result: Outcome[Any]) -> bytes:
+    if isinstance(result, Completed):
+        data: bytes = result.result
+        return data
+    if isinstance(result, Failed):
+        raise result.error
+    if isinstance(result, Rejected):
+        raise RequestRejected(result.error, what="secret request")
+    if isinstance(result, Expired):
+        raise RequestTimedOut("nobody answered the secret request in time")
+    if isinstance(result, Cancelled):
+        raise RequestCancelled(result.reason)
+    raise AssertionError(f"unknown outcome {result!r}")  # pragma: no cover
 
 
 def _token_from(result: Outcome[TokenSet]) -> str:

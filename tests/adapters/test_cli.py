@@ -951,3 +951,70 @@ def test_both_the_owner_and_the_delegate_see_a_delegated_secret_in_secret_list(c
     cli.run("secret", "delete", "--id", "for-agent", "--delegated-to", "agent-7", token=owner)
     after = json.loads(cli.run("secret", "list", "--json", token=agent).stdout)
     assert [row["id"] for row in after] == ["own-key"]
+
+
+def test_an_agent_asks_a_person_for_a_secret_through_the_cli(cli: Cli) -> None:
+    from tests.support.leak_watch import remember_secret
+
+    key = "sk-cli-0123456789abcdef"
+    remember_secret(key)
+    agent = cli.mint("agent-5", "--grant", "allow-all")
+    paula = cli.mint("paula")
+    watcher = subprocess.Popen(
+        cli.argv("prompts", "--room", ROOM, "--json"),
+        env=dict(cli.env, ROOMSECRETS_TOKEN=paula),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watcher.stderr is not None and watcher.stdout is not None
+        assert "connected as paula" in watcher.stderr.readline()
+        asking = subprocess.Popen(
+            cli.argv("secret", "request", "--room", ROOM, "--from-participant-id", "paula",
+                     "--url", "https://api.example.com/v1", "--timeout", "60"),
+            env=dict(cli.env, ROOMSECRETS_TOKEN=agent),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        shown = json.loads(watcher.stdout.readline())
+        assert {k: shown[k] for k in ("kind", "from_participant_id", "url", "type",
+                                      "delegate_to")} == {
+            "kind": "secret", "from_participant_id": "agent-5",
+            "url": "https://api.example.com/v1", "type": "text/plain", "delegate_to": "agent-5"}
+        cli.run("secret", "provide", "--request-id", shown["request_id"], "--value", key,
+                token=paula)
+        stdout, stderr = asking.communicate(timeout=TIMEOUT)
+        cli.note(["secret", "request"], stdout, stderr, True)
+        assert asking.returncode == 0, stderr
+        assert stdout == key
+        # Stored as paula's, delegated to the agent; asked again, no prompt.
+        theirs = json.loads(cli.run("secret", "list", "--json", token=agent).stdout)
+        assert [(r["name"], r["delegated_by"]) for r in theirs] == [
+            ("https://api.example.com/v1", "paula")]
+        again = cli.run("secret", "request", "--from-participant-id", "paula",
+                        "--url", "https://api.example.com/v1", token=agent, prints_secret=True)
+        assert again.stdout == key
+        # A rejected request: exit 1, one line.
+        other = subprocess.Popen(
+            cli.argv("secret", "request", "--room", ROOM, "--from-participant-id", "paula",
+                     "--url", "https://other.example/", "--timeout", "60"),
+            env=dict(cli.env, ROOMSECRETS_TOKEN=agent),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        second = json.loads(watcher.stdout.readline())
+        cli.run("secret", "reject", "--request-id", second["request_id"], token=paula)
+        stdout, stderr = other.communicate(timeout=TIMEOUT)
+        cli.note(["secret", "request"], stdout, stderr, False)
+        assert other.returncode == 1 and stdout == ""
+        # The waiting notice, then one error line.
+        assert stderr.splitlines()[-1] == (
+            "roomsecrets: error: the secret request was rejected: user_cancelled "
+            "(request_rejected)"), stderr
+        assert "Traceback" not in stderr
+        # The default grant asks nobody: refused before any prompt.
+        plain = cli.mint("agent-6")
+        denied = cli.run("secret", "request", "--from-participant-id", "paula",
+                         "--url", "https://api.example.com/v1", token=plain, check=False)
+        assert "no secret rule matches" in one_error_line(denied)
+    finally:
+        watcher.terminate()
+        rest_out, rest_err = watcher.communicate(timeout=10)
+        cli.note(["prompts"], rest_out, rest_err, False)

@@ -90,7 +90,7 @@ def install() -> None:
     root.addHandler(handler)
     logging.getLogger("roomsecrets").setLevel(logging.DEBUG)
 
-    from roomsecrets.core import audit, client, credentials, errors, ports, service
+    from roomsecrets.core import api, audit, client, credentials, errors, ports, service
     from roomsecrets.core.oauth import http, token_request, tokens
     from roomsecrets.core.pending import registry as pending_registry
 
@@ -113,6 +113,8 @@ def install() -> None:
         pending_registry.PendingRequest,
         pending_registry.Completed,
         service.OAuthPrompt,
+        api.SecretPrompt,
+        service._SecretAsk,
         client.SecretsClient,
     ):
         _after_init(cls, lambda _: "repr")
@@ -169,7 +171,13 @@ def _remember_minted_tokens() -> None:
 
 #: Commands whose stdout is the one secret they exist to print (SPEC.md, the CLI).
 PRINTS_ONE_SECRET = frozenset(
-    {("token", "mint"), ("oauth2", "request"), ("oauth2", "get"), ("secret", "get")}
+    {
+        ("token", "mint"),
+        ("oauth2", "request"),
+        ("oauth2", "get"),
+        ("secret", "get"),
+        ("secret", "request"),
+    }
 )
 # ``oauth2 prompts`` prints each prompt's authorization URL: the state in it is
 # what the person's browser must carry to the provider.

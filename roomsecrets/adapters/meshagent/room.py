@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from aiohttp import WSMsgType, web
 
+from ...core.api import SecretPrompt
 from ...core.client import SecretsClient
 from ...core.errors import InvalidInput, RoomSecretsError, UnknownRequest
 from ...core.inputs import check_id
@@ -343,8 +344,22 @@ async def _answer(conn: _Connection, message: Message, reply: Reply) -> None:
 
 async def _push_prompts(conn: _Connection, service: SecretsService) -> None:
     """Push each open prompt addressed to the connection's name, as the SDK's
-    ``secrets.request_oauth_token`` (``_ClientRequestOAuthTokenRequest``)."""
+    ``secrets.request_oauth_token`` (``_ClientRequestOAuthTokenRequest``), or a
+    secret prompt as ``secrets.request_secret`` (``_ClientRequestSecretRequest``)."""
     async for prompt in service.prompts(conn.who.name):
+        if isinstance(prompt, SecretPrompt):
+            # The SDK's _ClientRequestSecretRequest: {request_id, request: SecretRequestInfo}.
+            await conn.send("secrets.request_secret", {
+                "request_id": prompt.request_id,
+                "request": {
+                    "url": prompt.url,
+                    "type": prompt.type,
+                    "participant_id": conn.participant_id,
+                    "timeout": max(0, int(prompt.expires_at - service.clock())),
+                    "delegate_to": prompt.delegate_to,
+                },
+            })
+            continue
         try:
             pending = service.registry.get(prompt.request_id)
         except UnknownRequest:

@@ -65,6 +65,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
+from ...core.api import OAuthPrompt
 from ...core.client import SecretsClient
 from ...core.errors import (
     InvalidInput,
@@ -95,6 +96,7 @@ from .http_api import (
     error_body,
     prompt_to_json,
     secret_info_to_json,
+    secret_prompt_to_json,
     status_for,
 )
 from .openapi import ROOT_PATH, openapi_document
@@ -721,6 +723,34 @@ async def _get_secret(
     return {"data": None if data is None else encode_data(data)}
 
 
+async def _request_secret(
+    client: SecretsClient, args: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    data = await _unless_caller_leaves(request, client.request_secret(**args))
+    return {"data": encode_data(data)}
+
+
+async def _provide_secret(
+    client: SecretsClient, args: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    args["data"] = decode_data(args["data"])
+    await client.provide_secret(**args)
+    return {}
+
+
+async def _reject_secret(
+    client: SecretsClient, args: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    await client.reject_secret(**args)
+    return {}
+
+
+async def _delete_requested_secret(
+    client: SecretsClient, args: dict[str, Any], request: web.Request
+) -> dict[str, Any]:
+    return {"deleted": deleted_to_json(await client.delete_requested_secret(**args))}
+
+
 _RUNNERS: dict[str, Runner] = {
     "list_user_secrets": _list_user_secrets,
     "list_delegated_secrets": _list_delegated_secrets,
@@ -731,11 +761,23 @@ _RUNNERS: dict[str, Runner] = {
     "reject_oauth_authorization": _reject_oauth_authorization,
     "set_secret": _set_secret,
     "get_secret": _get_secret,
+    "request_secret": _request_secret,
+    "provide_secret": _provide_secret,
+    "reject_secret": _reject_secret,
+    "delete_requested_secret": _delete_requested_secret,
 }
 # Operations after which the caller's own secrets may differ.
-_CHANGES_SECRETS = frozenset({"delete_user_secret", "set_secret", "provide_oauth_authorization"})
+_CHANGES_SECRETS = frozenset({
+    "delete_user_secret",
+    "set_secret",
+    "provide_oauth_authorization",
+    "provide_secret",
+    "delete_requested_secret",
+})
 # Answers that carry a token or a secret must not be cached anywhere.
-_SECRET_ANSWERS = frozenset({"request_oauth_token", "get_offline_oauth_token", "get_secret"})
+_SECRET_ANSWERS = frozenset(
+    {"request_oauth_token", "get_offline_oauth_token", "get_secret", "request_secret"}
+)
 
 
 async def _json_operation(request: web.Request, op: Operation) -> web.StreamResponse:
@@ -957,7 +999,8 @@ async def _push_prompts(
     ws: web.WebSocketResponse, participant: Participant, rooms: _Rooms, room: str
 ) -> None:
     """Send each open prompt once (those open before the socket too, in arrival
-    order) and ``{"type": "oauth_prompt_ended", "request_id"}`` when one ends
+    order), as ``oauth_prompt`` or ``secret_prompt``, and
+    ``{"type": "oauth_prompt_ended", "request_id"}`` when one of either kind ends
     (answered, rejected, timed out, cancelled), until the participant leaves."""
     loop = asyncio.get_running_loop()
     sent: set[str] = set()
@@ -974,10 +1017,13 @@ async def _push_prompts(
                 if request_id in sent:
                     continue
                 sent.add(request_id)
+                is_oauth = isinstance(prompt, OAuthPrompt)
                 await ws.send_json(
                     {
-                        "type": "oauth_prompt",
-                        "prompt": prompt_to_json(prompt),
+                        "type": "oauth_prompt" if is_oauth else "secret_prompt",
+                        "prompt": prompt_to_json(prompt)
+                        if isinstance(prompt, OAuthPrompt)
+                        else secret_prompt_to_json(prompt),
                         "from_participant_name": rooms.name_of(
                             room, prompt.from_participant_id
                         ),

@@ -38,6 +38,12 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     POST /rooms/{room}/provide_oauth_authorization  {"request_id", "code", "state"?, "iss"?}
          -> {}
     POST /rooms/{room}/reject_oauth_authorization   {"request_id", "error"}          -> {}
+    POST /rooms/{room}/request_secret               {"url", "type", "from_participant_id",
+         "timeout"?, "delegate_to"?}  -> {"data": base64}   (a long request, as above)
+    POST /rooms/{room}/provide_secret               {"request_id", "data" (base64)}  -> {}
+    POST /rooms/{room}/reject_secret                {"request_id", "error"}          -> {}
+    POST /rooms/{room}/delete_requested_secret      {"url", "type", "delegated_to"?}
+         -> {"deleted": {...}}
     POST /rooms/{room}/set_secret                   {"secret_id", "data" (base64),
          "type"?, "name"?, "delegated_to"?}         -> {}
     POST /rooms/{room}/get_secret                   {"secret_id", "delegated_to"?}
@@ -102,7 +108,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from ...core.api import DeletedSecret, OAuthPrompt, SecretInfo
+from ...core.api import DeletedSecret, OAuthPrompt, SecretInfo, SecretPrompt
 from ...core.errors import (
     ConfigurationError,
     GrantDenied,
@@ -155,6 +161,8 @@ __all__ = [
     "prompt_from_json",
     "prompt_to_json",
     "secret_info_to_json",
+    "secret_prompt_from_json",
+    "secret_prompt_to_json",
     "status_for",
     "unverified_claims",
 ]
@@ -243,7 +251,7 @@ def error_body(error: RoomSecretsError) -> dict[str, Any]:
     elif isinstance(error, TooManyPendingRequests):
         details = {"limit": error.limit}
     elif isinstance(error, RequestRejected):
-        details = {"reason": error.error}
+        details = {"reason": error.error, "what": error.what}
     elif isinstance(error, RequestCancelled):
         details = {"reason": error.reason}
     elif isinstance(error, VersionConflict):
@@ -329,7 +337,10 @@ def _rebuild(
     if issubclass(cls, TooManyPendingRequests):
         return cls(message, limit=_opt_int(details.get("limit")) or 0)
     if issubclass(cls, RequestRejected):
-        return cls(_opt_str(details.get("reason")) or "rejected")
+        return cls(
+            _opt_str(details.get("reason")) or "rejected",
+            what=_opt_str(details.get("what")) or "authorization request",
+        )
     if issubclass(cls, RequestCancelled):
         return cls(_opt_str(details.get("reason")) or "cancelled")
     if issubclass(cls, VersionConflict):
@@ -456,6 +467,52 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         client_id=strings["client_id"],
         scopes=tuple(scopes),
         redirect_uri=strings["redirect_uri"],
+        expires_at=float(expires_at),
+    )
+
+
+def secret_prompt_to_json(prompt: SecretPrompt) -> dict[str, Any]:
+    return {
+        "request_id": prompt.request_id,
+        "from_participant_id": prompt.from_participant_id,
+        "url": prompt.url,
+        "type": prompt.type,
+        "delegate_to": prompt.delegate_to,
+        "expires_at": prompt.expires_at,
+    }
+
+
+def secret_prompt_from_json(data: object) -> SecretPrompt:
+    """The secret prompt a server sent (:func:`secret_prompt_to_json`); InvalidInput
+    if malformed."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput("a prompt must be a JSON object")
+    try:
+        expires_at = data["expires_at"]
+        strings = {
+            key: data[key]
+            for key in ("request_id", "from_participant_id", "url", "type", "delegate_to")
+        }
+    except KeyError as missing:
+        raise InvalidInput(f"a prompt lacks {missing.args[0]!r}") from None
+    if not all(isinstance(value, str) for value in strings.values()):
+        raise InvalidInput("a prompt's ids, URL and type must be strings")
+    # As for OAuth prompts: the server never sends control characters (a terminal
+    # would act on them).
+    if any(_CONTROL_CHARS.search(text) for text in strings.values()):
+        raise InvalidInput("a prompt's fields must not contain control characters")
+    if (
+        isinstance(expires_at, bool)
+        or not isinstance(expires_at, (int, float))
+        or not _is_finite(expires_at)
+    ):
+        raise InvalidInput("a prompt's expires_at must be a finite number")
+    return SecretPrompt(
+        request_id=strings["request_id"],
+        from_participant_id=strings["from_participant_id"],
+        url=strings["url"],
+        type=strings["type"],
+        delegate_to=strings["delegate_to"],
         expires_at=float(expires_at),
     )
 
@@ -751,6 +808,85 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         response=_EMPTY,
         errors=(*_COMMON_ERRORS, 404, 409),
+    ),
+    Operation(
+        name="request_secret",
+        method="POST",
+        path="/rooms/{room}/request_secret",
+        summary=(
+            "Ask from_participant_id to type in a secret for url (an API key, say) and "
+            "answer with its bytes (base64). A secret stored by an earlier request for "
+            "the same url and type comes back with no prompt. A long request, as "
+            "request_oauth_token is; a client that drops it cancels it."
+        ),
+        fields=(
+            Field(name="url", schema=_STRING, required=True),
+            Field(name="type", schema=_STRING, required=True, description="a MIME type"),
+            Field(name="from_participant_id", schema=_STRING, required=True),
+            Field(name="timeout", schema=_TIMEOUT),
+            Field(
+                name="delegate_to",
+                schema=_OPTIONAL_STRING,
+                description="who the stored secret is delegated to (default: the caller)",
+            ),
+        ),
+        response={
+            "type": "object",
+            "properties": {"data": {"type": "string", "contentEncoding": "base64"}},
+            "required": ["data"],
+        },
+        errors=(*_COMMON_ERRORS, 404, 408, 409, 429),
+    ),
+    Operation(
+        name="provide_secret",
+        method="POST",
+        path="/rooms/{room}/provide_secret",
+        summary=(
+            "Answer a secret prompt addressed to the caller with the secret (base64): it "
+            "is stored as the caller's secret, delegated as the prompt says, and handed "
+            "to the requester."
+        ),
+        fields=(
+            Field(name="request_id", schema=_STRING, required=True),
+            Field(
+                name="data", schema={"type": "string", "contentEncoding": "base64"}, required=True
+            ),
+        ),
+        response=_EMPTY,
+        errors=(*_COMMON_ERRORS, 404, 409, 503),
+    ),
+    Operation(
+        name="reject_secret",
+        method="POST",
+        path="/rooms/{room}/reject_secret",
+        summary="Refuse a secret prompt addressed to the caller; the requester gets "
+        "request_rejected.",
+        fields=(
+            Field(name="request_id", schema=_STRING, required=True),
+            Field(name="error", schema=_STRING, required=True, description="e.g. user_cancelled"),
+        ),
+        response=_EMPTY,
+        errors=(*_COMMON_ERRORS, 404, 409),
+    ),
+    Operation(
+        name="delete_requested_secret",
+        method="POST",
+        path="/rooms/{room}/delete_requested_secret",
+        summary=(
+            "Delete the caller's secret that request_secret stored for url and type, "
+            "delegated to delegated_to (404 secret_not_found if there is none)."
+        ),
+        fields=(
+            Field(name="url", schema=_STRING, required=True),
+            Field(name="type", schema=_STRING, required=True),
+            Field(name="delegated_to", schema=_OPTIONAL_STRING),
+        ),
+        response={
+            "type": "object",
+            "properties": {"deleted": DELETED_SCHEMA},
+            "required": ["deleted"],
+        },
+        errors=(*_COMMON_ERRORS, 404),
     ),
     Operation(
         name="set_secret",

@@ -3,9 +3,12 @@
 :class:`PendingRegistry` keeps every open :class:`PendingRequest` with its
 :class:`~.pending.PendingMachine`, indexed by request id, by OAuth ``state``, by
 requester and by target, plus a heap of deadlines. It does no I/O and never
-sleeps: the clock and the randomness are injected, and the caller (the service
-layer) does the token exchange and schedules :meth:`PendingRegistry.expire_due`
-at :meth:`PendingRegistry.next_deadline`.
+sleeps: the clock and the randomness are injected, and the caller does the token
+exchange and calls :meth:`PendingRegistry.expire_due` when a deadline has passed
+(:meth:`PendingRegistry.next_deadline` says when, on the registry's clock; the
+service keeps one event-loop timer for all its requests' waits and expires as of
+a request's deadline when its wait gives up, so a clock that stands still or
+steps back cannot keep a request open).
 
 Rules:
 

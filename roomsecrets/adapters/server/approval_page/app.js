@@ -203,6 +203,8 @@
       loadSecrets();
     } else if (frame.type === "oauth_prompt") {
       addPrompt(frame.prompt, frame.from_participant_name);
+    } else if (frame.type === "secret_prompt") {
+      addSecretPrompt(frame.prompt, frame.from_participant_name);
     } else if (frame.type === "oauth_prompt_ended") {
       endPrompt(frame.request_id);
     } else if (frame.type === "secrets_changed") {
@@ -267,6 +269,64 @@
     renderRequestsState();
   }
 
+  // A secret prompt: the person types or pastes the secret; it is stored as theirs,
+  // delegated as the prompt says, and handed to the asker. The field is a password
+  // field, cleared as soon as the answer is sent.
+  function addSecretPrompt(prompt, name) {
+    if (!prompt || prompts.has(prompt.request_id)) {
+      return;
+    }
+    var url = safeUrl(prompt.url);
+    var item = els.secretRequestTemplate.content.firstElementChild.cloneNode(true);
+    var entry = { prompt: prompt, name: name || null, item: item, approved: false, secret: true };
+    var host = url ? url.host : prompt.url;
+    item.querySelector(".host").textContent = host;
+    item.querySelector(".asker-name").textContent = entry.name || prompt.from_participant_id;
+    item.querySelector(".asker-id").textContent = entry.name ? "(" + prompt.from_participant_id + ")" : "";
+    item.querySelector(".url").textContent = prompt.url;
+    item.querySelector(".type").textContent = prompt.type;
+    item.querySelector(".delegate").textContent = prompt.delegate_to;
+    item.setAttribute("aria-label", "Secret request from " + requesterText(entry) + " for " + host);
+    var field = item.querySelector(".secret-value");
+    field.setAttribute("aria-label", "Secret for " + host);
+    item.querySelector(".secret-form").addEventListener("submit", function (event) {
+      event.preventDefault();
+      onProvideSecret(entry, field);
+    });
+    item.querySelector(".reject").addEventListener("click", function () { onReject(entry); });
+    prompts.set(prompt.request_id, entry);
+    els.requests.appendChild(item);
+    tickPrompt(entry);
+    renderRequestsState();
+  }
+
+  function onProvideSecret(entry, field) {
+    var value = field.value;
+    if (!value) {
+      return;
+    }
+    var buttons = entry.item.querySelectorAll("button");
+    buttons.forEach(function (b) { b.disabled = true; });
+    field.value = "";
+    field.disabled = true;
+    entry.approved = true;
+    var bytes = new TextEncoder().encode(value);
+    var binary = "";
+    bytes.forEach(function (b) { binary += String.fromCharCode(b); });
+    api("provide_secret", { request_id: entry.prompt.request_id, data: btoa(binary) }).then(function () {
+      removePrompt(entry, "You gave " + requesterText(entry) + " the secret; it is now among your stored secrets.");
+    }, function (error) {
+      if (error.status === 404) {
+        removePrompt(entry, "The request from " + requesterText(entry) + " had already ended.");
+      } else {
+        entry.approved = false;
+        field.disabled = false;
+        buttons.forEach(function (b) { b.disabled = !connected; });
+        notify("Could not provide the secret: " + error.message + ".");
+      }
+    });
+  }
+
   function onApprove(entry) {
     if (!entry.url) {
       return;
@@ -284,7 +344,7 @@
     var buttons = entry.item.querySelectorAll("button");
     buttons.forEach(function (b) { b.disabled = true; });
     entry.rejecting = true;
-    api("reject_oauth_authorization", {
+    api(entry.secret ? "reject_secret" : "reject_oauth_authorization", {
       request_id: entry.prompt.request_id,
       error: "user_cancelled",
     }).then(function () {
@@ -309,6 +369,8 @@
     // clock (to within a second, the precision of the countdown), say how.
     var what = entry.rejecting
       ? "You rejected the request from " + requesterText(entry) + "."
+      : entry.secret && entry.approved
+      ? "You gave " + requesterText(entry) + " the secret; it is now among your stored secrets."
       : entry.approved
       ? // Approved or declined there: the server does not say which, so neither do we.
         "The request from " + requesterText(entry) + " ended at the provider. " +
@@ -508,6 +570,7 @@
       ["confirm", "confirm-delete"], ["confirmText", "confirm-text"],
       ["confirmYes", "confirm-yes"], ["confirmNo", "confirm-no"],
       ["requestTemplate", "request-template"], ["secretTemplate", "secret-template"],
+      ["secretRequestTemplate", "secret-request-template"],
     ].forEach(function (pair) { els[pair[0]] = byId(pair[1]); });
 
     els.signOut.addEventListener("click", function () {
