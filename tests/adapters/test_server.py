@@ -687,7 +687,8 @@ def test_the_callback_completes_or_rejects_and_never_logs_its_query(
                     assert headers["Referrer-Policy"] == "no-referrer"
                     status, answer, _ = await request
                     assert (status, answer["error"]) == (409, "request_rejected")
-                    assert answer["details"] == {"reason": "access_denied"}
+                    assert answer["details"] == {
+                        "reason": "access_denied", "what": "authorization request"}
                     # code & state completes.
                     request = await _ask(served, provider)
                     prompt = await _next_prompt(ws)
