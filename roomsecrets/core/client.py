@@ -548,14 +548,7 @@ class SecretsClient:
         ``error`` is a short reason such as ``"user_cancelled"``; it is reduced to
         64 RFC 6749 §5.2 characters before the requester sees it.
         """
-        self._check_connected()
-        check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
-        check_text(error, "error", limit=MAX_ERROR)
-        if safe_text(error, 64) is None:
-            raise InvalidInput("error must hold printable ASCII (RFC 6749 §5.2)")
-        self._service.reject(
-            by=self.participant_id, request_id=request_id, error=error, kind="oauth"
-        )
+        self._reject(request_id, error, kind="oauth")
 
     def oauth_prompts(self) -> AsyncIterator[OAuthPrompt]:
         """OAuth prompts addressed to us: every open one since ``connect()``, then new
@@ -656,13 +649,19 @@ class SecretsClient:
     async def reject_secret(self, *, request_id: str, error: str) -> None:
         """Refuse a :class:`SecretPrompt` addressed to us; the requester gets
         RequestRejected(error). ``error`` is a short reason such as ``"user_cancelled"``."""
+        self._reject(request_id, error, kind="secret")
+
+    def _reject(self, request_id: object, error: object, *, kind: str) -> None:
+        """Refuse open request ``request_id`` of ``kind`` addressed to us, once the
+        arguments are checked (``error`` is reduced to 64 RFC 6749 §5.2 characters
+        before the requester sees it)."""
         self._check_connected()
         check_vschar(request_id, "request_id", limit=MAX_REQUEST_ID)
         check_text(error, "error", limit=MAX_ERROR)
-        if safe_text(error, 64) is None:
+        if safe_text(str(error), 64) is None:
             raise InvalidInput("error must hold printable ASCII (RFC 6749 §5.2)")
         self._service.reject(
-            by=self.participant_id, request_id=request_id, error=error, kind="secret"
+            by=self.participant_id, request_id=str(request_id), error=str(error), kind=kind
         )
 
     async def delete_requested_secret(

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from heapq import heapify, heappop, heappush
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretPrompt
@@ -88,6 +88,8 @@ from .refresh import CredentialRefresher
 from .values import frozen_value
 
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
+
+_T = TypeVar("_T")
 
 _MAX_REMEMBERED_DECISIONS = 1024
 #: Compare-and-swap tries of a delete racing a refresh before it deletes unconditionally.
@@ -717,7 +719,7 @@ class SecretsService:
             metadata=metadata,
             allow=allow,
         )
-        return self._outcome(request_id, outcome)
+        return self._outcome(request_id, outcome, _token_from)
 
     def _open_request(
         self,
@@ -815,9 +817,13 @@ class SecretsService:
         return pending.request_id, outcome
 
     async def _outcome(
-        self, request_id: str, outcome: asyncio.Future[Outcome[TokenSet]]
-    ) -> str:
-        """Wait for open request ``request_id`` to end: its access token, or its error."""
+        self,
+        request_id: str,
+        outcome: asyncio.Future[Outcome[Any]],
+        finish: Callable[[Outcome[Any]], _T],
+    ) -> _T:
+        """Wait for open request ``request_id`` to end; ``finish`` turns its outcome
+        into the answer (``_token_from``, ``_secret_from``) or its error."""
         try:
             # No wait_for, no shield: the service's one timer ends the request at
             # its due time (_on_due), which resolves this future; a request that
@@ -830,7 +836,7 @@ class SecretsService:
             with contextlib.suppress(UnknownRequest):
                 self.registry.cancel(request_id)
             raise
-        return _token_from(result)
+        return finish(result)
 
     def _request_ended(self, result: Outcome[TokenSet]) -> None:
         """The registry's waiter, for every request: the request ended with ``result``."""
@@ -1378,18 +1384,7 @@ class SecretsService:
             expires_at=pending.deadline,
         )
         target_participant.changed()
-        return self._secret_outcome(request_id, outcome)
-
-    async def _secret_outcome(
-        self, request_id: str, outcome: asyncio.Future[Outcome[Any]]
-    ) -> bytes:
-        try:
-            result = await outcome
-        except asyncio.CancelledError:
-            with contextlib.suppress(UnknownRequest):
-                self.registry.cancel(request_id)
-            raise
-        return _secret_from(result)
+        return self._outcome(request_id, outcome, _secret_from)
 
     async def provide_secret(self, *, by: str, request_id: str, data: bytes) -> None:
         """``by`` answers secret request ``request_id`` with ``data``: store it as
@@ -1579,7 +1574,7 @@ class _Session:
             allow=allow,
             asked=self._asked,
         )
-        return self._service._outcome(request_id, outcome)
+        return self._service._outcome(request_id, outcome, _token_from)
 
     async def provide(
         self,
@@ -1665,30 +1660,28 @@ def _retrieve_exception(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def _token_from(result: Outcome[Any]) -> str:
+    """An OAuth request's answer: the access token of the credential it stored."""
+    tokens: TokenSet = _result_of(result, "authorization request")
+    return tokens.access_token
+
+
 def _secret_from(result: Outcome[Any]) -> bytes:
+    """A secret request's answer: the bytes the person provided."""
+    data: bytes = _result_of(result, "secret request")
+    return data
+
+
+def _result_of(result: Outcome[Any], what: str) -> Any:
+    """A completed request's result; every other ending as its typed error."""
     if isinstance(result, Completed):
-        data: bytes = result.result
-        return data
+        return result.result
     if isinstance(result, Failed):
         raise result.error
     if isinstance(result, Rejected):
-        raise RequestRejected(result.error, what="secret request")
+        raise RequestRejected(result.error, what=what)
     if isinstance(result, Expired):
-        raise RequestTimedOut("nobody answered the secret request in time")
-    if isinstance(result, Cancelled):
-        raise RequestCancelled(result.reason)
-    raise AssertionError(f"unknown outcome {result!r}")  # pragma: no cover
-
-
-def _token_from(result: Outcome[TokenSet]) -> str:
-    if isinstance(result, Completed):
-        return result.result.access_token
-    if isinstance(result, Failed):
-        raise result.error
-    if isinstance(result, Rejected):
-        raise RequestRejected(result.error)
-    if isinstance(result, Expired):
-        raise RequestTimedOut("nobody answered the authorization request in time")
+        raise RequestTimedOut(f"nobody answered the {what} in time")
     if isinstance(result, Cancelled):
         raise RequestCancelled(result.reason)
     raise AssertionError(f"unknown outcome {result!r}")  # pragma: no cover
