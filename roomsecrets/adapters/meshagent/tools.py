@@ -3,8 +3,7 @@
 Each :class:`Tool` names the JSON fields the SDK sends (its pydantic models dump
 every field, None included: ``room_server_client.py``), and its handler, which
 calls the caller's :class:`~roomsecrets.core.client.SecretsClient` and nothing
-else: no OAuth is done here. A tool whose handler is None is not supported yet
-and answers an error. Participant references (``participant_id``,
+else: no OAuth is done here. Participant references (``participant_id``,
 ``delegated_by``, ``delegated_to``, ``delegate_to``) may be a connection's
 participant id or a token name; :attr:`ToolCall.resolve` turns them into the
 name, which is whose secrets they are.
@@ -117,12 +116,11 @@ Handler = Callable[[ToolCall], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool of the toolkit: the fields its input may hold, and its handler (None:
-    not supported yet)."""
+    """A tool of the toolkit: the fields its input may hold, and its handler."""
 
     name: str
     fields: frozenset[str]
-    handler: Optional[Handler]
+    handler: Handler
     summary: str
 
 
@@ -269,6 +267,48 @@ async def _get_secret(call: ToolCall) -> Reply:
     )
 
 
+async def _request_secret(call: ToolCall) -> Reply:
+    timeout = call.fields.get("timeout")
+    url, kind = call.fields.get("url"), call.fields.get("type")
+    data = await call.client.request_secret(
+        url=url,  # type: ignore[arg-type]  # checked by core
+        type=kind,  # type: ignore[arg-type]
+        from_participant_id=call.participant("participant_id", required=True) or "",
+        timeout=300 if timeout is None else timeout,
+        delegate_to=call.participant("delegate_to"),
+    )
+    # The SDK's request_secret returns FileContent's data.
+    return FileReply(name=str(url), mime_type=str(kind), data=data)
+
+
+async def _provide_secret(call: ToolCall) -> Reply:
+    request_id, error = call.fields.get("request_id"), call.fields.get("error")
+    if error is not None:
+        await call.client.reject_secret(request_id=request_id, error=error)  # type: ignore[arg-type]
+        return EmptyReply()
+    if call.arguments.data is None:
+        raise InvalidInput("provide_secret takes binary content: its data is the secret")
+    await call.client.provide_secret(request_id=request_id, data=call.arguments.data)  # type: ignore[arg-type]
+    return EmptyReply()
+
+
+async def _reject_secret(call: ToolCall) -> Reply:
+    await call.client.reject_secret(
+        request_id=call.fields.get("request_id"),  # type: ignore[arg-type]
+        error=call.fields.get("error") or "user_cancelled",
+    )
+    return EmptyReply()
+
+
+async def _delete_requested_secret(call: ToolCall) -> Reply:
+    await call.client.delete_requested_secret(
+        url=call.fields.get("url"),  # type: ignore[arg-type]  # checked by core
+        type=call.fields.get("type"),  # type: ignore[arg-type]
+        delegated_to=call.participant("delegated_to"),
+    )
+    return EmptyReply()
+
+
 def _tools(*tools: Tool) -> Mapping[str, Tool]:
     return {tool.name: tool for tool in tools}
 
@@ -299,12 +339,13 @@ TOOLS: Mapping[str, Tool] = _tools(
          _set_secret, "store one's own secret (binary content)"),
     Tool("get_secret", _f("secret_id", "type", "name", "delegated_to"), _get_secret,
          "one's own secret as file content, or empty"),
-    Tool("request_secret", _f("url", "type", "participant_id", "timeout", "delegate_to"), None,
-         "ask a person for a secret"),
-    Tool("provide_secret", _f("request_id", "error"), None, "answer a secret prompt"),
-    Tool("reject_secret", _f("request_id", "error"), None, "reject a secret prompt"),
-    Tool("delete_requested_secret", _f("url", "type", "delegated_to"), None,
-         "delete a secret given through request_secret"),
+    Tool("request_secret", _f("url", "type", "participant_id", "timeout", "delegate_to"),
+         _request_secret, "ask a person to type in a secret, or reuse the stored one"),
+    Tool("provide_secret", _f("request_id", "error"), _provide_secret,
+         "answer a secret prompt (binary content), or reject it with an error"),
+    Tool("reject_secret", _f("request_id", "error"), _reject_secret, "reject a secret prompt"),
+    Tool("delete_requested_secret", _f("url", "type", "delegated_to"), _delete_requested_secret,
+         "delete one's own secret stored by request_secret"),
 )
 
 
@@ -318,8 +359,6 @@ async def run_tool(
         if tool is None:
             shown = tool_name[:60]
             raise NotSupported(f"the secrets toolkit has no tool {shown!r}")
-        if tool.handler is None:
-            raise NotSupported(f"{tool.name} is not supported by this server yet")
         unknown = sorted(set(arguments.fields) - tool.fields)
         if unknown:
             raise InvalidInput(f"{tool.name} takes no field {unknown[0][:40]!r}")

@@ -26,7 +26,12 @@ from meshagent.api.participant_token import (
     ParticipantToken,
     SecretsGrant,
 )
-from meshagent.api.room_server_client import OAuthTokenRequest, RoomClient, RoomException
+from meshagent.api.room_server_client import (
+    OAuthTokenRequest,
+    RoomClient,
+    RoomException,
+    SecretRequest,
+)
 from meshagent.api.urls import websocket_room_url
 from meshagent.api.websocket_protocol import WebSocketClientProtocol
 
@@ -192,10 +197,7 @@ async def own_secrets() -> dict:
         errors = {}
         calls = {
             "delete_missing": s.delete_secret(id="k1"),
-            "request_secret": s.request_secret(
-                url="https://api.example", type="text/plain",
-                from_participant_id=alice.local_participant.id,
-            ),
+            "provide_unknown": s.provide_secret(request_id="no-such-request", data=b"x"),
             "unknown_tool": alice.invoke(toolkit="secrets", tool="nope", input={}),
             "unknown_toolkit": alice.invoke(toolkit="storage", tool="list", input={}),
         }
@@ -211,7 +213,44 @@ async def own_secrets() -> dict:
     return out
 
 
+async def secret_request() -> dict:
+    """An agent asks alice for an API key; alice's UI types one in, then rejects a
+    second request. RoomClient 0.44.13 never passes a ``secret_request_handler`` to
+    its SecretsClient, so the person's handler is set on the SDK's private attribute
+    ``_secret_request_handler``: the one thing here that is not the public API."""
+    seen: list[dict] = []
+    answers = [b"sk-sdk-0123456789abcdef", None]
+
+    async with room(token("alice", "user")) as alice:
+
+        async def handler(request: SecretRequest) -> None:
+            seen.append({"url": request.url, "type": request.type,
+                         "delegate_to": request.delegate_to})
+            answer = answers.pop(0) if answers else None
+            if answer is None:
+                await alice.secrets.reject_secret(request_id=request.request_id,
+                                                  error="user_cancelled")
+            else:
+                await alice.secrets.provide_secret(request_id=request.request_id, data=answer)
+
+        alice.secrets._secret_request_handler = handler
+        async with room(token("mailbot", "agent")) as agent:
+            out: dict = {}
+            ask = dict(url="https://api.example.com/v1", type="text/plain",
+                       from_participant_id=alice.local_participant.id, timeout=30)
+            out["first"] = (await agent.secrets.request_secret(**ask)).decode()
+            out["again"] = (await agent.secrets.request_secret(**ask)).decode()
+            out["listed"] = [i.model_dump() for i in await alice.secrets.list_secrets()]
+            await alice.secrets.delete_requested_secret(
+                url="https://api.example.com/v1", type="text/plain", delegated_to="mailbot")
+            out["after_delete"] = [i.model_dump() for i in await alice.secrets.list_secrets()]
+            out["rejected"] = await attempt(agent.secrets.request_secret(**ask))
+            out["prompts"] = seen
+            return out
+
+
 SCENARIOS = {
+    "secret_request": secret_request,
     "handshake": handshake,
     "oauth": oauth,
     "reject": lambda: oauth("reject"),

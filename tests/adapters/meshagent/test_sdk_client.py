@@ -137,7 +137,7 @@ def test_a_person_sets_reads_lists_and_deletes_own_secrets(python, provider) -> 
     assert seen["get_after"] is None
     errors = seen["errors"]
     assert errors["delete_missing"]["code"] == 1003
-    assert errors["request_secret"]["text"].startswith("not_supported:")
+    assert errors["provide_unknown"]["text"].startswith("unknown_request:")
     assert "no tool 'nope'" in errors["unknown_tool"]["text"]
     assert "'storage'" in errors["unknown_toolkit"]["text"]
     assert seen["still_works"] == []
@@ -151,3 +151,27 @@ def test_ten_concurrent_offline_calls_after_expiry_make_one_refresh_post(python,
     assert len(set(seen["tokens"])) == 1
     assert seen["tokens"][0] != seen["first"]
     assert provider.is_active(seen["tokens"][0])
+
+
+def test_an_agent_asks_the_person_for_a_secret_and_gets_it_stored_then_rejected(
+    python, provider
+) -> None:
+    from roomsecrets.core.secret_requests import requested_secret_id
+    from tests.support.leak_watch import remember_secret
+
+    remember_secret("sk-sdk-0123456789abcdef")
+    seen = run(python, provider, "secret_request")
+    assert seen["first"] == "sk-sdk-0123456789abcdef"
+    # Asked again: the stored secret, no second prompt (the handler saw one request).
+    assert seen["again"] == seen["first"]
+    assert seen["listed"] == [{
+        "id": requested_secret_id("https://api.example.com/v1", "text/plain"),
+        "type": "text/plain", "name": "https://api.example.com/v1",
+        "delegated_to": "mailbot", "agent_id": None,
+    }]
+    assert seen["after_delete"] == []
+    # After the delete the person is asked again, and rejects.
+    assert seen["rejected"]["error"]["text"].startswith("request_rejected:")
+    assert seen["prompts"] == [
+        {"url": "https://api.example.com/v1", "type": "text/plain", "delegate_to": "mailbot"},
+    ] * 2
