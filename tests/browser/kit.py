@@ -136,6 +136,16 @@ class Agent:
             )
         )
 
+    def ask_secret(
+        self, url: str = "https://api.example.com/v1", *, timeout: float = 60.0
+    ) -> concurrent.futures.Future[bytes]:
+        """Ask the person to type in a secret for ``url`` (request_secret)."""
+        return self.server.submit(
+            self.client.request_secret(
+                url=url, type="text/plain", from_participant_id=PERSON, timeout=timeout
+            )
+        )
+
     def close(self) -> None:
         self.server.run(self.client.close())
 

@@ -374,3 +374,85 @@ def test_the_url_token_mint_login_url_prints_signs_the_page_in(
         assert page.url == server.url + "/approve"
     finally:
         server.close()
+
+
+def secret_item(page: Any) -> Any:
+    return page.get_by_role("listitem").filter(has_text=AGENT).filter(
+        has_text="asks you to type in a secret"
+    )
+
+
+def test_a_secret_prompt_takes_the_secret_in_a_password_field_and_stores_it(
+    context: Any, room_server: RoomServer, agent: Agent
+) -> None:
+    key = "sk-page-0123456789abcdef"
+    leak_watch.remember_secret(key)
+    console: list[str] = []
+    page = open_page(context, room_server, console)
+    asking = agent.ask_secret()
+    item = secret_item(page)
+    expect(item).to_have_count(1)
+    expect(item.locator(".host")).to_have_text("api.example.com")
+    expect(item.locator(".url")).to_have_text("https://api.example.com/v1")
+    expect(item.locator(".type")).to_have_text("text/plain")
+    expect(item.locator(".delegate")).to_have_text(AGENT)
+    field = item.get_by_label("Secret for api.example.com")
+    assert field.get_attribute("type") == "password"
+    # Provide with nothing typed does nothing: the request stays open.
+    item.get_by_role("button", name="Provide", exact=True).click()
+    expect(item).to_have_count(1)
+    assert not asking.done()
+    field.fill(key)
+    field.press("Enter")
+    assert result(asking) == key.encode()
+    expect(item).to_have_count(0)
+    expect(page.locator("#notice")).to_contain_text(
+        f"You gave {AGENT_NAME} ({AGENT}) the secret"
+    )
+    stored = page.get_by_role("listitem").filter(has_text=f"delegated to {AGENT}")
+    expect(stored).to_have_count(1)
+    expect(stored).to_contain_text("https://api.example.com/v1")
+    # The secret is nowhere on the page once sent, and nothing tripped the CSP.
+    assert key not in page.content()
+    assert not [text for text in console if "Content Security Policy" in text]
+
+
+def test_rejecting_a_secret_prompt_ends_the_agents_request(
+    context: Any, room_server: RoomServer, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    asking = agent.ask_secret()
+    item = secret_item(page)
+    item.get_by_role("button", name="Reject", exact=True).click()
+    with pytest.raises(RequestRejected) as rejected:
+        result(asking)
+    assert rejected.value.error == "user_cancelled"
+    assert "secret request" in str(rejected.value)
+    expect(item).to_have_count(0)
+    expect(page.locator("#notice")).to_have_text(
+        f"You rejected the request from {AGENT_NAME} ({AGENT})."
+    )
+
+
+def test_axe_finds_no_serious_or_critical_violations_on_a_secret_prompt(
+    browser: Any, room_server: RoomServer, agent: Agent
+) -> None:
+    axe = Path(__file__).resolve().parents[2] / "node_modules/axe-core/axe.min.js"
+    if not axe.exists():
+        pytest.skip("axe-core is not installed (npm ci)")
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 800})
+    try:
+        page = open_page(context, room_server)
+        asking = agent.ask_secret()
+        item = secret_item(page)
+        expect(item).to_have_count(1)
+        page.add_script_tag(path=str(axe))
+        assert serious_or_critical(page) == []
+        page.set_viewport_size({"width": 360, "height": 780})
+        assert serious_or_critical(page) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        item.get_by_role("button", name="Reject", exact=True).click()
+        with pytest.raises(RequestRejected):
+            result(asking)
+    finally:
+        context.close()

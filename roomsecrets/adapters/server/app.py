@@ -783,7 +783,7 @@ _SECRET_ANSWERS = frozenset(
 async def _json_operation(request: web.Request, op: Operation) -> web.StreamResponse:
     rooms, who = _authenticate(request)
     args = await _read_body(request, op)
-    if op.name == "request_oauth_token":
+    if op.name in ("request_oauth_token", "request_secret"):
         rooms.remember_name(who)
     service = rooms.service(who.room)
     client = service.session(who.participant_id, name=who.name, grant=who.grant)
