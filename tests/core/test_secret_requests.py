@@ -233,3 +233,32 @@ def test_bad_arguments_are_refused_before_anything_happens(kw, message):
         assert not [e for e in service.audit.events if e.action == "secret.request"]
 
     asyncio.run(scenario())
+
+
+def test_an_answer_over_the_quota_is_refused_and_the_request_stays_open():
+    async def scenario():
+        service = make_service(max_secret_bytes_per_participant=32)
+        agent, alice = room(service)
+        request = asking(agent)
+        prompt = await next_secret_prompt(alice)
+        with pytest.raises(errors.QuotaExceeded):
+            await alice.provide_secret(request_id=prompt.request_id, data=b"k" * 33)
+        # Nothing stored, nothing answered: a smaller answer still goes through.
+        assert await alice.list_user_secrets() == []
+        assert not request.done()
+        await alice.provide_secret(request_id=prompt.request_id, data=KEY)
+        assert await request == KEY
+
+    asyncio.run(scenario())
+
+
+def test_a_person_whose_secrets_are_full_is_not_asked():
+    async def scenario():
+        service = make_service(max_secrets_per_participant=1)
+        agent, alice = room(service)
+        await alice.set_secret(secret_id="only", data=b"x")
+        with pytest.raises(errors.QuotaExceeded):
+            await agent.request_secret(url=API, type="text/plain", from_participant_id="alice")
+        assert alice._participant.prompts == {}
+
+    asyncio.run(scenario())
