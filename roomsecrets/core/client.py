@@ -584,7 +584,8 @@ class SecretsClient:
         answer is stored as the person's secret, id
         :func:`~.secret_requests.requested_secret_id` ``(url, type)`` and named by
         the URL, delegated to ``delegate_to`` (us unless given). When that secret
-        is already stored, it comes back with no prompt. Otherwise the person gets
+        is already stored delegated to us, it comes back with no prompt (one
+        delegated to someone else is never handed back unasked). Otherwise the person gets
         a :class:`SecretPrompt` and we wait up to ``timeout`` seconds for
         ``provide_secret``.
 
@@ -618,9 +619,12 @@ class SecretsClient:
             at=service.clock(),
             details=(("target", from_participant_id), ("secret_id", key.secret_id)),
         )
-        stored = await service.store.get(key)
-        if stored is not None and stored.type == type:
-            return stored.data
+        # Handed back unasked only when it is delegated to us: a secret the person
+        # gave someone else is theirs to give again, so naming that delegate asks.
+        if key.delegated_to == self.participant_id:
+            stored = await service.store.get(key)
+            if stored is not None and stored.type == type:
+                return stored.data
         # The person is not asked for a secret their store has no room for.
         await service.check_quota(key, size=0)
         return await service.request_secret(

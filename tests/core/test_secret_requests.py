@@ -69,6 +69,25 @@ def test_the_person_types_it_in_it_is_stored_as_theirs_and_comes_back_without_a_
     asyncio.run(scenario())
 
 
+def test_a_secret_given_to_someone_else_is_never_handed_back_unasked():
+    async def scenario():
+        service = make_service()
+        agent, alice = room(service)
+        service.connect("bob")
+        # alice gave bob a key for the API (through bob's own request, say).
+        await alice.set_secret(secret_id=requested_secret_id(API, "text/plain"), data=KEY,
+                               type="text/plain", delegated_to="bob")
+        # The agent naming bob as the delegate does not get bob's key: alice is asked.
+        request = asking(agent, delegate_to="bob")
+        prompt = await next_secret_prompt(alice)
+        assert prompt.delegate_to == "bob"
+        await alice.reject_secret(request_id=prompt.request_id, error="user_cancelled")
+        with pytest.raises(errors.RequestRejected):
+            await request
+
+    asyncio.run(scenario())
+
+
 def test_delegate_to_stores_it_for_someone_else():
     async def scenario():
         service = make_service()
