@@ -281,3 +281,27 @@ def test_a_person_whose_secrets_are_full_is_not_asked():
         assert alice._participant.prompts == {}
 
     asyncio.run(scenario())
+
+
+def test_a_long_url_names_the_stored_secret_cut_to_the_longest_name_allowed():
+    from roomsecrets.core.inputs import MAX_NAME
+    from roomsecrets.core.secret_requests import requested_secret_name
+
+    exact = "https://a/" + "x" * (MAX_NAME - 10)
+    assert requested_secret_name(exact) == exact
+    longer = exact + "yz"
+    cut = requested_secret_name(longer)
+    assert cut == exact[: MAX_NAME - 1] + "\u2026" and len(cut) == MAX_NAME
+
+    async def scenario():
+        service = make_service()
+        agent, alice = room(service)
+        request = asking(agent, url=longer)
+        prompt = await next_secret_prompt(alice)
+        assert prompt.url == longer  # the prompt shows the whole URL
+        await alice.provide_secret(request_id=prompt.request_id, data=KEY)
+        assert await request == KEY
+        (info,) = await alice.list_user_secrets()
+        assert info.name == cut
+
+    asyncio.run(scenario())

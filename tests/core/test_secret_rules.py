@@ -87,3 +87,13 @@ def test_a_grant_refuses_something_else_in_secret_requests():
         SecretsGrant(secret_requests=[OAuthRule()])  # type: ignore[list-item]
     with pytest.raises(InvalidInput, match="must be a list of SecretRule"):
         SecretsGrant(secret_requests="*")  # type: ignore[arg-type]
+
+
+def test_a_secret_rule_reads_back_what_it_wrote_and_names_a_bad_field():
+    rule = SecretRule(url="https://a/*", type="text/*", participants=["alice"])
+    assert SecretRule.from_dict(rule.to_dict()) == rule
+    assert SecretRule.from_dict({}) == SecretRule()
+    with pytest.raises(InvalidInput, match=r"^SecretRule: unknown key 'host'"):
+        SecretRule.from_dict({"host": "x"})
+    with pytest.raises(InvalidInput, match=r"^SecretRule.url must not be empty"):
+        SecretRule.from_dict({"url": ""})
