@@ -79,6 +79,10 @@ class RoomHost(Protocol):
     public_url: str
     max_body: int
     sockets: set[web.WebSocketResponse]
+    #: Seconds a name whose last connection dropped stays in the room (0: none).
+    disconnect_grace: float
+    #: True once the server is shutting down: nobody lingers then.
+    closing: bool
 
     def service(self, room: str) -> SecretsService: ...
 
@@ -92,6 +96,8 @@ class _Connection:
         self.who = who
         self.participant_id = "p-" + secrets.token_hex(12)
         self.calls: set[asyncio.Task[None]] = set()
+        #: The client closed with 1000 (it is done), not dropped: no grace period.
+        self.closed_normally = False
         self._send_lock = asyncio.Lock()
         self._next_id = 0
 
@@ -112,9 +118,13 @@ class _Connection:
 class _Name:
     """A token name connected to the room's service, and its open connections."""
 
-    def __init__(self, client: SecretsClient) -> None:
+    def __init__(self, client: SecretsClient, grant: object) -> None:
         self.client = client
+        self.grant = grant
         self.connections: dict[str, _Connection] = {}
+        #: While the name's last connection dropped less than the grace period ago:
+        #: the task that makes it leave when the period ends.
+        self.leaving: Optional[asyncio.Future[None]] = None
 
 
 class _Connections:
@@ -132,6 +142,15 @@ class _Connections:
         """
         key = (conn.room, conn.who.name)
         entry = self.names.get(key)
+        if entry is not None and entry.leaving is not None:
+            # Back within the grace period: the same participant, prompts and all,
+            # unless the new token carries another grant (then it starts afresh).
+            entry.leaving.cancel()
+            entry.leaving = None
+            if entry.grant != conn.who.grant:
+                del self.names[key]
+                service.disconnect(conn.who.name)
+                entry = None
         if entry is None:
             if service.is_connected(conn.who.name):
                 raise InvalidInput(
@@ -139,20 +158,42 @@ class _Connections:
                     "own WebSocket; close it first"
                 )
             client = service.connect(conn.who.name, name=conn.who.name, grant=conn.who.grant)
-            entry = self.names[key] = _Name(client)
+            entry = self.names[key] = _Name(client, conn.who.grant)
         entry.connections[conn.participant_id] = conn
         self.by_id[(conn.room, conn.participant_id)] = conn
 
-    async def leave(self, conn: _Connection) -> None:
+    async def leave(self, conn: _Connection, *, grace: float) -> None:
+        """``conn`` closed. When it was its name's last connection, the name leaves
+        the room (its requests end) at once, or after ``grace`` seconds if no new
+        connection of the name comes back: the SDK reconnects after a drop."""
         self.by_id.pop((conn.room, conn.participant_id), None)
         key = (conn.room, conn.who.name)
         entry = self.names.get(key)
         if entry is None:
             return
         entry.connections.pop(conn.participant_id, None)
-        if not entry.connections:
+        if entry.connections:
+            return
+        if grace > 0:
+            entry.leaving = asyncio.ensure_future(self._leave_later(key, entry, grace))
+            return
+        del self.names[key]
+        await entry.client.close()
+
+    async def _leave_later(self, key: tuple[str, str], entry: _Name, grace: float) -> None:
+        await asyncio.sleep(grace)
+        if self.names.get(key) is entry and not entry.connections:
             del self.names[key]
+            entry.leaving = None
             await entry.client.close()
+
+    async def close(self) -> None:
+        """The server stops: every lingering name leaves now."""
+        for key, entry in list(self.names.items()):
+            if entry.leaving is not None:
+                entry.leaving.cancel()
+                del self.names[key]
+                await entry.client.close()
 
     def resolve(self, room: str, reference: str) -> str:
         """The name behind a participant reference: an open connection's id, or a name."""
@@ -167,7 +208,12 @@ _CONNECTIONS = web.AppKey("roomsecrets.meshagent.connections", _Connections)
 def add_meshagent_routes(app: web.Application, host: RoomHost) -> None:
     """Serve meshagent-api's room protocol on ``GET /rooms/{room}`` of ``app``."""
     app[_HOST] = host
-    app[_CONNECTIONS] = _Connections()
+    connections = app[_CONNECTIONS] = _Connections()
+
+    async def leave_all(app: web.Application) -> None:
+        await connections.close()
+
+    app.on_cleanup.append(leave_all)
     app.router.add_get(ROUTE, _room_socket, name="meshagent_room")
 
 
@@ -222,7 +268,8 @@ async def _room_socket(request: web.Request) -> web.StreamResponse:
         for task in [*conn.calls, *([pusher] if pusher is not None else [])]:
             with contextlib.suppress(BaseException):
                 await task
-        await connections.leave(conn)
+        dropped = not conn.closed_normally and not host.closing
+        await connections.leave(conn, grace=host.disconnect_grace if dropped else 0)
         await ws.close()
     return ws
 
@@ -264,6 +311,9 @@ async def _serve(
             await ws.close(code=_CLOSE_UNSUPPORTED, message=b"binary frames only")
             return
         else:  # CLOSE, CLOSING, CLOSED, ERROR
+            # 1000: the client is done (``async with RoomClient`` ended); anything
+            # else, or no close frame at all, is a drop it may come back from.
+            conn.closed_normally = frame.type == WSMsgType.CLOSE and frame.data == 1000
             return
 
 

@@ -211,3 +211,66 @@ def test_two_connections_of_one_name_get_their_own_ids_and_share_secrets() -> No
     one_id, two_id, exists = asyncio.run(main())
     assert one_id != two_id
     assert exists == {"type": "json", "json": {"exists": True}}
+
+
+async def _ask_alice(agent: Conn, alice_id: str) -> int:
+    return await agent.invoke("request_secret", {
+        "url": "https://api.example.com/v1", "type": "text/plain",
+        "participant_id": alice_id, "timeout": 30, "delegate_to": None,
+    })
+
+
+async def _reply(conn: Conn, message_id: int) -> dict[str, Any]:
+    while True:
+        got_id, kind, header, _ = await conn.receive()
+        if kind == "__response__" and got_id == message_id:
+            return header
+
+
+def test_a_dropped_connection_comes_back_within_the_grace_period_prompts_and_all() -> None:
+    async def main() -> tuple[dict[str, Any], dict[str, Any], bytes]:
+        async with server() as url, connected(url, "mailbot") as (agent, _):
+            async with aiohttp.ClientSession() as session:
+                headers = {"Authorization": f"Bearer {token('alice')}"}
+                ws = await session.ws_connect(f"{url}/rooms/{ROOM}?v=0.44.13", headers=headers)
+                first = Conn(ws)
+                await first.receive()
+                _, _, init, _ = await first.receive()
+                await _ask_alice(agent, init["participantId"])
+                _, kind, prompt, _ = await first.receive()
+                assert kind == "secrets.request_secret"
+                # The connection drops: no close frame, as a network failure.
+                assert ws._response.connection is not None
+                ws._response.connection.transport.abort()
+            await asyncio.sleep(0.3)
+            async with connected(url, "alice") as (again, _):
+                # The open request comes back to the new connection, still answerable.
+                _, kind, pushed, _ = await again.receive()
+                answer = await again.send("room.invoke_tool", {
+                    "toolkit": "secrets", "tool": "provide_secret", "participant_id": None,
+                    "on_behalf_of_id": None, "tool_call_id": "c",
+                    "arguments": {"type": "binary",
+                                  "headers": {"request_id": pushed["request_id"], "error": None}},
+                }, b"sk-grace-0123456789")
+                assert (await _reply(again, answer))["type"] == "empty"
+                _, _, _, data = await agent.receive()
+                return prompt, pushed, data
+
+    prompt, pushed, data = asyncio.run(main())
+    assert pushed["request_id"] == prompt["request_id"]
+    assert data == b"sk-grace-0123456789"
+
+
+def test_a_normal_close_ends_the_names_requests_at_once() -> None:
+    async def main() -> dict[str, Any]:
+        async with server() as url, connected(url, "mailbot") as (agent, _):
+            async with connected(url, "alice") as (alice, alice_id):
+                asked = await _ask_alice(agent, alice_id)
+                _, kind, _, _ = await alice.receive()
+                assert kind == "secrets.request_secret"
+            # alice closed with 1000 (async with ended): the agent's request ends now,
+            # not after the grace period.
+            return await asyncio.wait_for(_reply(agent, asked), 5)
+
+    reply = asyncio.run(main())
+    assert reply["type"] == "error" and reply["text"].startswith("request_cancelled:")
