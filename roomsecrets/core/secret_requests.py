@@ -29,7 +29,8 @@ def requested_secret_id(url: str, type: str) -> str:
     >>> requested_secret_id("https://api.example.com", "text/plain")
     'requested-e12b13875a3251f5ced4d066f82e0022'
     """
-    text = f"{len(url)}:{url}{type}".encode("utf-8", "surrogatepass")
+    # The client has checked both are text UTF-8 can encode.
+    text = f"{len(url)}:{url}{type}".encode("utf-8")
     return PREFIX + hashlib.sha256(text).hexdigest()[:32]
 
 

@@ -305,3 +305,11 @@ def test_a_long_url_names_the_stored_secret_cut_to_the_longest_name_allowed():
         assert info.name == cut
 
     asyncio.run(scenario())
+
+
+def test_the_requested_secret_id_is_fixed_by_url_and_type_and_never_shared():
+    assert requested_secret_id("https://api.example.com", "text/plain") == (
+        "requested-e12b13875a3251f5ced4d066f82e0022")
+    # Length-prefixed: moving characters between the URL and the type is another id.
+    assert requested_secret_id("https://a/b", "c/d") != requested_secret_id("https://a/", "bc/d")
+    assert requested_secret_id("https://ü/", "text/plain").startswith("requested-")

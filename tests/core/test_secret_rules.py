@@ -97,3 +97,11 @@ def test_a_secret_rule_reads_back_what_it_wrote_and_names_a_bad_field():
         SecretRule.from_dict({"host": "x"})
     with pytest.raises(InvalidInput, match=r"^SecretRule.url must not be empty"):
         SecretRule.from_dict({"url": ""})
+
+
+@pytest.mark.parametrize("field", ["target", "url", "type"])
+def test_check_secret_request_names_an_argument_of_the_wrong_type(field):
+    args = dict(target="alice", url="https://a/", type="text/plain")
+    args[field] = 3
+    with pytest.raises(InvalidInput, match=f"^{field} must be a string, got int$"):
+        check_secret_request(SecretsGrant.allow_all(), **args)
