@@ -84,6 +84,16 @@ def test_listing_with_an_empty_room_or_owner_is_refused_naming_it(
         run(MemoryStore().list(room, owner))
 
 
+@pytest.mark.parametrize(
+    "room, delegate, named", [("", "bot", "room"), ("room", "", "delegated_to")]
+)
+def test_listing_delegated_with_an_empty_room_or_delegate_is_refused_naming_it(
+    room: str, delegate: str, named: str
+) -> None:
+    with pytest.raises(InvalidInput, match=rf"^{named} must be a non-empty string$"):
+        run(MemoryStore().list_delegated(room, delegate))
+
+
 def test_putting_without_a_type_is_refused_naming_the_type() -> None:
     with pytest.raises(InvalidInput, match=r"^type must be a non-empty string$"):
         run(MemoryStore().put(SecretKey(**GOOD), type="", name=None, data=b"x"))

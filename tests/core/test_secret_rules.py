@@ -105,3 +105,9 @@ def test_check_secret_request_names_an_argument_of_the_wrong_type(field):
     args[field] = 3
     with pytest.raises(InvalidInput, match=f"^{field} must be a string, got int$"):
         check_secret_request(SecretsGrant.allow_all(), **args)
+
+
+@pytest.mark.parametrize("field", ["url", "type"])
+def test_a_secret_rule_built_with_an_empty_pattern_names_the_field(field):
+    with pytest.raises(InvalidInput, match=rf"^SecretRule\.{field} must not be empty"):
+        SecretRule(**{field: ""})
