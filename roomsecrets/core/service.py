@@ -1406,13 +1406,11 @@ class SecretsService:
         if holder is not None:
             holder.prompts.pop(request_id, None)
             holder.changed()
-        try:
-            # As a redeemed code's credential: the requester gets what the person
-            # typed whether or not it could be saved; a failed save reaches the
-            # person (who may answer the next request again).
-            await self.store.put(ask.key, type=ask.type, name=ask.name, data=data)
-        finally:
-            self.registry.exchange_succeeded(request_id, data)
+        # Its own task, as a code's exchange: a person who gives up (cancelled,
+        # disconnected) while the store writes does not undo the save.
+        save = asyncio.ensure_future(self._save_provided(ask, data, request_id))
+        save.add_done_callback(_retrieve_exception)
+        await asyncio.shield(save)
         self.audit(
             AuditEvent(
                 action="secret.stored",
@@ -1424,6 +1422,15 @@ class SecretsService:
                 details=(("requester", pending.requester), ("secret_id", ask.key.secret_id)),
             )
         )
+
+    async def _save_provided(self, ask: _SecretAsk, data: bytes, request_id: str) -> None:
+        try:
+            # As a redeemed code's credential: the requester gets what the person
+            # typed whether or not it could be saved; a failed save reaches the
+            # person (who may answer the next request again).
+            await self.store.put(ask.key, type=ask.type, name=ask.name, data=data)
+        finally:
+            self.registry.exchange_succeeded(request_id, data)
 
     def prompts(self, participant_id: str) -> AsyncIterator[Prompt]:
         """Every open prompt addressed to ``participant_id``, each once, as they come.

@@ -313,3 +313,36 @@ def test_the_requested_secret_id_is_fixed_by_url_and_type_and_never_shared():
     # Length-prefixed: moving characters between the URL and the type is another id.
     assert requested_secret_id("https://a/b", "c/d") != requested_secret_id("https://a/", "bc/d")
     assert requested_secret_id("https://ü/", "text/plain").startswith("requested-")
+
+
+def test_a_person_who_gives_up_while_the_store_writes_does_not_undo_the_save():
+    async def scenario():
+        from roomsecrets.core.memory_store import MemoryStore
+
+        class SlowPuts(MemoryStore):
+            started = None
+
+            async def put(self, key, **kw):
+                if self.started is not None:
+                    self.started.set()
+                    await asyncio.sleep(0.2)
+                return await super().put(key, **kw)
+
+        store = SlowPuts()
+        service = make_service(store=store)
+        agent, alice = room(service)
+        request = asking(agent)
+        prompt = await next_secret_prompt(alice)
+        store.started = asyncio.Event()
+        answering = asyncio.create_task(
+            alice.provide_secret(request_id=prompt.request_id, data=KEY))
+        await store.started.wait()
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+        assert await request == KEY
+        await asyncio.sleep(0.3)
+        assert await agent.get_secret(
+            secret_id=requested_secret_id(API, "text/plain"), delegated_by="alice") == KEY
+
+    asyncio.run(scenario())
