@@ -30,7 +30,7 @@ def requested_secret_id(url: str, type: str) -> str:
     'requested-e12b13875a3251f5ced4d066f82e0022'
     """
     # The client has checked both are text UTF-8 can encode.
-    text = f"{len(url)}:{url}{type}".encode("utf-8")
+    text = f"{len(url)}:{url}{type}".encode()
     return PREFIX + hashlib.sha256(text).hexdigest()[:32]
 
 
