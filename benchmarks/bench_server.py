@@ -15,9 +15,10 @@ KIND``) on 127.0.0.1, port chosen by the OS, with aiohttp's access log off:
 The load generator is this process: one ``aiohttp.ClientSession`` with
 ``CONCURRENCY`` workers sharing a fixed number of requests, the same JSON body
 and ``Authorization`` header against both servers. Rounds alternate the two
-servers so that a change in machine load hits both; the best round of each is
-reported (requests per second, p99 latency). Target: roomsecrets' throughput
->= 0.5x the bare handler's.
+servers so that a change in machine load hits both. Targets (issue "Fast where
+users feel it"): roomsecrets' median-round throughput >= 0.75x the bare handler's,
+and its p99 latency <= 1.3x the bare handler's (best round of each). The best
+rounds' throughput ratio is shown too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any
 
 from .harness import Row
 
-TARGET = 0.5
+TARGET = 0.75
+P99_TARGET = 1.3
 CONCURRENCY = 32
 ROOM = "benchroom"
 KEY_ENV = "ROOMSECRETS_BENCH_JWT_KEY"
@@ -209,14 +211,23 @@ def run(quick: bool = False) -> list[Row]:
     p99 = {kind: min(r[1] for r in rs) for kind, rs in results.items()}
     median = {kind: statistics.median(r[0] for r in rs) for kind, rs in results.items()}
     ratio = best["roomsecrets"] / best["bare"]
+    median_ratio = median["roomsecrets"] / median["bare"]
+    p99_ratio = p99["roomsecrets"] / p99["bare"]
     name = f"offline token over HTTP (c={CONCURRENCY}, {total} req x {rounds})"
     return [
         Row(name, "bare aiohttp JSON handler", best["bare"], "req/s"),
         Row(name, "bare aiohttp p99", p99["bare"] * 1e3, "ms"),
         Row(name, "roomsecrets server", best["roomsecrets"], "req/s"),
         Row(name, "roomsecrets p99", p99["roomsecrets"] * 1e3, "ms"),
-        Row(name, "roomsecrets / bare (best round)", ratio, "x", f">= {TARGET}", ratio >= TARGET),
-        Row(name, "roomsecrets / bare (median round)", median["roomsecrets"] / median["bare"], "x"),
+        Row(name, "roomsecrets / bare (best round)", ratio, "x"),
+        Row(
+            name, "roomsecrets / bare (median round)", median_ratio, "x", f">= {TARGET}",
+            median_ratio >= TARGET,
+        ),
+        Row(
+            name, "roomsecrets p99 / bare p99", p99_ratio, "x", f"<= {P99_TARGET}",
+            p99_ratio <= P99_TARGET,
+        ),
     ]
 
 
