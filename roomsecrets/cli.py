@@ -289,12 +289,23 @@ def _build_parser() -> _Parser:
         "--no-pkce", action="store_true", help="leave out PKCE (RFC 7636); avoid it"
     )
     request.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    request.add_argument(
+        "--delegate-to",
+        metavar="P",
+        help="store the credential delegated to P (an agent I act for) instead of me; "
+        "the person is then asked every time",
+    )
     request.set_defaults(run=_client_command(_oauth2_request))
 
     get = oauth2_commands.add_parser(
         "get", parents=common, help="print a stored access token without prompting"
     )
     get.add_argument("--delegated-by", required=True, help="the participant who approved it")
+    get.add_argument(
+        "--delegated-to",
+        metavar="P",
+        help="the credential delegated to P (default: me); only its owner may name another",
+    )
     _provider_flags(get)
     get.set_defaults(run=_client_command(_oauth2_get))
 
@@ -1205,6 +1216,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             no_pkce=args.no_pkce,
             client_auth_method=args.client_auth_method,
             issuer=args.issuer,
+            delegate_to=args.delegate_to,
         ),
         "approve",
     )
@@ -1283,6 +1295,7 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
         delegated_by=args.delegated_by,
         client_auth_method=args.client_auth_method,
         issuer=args.issuer,
+        delegated_to=args.delegated_to,
     )
     if token is None:
         raise _Failure(
@@ -1332,6 +1345,9 @@ def _oauth_prompt_line(prompt: OAuthPrompt, as_json: bool, callback: str, *, kin
     # The agent chose where the provider sends the code; as the approval page
     # does, say so when that is not this server, before the person approves.
     elsewhere = prompt.redirect_uri != callback
+    # Who gets the credential, when it is not the agent asking: the person must know.
+    delegate = prompt.delegate_to
+    other = delegate is not None and delegate != prompt.from_participant_id
     if as_json:
         shown: dict[str, Any] = {"kind": "oauth"} if kinds else {}
         shown.update(
@@ -1344,12 +1360,16 @@ def _oauth_prompt_line(prompt: OAuthPrompt, as_json: bool, callback: str, *, kin
         )
         if elsewhere:
             shown["redirect_uri"] = prompt.redirect_uri
+        if other:
+            shown["delegate_to"] = delegate
         return json.dumps(shown)
     scopes = " ".join(prompt.scopes) or "-"
     line = (
         f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
         f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
     )
+    if other:
+        line += f"\tdelegated to {delegate}"
     if elsewhere:
         line += f"\tredirect {prompt.redirect_uri} (not this server)"
     return line

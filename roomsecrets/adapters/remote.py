@@ -215,6 +215,7 @@ class RemoteSecretsClient:
         no_pkce: bool = False,
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
+        delegate_to: Optional[str] = None,
     ) -> str:
         """See :meth:`SecretsClient.request_oauth_token
         <roomsecrets.core.client.SecretsClient.request_oauth_token>`.
@@ -230,6 +231,7 @@ class RemoteSecretsClient:
                 "redirect_uri": redirect_uri,
                 "issuer": issuer,
                 "client_auth_method": client_auth_method,
+                "delegate_to": delegate_to,
             }
         )
         body.update(
@@ -254,6 +256,7 @@ class RemoteSecretsClient:
         participant_name: Optional[str] = None,
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
+        delegated_to: Optional[str] = None,
     ) -> Optional[str]:
         """See :meth:`SecretsClient.get_offline_oauth_token
         <roomsecrets.core.client.SecretsClient.get_offline_oauth_token>`."""
@@ -264,6 +267,7 @@ class RemoteSecretsClient:
                 "token_endpoint": token_endpoint,
                 "issuer": issuer,
                 "client_auth_method": client_auth_method,
+                "delegated_to": delegated_to,
             }
         )
         body.update(

@@ -67,13 +67,16 @@ class OAuthPrompt:
     scopes: tuple[str, ...]
     redirect_uri: str
     expires_at: float
+    #: Whom the credential is delegated to once approved: the requester unless it
+    #: asked for another participant (None: the requester).
+    delegate_to: Optional[str] = None
 
     def __repr__(self) -> str:
         return (
             f"OAuthPrompt(request_id={self.request_id!r}, "
             f"from_participant_id={self.from_participant_id!r}, client_id={self.client_id!r}, "
             f"scopes={self.scopes!r}, redirect_uri={self.redirect_uri!r}, "
-            f"expires_at={self.expires_at!r})"
+            f"expires_at={self.expires_at!r}, delegate_to={self.delegate_to!r})"
         )
 
 
@@ -127,6 +130,7 @@ class SecretsAPI(Protocol):
         no_pkce: bool = False,
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
+        delegate_to: Optional[str] = None,
     ) -> str: ...
 
     async def get_offline_oauth_token(
@@ -142,6 +146,7 @@ class SecretsAPI(Protocol):
         participant_name: Optional[str] = None,
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
+        delegated_to: Optional[str] = None,
     ) -> Optional[str]: ...
 
     async def provide_oauth_authorization(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretsAPI
 from .audit import AuditEvent
 from .credentials import OAUTH_TOKEN_TYPE
-from .errors import InvalidInput, ParticipantNotConnected, StoreError, safe_text
+from .errors import GrantDenied, InvalidInput, ParticipantNotConnected, StoreError, safe_text
 from .grants import (
     authorize,
     check_manage_own_secrets,
@@ -122,6 +122,7 @@ class SecretsClient:
         no_pkce: bool = False,
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
+        delegate_to: Optional[str] = None,
     ) -> str:
         """An access token for ``from_participant_id``'s account, asking them if needed.
 
@@ -148,6 +149,13 @@ class SecretsClient:
         Otherwise prompts them and waits up to ``timeout`` seconds for
         ``provide_oauth_authorization``.
 
+        ``delegate_to`` names another participant (an agent we act for) to whom the
+        person's credential is delegated instead of us: the prompt says so, the
+        credential is stored delegated to them (they get it later with
+        ``get_offline_oauth_token``), and we get this one access token. A stored
+        credential delegated to someone else is never handed to us unasked: the
+        person is asked every time (as ``request_secret`` does).
+
         Raises: GrantDenied (also when the stored credential carries scopes our
         grant does not allow), ParticipantNotConnected (the person is not here),
         RequestRejected, RequestTimedOut, RequestCancelled, TooManyPendingRequests,
@@ -165,6 +173,9 @@ class SecretsClient:
         check_redirect_uri(redirect_uri, allow_insecure_http=self._service.allow_insecure_http)
         timeout = check_timeout(timeout)
         check_flag(no_pkce, "no_pkce")
+        if delegate_to is not None:
+            check_id(delegate_to, "delegate_to")
+        delegate = self.participant_id if delegate_to is None else delegate_to
         method = _checked_auth_method(client_secret, client_auth_method)
         provider = await self._provider(
             "oauth.request_token",
@@ -199,19 +210,23 @@ class SecretsClient:
             scopes,
             provider.issuer,
         )
-        token = await service.refresher.access_token(
-            key,
-            client=await self._refresh_client(key, client, method),
-            token_endpoint=token_endpoint,
-            scopes=scopes,
-            allow=allow,
-        )
-        if token is not None:
-            return token
+        if delegate == self.participant_id:
+            # Handed back unasked only when it is delegated to us: a credential the
+            # person gave someone else is theirs to give again, so naming that
+            # delegate asks.
+            token = await service.refresher.access_token(
+                key,
+                client=await self._refresh_client(key, client, method),
+                token_endpoint=token_endpoint,
+                scopes=scopes,
+                allow=allow,
+            )
+            if token is not None:
+                return token
         # The person is not asked for a credential their secrets have no room for.
         owner_key = service.credential_key(
             owner=from_participant_id,
-            requester=self.participant_id,
+            requester=delegate,
             client_id=client_id,
             token_endpoint=token_endpoint,
         )
@@ -229,6 +244,7 @@ class SecretsClient:
             issuer=provider.issuer,
             metadata=provider.metadata,
             allow=allow,
+            delegate_to=delegate,
         )
 
     def _check_oauth_arguments(
@@ -441,6 +457,7 @@ class SecretsClient:
         participant_name: Optional[str] = None,
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
+        delegated_to: Optional[str] = None,
     ) -> Optional[str]:
         """A saved access token of ``delegated_by`` (refreshed if needed), never a prompt.
 
@@ -452,6 +469,11 @@ class SecretsClient:
         an alias of ``delegated_by`` (the reference API uses both). ``timeout``
         is accepted (and checked) for compatibility; the HTTP timeout of
         refreshes is the service's ``http_timeout``.
+
+        ``delegated_to`` is us unless given. Only the credential's owner may name
+        another participant: a person gets their own credential that they
+        delegated to an agent; anyone else naming another delegate gets
+        GrantDenied (a credential delegated to someone else is not ours to take).
 
         Raises: GrantDenied (also when the stored credential carries scopes our
         grant does not allow), an OAuthError or ProviderError from a refresh,
@@ -465,6 +487,13 @@ class SecretsClient:
         if owner is None:
             raise InvalidInput("delegated_by (or participant_name) is required")
         self._check_connected()
+        if delegated_to is not None:
+            check_id(delegated_to, "delegated_to")
+            if delegated_to != self.participant_id and owner != self.participant_id:
+                raise GrantDenied(
+                    f"only {check_id(owner, 'delegated_by')} may get a credential of theirs "
+                    "delegated to another participant"
+                )
         scopes = check_scopes(scopes)
         self._check_oauth_arguments(
             owner, client_id, issuer, authorization_endpoint, token_endpoint
@@ -491,6 +520,13 @@ class SecretsClient:
             scopes,
             provider.issuer,
         )
+        if delegated_to is not None and delegated_to != key.delegated_to:
+            key = self._service.credential_key(
+                owner=owner,
+                requester=delegated_to,
+                client_id=client_id,
+                token_endpoint=token_endpoint,
+            )
         client = self._new_client(client_id, client_secret, method, provider)
         return await self._service.refresher.access_token(
             key,

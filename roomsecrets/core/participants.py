@@ -129,6 +129,7 @@ class RoomService(Protocol):
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
+        delegate_to: Optional[str] = None,
     ) -> str: ...
 
     async def provide(

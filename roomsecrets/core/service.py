@@ -121,6 +121,7 @@ class _OpenRequest:
         "asked",
         "client_auth_method",
         "deadline",
+        "delegate_to",
         "due",
         "issuer",
         "outcome",
@@ -140,6 +141,7 @@ class _OpenRequest:
         client_auth_method: Optional[ClientAuthMethod],
         allow: Optional[Callable[[tuple[str, ...]], None]],
         asked: Optional[set[str]],
+        delegate_to: Optional[str] = None,
     ) -> None:
         #: When the wait gives up, on the event loop's monotonic clock.
         self.due = due
@@ -157,6 +159,8 @@ class _OpenRequest:
         self.allow = allow
         #: The open request ids of the session that asked (closing it cancels them).
         self.asked = asked
+        #: Whom the credential is delegated to; None: the requester.
+        self.delegate_to = delegate_to
 
     def end(self) -> None:
         self.outcome = self.target = self.asked = None
@@ -689,6 +693,7 @@ class SecretsService:
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
+        delegate_to: Optional[str] = None,
     ) -> Coroutine[Any, Any, str]:
         """Prompt ``target``; the returned coroutine waits for the answer and
         returns the access token.
@@ -696,7 +701,8 @@ class SecretsService:
         The client checked every argument (``SecretsClient.request_oauth_token``).
         ``issuer`` (when the caller named one) and its ``metadata`` (when it
         publishes some) decide the RFC 9207 check of the answer and where the
-        credential is revoked when deleted.
+        credential is revoked when deleted. The credential is stored delegated to
+        ``delegate_to`` (the requester when None).
 
         Not a coroutine function: the request opens (or its error is raised) at
         the call, and the coroutine returned holds only the wait, so an open
@@ -718,6 +724,7 @@ class SecretsService:
             issuer=issuer,
             metadata=metadata,
             allow=allow,
+            delegate_to=delegate_to,
         )
         return self._outcome(request_id, outcome, _token_from)
 
@@ -737,6 +744,7 @@ class SecretsService:
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
         asked: Optional[set[str]] = None,
+        delegate_to: Optional[str] = None,
     ) -> tuple[str, asyncio.Future[Outcome[TokenSet]]]:
         """Open the request of :meth:`request_token` and prompt ``target``: the
         request id and the future its outcome resolves. Call with the requester
@@ -797,6 +805,8 @@ class SecretsService:
             ),
             allow=allow,
             asked=asked,
+            # None when it is the requester: one reference less per open request.
+            delegate_to=None if delegate_to == requester else delegate_to,
         )
         self._open[pending.request_id] = opened
         if asked is not None:
@@ -812,6 +822,7 @@ class SecretsService:
             scopes=pending.scopes,
             redirect_uri=redirect_uri,
             expires_at=pending.deadline,
+            delegate_to=requester if delegate_to is None else delegate_to,
         )
         target_participant.changed()
         return pending.request_id, outcome
@@ -1002,9 +1013,10 @@ class SecretsService:
             # Refreshes and the revocation authenticate as this exchange did.
             client_auth_method=method,
         )
+        delegate = None if binding is None else binding.delegate_to
         key = self.credential_key(
             owner=pending.target,
-            requester=pending.requester,
+            requester=pending.requester if delegate is None else delegate,
             client_id=pending.client_id,
             token_endpoint=pending.token_endpoint,
         )
@@ -1563,6 +1575,7 @@ class _Session:
         issuer: Optional[str] = None,
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
+        delegate_to: Optional[str] = None,
     ) -> Coroutine[Any, Any, str]:
         # The session may have ended while we looked for a stored credential.
         self.participant(requester)
@@ -1580,6 +1593,7 @@ class _Session:
             metadata=metadata,
             allow=allow,
             asked=self._asked,
+            delegate_to=delegate_to,
         )
         return self._service._outcome(request_id, outcome, _token_from)
 

@@ -1018,3 +1018,40 @@ def test_an_agent_asks_a_person_for_a_secret_through_the_cli(cli: Cli) -> None:
         watcher.terminate()
         rest_out, rest_err = watcher.communicate(timeout=10)
         cli.note(["prompts"], rest_out, rest_err, False)
+
+
+def test_an_agent_asks_for_a_credential_kept_for_another_agent(
+    cli: Cli, provider: FakeProvider
+) -> None:
+    """``oauth2 request --delegate-to``: the prompt says whom it is kept for; the delegate
+    gets it with ``oauth2 get``; the asker cannot take it; the owner reads it."""
+    agent = cli.mint("agent-7", "--grant", "allow-all")
+    worker = cli.mint("worker-7", "--grant", "allow-all")
+    quinn = cli.mint("quinn", "--grant", "allow-all")
+    prompts = Prompts(cli, quinn, "--json")
+    try:
+        asking = start_request(
+            cli, agent, "--from-participant-id", "quinn", *oauth_flags(provider),
+            "--delegate-to", "worker-7", "--timeout", "30",
+        )
+        prompt = json.loads(prompts.next_line())
+        assert (prompt["from_participant_id"], prompt["delegate_to"]) == ("agent-7", "worker-7")
+        status, _, _ = approve_via_callback(prompt["authorization_url"])
+        assert status == 200
+        code, token, stderr = finish(cli, asking, prints_secret=True)
+    finally:
+        prompts.stop()
+    assert code == 0, stderr
+    token = token.strip()
+    got = cli.run("oauth2", "get", "--delegated-by", "quinn", *oauth_flags(provider),
+                  token=worker, prints_secret=True)
+    assert got.stdout.strip() == token
+    taken = cli.run("oauth2", "get", "--delegated-by", "quinn", "--delegated-to", "worker-7",
+                    *oauth_flags(provider), token=agent, check=False)
+    assert taken.returncode == 1
+    assert "only quinn may get a credential of theirs" in one_error_line(taken)
+    own = cli.run("oauth2", "get", "--delegated-by", "quinn", "--delegated-to", "worker-7",
+                  *oauth_flags(provider), token=quinn, prints_secret=True)
+    assert own.stdout.strip() == token
+    [row] = json.loads(cli.run("oauth2", "list", "--json", token=quinn).stdout)
+    assert row["delegated_to"] == "worker-7"

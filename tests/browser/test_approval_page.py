@@ -348,6 +348,28 @@ def test_a_redirect_to_somewhere_else_is_pointed_out_before_approving(
             result(asking)
 
 
+def test_a_credential_kept_for_another_participant_says_whom_before_approving(
+    context: Any, room_server: RoomServer, provider: OAuthProvider, agent: Agent
+) -> None:
+    page = open_page(context, room_server)
+    plain = agent.request()
+    kept = agent.request(delegate_to="worker-9")
+    items = page.get_by_role("listitem").filter(has_text=AGENT)
+    expect(items).to_have_count(2)
+    other = items.filter(has_text="worker-9")
+    expect(other).to_have_count(1)
+    expect(other.locator(".delegate")).to_have_text("worker-9")
+    expect(other.locator(".delegate-row")).to_be_visible()
+    # Kept for the asker itself: no row (the card already names the asker).
+    mine = items.filter(has_not_text="worker-9")
+    expect(mine.locator(".delegate-row")).to_be_hidden()
+    for item in (other, mine):
+        item.get_by_role("button", name="Reject", exact=True).click()
+    for asking in (plain, kept):
+        with pytest.raises(RequestRejected):
+            result(asking)
+
+
 def test_the_url_token_mint_login_url_prints_signs_the_page_in(
     context: Any, tmp_path: Path
 ) -> None:

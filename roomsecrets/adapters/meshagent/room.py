@@ -428,7 +428,11 @@ async def _push_prompts(conn: _Connection, service: SecretsService) -> None:
                 "redirect_uri": prompt.redirect_uri,
                 "participant_id": conn.participant_id,
                 "timeout": max(0, int(prompt.expires_at - service.clock())),
-                "delegate_to": None,
+                # The SDK's field is what the requester named: none when it is itself.
+                "delegate_to": (
+                    None if prompt.delegate_to == prompt.from_participant_id
+                    else prompt.delegate_to
+                ),
             },
             "challenge": prompt.code_challenge,
         })

@@ -146,7 +146,6 @@ def _oauth(call: ToolCall) -> dict[str, Any]:
 
 
 async def _request_oauth_token(call: ToolCall) -> Reply:
-    call.only_self("delegate_to")
     config = call.fields.get("oauth")
     no_pkce = bool(config.get("no_pkce")) if isinstance(config, dict) else False
     timeout = call.fields.get("timeout")
@@ -156,14 +155,16 @@ async def _request_oauth_token(call: ToolCall) -> Reply:
         from_participant_id=call.participant("participant_id", required=True) or "",
         redirect_uri=call.fields.get("redirect_uri"),  # type: ignore[arg-type]  # checked by core
         timeout=300 if timeout is None else timeout,
+        delegate_to=call.participant("delegate_to"),
     )
     return JsonReply({"access_token": token})
 
 
 async def _get_offline_oauth_token(call: ToolCall) -> Reply:
-    call.only_self("delegated_to")
     token = await call.client.get_offline_oauth_token(
-        **_oauth(call), delegated_by=call.participant("delegated_by")
+        **_oauth(call),
+        delegated_by=call.participant("delegated_by"),
+        delegated_to=call.participant("delegated_to"),
     )
     return JsonReply({"access_token": token})
 

@@ -23,8 +23,8 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     POST /rooms/{room}/delete_user_secret           {"id", "delegated_to"?}  -> {}
     POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "from_participant_id", "redirect_uri"?,
-         "client_secret"?, "client_auth_method"?, "scopes"?, "timeout"?, "no_pkce"?}
-         -> {"access_token": str}
+         "client_secret"?, "client_auth_method"?, "scopes"?, "timeout"?, "no_pkce"?,
+         "delegate_to"?}  -> {"access_token": str}
          (a long request: it answers when the person approves, rejects, leaves, or
          ``timeout`` seconds pass; ``redirect_uri`` defaults to PUBLIC_URL/oauth/callback.
          A client that drops the request cancels it. Both endpoints are required
@@ -32,7 +32,8 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
          issuer's metadata, RFC 8414 / OpenID Connect Discovery.)
     POST /rooms/{room}/get_offline_oauth_token      {"client_id", "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "client_secret"?, "client_auth_method"?, "scopes"?,
-         "timeout"?, "delegated_by"?, "participant_name"?}  -> {"access_token": str | null}
+         "timeout"?, "delegated_by"?, "participant_name"?, "delegated_to"?}
+         -> {"access_token": str | null}
          (``client_auth_method``: "client_secret_basic" or "client_secret_post", how
          the secret is sent, RFC 6749 §2.3.1.)
     POST /rooms/{room}/provide_oauth_authorization  {"request_id", "code", "state"?, "iss"?}
@@ -79,7 +80,8 @@ WebSocket ``/rooms/{room}/ws``
 
         {"type": "oauth_prompt", "prompt": {"request_id", "authorization_url", "state",
          "code_challenge", "from_participant_id", "client_id", "scopes",
-         "redirect_uri", "expires_at"}, "from_participant_name", "server_time"}
+         "redirect_uri", "expires_at", "delegate_to"}, "from_participant_name",
+         "server_time"}
         (``server_time``: the server's clock when it sent the frame, which
         ``expires_at`` is on: a client whose own clock is off judges deadlines by it)
         {"type": "oauth_prompt_ended", "request_id"}   (answered, rejected, cancelled
@@ -418,6 +420,7 @@ def prompt_to_json(prompt: OAuthPrompt) -> dict[str, Any]:
         "scopes": list(prompt.scopes),
         "redirect_uri": prompt.redirect_uri,
         "expires_at": prompt.expires_at,
+        "delegate_to": prompt.delegate_to,
     }
 
 
@@ -458,6 +461,12 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         raise InvalidInput("a prompt's expires_at must be a finite number")
     if challenge is not None and not isinstance(challenge, str):
         raise InvalidInput("a prompt's code_challenge must be a string or null")
+    # Absent from servers before delegate_to existed: the requester, then.
+    delegate_to = data.get("delegate_to")
+    if delegate_to is not None and (
+        not isinstance(delegate_to, str) or _CONTROL_CHARS.search(delegate_to)
+    ):
+        raise InvalidInput("a prompt's delegate_to must be a participant id or null")
     return OAuthPrompt(
         request_id=strings["request_id"],
         authorization_url=strings["authorization_url"],
@@ -468,6 +477,7 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         scopes=tuple(scopes),
         redirect_uri=strings["redirect_uri"],
         expires_at=float(expires_at),
+        delegate_to=delegate_to,
     )
 
 
@@ -674,6 +684,11 @@ PROMPT_SCHEMA: Mapping[str, Any] = {
         "scopes": {"type": "array", "items": _STRING},
         "redirect_uri": _STRING,
         "expires_at": {"type": "number", "description": "seconds since the epoch"},
+        "delegate_to": {
+            **_OPTIONAL_STRING,
+            "description": "who gets the credential once approved (the requester unless "
+            "it named another participant)",
+        },
     },
 }
 
@@ -754,6 +769,14 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
             *_OAUTH_FIELDS[4:],
             Field(name="no_pkce", schema={"type": "boolean", "default": False}),
+            Field(
+                name="delegate_to",
+                schema=_OPTIONAL_STRING,
+                description=(
+                    "store the credential delegated to this participant instead of the "
+                    "caller; a credential delegated to another is never reused unasked"
+                ),
+            ),
         ),
         response=_TOKEN_RESPONSE,
         errors=(*_COMMON_ERRORS, 409, 410, 429, 502, 503, 504),
@@ -770,6 +793,14 @@ OPERATIONS: tuple[Operation, ...] = (
                 name="participant_name",
                 schema=_OPTIONAL_STRING,
                 description="alias of delegated_by",
+            ),
+            Field(
+                name="delegated_to",
+                schema=_OPTIONAL_STRING,
+                description=(
+                    "default: the caller. Only the credential's owner may name another "
+                    "participant (403 grant_denied otherwise)"
+                ),
             ),
         ),
         response={

@@ -249,7 +249,34 @@ async def secret_request() -> dict:
             return out
 
 
+async def delegated() -> dict:
+    """mailbot asks alice for a credential kept for worker (delegate_to)."""
+    person = Person()
+    async with room(token("alice", "user"), person) as alice:
+        person.client = alice
+        async with room(token("worker", "agent")) as worker, \
+                room(token("mailbot", "agent")) as agent:
+            alice_id, worker_id = alice.local_participant.id, worker.local_participant.id
+            out: dict = {}
+            out["token"] = await agent.secrets.request_oauth_token(
+                oauth=OAUTH, from_participant_id=alice_id, redirect_uri=REDIRECT_URI,
+                timeout=30, delegate_to=worker_id,
+            )
+            out["worker_offline"] = await worker.secrets.get_offline_oauth_token(
+                oauth=OAUTH, delegated_by=alice_id)
+            out["asker_offline"] = await agent.secrets.get_offline_oauth_token(
+                oauth=OAUTH, delegated_by=alice_id)
+            out["asker_takes"] = await attempt(agent.secrets.get_offline_oauth_token(
+                oauth=OAUTH, delegated_by=alice_id, delegated_to=worker_id))
+            out["owner_reads"] = await alice.secrets.get_offline_oauth_token(
+                oauth=OAUTH, delegated_by=alice_id, delegated_to=worker_id)
+            out["secrets"] = [s.model_dump() for s in await alice.secrets.list_secrets()]
+            out["prompts"] = len(person.prompts)
+            return out
+
+
 SCENARIOS = {
+    "delegated": delegated,
     "secret_request": secret_request,
     "handshake": handshake,
     "oauth": oauth,

@@ -107,6 +107,22 @@ def test_an_agent_gets_a_token_the_person_approves_and_then_offline(python, prov
     assert isinstance(credential["name"], str)
 
 
+def test_a_credential_asked_for_a_delegate_is_kept_for_it_and_only_the_owner_reads_it(
+    python, provider
+) -> None:
+    seen = run(python, provider, "delegated")
+    assert provider.is_active(seen["token"])
+    assert seen["prompts"] == 1
+    # Kept for worker, who gets it offline; the asker has none of its own.
+    assert seen["worker_offline"] == seen["token"]
+    assert seen["asker_offline"] is None
+    [credential] = seen["secrets"]
+    assert (credential["type"], credential["delegated_to"]) == ("oauth_token", "worker")
+    # Naming the worker does not hand the asker the worker's credential; the owner reads it.
+    assert seen["asker_takes"]["error"]["text"].startswith("grant_denied:")
+    assert seen["owner_reads"] == seen["token"]
+
+
 def test_a_rejected_prompt_is_a_room_exception_for_the_agent(python, provider) -> None:
     seen = run(python, provider, "reject")
     assert "token" not in seen

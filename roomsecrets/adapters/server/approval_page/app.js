@@ -246,6 +246,12 @@
     item.querySelector(".client").textContent = prompt.client_id;
     item.querySelector(".scopes").textContent =
       prompt.scopes && prompt.scopes.length ? prompt.scopes.join(" ") : "(none named: the provider's default)";
+    // The asker may have the credential kept for another participant (an agent it
+    // acts for), who can then use it without asking: say who, before approving.
+    if (prompt.delegate_to && prompt.delegate_to !== prompt.from_participant_id) {
+      item.querySelector(".delegate-row").hidden = false;
+      item.querySelector(".delegate").textContent = prompt.delegate_to;
+    }
     item.setAttribute("aria-label", "Request from " + requesterText(entry) + " for " + host);
     // The agent chose where the provider sends the code: if not to this server,
     // the person should know before approving.
