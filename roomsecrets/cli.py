@@ -476,7 +476,15 @@ def _store_spec(text: str) -> StoreSpec:
 
 
 def _provider_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--client-id", required=True, help="the OAuth client id")
+    parser.add_argument(
+        "--client-id", help="the OAuth client id (required unless --resource is given)"
+    )
+    parser.add_argument(
+        "--resource",
+        metavar="URL",
+        help="the MCP server (protected resource) the token is for; without --client-id "
+        "the server discovers the provider and registers its own client (docs/mcp.md)",
+    )
     parser.add_argument(
         "--issuer",
         help="the provider's issuer: endpoints left out come from its metadata (RFC 8414)",
@@ -1217,6 +1225,7 @@ async def _oauth2_request(client: RemoteSecretsClient, args: argparse.Namespace)
             client_auth_method=args.client_auth_method,
             issuer=args.issuer,
             delegate_to=args.delegate_to,
+            resource=args.resource,
         ),
         "approve",
     )
@@ -1296,10 +1305,12 @@ async def _oauth2_get(client: RemoteSecretsClient, args: argparse.Namespace) -> 
         client_auth_method=args.client_auth_method,
         issuer=args.issuer,
         delegated_to=args.delegated_to,
+        resource=args.resource,
     )
     if token is None:
+        what = f"client {args.client_id}" if args.client_id else f"resource {args.resource}"
         raise _Failure(
-            f"no usable token from {args.delegated_by} for client {args.client_id}: "
+            f"no usable token from {args.delegated_by} for {what}: "
             f"request one with 'oauth2 request'",
             "no_credential",
         )
@@ -1358,21 +1369,40 @@ def _oauth_prompt_line(prompt: OAuthPrompt, as_json: bool, callback: str, *, kin
             scopes=list(prompt.scopes),
             expires_at=prompt.expires_at,
         )
+        if prompt.resource is not None:
+            shown.update(resource=prompt.resource, resource_name=prompt.resource_name)
         if elsewhere:
             shown["redirect_uri"] = prompt.redirect_uri
         if other:
             shown["delegate_to"] = delegate
         return json.dumps(shown)
     scopes = " ".join(prompt.scopes) or "-"
-    line = (
-        f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
-        f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
-    )
+    if prompt.resource is not None:
+        # An MCP server through the broker: the server the agent will call, by
+        # name and host, and who authorizes it; the client id is the server's own.
+        name = f"{prompt.resource_name} " if prompt.resource_name else ""
+        line = (
+            f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
+            f"MCP server {name}({_host(prompt.resource)})\t"
+            f"authorization server {_host(prompt.authorization_url)}\t"
+            f"scopes {scopes}\t{prompt.authorization_url}"
+        )
+    else:
+        line = (
+            f"{prompt.request_id}\tfrom {prompt.from_participant_id}\t"
+            f"client {prompt.client_id}\tscopes {scopes}\t{prompt.authorization_url}"
+        )
     if other:
         line += f"\tdelegated to {delegate}"
     if elsewhere:
         line += f"\tredirect {prompt.redirect_uri} (not this server)"
     return line
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
 
 
 def _secret_prompt_line(prompt: SecretPrompt, as_json: bool) -> str:

@@ -25,7 +25,7 @@ def grants() -> list[SecretsGrant]:
 
 
 def test_every_json_example_is_a_grant():
-    assert len(grants()) == 5
+    assert len(grants()) == 6
 
 
 def test_the_first_two_are_the_default_and_allow_all():
@@ -58,6 +58,18 @@ def test_the_issuer_example_allows_alice_and_bob_through_that_issuer_only():
     assert not example.manage_own_secrets and not example.answer_prompts
 
 
+def test_the_mcp_example_allows_any_authorization_server_of_those_resources_only():
+    example = grants()[4]
+    ask = dict(target="anyone", client_id="registered-by-the-server",
+               authorization_endpoint="https://auth.other.example/authorize",
+               token_endpoint="https://auth.other.example/token", scopes=["mcp:tools"],
+               issuer="https://auth.other.example")
+    assert check_oauth_request(example, resource="https://mcp.example.com/mcp", **ask).allowed
+    assert not check_oauth_request(example, resource="https://evil.example/mcp", **ask).allowed
+    denied = check_oauth_request(example, **ask)  # no resource: the explicit flow
+    assert "resource: the request names none" in denied.reason
+
+
 def test_the_pattern_table_holds():
     assert glob_match("mail.read", "mail.*") and glob_match("mail.", "mail.*")
     assert not glob_match("mail", "mail.*")
@@ -74,7 +86,7 @@ def test_the_denial_example_is_the_reason_the_check_gives():
 
 
 def test_the_secret_rule_example_lets_the_agent_ask_alice_for_that_apis_key_only():
-    grant = grants()[4]
+    grant = grants()[5]
     ask = dict(url="https://api.example.com/v2", type="text/plain")
     assert check_secret_request(grant, target="alice", **ask).allowed
     assert not check_secret_request(grant, target="bob", **ask).allowed

@@ -204,7 +204,7 @@ class RemoteSecretsClient:
     async def request_oauth_token(
         self,
         *,
-        client_id: str,
+        client_id: Optional[str] = None,
         from_participant_id: str,
         redirect_uri: Optional[str] = None,
         authorization_endpoint: Optional[str] = None,
@@ -216,6 +216,7 @@ class RemoteSecretsClient:
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> str:
         """See :meth:`SecretsClient.request_oauth_token
         <roomsecrets.core.client.SecretsClient.request_oauth_token>`.
@@ -232,6 +233,7 @@ class RemoteSecretsClient:
                 "issuer": issuer,
                 "client_auth_method": client_auth_method,
                 "delegate_to": delegate_to,
+                "resource": resource,
             }
         )
         body.update(
@@ -246,7 +248,7 @@ class RemoteSecretsClient:
     async def get_offline_oauth_token(
         self,
         *,
-        client_id: str,
+        client_id: Optional[str] = None,
         authorization_endpoint: Optional[str] = None,
         token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
@@ -257,6 +259,8 @@ class RemoteSecretsClient:
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
         delegated_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> Optional[str]:
         """See :meth:`SecretsClient.get_offline_oauth_token
         <roomsecrets.core.client.SecretsClient.get_offline_oauth_token>`."""
@@ -268,6 +272,8 @@ class RemoteSecretsClient:
                 "issuer": issuer,
                 "client_auth_method": client_auth_method,
                 "delegated_to": delegated_to,
+                "resource": resource,
+                "rejected_access_token": rejected_access_token,
             }
         )
         body.update(

@@ -70,13 +70,18 @@ class OAuthPrompt:
     #: Whom the credential is delegated to once approved: the requester unless it
     #: asked for another participant (None: the requester).
     delegate_to: Optional[str] = None
+    #: The protected resource (an MCP server's URL, RFC 8707) the token is for, and
+    #: its ``resource_name`` from its metadata (RFC 9728), when the request named one.
+    resource: Optional[str] = None
+    resource_name: Optional[str] = None
 
     def __repr__(self) -> str:
         return (
             f"OAuthPrompt(request_id={self.request_id!r}, "
             f"from_participant_id={self.from_participant_id!r}, client_id={self.client_id!r}, "
             f"scopes={self.scopes!r}, redirect_uri={self.redirect_uri!r}, "
-            f"expires_at={self.expires_at!r}, delegate_to={self.delegate_to!r})"
+            f"expires_at={self.expires_at!r}, delegate_to={self.delegate_to!r}, "
+            f"resource={self.resource!r})"
         )
 
 
@@ -119,7 +124,7 @@ class SecretsAPI(Protocol):
     async def request_oauth_token(
         self,
         *,
-        client_id: str,
+        client_id: Optional[str] = None,
         from_participant_id: str,
         redirect_uri: str,
         authorization_endpoint: Optional[str] = None,
@@ -131,12 +136,13 @@ class SecretsAPI(Protocol):
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> str: ...
 
     async def get_offline_oauth_token(
         self,
         *,
-        client_id: str,
+        client_id: Optional[str] = None,
         authorization_endpoint: Optional[str] = None,
         token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
@@ -147,6 +153,8 @@ class SecretsAPI(Protocol):
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
         delegated_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> Optional[str]: ...
 
     async def provide_oauth_authorization(

@@ -6,13 +6,22 @@ Method names and keywords follow the reference Secrets API
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretsAPI
 from .audit import AuditEvent
 from .credentials import OAUTH_TOKEN_TYPE
-from .errors import GrantDenied, InvalidInput, ParticipantNotConnected, StoreError, safe_text
+from .errors import (
+    GrantDenied,
+    InvalidClient,
+    InvalidInput,
+    ParticipantNotConnected,
+    StoreError,
+    VersionConflict,
+    safe_text,
+)
 from .grants import (
     authorize,
     check_manage_own_secrets,
@@ -20,6 +29,7 @@ from .grants import (
     check_secret_request,
 )
 from .inputs import (
+    MAX_ACCESS_TOKEN,
     MAX_CLIENT_ID,
     MAX_CLIENT_SECRET,
     MAX_CODE,
@@ -41,6 +51,7 @@ from .inputs import (
 )
 from .oauth.discovery import ProviderMetadata, resolve_endpoints
 from .oauth.endpoints import check_endpoint, check_redirect_uri
+from .oauth.resource_metadata import check_resource
 from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .participants import Participant, RoomService
 from .ports import SecretKey
@@ -111,7 +122,7 @@ class SecretsClient:
     async def request_oauth_token(
         self,
         *,
-        client_id: str,
+        client_id: Optional[str] = None,
         from_participant_id: str,
         redirect_uri: str,
         authorization_endpoint: Optional[str] = None,
@@ -123,8 +134,18 @@ class SecretsClient:
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> str:
         """An access token for ``from_participant_id``'s account, asking them if needed.
+
+        ``resource`` names a protected resource (an MCP server's URL; RFC 8707).
+        Without ``client_id``, the server brokers the whole flow: it reads the
+        resource's metadata (RFC 9728) and its authorization server's (RFC
+        8414), registers its own client there once (RFC 7591; kept in the store
+        and shared), and asks the person, with ``resource`` on the authorization,
+        token and refresh requests; no endpoint, issuer or client secret is given
+        then. With ``client_id``, ``resource`` only adds RFC 8707 to the explicit
+        flow. See ``docs/mcp.md``.
 
         ``authorization_endpoint`` and ``token_endpoint`` are required unless
         ``issuer`` is given: then those left out come from the issuer's metadata
@@ -166,6 +187,24 @@ class SecretsClient:
         """
         self._check_connected()
         scopes = check_scopes(scopes)
+        if resource is not None:
+            resource = check_resource(
+                resource, allow_insecure_http=self._service.allow_insecure_http
+            )
+        if client_id is None:
+            return await self._brokered_request(
+                owner=from_participant_id,
+                resource=resource,
+                redirect_uri=redirect_uri,
+                scopes=scopes,
+                timeout=timeout,
+                no_pkce=no_pkce,
+                delegate_to=delegate_to,
+                explicit=(
+                    issuer, authorization_endpoint, token_endpoint, client_secret,
+                    client_auth_method,
+                ),
+            )
         self._check_oauth_arguments(
             from_participant_id, client_id, issuer, authorization_endpoint, token_endpoint
         )
@@ -185,6 +224,7 @@ class SecretsClient:
             authorization_endpoint,
             token_endpoint,
             scopes,
+            resource,
         )
         authorization_endpoint = provider.authorization_endpoint
         token_endpoint = provider.token_endpoint
@@ -196,6 +236,7 @@ class SecretsClient:
             token_endpoint,
             scopes,
             provider.issuer,
+            resource,
         )
         client = self._new_client(client_id, client_secret, method, provider)
         service = self._service
@@ -209,6 +250,7 @@ class SecretsClient:
             token_endpoint,
             scopes,
             provider.issuer,
+            resource,
         )
         if delegate == self.participant_id:
             # Handed back unasked only when it is delegated to us: a credential the
@@ -229,6 +271,7 @@ class SecretsClient:
             requester=delegate,
             client_id=client_id,
             token_endpoint=token_endpoint,
+            resource=resource,
         )
         await service.check_quota(owner_key, size=0)
         return await service.request_token(
@@ -245,6 +288,7 @@ class SecretsClient:
             metadata=provider.metadata,
             allow=allow,
             delegate_to=delegate,
+            resource=resource,
         )
 
     def _check_oauth_arguments(
@@ -279,6 +323,7 @@ class SecretsClient:
         authorization_endpoint: Optional[str],
         token_endpoint: Optional[str],
         scopes: tuple[str, ...],
+        resource: Optional[str] = None,
     ) -> _Provider:
         """The endpoints to use: as given, or from ``issuer``'s metadata (explicit wins)."""
         self._check_connected()
@@ -310,6 +355,7 @@ class SecretsClient:
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
             scopes=scopes,
+            resource=resource,
         )
         if not maybe.allowed:
             authorize(
@@ -388,6 +434,7 @@ class SecretsClient:
         token_endpoint: str,
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> SecretKey:
         """Check the call against our grant (audited; raises on denial), then return
         where ``owner``'s credential for this client, delegated to us, lives."""
@@ -402,12 +449,14 @@ class SecretsClient:
             token_endpoint=token_endpoint,
             scopes=scopes,
             issuer=issuer,
+            resource=resource,
         )
         return service.credential_key(
             owner=owner,
             requester=self.participant_id,
             client_id=client_id,
             token_endpoint=token_endpoint,
+            resource=resource,
         )
 
     def _stored_scopes_check(
@@ -419,6 +468,7 @@ class SecretsClient:
         token_endpoint: str,
         requested: tuple[str, ...],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> Callable[[tuple[str, ...]], None]:
         """The check a stored credential's own scopes must pass before we get its token.
 
@@ -440,6 +490,7 @@ class SecretsClient:
                 token_endpoint=token_endpoint,
                 scopes=carried,
                 issuer=issuer,
+                resource=resource,
             )
 
         return allow
@@ -447,7 +498,7 @@ class SecretsClient:
     async def get_offline_oauth_token(
         self,
         *,
-        client_id: str,
+        client_id: Optional[str] = None,
         authorization_endpoint: Optional[str] = None,
         token_endpoint: Optional[str] = None,
         client_secret: Optional[str] = None,
@@ -458,6 +509,8 @@ class SecretsClient:
         issuer: Optional[str] = None,
         client_auth_method: Optional[str] = None,
         delegated_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> Optional[str]:
         """A saved access token of ``delegated_by`` (refreshed if needed), never a prompt.
 
@@ -474,6 +527,15 @@ class SecretsClient:
         another participant: a person gets their own credential that they
         delegated to an agent; anyone else naming another delegate gets
         GrantDenied (a credential delegated to someone else is not ours to take).
+
+        ``resource`` without ``client_id``: the credential the broker got for that
+        resource (see :meth:`request_oauth_token`); nothing is fetched unless it
+        must be refreshed.
+
+        ``rejected_access_token``: the token the resource server just refused
+        (HTTP 401). While the credential still holds it, it is refreshed now
+        rather than at expiry (single-flight: many callers reporting one token
+        cause one refresh); None when it cannot be refreshed.
 
         Raises: GrantDenied (also when the stored credential carries scopes our
         grant does not allow), an OAuthError or ProviderError from a refresh,
@@ -495,6 +557,25 @@ class SecretsClient:
                     "delegated to another participant"
                 )
         scopes = check_scopes(scopes)
+        if rejected_access_token is not None:
+            check_vschar(rejected_access_token, "rejected_access_token", limit=MAX_ACCESS_TOKEN)
+        if resource is not None:
+            resource = check_resource(
+                resource, allow_insecure_http=self._service.allow_insecure_http
+            )
+        if client_id is None:
+            check_timeout(timeout)
+            return await self._brokered_offline(
+                owner=owner,
+                resource=resource,
+                scopes=scopes,
+                delegated_to=delegated_to,
+                rejected=rejected_access_token,
+                explicit=(
+                    issuer, authorization_endpoint, token_endpoint, client_secret,
+                    client_auth_method,
+                ),
+            )
         self._check_oauth_arguments(
             owner, client_id, issuer, authorization_endpoint, token_endpoint
         )
@@ -508,6 +589,7 @@ class SecretsClient:
             authorization_endpoint,
             token_endpoint,
             scopes,
+            resource,
         )
         authorization_endpoint = provider.authorization_endpoint
         token_endpoint = provider.token_endpoint
@@ -519,6 +601,7 @@ class SecretsClient:
             token_endpoint,
             scopes,
             provider.issuer,
+            resource,
         )
         if delegated_to is not None and delegated_to != key.delegated_to:
             key = self._service.credential_key(
@@ -526,6 +609,7 @@ class SecretsClient:
                 requester=delegated_to,
                 client_id=client_id,
                 token_endpoint=token_endpoint,
+                resource=resource,
             )
         client = self._new_client(client_id, client_secret, method, provider)
         return await self._service.refresher.access_token(
@@ -533,6 +617,7 @@ class SecretsClient:
             client=await self._refresh_client(key, client, method),
             token_endpoint=token_endpoint,
             scopes=scopes,
+            rejected=rejected_access_token,
             allow=self._stored_scopes_check(
                 "oauth.get_offline_token",
                 owner,
@@ -541,8 +626,240 @@ class SecretsClient:
                 token_endpoint,
                 scopes,
                 provider.issuer,
+                resource,
             ),
         )
+
+    # --- the MCP authorization broker (docs/mcp.md) ---------------------------------
+
+    def _broker_precheck(
+        self,
+        action: str,
+        owner: str,
+        resource: Optional[str],
+        scopes: tuple[str, ...],
+        explicit: tuple[Optional[str], ...],
+        issuer: Optional[str] = None,
+        endpoints: tuple[Optional[str], Optional[str]] = (None, None),
+    ) -> str:
+        """Check a brokered call's arguments, and that some rule of our grant could
+        allow it once the rest is discovered (audited and raised when none can:
+        a denied caller makes the server fetch nothing). Returns the resource."""
+        if resource is None:
+            raise InvalidInput("client_id is required unless resource is given")
+        if any(value is not None for value in explicit):
+            raise InvalidInput(
+                "with resource and no client_id the server discovers the provider and "
+                "registers its own client: leave out issuer, the endpoints, client_secret "
+                "and client_auth_method (or give client_id for the explicit flow)"
+            )
+        check_id(owner, "from participant")
+        service = self._service
+        maybe = check_oauth_request_before_discovery(
+            self._participant.grant,
+            target=owner,
+            client_id=None,
+            issuer=issuer,
+            authorization_endpoint=endpoints[0],
+            token_endpoint=endpoints[1],
+            scopes=scopes,
+            resource=resource,
+        )
+        if not maybe.allowed:
+            authorize(
+                maybe,
+                sink=service.audit,
+                action=action,
+                room=service.room,
+                actor=self.participant_id,
+                at=service.clock(),
+                details=(
+                    ("target", owner),
+                    ("client_id", ""),
+                    ("token_endpoint", endpoints[1] or issuer or resource),
+                    ("scopes", " ".join(scopes)),
+                    ("resource", resource),
+                ),
+            )
+        return resource
+
+    async def _brokered_request(
+        self,
+        *,
+        owner: str,
+        resource: Optional[str],
+        redirect_uri: str,
+        scopes: tuple[str, ...],
+        timeout: float,
+        no_pkce: bool,
+        delegate_to: Optional[str],
+        explicit: tuple[Optional[str], ...],
+    ) -> str:
+        action = "oauth.request_token"
+        resource = self._broker_precheck(action, owner, resource, scopes, explicit)
+        service = self._service
+        check_url(redirect_uri, "redirect_uri")
+        check_redirect_uri(redirect_uri, allow_insecure_http=service.allow_insecure_http)
+        timeout = check_timeout(timeout)
+        check_flag(no_pkce, "no_pkce")
+        if delegate_to is not None:
+            check_id(delegate_to, "delegate_to")
+        delegate = self.participant_id if delegate_to is None else delegate_to
+        # RFC 9728: who protects the resource; RFC 8414: that server's endpoints.
+        protected = await service.broker.resource_metadata(resource)
+        issuer = protected.authorization_servers[0]
+        metadata = await service.provider_metadata(issuer, endpoints_given=False)
+        assert metadata is not None  # endpoints_given=False: a failure raises
+        authorization_endpoint, token_endpoint = resolve_endpoints(
+            issuer=issuer, metadata=metadata, authorization_endpoint=None, token_endpoint=None
+        )
+        # With the provider known, before registering anything there.
+        self._broker_precheck(
+            action, owner, resource, scopes, (), issuer, (authorization_endpoint, token_endpoint)
+        )
+        if not scopes and protected.scopes_supported:
+            # The caller named none: the ones the resource says it understands.
+            scopes = check_scopes(list(protected.scopes_supported))
+        registration = await service.broker.registration(
+            metadata, redirect_uri=redirect_uri, scopes=scopes
+        )
+        client_id = registration.client_id
+        service.check_oauth(
+            requester=self.participant_id,
+            action=action,
+            target=owner,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            issuer=issuer,
+            resource=resource,
+        )
+        key = service.credential_key(
+            owner=owner,
+            requester=self.participant_id,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+            resource=resource,
+            brokered=True,
+        )
+        allow = self._stored_scopes_check(
+            action, owner, client_id, authorization_endpoint, token_endpoint, scopes, issuer,
+            resource,
+        )
+        if delegate == self.participant_id:
+            # Handed back unasked only when delegated to us (see request_oauth_token).
+            token = await self._brokered_token(key, scopes, allow)
+            if token is not None:
+                return token
+            # The server may have refused our client just now (invalid_client):
+            # the prompt must use the registration that stands now.
+            registration = await service.broker.registration(
+                metadata, redirect_uri=redirect_uri, scopes=scopes
+            )
+        owner_key = service.credential_key(
+            owner=owner,
+            requester=delegate,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+            resource=resource,
+            brokered=True,
+        )
+        await service.check_quota(owner_key, size=0)
+        return await service.request_token(
+            requester=self.participant_id,
+            target=owner,
+            client=registration.client,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+            timeout=timeout,
+            no_pkce=no_pkce,
+            issuer=issuer,
+            metadata=metadata,
+            allow=allow,
+            delegate_to=delegate,
+            resource=resource,
+            resource_name=protected.resource_name,
+            brokered=True,
+        )
+
+    async def _brokered_offline(
+        self,
+        *,
+        owner: str,
+        resource: Optional[str],
+        scopes: tuple[str, ...],
+        delegated_to: Optional[str],
+        explicit: tuple[Optional[str], ...],
+        rejected: Optional[str] = None,
+    ) -> Optional[str]:
+        action = "oauth.get_offline_token"
+        resource = self._broker_precheck(action, owner, resource, scopes, explicit)
+        service = self._service
+        key = service.credential_key(
+            owner=owner,
+            requester=self.participant_id if delegated_to is None else delegated_to,
+            client_id="",
+            token_endpoint="",
+            resource=resource,
+            brokered=True,
+        )
+        _, stored = await service.refresher.load(key)
+        if stored is None or not stored.brokered:
+            return None  # nothing fetched: there is nothing to refresh
+        # The grant is checked against the provider the credential came from.
+        self._checked_credential_key(
+            action, owner, stored.client_id, stored.authorization_endpoint,
+            stored.token_endpoint, scopes, stored.issuer, resource,
+        )
+        allow = self._stored_scopes_check(
+            action, owner, stored.client_id, stored.authorization_endpoint,
+            stored.token_endpoint, scopes, stored.issuer, resource,
+        )
+        return await self._brokered_token(key, scopes, allow, rejected)
+
+    async def _brokered_token(
+        self,
+        key: SecretKey,
+        scopes: tuple[str, ...],
+        allow: Callable[[tuple[str, ...]], None],
+        rejected: Optional[str] = None,
+    ) -> Optional[str]:
+        """The token of the brokered credential at ``key`` (refreshed if needed), or None.
+
+        It refreshes as the client it was issued to (kept with it), whatever the
+        server registered since. A server that no longer knows that client
+        (``invalid_client``) loses our registration: the next request registers
+        again and asks the person."""
+        service = self._service
+        _, stored = await service.refresher.load(key)
+        if stored is None or not stored.brokered:
+            return None
+        client = ClientCredentials(
+            client_id=stored.client_id,
+            client_secret=stored.client_secret,
+            method=stored.client_auth_method,
+        )
+        try:
+            return await service.refresher.access_token(
+                key, client=client, token_endpoint=stored.token_endpoint, scopes=scopes,
+                allow=allow, rejected=rejected,
+            )
+        except InvalidClient:
+            # The server no longer knows the client the credential was issued to: its
+            # refresh token is dead too. Drop both (each only if unchanged meanwhile),
+            # so the next request registers again and asks the person.
+            if stored.issuer is not None:
+                await service.broker.forget_registration(stored.issuer, stored.client_id)
+            record, current = await service.refresher.load(key)
+            if record is not None and current is not None and (
+                current.client_id == stored.client_id
+            ):
+                with contextlib.suppress(VersionConflict):
+                    await service.store.delete(key, expected_version=record.version)
+            return None
 
     async def provide_oauth_authorization(
         self,

@@ -19,7 +19,12 @@ from .oauth.token_request import ClientAuthMethod
 from .oauth.tokens import TokenSet
 from .values import frozen_value
 
-__all__ = ["OAUTH_TOKEN_TYPE", "StoredCredential", "credential_secret_id"]
+__all__ = [
+    "OAUTH_TOKEN_TYPE",
+    "StoredCredential",
+    "brokered_credential_id",
+    "credential_secret_id",
+]
 
 #: ``SecretInfo.type`` of OAuth credentials (SPEC.md); other secrets carry a MIME type.
 OAUTH_TOKEN_TYPE = "oauth_token"
@@ -30,6 +35,9 @@ _FORMAT_VERSION = 1
 #: Format 2 adds ``issuer``, ``revocation_endpoint``, ``client_secret`` and
 #: ``client_auth_method`` (each written only when set).
 _FORMAT_VERSION_REVOCABLE = 2
+#: Format 3 adds ``resource`` (RFC 8707) and ``brokered`` (the client is the
+#: server's own registration, RFC 7591); written only when one is set.
+_FORMAT_VERSION_RESOURCE = 3
 _OPTIONAL_FIELDS = ("issuer", "revocation_endpoint", "client_secret")
 _METHOD_FIELD = "client_auth_method"
 #: The methods a credential records: only those that differ from the default
@@ -38,13 +46,27 @@ _METHOD_FIELD = "client_auth_method"
 _RECORDED_METHODS = frozenset({ClientAuthMethod.CLIENT_SECRET_POST})
 
 
-def credential_secret_id(client_id: str, token_endpoint: str) -> str:
-    """The secret id of the credential for ``client_id`` at ``token_endpoint``.
+def credential_secret_id(
+    client_id: str, token_endpoint: str, resource: Optional[str] = None
+) -> str:
+    """The secret id of the credential for ``client_id`` at ``token_endpoint`` (for
+    ``resource``, RFC 8707, when the request named one).
 
     A hash, so ids are fixed-length and safe as file names and AWS secret names
     whatever the client id and URL contain.
     """
-    digest = hashlib.sha256(f"{token_endpoint}\n{client_id}".encode()).hexdigest()
+    text = f"{token_endpoint}\n{client_id}"
+    if resource is not None:
+        text += f"\n{resource}"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"oauth-{digest[:32]}"
+
+
+def brokered_credential_id(resource: str) -> str:
+    """The secret id of the credential the broker got for ``resource`` (an MCP server's
+    URL): by the resource alone, so the credential is found without discovery and
+    outlives a new registration of the server's client."""
+    digest = hashlib.sha256(f"resource\n{resource}".encode()).hexdigest()
     return f"oauth-{digest[:32]}"
 
 
@@ -65,6 +87,11 @@ class StoredCredential:
     exchanged (RFC 6749 §2.3.1), so refreshes and the revocation use the same
     one: None for the default (``client_secret_basic`` with a secret, ``none``
     without), else ``ClientAuthMethod.CLIENT_SECRET_POST``.
+
+    ``resource`` is the RFC 8707 resource indicator the token is for, sent again
+    on every refresh. ``brokered`` says the client is the server's own
+    registration (the MCP broker, RFC 7591), not an agent's: its secret is the
+    server's, kept so the server can refresh and revoke with no agent present.
     """
 
     tokens: TokenSet
@@ -75,27 +102,43 @@ class StoredCredential:
     revocation_endpoint: Optional[str] = None
     client_secret: Optional[str] = None
     client_auth_method: Optional[ClientAuthMethod] = None
+    resource: Optional[str] = None
+    brokered: bool = False
 
     def __post_init__(self) -> None:
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(f"stored credential has no valid {name}")
-        if self.client_secret is not None and self.revocation_endpoint is None:
-            # Kept only for revocation (see the class docstring).
+        if self.resource is not None and (not isinstance(self.resource, str) or not self.resource):
+            raise InvalidInput("stored credential has no valid resource")
+        if not isinstance(self.brokered, bool) or (self.brokered and self.resource is None):
+            raise InvalidInput("a brokered credential names its resource")
+        if (
+            self.client_secret is not None
+            and self.revocation_endpoint is None
+            and not self.brokered
+        ):
+            # Kept only for revocation, or as the server's own (see the class docstring).
             raise InvalidInput("a stored credential keeps a client_secret only for revocation")
         method = self.client_auth_method
         if method is not None:
             if method not in _RECORDED_METHODS:
                 # One spelling per meaning: the default is recorded as None.
                 raise InvalidInput("stored credential has no valid client_auth_method")
-            if self.revocation_endpoint is not None and self.client_secret is None:
+            if (
+                self.revocation_endpoint is not None or self.brokered
+            ) and self.client_secret is None:
                 raise InvalidInput("a stored credential revoked with a client secret keeps it")
 
     @property
     def secret_id(self) -> str:
-        """Where this credential is stored (see :func:`credential_secret_id`)."""
-        return credential_secret_id(self.client_id, self.token_endpoint)
+        """Where this credential is stored (see :func:`credential_secret_id` and
+        :func:`brokered_credential_id`)."""
+        if self.brokered:
+            assert self.resource is not None
+            return brokered_credential_id(self.resource)
+        return credential_secret_id(self.client_id, self.token_endpoint, self.resource)
 
     @property
     def display_name(self) -> str:
@@ -132,6 +175,11 @@ class StoredCredential:
         if self.client_auth_method is not None:
             data[_METHOD_FIELD] = self.client_auth_method.value
             data["version"] = _FORMAT_VERSION_REVOCABLE
+        if self.resource is not None:
+            data["resource"] = self.resource
+            data["version"] = _FORMAT_VERSION_RESOURCE
+        if self.brokered:
+            data["brokered"] = True
         import json  # here, not at the top: the user's import stays cheap (bench_import)
 
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -153,6 +201,7 @@ class StoredCredential:
         # "format 2" record without any was not written by us.
         if type(version) is not int or not (
             version == _FORMAT_VERSION
+            or (version == _FORMAT_VERSION_RESOURCE and isinstance(data.get("resource"), str))
             or (
                 version == _FORMAT_VERSION_REVOCABLE
                 and any(
@@ -169,8 +218,11 @@ class StoredCredential:
             if not isinstance(value, str) or not value:
                 raise InvalidInput(f"stored credential has no valid {name}")
         optional: dict[str, Any] = {}
-        if version == _FORMAT_VERSION_REVOCABLE:
-            optional = {name: data.get(name) for name in _OPTIONAL_FIELDS}
+        if version == _FORMAT_VERSION_RESOURCE:
+            optional["resource"] = data.get("resource")
+            optional["brokered"] = data.get("brokered", False)
+        if version in (_FORMAT_VERSION_REVOCABLE, _FORMAT_VERSION_RESOURCE):
+            optional.update({name: data.get(name) for name in _OPTIONAL_FIELDS})
             method = data.get(_METHOD_FIELD)
             if method is not None:
                 try:

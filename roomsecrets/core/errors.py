@@ -29,6 +29,7 @@ __all__ = [
     "InvalidInput",
     "InvalidProviderMetadata",
     "InvalidRequest",
+    "InvalidResourceMetadata",
     "InvalidScope",
     "IssuerMismatch",
     "LeaseLost",
@@ -42,9 +43,12 @@ __all__ = [
     "ProviderUnavailable",
     "QuotaExceeded",
     "RefreshBusy",
+    "RegistrationNotSupported",
+    "RegistrationRefused",
     "RequestCancelled",
     "RequestRejected",
     "RequestTimedOut",
+    "ResourceMetadataNotFound",
     "ResponseTooLarge",
     "RoomSecretsError",
     "SecretNotFound",
@@ -523,6 +527,36 @@ class ProviderMetadataNotFound(InvalidProviderMetadata):
     or its metadata lacks an endpoint the caller did not give either."""
 
     code = "provider_metadata_not_found"
+
+
+class InvalidResourceMetadata(InvalidProviderMetadata):
+    """A protected resource's metadata (RFC 9728) cannot be used: not a JSON object, a
+    ``resource`` other than the one asked for (RFC 9728 §3.3), or no usable
+    ``authorization_servers``. Not retryable."""
+
+    code = "invalid_resource_metadata"
+
+
+class ResourceMetadataNotFound(InvalidResourceMetadata):
+    """The resource publishes no RFC 9728 metadata at any URL tried (every one answered
+    3xx or 4xx): the broker cannot learn who protects it."""
+
+    code = "resource_metadata_not_found"
+
+
+class RegistrationNotSupported(InvalidProviderMetadata):
+    """The authorization server's metadata names no ``registration_endpoint`` (RFC 8414
+    §2, RFC 7591 §3): the broker cannot register a client there, and no client id
+    was given."""
+
+    code = "registration_not_supported"
+
+
+class RegistrationRefused(OAuthError):
+    """The authorization server refused to register our client (RFC 7591 §3.2.2:
+    ``invalid_redirect_uri``, ``invalid_client_metadata``, ...). Not retryable."""
+
+    code = "registration_refused"
 
 
 class ResponseTooLarge(ProviderResponseError):

@@ -73,7 +73,7 @@ GRANT_FORMAT_VERSION = 1
 #: Longest value quoted in a reason; longer ones are cut so reasons stay readable.
 _MAX_QUOTED = 120
 
-_RULE_PATTERNS = ("client_id", "issuer", "authorization_endpoint", "token_endpoint")
+_RULE_PATTERNS = ("client_id", "issuer", "authorization_endpoint", "token_endpoint", "resource")
 _RULE_LISTS = ("scopes", "participants")
 _RULE_KEYS = frozenset((*_RULE_PATTERNS, *_RULE_LISTS))
 _SECRET_RULE_PATTERNS = ("url", "type")
@@ -105,6 +105,10 @@ class OAuthRule:
     issuer: str = "*"
     authorization_endpoint: str = "*"
     token_endpoint: str = "*"
+    #: The RFC 8707 resource (an MCP server's URL) the token is for. A rule naming
+    #: only a resource allows whatever authorization server the resource's metadata
+    #: names (RFC 9728); one naming a resource matches no request without one.
+    resource: str = "*"
     # Typed as Sequence so a list type-checks; always stored as a tuple.
     scopes: Optional[Sequence[str]] = None
     participants: Optional[Sequence[str]] = None
@@ -127,6 +131,8 @@ class OAuthRule:
         if self.issuer != "*":
             # Only when named: a grant without one still reads where "issuer" is unknown.
             data["issuer"] = self.issuer
+        if self.resource != "*":
+            data["resource"] = self.resource  # likewise
         return data
 
     @classmethod
@@ -328,6 +334,7 @@ def check_oauth_request(
     token_endpoint: str,
     scopes: Optional[Iterable[str]],
     issuer: Optional[str] = None,
+    resource: Optional[str] = None,
 ) -> GrantDecision:
     """May the holder of ``grant`` ask ``target`` for a token from this provider?
 
@@ -346,6 +353,7 @@ def check_oauth_request(
     ...     scopes=None).reason
     'no oauth rule matches: the grant has no oauth rules'
     """
+    _check_arg(client_id, "client_id")
     _check_arg(authorization_endpoint, "authorization_endpoint")
     _check_arg(token_endpoint, "token_endpoint")
     return _decide(
@@ -355,6 +363,7 @@ def check_oauth_request(
         issuer=issuer,
         endpoints=(authorization_endpoint, token_endpoint),
         scopes=scopes,
+        resource=resource,
     )
 
 
@@ -362,14 +371,20 @@ def check_oauth_request_before_discovery(
     grant: SecretsGrant,
     *,
     target: str,
-    client_id: str,
-    issuer: str,
+    client_id: Optional[str],
+    issuer: Optional[str],
     authorization_endpoint: Optional[str],
     token_endpoint: Optional[str],
     scopes: Optional[Iterable[str]],
+    resource: Optional[str] = None,
 ) -> GrantDecision:
     """Could any rule of ``grant`` allow this request once ``issuer``'s metadata names
     the endpoints left out (None)?
+
+    With a ``resource`` (the MCP broker), ``issuer`` may be None too (the
+    resource's metadata names it, RFC 9728) and so may ``client_id`` (the server
+    registers its own, RFC 7591): None is a value not known yet, which every
+    pattern may still match.
 
     Run before anything is fetched: a denial here means no metadata can make
     the request allowed, so the issuer is never asked (a denied caller must not
@@ -383,7 +398,8 @@ def check_oauth_request_before_discovery(
     ...     token_endpoint=None, scopes=None).allowed
     False
     """
-    _check_arg(issuer, "issuer")
+    if resource is None:
+        _check_arg(issuer, "issuer")
     for value, name in ((authorization_endpoint, "authorization_endpoint"),
                         (token_endpoint, "token_endpoint")):
         if value is not None:
@@ -395,6 +411,8 @@ def check_oauth_request_before_discovery(
         issuer=issuer,
         endpoints=(authorization_endpoint, token_endpoint),
         scopes=scopes,
+        resource=resource,
+        unknown_issuer=resource is not None and issuer is None,
     )
 
 
@@ -402,22 +420,33 @@ def _decide(
     grant: SecretsGrant,
     *,
     target: str,
-    client_id: str,
+    client_id: Optional[str],
     issuer: Optional[str],
     endpoints: tuple[Optional[str], Optional[str]],
     scopes: Optional[Iterable[str]],
+    resource: Optional[str] = None,
+    unknown_issuer: bool = False,
 ) -> GrantDecision:
     _check_arg(target, "target")
-    _check_arg(client_id, "client_id")
+    if client_id is not None:
+        _check_arg(client_id, "client_id")
     if issuer is not None:
         _check_arg(issuer, "issuer")
+    if resource is not None:
+        _check_arg(resource, "resource")
     tokens = _scope_tokens(scopes)
     if not grant.oauth:
         return GrantDecision(
             allowed=False, reason="no oauth rule matches: the grant has no oauth rules"
         )
     # None: not known yet (before discovery), so any pattern may still match it.
-    values = (client_id, "" if issuer is None else issuer, *endpoints)
+    values = (
+        client_id,
+        # No issuer: "" (none named) unless it is still to be learned (RFC 9728).
+        None if unknown_issuer else ("" if issuer is None else issuer),
+        *endpoints,
+        "" if resource is None else resource,
+    )
     failures = []
     for index, rule in enumerate(grant.oauth):
         why = _rule_mismatch(rule, target=target, values=values, scopes=tokens)
@@ -658,8 +687,8 @@ def _rule_mismatch(
     for name, value in zip(_RULE_PATTERNS, values):
         pattern: str = getattr(rule, name)
         if value is not None and not glob_match(value, pattern):
-            if name == "issuer" and not value:
-                return f"issuer: the request names none, and the rule needs {_quote(pattern)}"
+            if name in ("issuer", "resource") and not value:
+                return f"{name}: the request names none, and the rule needs {_quote(pattern)}"
             return f"{name} {_quote(value)} does not match {_quote(pattern)}"
     if rule.scopes is not None:
         for scope in scopes:

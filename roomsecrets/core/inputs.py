@@ -70,6 +70,9 @@ MAX_SCOPE_LENGTH = 256
 MAX_CODE = 4096
 #: An OAuth ``state`` echoed back by an answer.
 MAX_STATE = 1024
+#: An access token a caller reports as refused (``rejected_access_token``); JWTs
+#: with many claims run to a few KB.
+MAX_ACCESS_TOKEN = 16 * 1024
 #: A pending request id (ours are 22 characters).
 MAX_REQUEST_ID = 128
 #: The ``error`` of ``reject_oauth_authorization`` (reduced to 64 RFC 6749 §5.2

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Protocol
 
 from .api import DeletedSecret, Prompt
 from .audit import AuditSink
+from .broker import ResourceBroker
 from .grants import SecretsGrant
 from .oauth.discovery import ProviderMetadata
 from .oauth.token_request import ClientCredentials
@@ -65,6 +66,7 @@ class RoomService(Protocol):
     audit: AuditSink
     refresher: CredentialRefresher
     allow_insecure_http: bool
+    broker: ResourceBroker
 
     def participant(self, participant_id: str) -> Participant: ...
 
@@ -73,7 +75,14 @@ class RoomService(Protocol):
     def disconnect(self, participant_id: str) -> None: ...
 
     def credential_key(
-        self, *, owner: str, requester: str, client_id: str, token_endpoint: str
+        self,
+        *,
+        owner: str,
+        requester: str,
+        client_id: str,
+        token_endpoint: str,
+        resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> SecretKey: ...
 
     def check_oauth(
@@ -87,6 +96,7 @@ class RoomService(Protocol):
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None: ...
 
     def check_stored_scopes(
@@ -100,6 +110,7 @@ class RoomService(Protocol):
         token_endpoint: str,
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None: ...
 
     def check_issuer(self, issuer: object) -> str: ...
@@ -130,6 +141,9 @@ class RoomService(Protocol):
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        resource_name: Optional[str] = None,
+        brokered: bool = False,
     ) -> str: ...
 
     async def provide(

@@ -159,8 +159,15 @@ class CredentialRefresher:
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
         allow: ScopeCheck,
+        rejected: Optional[str] = None,
     ) -> Optional[str]:
         """A valid access token from the credential at ``key``, or None.
+
+        ``rejected`` is an access token the resource server refused (a 401):
+        while the credential still holds it, it counts as expired, so it is
+        refreshed (once, however many callers report it: the refresh is
+        single-flight and a caller whose token was already replaced gets the
+        new one without another refresh).
 
         None when there is no credential for this client and endpoint, its scopes
         do not cover ``scopes``, it cannot be refreshed, or the provider said
@@ -173,7 +180,7 @@ class CredentialRefresher:
         rounds = 0
         while True:
             _, cred = await self.load(key)
-            verdict = self._usable(cred, client.client_id, token_endpoint, scopes)
+            verdict = self._usable(cred, client.client_id, token_endpoint, scopes, rejected)
             if verdict is None:
                 return None
             assert cred is not None
@@ -185,7 +192,9 @@ class CredentialRefresher:
             rounds += 1
             # Join (or start) the refresh; if it did not refresh (another process
             # did, or the store moved on), look again.
-            fresh = await asyncio.shield(self._refresh_task(key, client, token_endpoint))
+            fresh = await asyncio.shield(
+                self._refresh_task(key, client, token_endpoint, rejected)
+            )
             if fresh is not None:
                 # Freshly issued: handed out even if it already counts as expiring
                 # (``expires_in: 0``); the next call refreshes it.
@@ -195,13 +204,17 @@ class CredentialRefresher:
                 return fresh.access_token
 
     def _refresh_task(
-        self, key: SecretKey, client: ClientCredentials, token_endpoint: str
+        self,
+        key: SecretKey,
+        client: ClientCredentials,
+        token_endpoint: str,
+        rejected: Optional[str] = None,
     ) -> asyncio.Future[Optional[TokenSet]]:
         """The one refresh of ``key`` in flight in this process, started if there is none."""
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(
-                self._refresh_across_processes(key, client, token_endpoint)
+                self._refresh_across_processes(key, client, token_endpoint, rejected)
             )
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
@@ -219,36 +232,52 @@ class CredentialRefresher:
         client_id: str,
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
+        rejected: Optional[str] = None,
     ) -> Union[str, _NeedsRefresh, None]:
         """The access token if usable now, ``_REFRESH`` if it needs a refresh, else None."""
         if cred is None or not cred.matches(client_id=client_id, token_endpoint=token_endpoint):
             return None
         if not cred.tokens.covers(scopes):
             return None
-        if not cred.tokens.needs_refresh(self._clock(), self._leeway):
+        if cred.tokens.access_token != rejected and not cred.tokens.needs_refresh(
+            self._clock(), self._leeway
+        ):
             return cred.tokens.access_token
         return _REFRESH if cred.tokens.refresh_token is not None else None
 
-    def _due(self, cred: Optional[StoredCredential], client_id: str, token_endpoint: str) -> bool:
+    def _due(
+        self,
+        cred: Optional[StoredCredential],
+        client_id: str,
+        token_endpoint: str,
+        rejected: Optional[str] = None,
+    ) -> bool:
         """True while the credential still needs (and can get) a refresh."""
-        return isinstance(self._usable(cred, client_id, token_endpoint, None), _NeedsRefresh)
+        verdict = self._usable(cred, client_id, token_endpoint, None, rejected)
+        return isinstance(verdict, _NeedsRefresh)
 
     async def _refresh_across_processes(
-        self, key: SecretKey, client: ClientCredentials, token_endpoint: str
+        self,
+        key: SecretKey,
+        client: ClientCredentials,
+        token_endpoint: str,
+        rejected: Optional[str] = None,
     ) -> Optional[TokenSet]:
         lease_name = f"refresh/{key.room}/{key.owner}/{key.secret_id}/{key.delegated_to or ''}"
         give_up_at = self._monotonic() + self._lease_wait
         while True:
             # Re-read: another process may have refreshed while we waited.
             _, cred = await self.load(key)
-            if not self._due(cred, client.client_id, token_endpoint):
+            if not self._due(cred, client.client_id, token_endpoint, rejected):
                 return None
             lease = await self._store.acquire_lease(
                 lease_name, holder=self._holder, ttl=self._lease_ttl
             )
             if lease is not None:
                 try:
-                    return await self._refresh_under_lease(key, lease, client, token_endpoint)
+                    return await self._refresh_under_lease(
+                        key, lease, client, token_endpoint, rejected
+                    )
                 finally:
                     await self._release(key, lease)
             if self._monotonic() >= give_up_at:
@@ -281,18 +310,26 @@ class CredentialRefresher:
                 return
 
     async def _refresh_under_lease(
-        self, key: SecretKey, lease: Lease, client: ClientCredentials, token_endpoint: str
+        self,
+        key: SecretKey,
+        lease: Lease,
+        client: ClientCredentials,
+        token_endpoint: str,
+        rejected: Optional[str] = None,
     ) -> Optional[TokenSet]:
         # Re-read after taking the lease: another process may have refreshed
         # between our last read and the lease.
         record, cred = await self.load(key)
-        if not self._due(cred, client.client_id, token_endpoint):
+        if not self._due(cred, client.client_id, token_endpoint, rejected):
             return None
         assert record is not None and cred is not None
         keeper = asyncio.ensure_future(self._keep_lease(key, lease))
         try:
+            # RFC 8707 §2.2: the refresh asks for a token for the same resource
+            # (passed only when there is one: endpoints written before it exist).
+            extra = {} if cred.resource is None else {"resource": cred.resource}
             tokens = await self._endpoint.refresh(
-                token_endpoint=token_endpoint, client=client, tokens=cred.tokens
+                token_endpoint=token_endpoint, client=client, tokens=cred.tokens, **extra
             )
         except InvalidGrant as exc:
             # RFC 6749 §5.2: the refresh token is invalid, expired or revoked.

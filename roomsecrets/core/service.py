@@ -22,9 +22,16 @@ from urllib.parse import urlsplit
 
 from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretPrompt
 from .audit import AuditEvent, AuditSink, null_audit_sink
+from .broker import SERVER_OWNER, ResourceBroker
 from .client import SecretsClient
-from .credentials import OAUTH_TOKEN_TYPE, StoredCredential, credential_secret_id
+from .credentials import (
+    OAUTH_TOKEN_TYPE,
+    StoredCredential,
+    brokered_credential_id,
+    credential_secret_id,
+)
 from .errors import (
+    InvalidClient,
     InvalidInput,
     OAuthError,
     ParticipantNotConnected,
@@ -119,12 +126,14 @@ class _OpenRequest:
     __slots__ = (
         "allow",
         "asked",
+        "brokered",
         "client_auth_method",
         "deadline",
         "delegate_to",
         "due",
         "issuer",
         "outcome",
+        "resource",
         "revocation_endpoint",
         "target",
     )
@@ -142,6 +151,8 @@ class _OpenRequest:
         allow: Optional[Callable[[tuple[str, ...]], None]],
         asked: Optional[set[str]],
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         #: When the wait gives up, on the event loop's monotonic clock.
         self.due = due
@@ -161,6 +172,10 @@ class _OpenRequest:
         self.asked = asked
         #: Whom the credential is delegated to; None: the requester.
         self.delegate_to = delegate_to
+        #: The RFC 8707 resource the token is for (None: the request named none).
+        self.resource = resource
+        #: True when the client is the server's own registration (the MCP broker).
+        self.brokered = brokered
 
     def end(self) -> None:
         self.outcome = self.target = self.asked = None
@@ -169,6 +184,9 @@ class _OpenRequest:
         # Heap order. The object itself is the heap item: no (due, id) tuple.
         return self.due < other.due
 
+
+#: Participant ids the server keeps for itself (the owner of its client registrations).
+RESERVED_PREFIX = SERVER_OWNER.split(":", 1)[0] + ":"
 
 #: The client id a secret request's registry entry carries (see ``request_secret``).
 SECRET_REQUEST_CLIENT = "roomsecrets:request_secret"
@@ -261,9 +279,20 @@ class SecretsService:
         self._http_timeout = http_timeout
         self._revocation_timeout = float(revocation_timeout)
         #: Each issuer's metadata, fetched through the transport (RFC 8414).
-        self.discovery = MetadataCache(
+        self.discovery: MetadataCache[ProviderMetadata] = MetadataCache(
             fetch=self._fetch_metadata,
             clock=clock,
+            ttl=discovery_ttl,
+            failure_ttl=discovery_failure_ttl,
+        )
+        #: The MCP broker's lookups: resource metadata (RFC 9728, cached like the
+        #: issuers') and the server's client registrations (RFC 7591, in the store).
+        self.broker = ResourceBroker(
+            store=store,
+            transport=transport,
+            clock=clock,
+            http_timeout=http_timeout,
+            allow_insecure_http=allow_insecure_http,
             ttl=discovery_ttl,
             failure_ttl=discovery_failure_ttl,
         )
@@ -337,6 +366,11 @@ class SecretsService:
         """
         check_id(participant_id, "participant_id")
         check_name(name, "name")
+        if participant_id.startswith(RESERVED_PREFIX):
+            # The server's own records (client registrations) are owned by such a name.
+            raise InvalidInput(
+                f"participant ids starting with {RESERVED_PREFIX!r} are reserved for the server"
+            )
         if participant_id in self._participants:
             raise InvalidInput(f"participant {participant_id!r} is already connected")
         if grant is None:
@@ -437,16 +471,24 @@ class SecretsService:
     # --- the OAuth flow ----------------------------------------------------------
 
     def credential_key(
-        self, *, owner: str, requester: str, client_id: str, token_endpoint: str
+        self,
+        *,
+        owner: str,
+        requester: str,
+        client_id: str,
+        token_endpoint: str,
+        resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> SecretKey:
-        """Where ``owner``'s credential for ``client_id`` at ``token_endpoint``,
-        delegated to ``requester``, is stored."""
-        return SecretKey(
-            room=self.room,
-            owner=owner,
-            secret_id=credential_secret_id(client_id, token_endpoint),
-            delegated_to=requester,
-        )
+        """Where ``owner``'s credential for ``client_id`` at ``token_endpoint`` (for
+        ``resource``, RFC 8707), delegated to ``requester``, is stored. A brokered
+        credential (the server's own client) is found by its resource alone."""
+        if brokered:
+            assert resource is not None
+            secret_id = brokered_credential_id(resource)
+        else:
+            secret_id = credential_secret_id(client_id, token_endpoint, resource)
+        return SecretKey(room=self.room, owner=owner, secret_id=secret_id, delegated_to=requester)
 
     def check_oauth(
         self,
@@ -459,6 +501,7 @@ class SecretsService:
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None:
         """Validate an OAuth call's arguments, check the grant (audited), raise on denial.
 
@@ -476,6 +519,7 @@ class SecretsService:
             token_endpoint=token_endpoint,
             scopes=scopes,
             issuer=issuer,
+            resource=resource,
         )
 
     def _check_oauth(
@@ -490,18 +534,28 @@ class SecretsService:
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None:
         # Exact str, bounded and clean before the memo: nothing odd or huge is kept.
         check_id(target, "from participant")
         check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
         check_url(authorization_endpoint, "authorization_endpoint")
         check_url(token_endpoint, "token_endpoint")
+        if resource is not None:
+            check_url(resource, "resource")
         memo_key: object = None
         decision: Optional[GrantDecision] = None
         try:
             scope_key = None if scopes is None else (type(scopes), tuple(scopes))
             memo_key = (
-                grant, target, client_id, issuer, authorization_endpoint, token_endpoint, scope_key
+                grant,
+                target,
+                client_id,
+                issuer,
+                authorization_endpoint,
+                token_endpoint,
+                scope_key,
+                resource,
             )
             decision = self._oauth_decisions.get(memo_key)
         except TypeError:  # unhashable or non-iterable argument: validation rejects it
@@ -515,6 +569,7 @@ class SecretsService:
                 token_endpoint=token_endpoint,
                 scopes=scopes,
                 issuer=issuer,
+                resource=resource,
             )
             if memo_key is not None:
                 if len(self._oauth_decisions) >= _MAX_REMEMBERED_DECISIONS:
@@ -532,6 +587,7 @@ class SecretsService:
                 ("client_id", client_id),
                 ("token_endpoint", token_endpoint),
                 ("scopes", " ".join(scopes or ())),
+                *((("resource", resource),) if resource is not None else ()),
             ),
         )
 
@@ -545,6 +601,7 @@ class SecretsService:
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> GrantDecision:
         check_endpoint(
             authorization_endpoint,
@@ -563,6 +620,7 @@ class SecretsService:
             token_endpoint=token_endpoint,
             scopes=scopes,
             issuer=issuer,
+            resource=resource,
         )
 
     def check_stored_scopes(
@@ -576,6 +634,7 @@ class SecretsService:
         token_endpoint: str,
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None:
         """Check (audited; raise GrantDenied) that ``requester``'s grant allows the
         scopes a stored credential carries, before its token is handed out.
@@ -593,6 +652,7 @@ class SecretsService:
             token_endpoint=token_endpoint,
             scopes=scopes,
             issuer=issuer,
+            resource=resource,
         )
 
     def _check_stored_scopes(
@@ -607,6 +667,7 @@ class SecretsService:
         token_endpoint: str,
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None:
         authorize(
             check_oauth_request(
@@ -617,6 +678,7 @@ class SecretsService:
                 token_endpoint=token_endpoint,
                 scopes=scopes,
                 issuer=issuer,
+                resource=resource,
             ),
             sink=self.audit,
             action=action,
@@ -694,6 +756,9 @@ class SecretsService:
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        resource_name: Optional[str] = None,
+        brokered: bool = False,
     ) -> Coroutine[Any, Any, str]:
         """Prompt ``target``; the returned coroutine waits for the answer and
         returns the access token.
@@ -725,6 +790,9 @@ class SecretsService:
             metadata=metadata,
             allow=allow,
             delegate_to=delegate_to,
+            resource=resource,
+            resource_name=resource_name,
+            brokered=brokered,
         )
         return self._outcome(request_id, outcome, _token_from)
 
@@ -745,6 +813,9 @@ class SecretsService:
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
         asked: Optional[set[str]] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        resource_name: Optional[str] = None,
+        brokered: bool = False,
     ) -> tuple[str, asyncio.Future[Outcome[TokenSet]]]:
         """Open the request of :meth:`request_token` and prompt ``target``: the
         request id and the future its outcome resolves. Call with the requester
@@ -779,6 +850,8 @@ class SecretsService:
                 scopes=scopes,
                 code_challenge=challenge,
                 allow_insecure_http=self.allow_insecure_http,
+                # RFC 8707 §2.1: the resource the token is for.
+                extra_params=None if resource is None else {"resource": resource},
             ),
             waiter=self._request_ended_waiter,
             issuer=issuer,
@@ -807,6 +880,8 @@ class SecretsService:
             asked=asked,
             # None when it is the requester: one reference less per open request.
             delegate_to=None if delegate_to == requester else delegate_to,
+            resource=resource,
+            brokered=brokered,
         )
         self._open[pending.request_id] = opened
         if asked is not None:
@@ -823,6 +898,8 @@ class SecretsService:
             redirect_uri=redirect_uri,
             expires_at=pending.deadline,
             delegate_to=requester if delegate_to is None else delegate_to,
+            resource=resource,
+            resource_name=resource_name,
         )
         target_participant.changed()
         return pending.request_id, outcome
@@ -973,6 +1050,10 @@ class SecretsService:
         request_id = pending.request_id
         binding = self._open.get(request_id)
         method = None if binding is None else binding.client_auth_method
+        resource = None if binding is None else binding.resource
+        brokered = binding is not None and binding.brokered
+        # RFC 8707 §2.2 (passed only when there is one: endpoints written before it exist).
+        extra = {} if resource is None else {"resource": resource}
         try:
             tokens = await self.token_endpoint.redeem_code(
                 token_endpoint=pending.token_endpoint,
@@ -985,9 +1066,16 @@ class SecretsService:
                 redirect_uri=pending.redirect_uri,
                 code_verifier=pending.code_verifier,
                 requested_scopes=pending.scopes,
+                **extra,
             )
         except RoomSecretsError as exc:
             self.registry.exchange_failed(request_id, exc)
+            if brokered and isinstance(exc, InvalidClient) and binding is not None:
+                # Our registration is gone at the server: register again next time.
+                with contextlib.suppress(RoomSecretsError):
+                    await self.broker.forget_registration(
+                        binding.issuer or "", pending.client_id
+                    )
             raise
         except BaseException:
             # A bug: the requester must not wait for an exchange that will never end.
@@ -1008,10 +1096,15 @@ class SecretsService:
             token_endpoint=pending.token_endpoint,
             issuer=None if binding is None else binding.issuer,
             revocation_endpoint=revocation_endpoint,
-            # Kept only to authenticate the revocation (RFC 7009 §2.1; see StoredCredential).
-            client_secret=None if revocation_endpoint is None else pending.client_secret,
+            # Kept only to authenticate the revocation (RFC 7009 §2.1), or as the
+            # server's own registration's, to refresh (see StoredCredential).
+            client_secret=(
+                pending.client_secret if revocation_endpoint is not None or brokered else None
+            ),
             # Refreshes and the revocation authenticate as this exchange did.
             client_auth_method=method,
+            resource=resource,
+            brokered=brokered,
         )
         delegate = None if binding is None else binding.delegate_to
         key = self.credential_key(
@@ -1019,6 +1112,8 @@ class SecretsService:
             requester=pending.requester if delegate is None else delegate,
             client_id=pending.client_id,
             token_endpoint=pending.token_endpoint,
+            resource=resource,
+            brokered=brokered,
         )
         allow = None if binding is None else binding.allow
         if allow is not None:
@@ -1468,6 +1563,7 @@ class _Session:
         self.audit = service.audit
         self.refresher = service.refresher
         self.allow_insecure_http = service.allow_insecure_http
+        self.broker = service.broker
 
     def participant(self, participant_id: str) -> Participant:
         if participant_id != self._participant.participant_id:
@@ -1490,10 +1586,22 @@ class _Session:
                 self._service.registry.cancel(request_id)
 
     def credential_key(
-        self, *, owner: str, requester: str, client_id: str, token_endpoint: str
+        self,
+        *,
+        owner: str,
+        requester: str,
+        client_id: str,
+        token_endpoint: str,
+        resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> SecretKey:
         return self._service.credential_key(
-            owner=owner, requester=requester, client_id=client_id, token_endpoint=token_endpoint
+            owner=owner,
+            requester=requester,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+            resource=resource,
+            brokered=brokered,
         )
 
     def check_oauth(
@@ -1507,6 +1615,7 @@ class _Session:
         token_endpoint: str,
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None:
         self._service._check_oauth(
             self.participant(requester).grant,
@@ -1518,6 +1627,7 @@ class _Session:
             token_endpoint=token_endpoint,
             scopes=scopes,
             issuer=issuer,
+            resource=resource,
         )
 
     def check_stored_scopes(
@@ -1531,6 +1641,7 @@ class _Session:
         token_endpoint: str,
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
+        resource: Optional[str] = None,
     ) -> None:
         self._service._check_stored_scopes(
             self.participant(requester).grant,
@@ -1542,6 +1653,7 @@ class _Session:
             token_endpoint=token_endpoint,
             scopes=scopes,
             issuer=issuer,
+            resource=resource,
         )
 
     def check_issuer(self, issuer: object) -> str:
@@ -1576,6 +1688,9 @@ class _Session:
         metadata: Optional[ProviderMetadata] = None,
         allow: Optional[Callable[[tuple[str, ...]], None]] = None,
         delegate_to: Optional[str] = None,
+        resource: Optional[str] = None,
+        resource_name: Optional[str] = None,
+        brokered: bool = False,
     ) -> Coroutine[Any, Any, str]:
         # The session may have ended while we looked for a stored credential.
         self.participant(requester)
@@ -1594,6 +1709,9 @@ class _Session:
             allow=allow,
             asked=self._asked,
             delegate_to=delegate_to,
+            resource=resource,
+            resource_name=resource_name,
+            brokered=brokered,
         )
         return self._service._outcome(request_id, outcome, _token_from)
 

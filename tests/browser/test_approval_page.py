@@ -370,6 +370,30 @@ def test_a_credential_kept_for_another_participant_says_whom_before_approving(
             result(asking)
 
 
+def test_an_mcp_prompt_names_the_mcp_server_where_to_sign_in_and_the_scopes(
+    context: Any, room_server: RoomServer, agent: Agent
+) -> None:
+    pytest.importorskip("mcp")
+    from tests.support.mcp_server import McpServer
+
+    with McpServer(user=PERSON) as mcp:
+        page = open_page(context, room_server)
+        asking = room_server.submit(
+            agent.client.request_oauth_token(resource=mcp.url, from_participant_id=PERSON,
+                                             timeout=60)
+        )
+        host = mcp.url.split("//", 1)[1].split("/", 1)[0]
+        item = page.get_by_role("listitem").filter(has_text=AGENT)
+        expect(item.locator(".mcp-server")).to_have_text(f"Test MCP ({host})")
+        expect(item.locator(".issuer-host")).to_have_text(host)
+        expect(item.locator(".scopes")).to_have_text("mcp:tools")
+        # The client is the room server's own registration: not shown.
+        expect(item.locator(".client-row")).to_be_hidden()
+        item.get_by_role("button", name="Approve", exact=True).click()
+        token = result(asking)
+        assert mcp.token_info(token)["user"] == PERSON  # type: ignore[index]
+
+
 def test_the_url_token_mint_login_url_prints_signs_the_page_in(
     context: Any, tmp_path: Path
 ) -> None:

@@ -21,18 +21,21 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     POST /rooms/{room}/list_delegated_secrets       {}
          -> {"secrets": [{"id", "type", "name", "delegated_to", "delegated_by"}, ...]}
     POST /rooms/{room}/delete_user_secret           {"id", "delegated_to"?}  -> {}
-    POST /rooms/{room}/request_oauth_token          {"client_id", "authorization_endpoint"?,
+    POST /rooms/{room}/request_oauth_token          {"client_id"?, "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "from_participant_id", "redirect_uri"?,
          "client_secret"?, "client_auth_method"?, "scopes"?, "timeout"?, "no_pkce"?,
-         "delegate_to"?}  -> {"access_token": str}
+         "delegate_to"?, "resource"?}  -> {"access_token": str}
          (a long request: it answers when the person approves, rejects, leaves, or
          ``timeout`` seconds pass; ``redirect_uri`` defaults to PUBLIC_URL/oauth/callback.
          A client that drops the request cancels it. Both endpoints are required
          unless ``issuer`` is given: then the server learns those left out from the
-         issuer's metadata, RFC 8414 / OpenID Connect Discovery.)
-    POST /rooms/{room}/get_offline_oauth_token      {"client_id", "authorization_endpoint"?,
+         issuer's metadata, RFC 8414 / OpenID Connect Discovery. ``client_id`` is
+         required unless ``resource`` names an MCP server: then the server
+         discovers and registers everything itself, docs/mcp.md.)
+    POST /rooms/{room}/get_offline_oauth_token      {"client_id"?, "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "client_secret"?, "client_auth_method"?, "scopes"?,
-         "timeout"?, "delegated_by"?, "participant_name"?, "delegated_to"?}
+         "timeout"?, "delegated_by"?, "participant_name"?, "delegated_to"?, "resource"?,
+         "rejected_access_token"?}
          -> {"access_token": str | null}
          (``client_auth_method``: "client_secret_basic" or "client_secret_post", how
          the secret is sent, RFC 6749 §2.3.1.)
@@ -421,6 +424,8 @@ def prompt_to_json(prompt: OAuthPrompt) -> dict[str, Any]:
         "redirect_uri": prompt.redirect_uri,
         "expires_at": prompt.expires_at,
         "delegate_to": prompt.delegate_to,
+        "resource": prompt.resource,
+        "resource_name": prompt.resource_name,
     }
 
 
@@ -467,6 +472,10 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         not isinstance(delegate_to, str) or _CONTROL_CHARS.search(delegate_to)
     ):
         raise InvalidInput("a prompt's delegate_to must be a participant id or null")
+    resource, resource_name = data.get("resource"), data.get("resource_name")
+    for value, name in ((resource, "resource"), (resource_name, "resource_name")):
+        if value is not None and (not isinstance(value, str) or _CONTROL_CHARS.search(value)):
+            raise InvalidInput(f"a prompt's {name} must be a string or null")
     return OAuthPrompt(
         request_id=strings["request_id"],
         authorization_url=strings["authorization_url"],
@@ -478,6 +487,8 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         redirect_uri=strings["redirect_uri"],
         expires_at=float(expires_at),
         delegate_to=delegate_to,
+        resource=resource,
+        resource_name=resource_name,
     )
 
 
@@ -605,7 +616,14 @@ class Operation:
 _EMPTY = {"type": "object", "additionalProperties": False}
 _COMMON_ERRORS = (400, 401, 403, 413)
 _OAUTH_FIELDS = (
-    Field(name="client_id", schema=_STRING, required=True),
+    Field(
+        name="client_id",
+        schema=_STRING,
+        description=(
+            "required unless resource is given: then the server discovers the provider "
+            "and registers its own client (the MCP broker, docs/mcp.md)"
+        ),
+    ),
     Field(
         name="authorization_endpoint",
         schema=_OPTIONAL_STRING,
@@ -638,6 +656,14 @@ _OAUTH_FIELDS = (
     ),
     Field(name="scopes", schema=_SCOPES),
     Field(name="timeout", schema=_TIMEOUT, description="seconds"),
+    Field(
+        name="resource",
+        schema=_OPTIONAL_STRING,
+        description=(
+            "the protected resource (an MCP server's URL) the token is for (RFC 8707); "
+            "without client_id the server learns the rest (RFC 9728, RFC 8414, RFC 7591)"
+        ),
+    ),
 )
 _TOKEN_RESPONSE = {
     "type": "object",
@@ -688,6 +714,14 @@ PROMPT_SCHEMA: Mapping[str, Any] = {
             **_OPTIONAL_STRING,
             "description": "who gets the credential once approved (the requester unless "
             "it named another participant)",
+        },
+        "resource": {
+            **_OPTIONAL_STRING,
+            "description": "the MCP server (protected resource, RFC 8707) the token is for",
+        },
+        "resource_name": {
+            **_OPTIONAL_STRING,
+            "description": "its name, from its RFC 9728 metadata, when it gives one",
         },
     },
 }
@@ -800,6 +834,14 @@ OPERATIONS: tuple[Operation, ...] = (
                 description=(
                     "default: the caller. Only the credential's owner may name another "
                     "participant (403 grant_denied otherwise)"
+                ),
+            ),
+            Field(
+                name="rejected_access_token",
+                schema=_OPTIONAL_STRING,
+                description=(
+                    "an access token the resource server just refused (401): refreshed "
+                    "now if the credential still holds it (single-flight)"
                 ),
             ),
         ),

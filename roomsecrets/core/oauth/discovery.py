@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
@@ -68,7 +68,12 @@ _OAUTH_SUFFIX = "/.well-known/oauth-authorization-server"
 #: OpenID Connect Discovery 1.0 §4.
 _OPENID_SUFFIX = "/.well-known/openid-configuration"
 
-_ENDPOINT_FIELDS = ("authorization_endpoint", "token_endpoint", "revocation_endpoint")
+_ENDPOINT_FIELDS = (
+    "authorization_endpoint",
+    "token_endpoint",
+    "revocation_endpoint",
+    "registration_endpoint",
+)
 _LIST_FIELDS = (
     "token_endpoint_auth_methods_supported",
     "revocation_endpoint_auth_methods_supported",
@@ -96,6 +101,8 @@ class ProviderMetadata:
     token_endpoint_auth_methods_supported: Optional[tuple[str, ...]] = None
     revocation_endpoint_auth_methods_supported: Optional[tuple[str, ...]] = None
     code_challenge_methods_supported: Optional[tuple[str, ...]] = None
+    #: RFC 8414 §2 / RFC 7591 §3: where clients register themselves (the MCP broker).
+    registration_endpoint: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.issuer, str) or not self.issuer:
@@ -260,6 +267,7 @@ def parse_metadata_response(
             "revocation_endpoint_auth_methods_supported"
         ],
         code_challenge_methods_supported=lists["code_challenge_methods_supported"],
+        registration_endpoint=endpoints["registration_endpoint"],
     )
 
 
@@ -330,16 +338,22 @@ def resolve_endpoints(
 # --- the cache --------------------------------------------------------------------
 
 
+_M = TypeVar("_M")
+
+
 @frozen_value
-class _Cached:
-    metadata: Optional[ProviderMetadata]
+class _Cached(Generic[_M]):
+    metadata: Optional[_M]
     error: Optional[RoomSecretsError]
     stored_at: float
     expires_at: float
 
 
-class MetadataCache:
+class MetadataCache(Generic[_M]):
     """Each issuer's :class:`ProviderMetadata`, fetched at most once per ``ttl`` seconds.
+
+    (Generic in what it keeps: the MCP broker keeps each resource's RFC 9728
+    metadata in one too, by resource URL.)
 
     ``fetch(issuer)`` gets the metadata (or raises a RoomSecretsError). Its
     result is kept for ``ttl`` seconds by ``clock``; a failure for
@@ -352,7 +366,7 @@ class MetadataCache:
     def __init__(
         self,
         *,
-        fetch: Callable[[str], Awaitable[ProviderMetadata]],
+        fetch: Callable[[str], Awaitable[_M]],
         clock: Clock,
         ttl: float = 3600.0,
         failure_ttl: float = 5.0,
@@ -366,10 +380,10 @@ class MetadataCache:
         self._ttl = float(ttl)
         self._failure_ttl = float(failure_ttl)
         self._max_entries = max_entries
-        self._entries: dict[str, _Cached] = {}
-        self._inflight: dict[str, asyncio.Future[ProviderMetadata]] = {}
+        self._entries: dict[str, _Cached[_M]] = {}
+        self._inflight: dict[str, asyncio.Future[_M]] = {}
 
-    async def get(self, issuer: str) -> ProviderMetadata:
+    async def get(self, issuer: str) -> _M:
         """``issuer``'s metadata, from the cache when fresh; else fetched (once)."""
         cached = self._entries.get(issuer)
         now = self._clock()
@@ -392,7 +406,7 @@ class MetadataCache:
         """Drop what is cached for ``issuer``; the next :meth:`get` fetches again."""
         self._entries.pop(issuer, None)
 
-    async def _load(self, issuer: str) -> ProviderMetadata:
+    async def _load(self, issuer: str) -> _M:
         try:
             metadata = await self._fetch(issuer)
         except RoomSecretsError as exc:
@@ -406,7 +420,7 @@ class MetadataCache:
                                    expires_at=now + self._ttl))
         return metadata
 
-    def _keep(self, issuer: str, entry: _Cached) -> None:
+    def _keep(self, issuer: str, entry: _Cached[_M]) -> None:
         if issuer not in self._entries and len(self._entries) >= self._max_entries:
             now = self._clock()
             for stale in [key for key, old in self._entries.items() if old.expires_at <= now]:
@@ -415,7 +429,7 @@ class MetadataCache:
                 self._entries.clear()  # bounded; refilled by the next lookups
         self._entries[issuer] = entry
 
-    def _forget(self, issuer: str, task: asyncio.Future[ProviderMetadata]) -> None:
+    def _forget(self, issuer: str, task: asyncio.Future[_M]) -> None:
         if self._inflight.get(issuer) is task:
             del self._inflight[issuer]
         if not task.cancelled():

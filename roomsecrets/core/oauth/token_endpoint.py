@@ -61,8 +61,9 @@ class TokenEndpointClient:
         redirect_uri: str,
         code_verifier: Optional[str],
         requested_scopes: Sequence[str],
+        resource: Optional[str] = None,
     ) -> TokenSet:
-        """Exchange an authorization code (RFC 6749 §4.1.3)."""
+        """Exchange an authorization code (RFC 6749 §4.1.3; ``resource``: RFC 8707)."""
         request = build_authorization_code_request(
             token_endpoint=token_endpoint,
             client=client,
@@ -70,6 +71,7 @@ class TokenEndpointClient:
             redirect_uri=redirect_uri,
             code_verifier=code_verifier,
             allow_insecure_http=self._allow_insecure_http,
+            resource=resource,
         )
         return await self._send(
             request,
@@ -83,15 +85,17 @@ class TokenEndpointClient:
         token_endpoint: str,
         client: ClientCredentials,
         tokens: TokenSet,
+        resource: Optional[str] = None,
     ) -> TokenSet:
         """Use ``tokens.refresh_token`` for new tokens (RFC 6749 §6); keeps the
-        old refresh token when the provider sends none."""
+        old refresh token when the provider sends none. ``resource``: RFC 8707."""
         assert tokens.refresh_token is not None
         request = build_refresh_request(
             token_endpoint=token_endpoint,
             client=client,
             refresh_token=tokens.refresh_token,
             allow_insecure_http=self._allow_insecure_http,
+            resource=resource,
         )
         return await self._send(
             request,

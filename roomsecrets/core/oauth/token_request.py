@@ -141,11 +141,13 @@ def build_authorization_code_request(
     redirect_uri: str,
     code_verifier: Optional[str] = None,
     allow_insecure_http: bool = False,
+    resource: Optional[str] = None,
 ) -> HttpRequest:
     """The ``authorization_code`` grant request (RFC 6749 §4.1.3, RFC 7636 §4.5).
 
     ``redirect_uri`` must be the one sent in the authorization request;
-    ``code_verifier`` is None only when PKCE was turned off.
+    ``code_verifier`` is None only when PKCE was turned off. ``resource`` is the
+    RFC 8707 §2.2 resource indicator the token is for.
     """
     if not isinstance(code, str) or not code:
         raise InvalidInput("authorization code must be a non-empty string")
@@ -153,6 +155,8 @@ def build_authorization_code_request(
     form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)]
     if code_verifier is not None:
         form.append(("code_verifier", validate_verifier(code_verifier)))
+    if resource is not None:
+        form.append(("resource", resource))
     return build_client_authenticated_request(token_endpoint, client, form, allow_insecure_http)
 
 
@@ -163,10 +167,12 @@ def build_refresh_request(
     refresh_token: str,
     scopes: Optional[Sequence[str]] = None,
     allow_insecure_http: bool = False,
+    resource: Optional[str] = None,
 ) -> HttpRequest:
     """The ``refresh_token`` grant request (RFC 6749 §6).
 
     ``scopes`` narrows the new token; None asks for the scopes originally granted.
+    ``resource``: the RFC 8707 §2.2 resource indicator, sent again on refresh.
     """
     if not isinstance(refresh_token, str) or not refresh_token:
         raise InvalidInput("refresh token must be a non-empty string")
@@ -174,4 +180,6 @@ def build_refresh_request(
     scope = join_scopes(scopes)
     if scope is not None:
         form.append(("scope", scope))
+    if resource is not None:
+        form.append(("resource", resource))
     return build_client_authenticated_request(token_endpoint, client, form, allow_insecure_http)

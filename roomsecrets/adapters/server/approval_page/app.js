@@ -240,6 +240,20 @@
     var item = els.requestTemplate.content.firstElementChild.cloneNode(true);
     var entry = { prompt: prompt, name: name || null, item: item, approved: false, url: url };
     var host = url ? url.host : "(not a web address)";
+    // An MCP server through the broker: the service is the MCP server (by its name
+    // from its metadata, and host); the authorization server is where the person
+    // signs in; the client is the room server's own, so it is not shown.
+    var resource = prompt.resource ? safeUrl(prompt.resource) : null;
+    if (prompt.resource) {
+      var mcpHost = resource ? resource.host : prompt.resource;
+      item.querySelector(".mcp-row").hidden = false;
+      item.querySelector(".mcp-server").textContent =
+        prompt.resource_name ? prompt.resource_name + " (" + mcpHost + ")" : mcpHost;
+      item.querySelector(".issuer-row").hidden = false;
+      item.querySelector(".issuer-host").textContent = host;
+      item.querySelector(".client-row").hidden = true;
+      host = mcpHost;
+    }
     item.querySelector(".host").textContent = host;
     item.querySelector(".asker-name").textContent = entry.name || prompt.from_participant_id;
     item.querySelector(".asker-id").textContent = entry.name ? "(" + prompt.from_participant_id + ")" : "";
