@@ -45,7 +45,7 @@ def refreshes(mcp: McpServer) -> int:
 
 
 def test_oauth2_request_resource_then_the_official_client_calls_whoami_as_the_person(
-    cli: Cli, mcp: McpServer
+    cli: Cli, mcp: McpServer  # noqa: F811 - the fixture imported above
 ) -> None:
     agent = cli.mint("mcp-agent", "--grant", "allow-all")
     second = cli.mint("mcp-agent-2", "--grant", "allow-all")
@@ -104,7 +104,9 @@ def test_oauth2_request_resource_then_the_official_client_calls_whoami_as_the_pe
     assert f"for resource {mcp.url}" in one_error_line(gone)
 
 
-def test_a_denied_grant_fetches_nothing_from_the_mcp_server(cli: Cli, mcp: McpServer) -> None:
+def test_a_denied_grant_fetches_nothing_from_the_mcp_server(
+    cli: Cli, mcp: McpServer  # noqa: F811 - the fixture imported above
+) -> None:
     grant = json.dumps({"version": 1, "oauth": [{"resource": "https://mcp.example.com/*"}]})
     agent = cli.mint("mcp-agent-3", "--grant", grant)
     asked = cli.run("oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
@@ -113,7 +115,9 @@ def test_a_denied_grant_fetches_nothing_from_the_mcp_server(cli: Cli, mcp: McpSe
     assert mcp.requests == []
 
 
-def test_without_client_id_or_resource_the_cli_says_which_is_needed(cli: Cli) -> None:
+def test_without_client_id_or_resource_the_cli_says_which_is_needed(
+    cli: Cli,  # noqa: F811 - the fixture imported above
+) -> None:
     agent = cli.mint("mcp-agent-4", "--grant", "allow-all")
     done = cli.run("oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
                    token=agent, check=False)

@@ -67,9 +67,9 @@ def test_the_hint_is_read_from_a_www_authenticate_header():
 
 
 def test_a_document_for_another_resource_is_refused_rfc9728_3_3():
-    with pytest.raises(errors.InvalidResourceMetadata, match="RFC 9728 §3.3"):
+    with pytest.raises(errors.InvalidResourceMetadata, match=r"RFC 9728 §3\.3"):
         parse(document(resource="https://mcp.example.com/other"))
-    with pytest.raises(errors.InvalidResourceMetadata, match="RFC 9728 §3.3"):
+    with pytest.raises(errors.InvalidResourceMetadata, match=r"RFC 9728 §3\.3"):
         parse(document(resource=RESOURCE + "/"))  # character for character
 
 

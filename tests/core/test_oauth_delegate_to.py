@@ -131,7 +131,7 @@ def test_a_bad_delegate_is_invalid_input_before_anything_is_asked():
     async def scenario():
         with running_provider() as provider:
             service = make_service()
-            agent, alice = room(service)
+            agent, _alice = room(service)
             with pytest.raises(errors.InvalidInput):
                 await agent.request_oauth_token(
                     **oauth_args(provider), from_participant_id="alice",

@@ -273,14 +273,16 @@ def test_missing_pieces_are_typed_errors_that_name_them() -> None:
         service = SecretsService(store=MemoryStore(), room="r")
         agent = service.connect("agent-1", grant=SecretsGrant.allow_all())
         service.connect("alice")
-        with McpServer(resource_metadata=False) as mcp:
-            with pytest.raises(errors.ResourceMetadataNotFound, match="RFC 9728"):
-                await agent.request_oauth_token(
-                    resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI)
-        with McpServer(registration=False) as mcp:
-            with pytest.raises(errors.RegistrationNotSupported, match="registration_endpoint"):
-                await agent.request_oauth_token(
-                    resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI)
+        with McpServer(resource_metadata=False) as mcp, pytest.raises(
+            errors.ResourceMetadataNotFound, match="RFC 9728"
+        ):
+            await agent.request_oauth_token(
+                resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI)
+        with McpServer(registration=False) as mcp, pytest.raises(
+            errors.RegistrationNotSupported, match="registration_endpoint"
+        ):
+            await agent.request_oauth_token(
+                resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI)
         with pytest.raises(errors.InvalidInput, match="client_id is required unless resource"):
             await agent.request_oauth_token(from_participant_id="alice",
                                             redirect_uri=REDIRECT_URI)
