@@ -42,9 +42,10 @@ What each request does:
 3. When the room cannot refresh (no refresh token, the grant was revoked, the person
    deleted the credential) or the new token is refused too, the person is asked again,
    and the request is sent one last time. A request is sent at most three times; what
-   the server answers the last time is what the caller gets. (If the room answers the
-   new request with the token just refused, which it still counts as valid, there is
-   no third try: the 401 stands.)
+   the server answers the last time is what the caller gets. The room is told which
+   token was refused last (``rejected_access_token``), so it asks the person rather
+   than hand that token back; a room that hands it back anyway gets no third try:
+   the 401 stands.
 
 The token goes only to the MCP server's origin (scheme, host and port of
 ``resource``): a request elsewhere through the same client is sent as it is, without
@@ -93,6 +94,7 @@ class TokenBroker(Protocol):
         scopes: Optional[Sequence[str]] = ...,
         timeout: float = ...,
         resource: Optional[str] = ...,
+        rejected_access_token: Optional[str] = ...,
     ) -> str: ...
 
     async def get_offline_oauth_token(
@@ -285,7 +287,8 @@ class RoomSecretsAuth(httpx2.Auth):
                 "the MCP server %s refused the token and it could not be refreshed: "
                 "asking %s again", self._resource, self._person,
             )
-            fresh = await self._ask()
+            # The token refused last is not handed back: the person is asked.
+            fresh = await self._ask(rejected=refused[-1])
             self._token = fresh
         if fresh in refused:
             # The room handed back a token the server refused (it still counts as
@@ -297,11 +300,14 @@ class RoomSecretsAuth(httpx2.Auth):
             return None
         return fresh
 
-    async def _ask(self) -> str:
-        """Ask the person (the room prompts them); waits for their answer."""
+    async def _ask(self, rejected: Optional[str] = None) -> str:
+        """Ask the person (the room prompts them); waits for their answer. ``rejected``:
+        a token the server refused, which the room must not hand back instead."""
         extra: dict[str, Any] = {}
         if self._redirect_uri is not None:
             extra["redirect_uri"] = self._redirect_uri
+        if rejected is not None:
+            extra["rejected_access_token"] = rejected
         with _waiting_on_a_person():
             return await self._secrets.request_oauth_token(
                 resource=self._resource,

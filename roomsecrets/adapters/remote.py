@@ -217,6 +217,7 @@ class RemoteSecretsClient:
         client_auth_method: Optional[str] = None,
         delegate_to: Optional[str] = None,
         resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> str:
         """See :meth:`SecretsClient.request_oauth_token
         <roomsecrets.core.client.SecretsClient.request_oauth_token>`.
@@ -234,6 +235,7 @@ class RemoteSecretsClient:
                 "client_auth_method": client_auth_method,
                 "delegate_to": delegate_to,
                 "resource": resource,
+                "rejected_access_token": rejected_access_token,
             }
         )
         body.update(

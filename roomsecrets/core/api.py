@@ -137,6 +137,7 @@ class SecretsAPI(Protocol):
         client_auth_method: Optional[str] = None,
         delegate_to: Optional[str] = None,
         resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> str: ...
 
     async def get_offline_oauth_token(

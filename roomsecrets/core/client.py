@@ -135,6 +135,7 @@ class SecretsClient:
         client_auth_method: Optional[str] = None,
         delegate_to: Optional[str] = None,
         resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> str:
         """An access token for ``from_participant_id``'s account, asking them if needed.
 
@@ -146,6 +147,10 @@ class SecretsClient:
         token and refresh requests; no endpoint, issuer or client secret is given
         then. With ``client_id``, ``resource`` only adds RFC 8707 to the explicit
         flow. See ``docs/mcp.md``.
+
+        ``rejected_access_token``: a token the resource server refused even after a
+        refresh; a stored credential still holding it is not handed back, the
+        person is asked (and their approval replaces it).
 
         ``authorization_endpoint`` and ``token_endpoint`` are required unless
         ``issuer`` is given: then those left out come from the issuer's metadata
@@ -187,6 +192,8 @@ class SecretsClient:
         """
         self._check_connected()
         scopes = check_scopes(scopes)
+        if rejected_access_token is not None:
+            check_vschar(rejected_access_token, "rejected_access_token", limit=MAX_ACCESS_TOKEN)
         if resource is not None:
             resource = check_resource(
                 resource, allow_insecure_http=self._service.allow_insecure_http
@@ -200,6 +207,7 @@ class SecretsClient:
                 timeout=timeout,
                 no_pkce=no_pkce,
                 delegate_to=delegate_to,
+                rejected=rejected_access_token,
                 explicit=(
                     issuer, authorization_endpoint, token_endpoint, client_secret,
                     client_auth_method,
@@ -263,7 +271,7 @@ class SecretsClient:
                 scopes=scopes,
                 allow=allow,
             )
-            if token is not None:
+            if token is not None and token != rejected_access_token:
                 return token
         # The person is not asked for a credential their secrets have no room for.
         owner_key = service.credential_key(
@@ -694,6 +702,7 @@ class SecretsClient:
         no_pkce: bool,
         delegate_to: Optional[str],
         explicit: tuple[Optional[str], ...],
+        rejected: Optional[str] = None,
     ) -> str:
         action = "oauth.request_token"
         resource = self._broker_precheck(action, owner, resource, scopes, explicit)
@@ -750,7 +759,7 @@ class SecretsClient:
         if delegate == self.participant_id:
             # Handed back unasked only when delegated to us (see request_oauth_token).
             token = await self._brokered_token(key, scopes, allow)
-            if token is not None:
+            if token is not None and token != rejected:
                 return token
             # The server may have refused our client just now (invalid_client):
             # the prompt must use the registration that stands now.

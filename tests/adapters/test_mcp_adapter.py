@@ -340,10 +340,12 @@ class Broker:
         scopes: Optional[Sequence[str]] = None,
         timeout: float = 300,
         resource: Optional[str] = None,
+        rejected_access_token: Optional[str] = None,
     ) -> str:
         self.calls.append(
             ("request", {"person": from_participant_id, "redirect_uri": redirect_uri,
-                         "scopes": scopes, "timeout": timeout, "resource": resource})
+                         "scopes": scopes, "timeout": timeout, "resource": resource,
+                         "rejected": rejected_access_token})
         )
         await asyncio.sleep(0.01)  # as a call to the room would: others run meanwhile
         return self._asked.pop(0)
@@ -420,8 +422,10 @@ def test_a_server_that_refuses_every_token_gets_three_tries_then_the_401() -> No
                              "rejected": None}),
                 ("offline", {"person": "alice", "scopes": ["mcp:tools"], "resource": url,
                              "rejected": "t1"}),
+                # The token refused last is named, so the room asks rather than hand it back.
                 ("request", {"person": "alice", "redirect_uri": "http://127.0.0.1:9/cb",
-                             "scopes": ["mcp:tools"], "timeout": 7, "resource": url}),
+                             "scopes": ["mcp:tools"], "timeout": 7, "resource": url,
+                             "rejected": "t2"}),
             ]
 
     asyncio.run(scenario())
@@ -439,7 +443,7 @@ def test_without_a_refresh_the_person_is_asked_and_a_refused_answer_is_not_retri
             assert response.status_code == 401
             assert seen == ["Bearer t1"]
             assert [(name, call.get("rejected")) for name, call in broker.calls] == [
-                ("offline", None), ("request", None), ("offline", "t1"), ("request", None)
+                ("offline", None), ("request", None), ("offline", "t1"), ("request", "t1")
             ]
             # No redirect_uri configured: none is passed (the remote client's default).
             assert broker.calls[1][1]["redirect_uri"] == ""
@@ -478,7 +482,7 @@ def test_requests_refused_together_when_no_refresh_helps_make_one_prompt() -> No
             assert [r.status_code for r in answers] == [200] * 5
             assert seen.count("Bearer t2") == 5
             assert [(name, call.get("rejected")) for name, call in broker.calls] == [
-                ("offline", None), ("offline", "t1"), ("request", None)
+                ("offline", None), ("offline", "t1"), ("request", "t1")
             ]
 
     asyncio.run(scenario())

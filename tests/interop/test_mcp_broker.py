@@ -125,6 +125,13 @@ def test_an_agent_names_only_the_url_the_person_approves_and_the_mcp_call_is_the
             assert await agent.get_offline_oauth_token(
                 resource=mcp.url, delegated_by="alice") == token
             assert requests_seen(mcp) == before
+            # A token the MCP server refused even after a refresh is not handed back:
+            # the person is asked again, and their approval replaces it.
+            asking = ask(agent, mcp, rejected_access_token=token)
+            await _approve_next(alice)
+            again = await asyncio.wait_for(asking, 20)
+            assert again != token and await whoami(mcp.url, again) == "alice"
+            assert len(mcp.authorizations) == 2
 
     asyncio.run(scenario())
 

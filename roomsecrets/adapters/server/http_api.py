@@ -24,7 +24,7 @@ unknown key, a missing required key or a value of the wrong type is a 400)::
     POST /rooms/{room}/request_oauth_token          {"client_id"?, "authorization_endpoint"?,
          "token_endpoint"?, "issuer"?, "from_participant_id", "redirect_uri"?,
          "client_secret"?, "client_auth_method"?, "scopes"?, "timeout"?, "no_pkce"?,
-         "delegate_to"?, "resource"?}  -> {"access_token": str}
+         "delegate_to"?, "resource"?, "rejected_access_token"?}  -> {"access_token": str}
          (a long request: it answers when the person approves, rejects, leaves, or
          ``timeout`` seconds pass; ``redirect_uri`` defaults to PUBLIC_URL/oauth/callback.
          A client that drops the request cancels it. Both endpoints are required
@@ -809,6 +809,14 @@ OPERATIONS: tuple[Operation, ...] = (
                 description=(
                     "store the credential delegated to this participant instead of the "
                     "caller; a credential delegated to another is never reused unasked"
+                ),
+            ),
+            Field(
+                name="rejected_access_token",
+                schema=_OPTIONAL_STRING,
+                description=(
+                    "a token the resource server refused even after a refresh: a stored "
+                    "credential still holding it is not handed back; the person is asked"
                 ),
             ),
         ),
