@@ -35,6 +35,7 @@ from .errors import (
     StoreError,
     VersionConflict,
 )
+from .inputs import RESERVED_PREFIX
 from .oauth.discovery import MetadataCache, ProviderMetadata
 from .oauth.http import HttpRequest, header_value
 from .oauth.registration import (
@@ -57,9 +58,9 @@ from .ports import Clock, HttpTransport, SecretKey, SecretStore
 __all__ = ["SERVER_OWNER", "ResourceBroker", "registration_key"]
 
 #: Who owns the server's registrations in the store, and the room they are kept
-#: under: a name no participant can have (``SecretsService.connect`` refuses ids
-#: that start with ``roomsecrets:``), shared by every room of the store.
-SERVER_OWNER = "roomsecrets:server"
+#: under: a name no participant or room can have (:data:`~.inputs.RESERVED_PREFIX`),
+#: shared by every room of the store.
+SERVER_OWNER = RESERVED_PREFIX + "server"
 
 
 def registration_key(issuer: str) -> SecretKey:

@@ -117,6 +117,19 @@ def check_id(value: object, what: str) -> str:
     return check_text(value, what, limit=MAX_ID)
 
 
+#: Room names and participant ids the server keeps for its own records (its client
+#: registrations are kept under room and owner ``roomsecrets:server``).
+RESERVED_PREFIX = "roomsecrets:"
+
+
+def check_not_reserved(value: str, what: str) -> str:
+    """``value`` unless it starts with :data:`RESERVED_PREFIX`: nobody may act as the
+    server's own records. ``what`` names the kind, plural ("participant ids")."""
+    if value.startswith(RESERVED_PREFIX):
+        raise InvalidInput(f"{what} starting with {RESERVED_PREFIX!r} are reserved for the server")
+    return value
+
+
 def check_name(value: object, what: str) -> Optional[str]:
     """An optional display name: None, or 0-:data:`MAX_NAME` characters of text."""
     if value is None:

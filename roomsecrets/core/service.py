@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretPrompt
 from .audit import AuditEvent, AuditSink, null_audit_sink
-from .broker import SERVER_OWNER, ResourceBroker
+from .broker import ResourceBroker
 from .client import SecretsClient
 from .credentials import (
     OAUTH_TOKEN_TYPE,
@@ -56,7 +56,14 @@ from .grants import (
     check_answer_prompt,
     check_oauth_request,
 )
-from .inputs import MAX_CLIENT_ID, check_id, check_name, check_url, check_vschar
+from .inputs import (
+    MAX_CLIENT_ID,
+    check_id,
+    check_name,
+    check_not_reserved,
+    check_url,
+    check_vschar,
+)
 from .oauth.authorization import build_authorization_url
 from .oauth.discovery import (
     MAX_METADATA_BYTES,
@@ -185,9 +192,6 @@ class _OpenRequest:
         return self.due < other.due
 
 
-#: Participant ids the server keeps for itself (the owner of its client registrations).
-RESERVED_PREFIX = SERVER_OWNER.split(":", 1)[0] + ":"
-
 #: The client id a secret request's registry entry carries (see ``request_secret``).
 SECRET_REQUEST_CLIENT = "roomsecrets:request_secret"
 
@@ -257,6 +261,7 @@ class SecretsService:
     ) -> None:
         if not isinstance(room, str) or not room:
             raise InvalidInput("room must be a non-empty string")
+        check_not_reserved(room, "room names")
         if (
             isinstance(revocation_timeout, bool)
             or not isinstance(revocation_timeout, (int, float))
@@ -364,13 +369,8 @@ class SecretsService:
         answer one's own prompts, ask nobody for tokens. Raises
         :class:`~.errors.InvalidInput` if the id is already connected.
         """
-        check_id(participant_id, "participant_id")
+        check_not_reserved(check_id(participant_id, "participant_id"), "participant ids")
         check_name(name, "name")
-        if participant_id.startswith(RESERVED_PREFIX):
-            # The server's own records (client registrations) are owned by such a name.
-            raise InvalidInput(
-                f"participant ids starting with {RESERVED_PREFIX!r} are reserved for the server"
-            )
         if participant_id in self._participants:
             raise InvalidInput(f"participant {participant_id!r} is already connected")
         if grant is None:
@@ -406,7 +406,7 @@ class SecretsService:
         end too (the participant left the room). Raises InvalidInput for a bad
         id, name or grant.
         """
-        check_id(participant_id, "participant_id")
+        check_not_reserved(check_id(participant_id, "participant_id"), "participant ids")
         check_name(name, "name")
         if grant is None:
             grant = SecretsGrant()

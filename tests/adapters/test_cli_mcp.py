@@ -123,3 +123,13 @@ def test_without_client_id_or_resource_the_cli_says_which_is_needed(
                    token=agent, check=False)
     assert "client_id is required unless resource is given" in one_error_line(done)
     assert isinstance(done, subprocess.CompletedProcess)
+
+
+def test_no_token_is_minted_for_the_servers_own_names(
+    cli: Cli,  # noqa: F811 - the fixture imported above
+) -> None:
+    for flags in (["--participant-id", "roomsecrets:server"],
+                  ["--room", "roomsecrets:server", "--participant-id", "x"]):
+        done = cli.run("token", "mint", *(["--room", ROOM] if "--room" not in flags else []),
+                       *flags, check=False)
+        assert "reserved for the server" in one_error_line(done)

@@ -154,6 +154,8 @@ def test_the_method_the_server_answers_is_the_one_kept():
     {"client_id": "c", "token_endpoint_auth_method": "private_key_jwt"},
     {"client_id": "c", "token_endpoint_auth_method": "client_secret_post"},  # no secret
     {"client_id": "c", "client_secret": 7},
+    {"client_id": "c" * 257}, {"client_id": "c\u00e9"}, {"client_id": "c\n"},
+    {"client_id": "c", "client_secret": "s" * 1025},
 ])
 def test_an_unusable_answer_is_a_typed_error(fields):
     with pytest.raises(errors.ProviderResponseError):
@@ -261,6 +263,11 @@ def test_participant_ids_of_the_server_are_refused():
     service = SecretsService(store=MemoryStore(), room="r")
     with pytest.raises(errors.InvalidInput, match="reserved"):
         service.connect("roomsecrets:server")
+    with pytest.raises(errors.InvalidInput, match="reserved"):
+        service.session("roomsecrets:anything")
+    # Nor a room of that name, where the registrations are kept.
+    with pytest.raises(errors.InvalidInput, match="room names starting"):
+        SecretsService(store=MemoryStore(), room="roomsecrets:server")
 
 
 class FailingPuts(MemoryStore):

@@ -28,7 +28,7 @@ import jwt
 
 from ...core.errors import InvalidInput
 from ...core.grants import SecretsGrant
-from ...core.inputs import check_id, check_name
+from ...core.inputs import check_id, check_name, check_not_reserved
 from ...core.values import frozen_value
 from .http_api import InvalidParticipantToken
 
@@ -88,6 +88,9 @@ def mint_participant_token(
     """
     check_id(room, "room")
     check_id(participant_id, "participant_id")
+    # No token may act as the server's own records (client registrations).
+    check_not_reserved(room, "room names")
+    check_not_reserved(participant_id, "participant ids")
     check_name(name, "name")
     if grant is None:
         grant = SecretsGrant()

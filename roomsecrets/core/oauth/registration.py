@@ -27,6 +27,7 @@ from ..errors import (
     ResponseTooLarge,
     safe_text,
 )
+from ..inputs import MAX_CLIENT_ID, MAX_CLIENT_SECRET, check_vschar
 from ..values import frozen_value
 from .endpoints import check_endpoint
 from .http import Headers, HttpRequest, header_value
@@ -227,13 +228,17 @@ def parse_registration_response(
             f"the registration answer is HTTP {status}, not 201 (RFC 7591 §3.2.1)", status=status
         )
     client_id = fields.get("client_id")
-    if not isinstance(client_id, str) or not client_id or len(client_id) > 1024:
-        raise ProviderResponseError(
-            "the registration answer has no client_id (RFC 7591 §3.2.1)", status=status
-        )
     secret = fields.get("client_secret")
-    if secret is not None and (not isinstance(secret, str) or not secret or len(secret) > 4096):
-        raise ProviderResponseError("the registration answer's client_secret is unusable")
+    try:
+        # RFC 6749 Appendix A: both are VSCHAR; held to the lengths agents' are.
+        check_vschar(client_id, "the registered client_id", limit=MAX_CLIENT_ID)
+        if secret is not None:
+            check_vschar(secret, "the registered client_secret", limit=MAX_CLIENT_SECRET)
+    except InvalidInput as bad:
+        raise ProviderResponseError(
+            f"the registration answer is unusable (RFC 7591 §3.2.1): {bad}", status=status
+        ) from None
+    assert isinstance(client_id, str)
     named = fields.get("token_endpoint_auth_method")
     if named is None:
         # RFC 7591 §2: the default is client_secret_basic; a server that issued no
