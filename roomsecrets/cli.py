@@ -139,6 +139,19 @@ def _build_parser() -> _Parser:
         "the redirect URI is PUBLIC_URL/oauth/callback",
     )
     serve.add_argument(
+        "--node-url",
+        metavar="URL",
+        help="cluster mode: where the other nodes on this store reach this node; a "
+        "callback or an answer for a request another node holds is forwarded there "
+        "(docs/scaling.md)",
+    )
+    serve.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's id in cluster mode (a-z, 0-9, '-'; default: derived from "
+        "--node-url)",
+    )
+    serve.add_argument(
         "--disconnect-grace",
         type=_grace_seconds,
         default=30.0,
@@ -777,6 +790,21 @@ async def _serve_until_stopped(
             ) from None
         port = sock.getsockname()[1]
     public_url = (args.public_url or f"http://{shown}:{port}").rstrip("/")
+    cluster = None
+    if args.node_url or args.node_id:
+        from .adapters.server.cluster import ClusterNode
+
+        if not args.node_url:
+            raise _UsageError("serve: --node-id needs --node-url (cluster mode)")
+        import hashlib
+
+        node_id = args.node_id or "n" + hashlib.sha256(args.node_url.encode()).hexdigest()[:8]
+        try:
+            cluster = ClusterNode(
+                node_id=node_id, node_url=args.node_url, jwt_key=key, store=store
+            )
+        except InvalidInput as bad:
+            raise _UsageError(f"serve: {bad}") from None
     try:
         app = create_app(
             store=store,
@@ -787,6 +815,7 @@ async def _serve_until_stopped(
                 "max_secrets_per_participant": args.max_secrets,
                 "max_secret_bytes_per_participant": args.max_secret_bytes,
             },
+            cluster=cluster,
         )
     except InvalidInput as bad:
         if sock is not None:
@@ -814,6 +843,8 @@ async def _serve_until_stopped(
         "Ctrl-C stops"
     )
     _say(f"{_PROG}: {key_said}")
+    if cluster is not None:
+        _say(f"{_PROG}: cluster mode: node {cluster.node_id} at {cluster.node_url}")
     try:
         await stop.wait()
     finally:

@@ -81,6 +81,7 @@ from ...core.service import SecretsService
 from ..aiohttp_transport import AiohttpTransport
 from ..meshagent.room import add_meshagent_routes
 from .approval import PAGE_PATH, add_approval_page, public_origin
+from .cluster import NODE_HEADER, ClusterNode
 from .http_api import (
     CLOSE_ALREADY_CONNECTED,
     CLOSE_BAD_FRAME,
@@ -88,6 +89,7 @@ from .http_api import (
     OPERATIONS,
     BodyTooLarge,
     InvalidParticipantToken,
+    NodeUnreachable,
     Operation,
     ParticipantAlreadyConnected,
     decode_data,
@@ -179,6 +181,9 @@ class _Rooms:
         # prompt names who asks, and an agent calling over HTTP is not connected.
         self.names: dict[tuple[str, str], Optional[str]] = {}
         self.closing = False
+        #: Cluster mode: this node, and the HTTP session for calls to the others.
+        self.cluster: Optional[ClusterNode] = None
+        self.peers: Any = None
         self._background: set[asyncio.Future[None]] = set()
         # Rooms are made on demand; without letting idle ones go, a long-running server
         # would keep a service for every room it ever saw.
@@ -236,6 +241,14 @@ class _Rooms:
             with contextlib.suppress(UnknownRequest):
                 return service, service.registry.find_by_oauth_state(state)
         raise UnknownRequest("no open pending request has this state")
+
+    def holds_state(self, state: str) -> bool:
+        """True when an open request of this node has this OAuth ``state``."""
+        try:
+            self.find_by_state(state)
+        except UnknownRequest:
+            return False
+        return True
 
     def remember_name(self, who: ParticipantToken) -> None:
         if len(self.names) >= _NAMES_REMEMBERED:
@@ -351,6 +364,7 @@ def create_app(
     service_options: Optional[Mapping[str, Any]] = None,
     disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
     room_idle_ttl: float = DEFAULT_ROOM_IDLE_TTL,
+    cluster: Optional[ClusterNode] = None,
 ) -> web.Application:
     """The room server as an aiohttp application, for embedding or :func:`start_server`.
 
@@ -373,6 +387,10 @@ def create_app(
             go, when nobody is connected there and it holds no open request, running
             refresh or unsaved credential; the next request makes a new one from the
             store. Keeps a long-running server's memory bounded by its busy rooms.
+        cluster: cluster mode (``serve --node-url``): this node's
+            :class:`~.cluster.ClusterNode`. Its request ids and states name it, and
+            a callback or an answer for a request another node holds is forwarded
+            there (``docs/scaling.md``).
     """
     if not isinstance(public_url, str) or not public_url.startswith(("http://", "https://")):
         raise InvalidInput("public_url must be an http or https URL")
@@ -391,12 +409,19 @@ def create_app(
         or not 0 < room_idle_ttl <= 86400
     ):
         raise InvalidInput("room_idle_ttl must be more than 0 and at most 86400 seconds")
+    options = dict(service_options or {})
+    if cluster is not None:
+        # Every request id and state this node issues names it, bound by a MAC.
+        if "token_urlsafe" in options:
+            options["token_urlsafe"] = cluster.token_urlsafe(options["token_urlsafe"])
+        else:
+            options["token_urlsafe"] = cluster.token_urlsafe()
     rooms = _Rooms(
         store=store,
         jwt_key=jwt_key,
         public_url=public_url,
         transport=transport,
-        service_options=service_options or {},
+        service_options=options,
         max_body=max_body,
         disconnect_grace=float(disconnect_grace),
         room_idle_ttl=float(room_idle_ttl),
@@ -422,6 +447,22 @@ def create_app(
 
     app.cleanup_ctx.append(evict_idle_rooms)
     app.on_shutdown.append(close_rooms)
+    if cluster is not None:
+        rooms.cluster = cluster
+        app.router.add_post(_CLUSTER_CALLBACK, _forwarded_callback, name="cluster_callback")
+
+        async def run_cluster(app: web.Application) -> AsyncIterator[None]:
+            import aiohttp
+
+            await cluster.start()
+            rooms.peers = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=_NODE_TIMEOUT), trust_env=False
+            )
+            yield
+            await rooms.peers.close()
+            await cluster.stop()
+
+        app.cleanup_ctx.append(run_cluster)
     return app
 
 
@@ -789,6 +830,12 @@ async def _json_operation(request: web.Request, op: Operation) -> web.StreamResp
     client = service.session(who.participant_id, name=who.name, grant=who.grant)
     try:
         result = await _RUNNERS[op.name](client, args, request)
+    except UnknownRequest:
+        # Cluster mode: an answer to a request another node holds goes there.
+        holder = _holder(request, rooms, args.get("request_id"), op.name)
+        if holder is None:
+            raise
+        return await _forward_answer(request, rooms, holder)
     finally:
         await client.close()
     if op.name in _CHANGES_SECRETS:
@@ -1098,6 +1145,16 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
     if not state or (code is None and error is None):
         _note(error=InvalidInput.code)
         return _page(400, "Not an authorization answer", "The provider sent no state or code.")
+    params = {name: query[name] for name in _CALLBACK_PARAMETERS if name in query}
+    cluster = rooms.cluster
+    if cluster is not None and not rooms.holds_state(state):
+        return await _callback_elsewhere(rooms, cluster, params)
+    return await _complete_callback(rooms, params)
+
+
+async def _complete_callback(rooms: _Rooms, params: Mapping[str, str]) -> web.Response:
+    """Complete a callback for a request this node holds (or say it has none)."""
+    state, code, error = params.get("state", ""), params.get("code"), params.get("error")
     try:
         service, pending = rooms.find_by_state(state)
     except UnknownRequest:
@@ -1129,7 +1186,7 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
                 )
             # RFC 9207 §2.4: the issuer's `iss`, checked against the one the request expects.
             await client.provide_oauth_authorization(
-                request_id=pending.request_id, code=code or "", state=state, iss=query.get("iss")
+                request_id=pending.request_id, code=code or "", state=state, iss=params.get("iss")
             )
         finally:
             await client.close()
@@ -1142,6 +1199,141 @@ async def _oauth_callback(request: web.Request) -> web.StreamResponse:
             f"The request ended with the error <code>{exc.code}</code>.",
         )
     return _page(200, "Approved", "The request is approved. You can close this tab.")
+
+
+# --- cluster mode: forwarding to the node that holds the request ---------------------
+
+#: Where a node forwards a callback to another (a POST: the code goes in the body).
+_CLUSTER_CALLBACK = "/cluster/callback"
+#: Node-to-node calls give up after this long: a browser is waiting.
+_NODE_TIMEOUT = 10.0
+#: Answers that may be forwarded: those naming a request id.
+_FORWARDED_ANSWERS = frozenset(
+    {"provide_oauth_authorization", "reject_oauth_authorization", "provide_secret",
+     "reject_secret"}
+)
+
+
+def _holder(
+    request: web.Request, rooms: _Rooms, request_id: object, op_name: str
+) -> Optional[str]:
+    """The other node that holds ``request_id`` (cluster mode; a MAC-verified id), or
+    None: not cluster mode, not an answer, already forwarded once, or ours."""
+    cluster = rooms.cluster
+    if cluster is None or op_name not in _FORWARDED_ANSWERS:
+        return None
+    if cluster.authentic(request.headers.get(NODE_HEADER)):
+        return None  # forwarded to us already: never a second hop
+    holder = cluster.node_of(request_id)
+    if holder is None or holder == cluster.node_id:
+        return None
+    return holder
+
+
+async def _peer_url(rooms: _Rooms, holder: str) -> str:
+    """Where node ``holder`` is; UnknownRequest when it has no record (it stopped, and
+    its requests ended with it), NodeUnreachable when its record has run out."""
+    assert rooms.cluster is not None
+    record = await rooms.cluster.find(holder)
+    if record is None:
+        raise UnknownRequest(f"no open pending request with this id (node {holder} is gone)")
+    if not rooms.cluster.alive(record):
+        raise NodeUnreachable(f"node {holder}, which holds the request, has not been seen lately")
+    return record.url
+
+
+async def _forward_answer(request: web.Request, rooms: _Rooms, holder: str) -> web.Response:
+    """Send the caller's answer to the node that holds its request; relay its reply.
+
+    The caller's own participant token goes along (every node verifies it); the
+    node key marks the call as forwarded, so it is never forwarded again."""
+    import aiohttp
+
+    assert rooms.cluster is not None
+    url = await _peer_url(rooms, holder) + request.rel_url.path
+    headers = {
+        "Authorization": request.headers.get("Authorization", ""),
+        "Content-Type": "application/json",
+        NODE_HEADER: rooms.cluster.keys.node,
+    }
+    try:
+        async with rooms.peers.post(url, data=await request.read(), headers=headers) as answer:
+            body = await answer.read()
+            status = answer.status
+            kind = answer.headers.get("Content-Type", "application/json")
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raise NodeUnreachable(
+            f"node {holder}, which holds the request, cannot be reached; the request stays "
+            "open there: answer again later"
+        ) from None
+    _note(error=None if status < 400 else f"forwarded:{holder}")
+    return web.Response(status=status, body=body, headers={"Content-Type": kind})
+
+
+async def _callback_elsewhere(
+    rooms: _Rooms, cluster: ClusterNode, params: Mapping[str, str]
+) -> web.Response:
+    """A callback for a request this node does not hold: to the node its state names."""
+    import aiohttp
+
+    holder = cluster.node_of(params.get("state"))
+    if holder is None:
+        # A state no node of ours issued (or one whose node id was rewritten): no
+        # node is asked anything.
+        _note(error="invalid_state")
+        return _page(400, "Not an authorization answer",
+                     "This answer's state was not issued by this service.")
+    if holder == cluster.node_id:
+        return await _complete_callback(rooms, params)  # ours, and ended
+    try:
+        url = await _peer_url(rooms, holder) + _CLUSTER_CALLBACK
+    except UnknownRequest:
+        _note(error=UnknownRequest.code)
+        return _page(404, "Request not found",
+                     "This request has already ended, or it never existed.")
+    except NodeUnreachable:
+        _note(error=NodeUnreachable.code)
+        return _unreachable_page()
+    try:
+        async with rooms.peers.post(
+            url, json=dict(params), headers={NODE_HEADER: cluster.keys.node}
+        ) as answer:
+            page = await answer.text()
+            status = answer.status
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        _note(error=NodeUnreachable.code)
+        return _unreachable_page()
+    return web.Response(status=status, text=page, content_type="text/html", charset="utf-8")
+
+
+def _unreachable_page() -> web.Response:
+    return _page(
+        502,
+        "Try again in a moment",
+        "The server holding this request cannot be reached right now. The request stays "
+        "open there, and may still complete when it is back; if the agent does not get its "
+        "answer, reload this page or approve again.",
+    )
+
+
+async def _forwarded_callback(request: web.Request) -> web.StreamResponse:
+    """``POST /cluster/callback`` from another node: complete it here, never forward."""
+    rooms = request.app[_ROOMS]
+    cluster = rooms.cluster
+    if cluster is None or not cluster.authentic(request.headers.get(NODE_HEADER)):
+        _note(error="invalid_token")
+        return web.json_response({"error": "invalid_token", "message": "not a node"},
+                                 status=401)
+    try:
+        data = json.loads(await request.read())
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(name, ""), str) for name in _CALLBACK_PARAMETERS
+    ):
+        return _page(400, "Not an authorization answer", "The forwarded answer is malformed.")
+    params = {name: data[name] for name in _CALLBACK_PARAMETERS if name in data}
+    return await _complete_callback(rooms, params)
 
 
 # --- running it -----------------------------------------------------------------------

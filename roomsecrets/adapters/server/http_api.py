@@ -154,6 +154,7 @@ __all__ = [
     "BodyTooLarge",
     "Field",
     "InvalidParticipantToken",
+    "NodeUnreachable",
     "Operation",
     "ParticipantAlreadyConnected",
     "check_server_url",
@@ -189,6 +190,13 @@ class BodyTooLarge(InvalidInput):
     code = "body_too_large"
 
 
+class NodeUnreachable(RoomSecretsError):
+    """Cluster mode: the node holding the request could not be reached (HTTP 502). The
+    request stays open there; answering again once it is back completes it."""
+
+    code = "node_unreachable"
+
+
 class ParticipantAlreadyConnected(InvalidInput):
     """The participant already has a WebSocket open (HTTP 409); in process,
     ``SecretsService.connect`` raises InvalidInput for the same thing."""
@@ -222,6 +230,7 @@ ERROR_STATUSES: tuple[tuple[type[RoomSecretsError], int, str], ...] = (
     (VersionConflict, 409, "a concurrent write won"),
     (RequestCancelled, 410, "the request ended because a participant left or gave up"),
     (TooManyPendingRequests, 429, "too many open requests; retry later"),
+    (NodeUnreachable, 502, "cluster mode: the node holding the request is unreachable"),
     (ProviderTimeout, 504, "the provider did not answer in time"),
     (RequestTimedOut, 504, "nobody answered the prompt in time"),
     (OAuthError, 502, "the provider answered with an OAuth error (e.g. invalid_grant)"),
@@ -285,7 +294,8 @@ def _error_classes() -> dict[str, type[RoomSecretsError]]:
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, RoomSecretsError):
             found.setdefault(cls.code, cls)
-    for cls in (InvalidParticipantToken, BodyTooLarge, ParticipantAlreadyConnected):
+    for cls in (InvalidParticipantToken, BodyTooLarge, ParticipantAlreadyConnected,
+                NodeUnreachable):
         found[cls.code] = cls
     return found
 
