@@ -34,6 +34,8 @@ def readme_python_blocks() -> list[tuple[str, str]]:
 
 
 BLOCKS = readme_python_blocks()
+#: asyncio's development-mode timing warning (``slow_callback_duration``), one line.
+SLOW_STEP = re.compile(r"^Executing <.*> took \d+\.\d+ seconds\n", re.M)
 
 
 def run_block(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
@@ -59,7 +61,9 @@ def test_the_readme_has_the_two_examples_under_their_headings():
 def test_every_python_block_runs_as_written(code: str, tmp_path: Path) -> None:
     done = run_block(code, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stderr == ""
+    # Development mode also reports any loop step slower than 0.1 s: on a loaded
+    # machine (CI's 2 cores under xdist) that is the machine, not the example.
+    assert SLOW_STEP.sub("", done.stderr) == ""
     assert done.stdout.strip()
     assert not SECRET_SHAPES.search(done.stdout)
 
