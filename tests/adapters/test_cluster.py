@@ -154,7 +154,9 @@ def test_the_node_that_does_not_hold_the_request_forwards_the_callback_and_the_a
     node_a, node_b = nodes
 
     async def scenario() -> None:
-        agent = node_a.remote("agent-1", grant=SecretsGrant.allow_all())
+        everything = SecretsGrant.from_dict({
+            "version": 1, "oauth": [{}], "secret_requests": [{}]})
+        agent = node_a.remote("agent-1", grant=everything)
         alice_a = node_a.remote("alice")
         alice_b = node_b.remote("alice")
         await alice_a.connect()  # the person's WebSocket is on node A, with the request
@@ -220,6 +222,33 @@ def test_the_node_that_does_not_hold_the_request_forwards_the_callback_and_the_a
             status, _, _ = await asyncio.to_thread(get_page, on_node(redirect, node_b))
             assert status == 200
             await asyncio.wait_for(asking, 20)
+
+            # 5. A secret the agent asks for through A, provided through B.
+            asking = asyncio.create_task(agent.request_secret(
+                url="https://api.example.com/", type="text/plain", from_participant_id="alice",
+                timeout=60))
+            prompts = alice_a.prompts()
+            try:
+                secret_prompt = await asyncio.wait_for(prompts.__anext__(), 15)
+            finally:
+                await prompts.aclose()  # type: ignore[attr-defined]
+            assert secret_prompt.request_id.startswith("node-a.")
+            # An answer already forwarded once is never forwarded again: B, told by
+            # the node key that it is the second hop, answers it as its own (404).
+            import aiohttp
+
+            from roomsecrets.adapters.server.cluster import NODE_HEADER
+
+            token = mint_participant_token(KEY.encode(), room=ROOM, participant_id="alice")
+            async with aiohttp.ClientSession() as session, session.post(
+                f"{node_b.url}/rooms/{ROOM}/provide_secret",
+                json={"request_id": secret_prompt.request_id, "data": "c2stMQ=="},
+                headers={"Authorization": f"Bearer {token}",
+                         NODE_HEADER: derive_keys(KEY.encode()).node},
+            ) as answer:
+                assert answer.status == 404
+            await alice_b.provide_secret(request_id=secret_prompt.request_id, data=b"sk-1")
+            assert await asyncio.wait_for(asking, 20) == b"sk-1"
         finally:
             for client in (agent, alice_a, alice_b):
                 await client.close()

@@ -1232,13 +1232,11 @@ def _holder(
 
 async def _peer_url(rooms: _Rooms, holder: str) -> str:
     """Where node ``holder`` is; UnknownRequest when it has no record (it stopped, and
-    its requests ended with it), NodeUnreachable when its record has run out."""
+    its requests ended with it)."""
     assert rooms.cluster is not None
     record = await rooms.cluster.find(holder)
     if record is None:
         raise UnknownRequest(f"no open pending request with this id (node {holder} is gone)")
-    if not rooms.cluster.alive(record):
-        raise NodeUnreachable(f"node {holder}, which holds the request, has not been seen lately")
     return record.url
 
 
@@ -1291,9 +1289,6 @@ async def _callback_elsewhere(
         _note(error=UnknownRequest.code)
         return _page(404, "Request not found",
                      "This request has already ended, or it never existed.")
-    except NodeUnreachable:
-        _note(error=NodeUnreachable.code)
-        return _unreachable_page()
     try:
         async with rooms.peers.post(
             url, json=dict(params), headers={NODE_HEADER: cluster.keys.node}
@@ -1310,9 +1305,10 @@ def _unreachable_page() -> web.Response:
     return _page(
         502,
         "Try again in a moment",
-        "The server holding this request cannot be reached right now. The request stays "
-        "open there, and may still complete when it is back; if the agent does not get its "
-        "answer, reload this page or approve again.",
+        "The server holding this request cannot be reached right now. If it is only "
+        "busy or briefly down, the request stays open there and may still complete: "
+        "reload this page in a moment. If it was restarted, the request is gone: the "
+        "agent has to ask again.",
     )
 
 

@@ -13,9 +13,10 @@ How a node knows which node holds a request, without trusting what it is told:
   participant-token key (:func:`bound_value`). A node reads the id back only
   when the MAC verifies (:meth:`ClusterNode.node_of`): a node id an attacker
   writes into a state is refused (400) before anything is looked up or sent.
-* Nodes find each other through the store they share: each node keeps a record
-  (its id, its URL, until when it is alive) under the server's reserved name,
-  refreshed while it runs and deleted when it stops (:class:`ClusterNode`).
+* Nodes find each other through the store they share: each node writes a record
+  (its id and URL) under the server's reserved name when it starts, and deletes
+  it when it stops (:class:`ClusterNode`). Whether it is up is learned by
+  calling it.
 * Node-to-node calls carry a second derived key (``X-RoomSecrets-Node``),
   compared in constant time, and a timeout. Nothing secret goes in a URL: a
   forwarded callback's code travels in a POST body.
@@ -23,7 +24,6 @@ How a node knows which node holds a request, without trusting what it is told:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -107,7 +107,7 @@ def bound_value(
 class NodeRecord:
     node_id: str
     url: str
-    alive_until: float
+    started_at: float
 
 
 class ClusterNode:
@@ -120,7 +120,6 @@ class ClusterNode:
         node_url: str,
         jwt_key: bytes,
         store: SecretStore,
-        ttl: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = check_node_id(node_id)
@@ -129,10 +128,8 @@ class ClusterNode:
         self.node_url = node_url.rstrip("/")
         self.keys = derive_keys(jwt_key)
         self._store = store
-        self._ttl = ttl
         self._clock = clock
         self._version: Optional[int] = None
-        self._keeper: Optional[asyncio.Future[None]] = None
 
     def token_urlsafe(self, token_urlsafe: Callable[[int], str] = secrets.token_urlsafe
                       ) -> Callable[[int], str]:
@@ -165,10 +162,15 @@ class ClusterNode:
         return SecretKey(room=_CLUSTER, owner=_CLUSTER, secret_id=f"node-{node_id}")
 
     async def announce(self) -> None:
-        """Write (or refresh) this node's record: alive for ``ttl`` seconds more."""
+        """Write this node's record, once, at start.
+
+        It is not rewritten while the node runs: every write of a Secrets Manager
+        secret keeps a version for 24 hours, and a heartbeat would run into that
+        quota. Whether the node is up is learned by calling it (a refused or
+        timed-out call is ``node_unreachable``); a clean stop deletes the record.
+        """
         record = json.dumps(
-            {"node_id": self.node_id, "url": self.node_url,
-             "alive_until": self._clock() + self._ttl}
+            {"node_id": self.node_id, "url": self.node_url, "started_at": self._clock()}
         ).encode()
         written = await self._store.put(
             self._key(self.node_id), type=_NODE_RECORD_TYPE, name=self.node_url, data=record
@@ -176,8 +178,8 @@ class ClusterNode:
         self._version = written.version
 
     async def find(self, node_id: str) -> Optional[NodeRecord]:
-        """The record of node ``node_id`` (None when it has none: it stopped, or never
-        ran); an expired one is returned too, for the caller to say so."""
+        """The record of node ``node_id``; None when it has none (it stopped, or never
+        ran)."""
         found = await self._store.get(self._key(node_id))
         if found is None or found.type != _NODE_RECORD_TYPE:
             return None
@@ -185,29 +187,15 @@ class ClusterNode:
             data = json.loads(found.data)
             return NodeRecord(
                 node_id=str(data["node_id"]), url=str(data["url"]),
-                alive_until=float(data["alive_until"]),
+                started_at=float(data["started_at"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
 
-    def alive(self, record: NodeRecord) -> bool:
-        return record.alive_until > self._clock()
-
     async def start(self) -> None:
         await self.announce()
-        self._keeper = asyncio.ensure_future(self._keep_announcing())
-
-    async def _keep_announcing(self) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            with contextlib.suppress(StoreError):
-                await self.announce()
 
     async def stop(self) -> None:
-        """Stop announcing and delete the record: requests held here end with us."""
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        """Delete the record: requests held here end with us."""
         with contextlib.suppress(StoreError, VersionConflict):
             await self._store.delete(self._key(self.node_id), expected_version=self._version)
