@@ -146,6 +146,13 @@ def _build_parser() -> _Parser:
         "(docs/scaling.md)",
     )
     serve.add_argument(
+        "--node-timeout",
+        type=float,
+        default=45.0,
+        metavar="SECONDS",
+        help="cluster mode: how long a call forwarded to another node may take (default 45)",
+    )
+    serve.add_argument(
         "--node-id",
         metavar="ID",
         help="this node's id in cluster mode (a-z, 0-9, '-'; default: derived from "
@@ -801,7 +808,8 @@ async def _serve_until_stopped(
         node_id = args.node_id or "n" + hashlib.sha256(args.node_url.encode()).hexdigest()[:8]
         try:
             cluster = ClusterNode(
-                node_id=node_id, node_url=args.node_url, jwt_key=key, store=store
+                node_id=node_id, node_url=args.node_url, jwt_key=key, store=store,
+                timeout=args.node_timeout,
             )
         except InvalidInput as bad:
             raise _UsageError(f"serve: {bad}") from None
@@ -1401,14 +1409,15 @@ def _oauth_prompt_line(prompt: OAuthPrompt, as_json: bool, callback: str, *, kin
             expires_at=prompt.expires_at,
         )
         if prompt.resource is not None:
-            shown.update(resource=prompt.resource, resource_name=prompt.resource_name)
+            shown.update(resource=prompt.resource, resource_name=prompt.resource_name,
+                         brokered=prompt.brokered)
         if elsewhere:
             shown["redirect_uri"] = prompt.redirect_uri
         if other:
             shown["delegate_to"] = delegate
         return json.dumps(shown)
     scopes = " ".join(prompt.scopes) or "-"
-    if prompt.resource is not None:
+    if prompt.resource is not None and prompt.brokered:
         # An MCP server through the broker: the server the agent will call, by
         # name and host, and who authorizes it; the client id is the server's own.
         name = f"{prompt.resource_name} " if prompt.resource_name else ""

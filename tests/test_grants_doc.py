@@ -64,10 +64,26 @@ def test_the_mcp_example_allows_any_authorization_server_of_those_resources_only
                authorization_endpoint="https://auth.other.example/authorize",
                token_endpoint="https://auth.other.example/token", scopes=["mcp:tools"],
                issuer="https://auth.other.example")
-    assert check_oauth_request(example, resource="https://mcp.example.com/mcp", **ask).allowed
-    assert not check_oauth_request(example, resource="https://evil.example/mcp", **ask).allowed
-    denied = check_oauth_request(example, **ask)  # no resource: the explicit flow
-    assert "resource: the request names none" in denied.reason
+    assert check_oauth_request(example, resource="https://mcp.example.com/mcp", brokered=True,
+                               **ask).allowed
+    assert not check_oauth_request(example, resource="https://evil.example/mcp",
+                                   brokered=True, **ask).allowed
+    # "Nothing else": not the explicit flow, even with an allowed resource beside it
+    # (the agent would name the provider and the client).
+    denied = check_oauth_request(example, resource="https://mcp.example.com/mcp", **ask)
+    assert "names only a resource: it allows only brokered requests" in denied.reason
+    assert not check_oauth_request(example, **ask).allowed
+
+
+def test_a_rule_naming_a_provider_and_no_resource_allows_no_brokered_request():
+    from roomsecrets.core.grants import check_oauth_request_before_discovery
+
+    grant = SecretsGrant.from_dict({"oauth": [{"issuer": "https://accounts.google.com",
+                                               "client_id": "my-app"}]})
+    decision = check_oauth_request_before_discovery(
+        grant, target="alice", client_id=None, issuer=None, authorization_endpoint=None,
+        token_endpoint=None, scopes=None, resource="http://127.0.0.1:6379/", brokered=True)
+    assert "allows no brokered request" in decision.reason
 
 
 def test_the_pattern_table_holds():

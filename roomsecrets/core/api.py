@@ -74,6 +74,9 @@ class OAuthPrompt:
     #: its ``resource_name`` from its metadata (RFC 9728), when the request named one.
     resource: Optional[str] = None
     resource_name: Optional[str] = None
+    #: True when the server brokers the flow (the agent named only the resource):
+    #: the client is then the server's own registration, not one an agent named.
+    brokered: bool = False
 
     def __repr__(self) -> str:
         return (

@@ -477,6 +477,7 @@ class SecretsClient:
         requested: tuple[str, ...],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> Callable[[tuple[str, ...]], None]:
         """The check a stored credential's own scopes must pass before we get its token.
 
@@ -499,6 +500,7 @@ class SecretsClient:
                 scopes=carried,
                 issuer=issuer,
                 resource=resource,
+                brokered=brokered,
             )
 
         return allow
@@ -672,6 +674,7 @@ class SecretsClient:
             token_endpoint=endpoints[1],
             scopes=scopes,
             resource=resource,
+            brokered=True,
         )
         if not maybe.allowed:
             authorize(
@@ -710,7 +713,10 @@ class SecretsClient:
         check_url(redirect_uri, "redirect_uri")
         check_redirect_uri(redirect_uri, allow_insecure_http=service.allow_insecure_http)
         timeout = check_timeout(timeout)
-        check_flag(no_pkce, "no_pkce")
+        if check_flag(no_pkce, "no_pkce"):
+            # The server's own client always uses PKCE (the MCP authorization spec
+            # requires it): an agent cannot turn it off to take the code elsewhere.
+            raise InvalidInput("no_pkce is not allowed with resource and no client_id")
         if delegate_to is not None:
             check_id(delegate_to, "delegate_to")
         delegate = self.participant_id if delegate_to is None else delegate_to
@@ -729,8 +735,11 @@ class SecretsClient:
         if not scopes and protected.scopes_supported:
             # The caller named none: the ones the resource says it understands.
             scopes = check_scopes(list(protected.scopes_supported))
+        # Registered for every scope the resource names (when it names some), not the
+        # first caller's: the one registration serves every agent and room.
+        register_for = protected.scopes_supported or scopes
         registration = await service.broker.registration(
-            metadata, redirect_uri=redirect_uri, scopes=scopes
+            metadata, redirect_uri=redirect_uri, scopes=register_for
         )
         client_id = registration.client_id
         service.check_oauth(
@@ -743,6 +752,7 @@ class SecretsClient:
             scopes=scopes,
             issuer=issuer,
             resource=resource,
+            brokered=True,
         )
         key = service.credential_key(
             owner=owner,
@@ -754,7 +764,7 @@ class SecretsClient:
         )
         allow = self._stored_scopes_check(
             action, owner, client_id, authorization_endpoint, token_endpoint, scopes, issuer,
-            resource,
+            resource, brokered=True,
         )
         if delegate == self.participant_id:
             # Handed back unasked only when delegated to us (see request_oauth_token).
@@ -764,8 +774,27 @@ class SecretsClient:
             # The server may have refused our client just now (invalid_client):
             # the prompt must use the registration that stands now.
             registration = await service.broker.registration(
-                metadata, redirect_uri=redirect_uri, scopes=scopes
+                metadata, redirect_uri=redirect_uri, scopes=register_for
             )
+            if registration.client_id != client_id:
+                # A new client: checked like the first, before the person is asked.
+                client_id = registration.client_id
+                service.check_oauth(
+                    requester=self.participant_id,
+                    action=action,
+                    target=owner,
+                    client_id=client_id,
+                    authorization_endpoint=authorization_endpoint,
+                    token_endpoint=token_endpoint,
+                    scopes=scopes,
+                    issuer=issuer,
+                    resource=resource,
+                    brokered=True,
+                )
+                allow = self._stored_scopes_check(
+                    action, owner, client_id, authorization_endpoint, token_endpoint, scopes,
+                    issuer, resource, brokered=True,
+                )
         owner_key = service.credential_key(
             owner=owner,
             requester=delegate,
@@ -819,13 +848,21 @@ class SecretsClient:
         if stored is None or not stored.brokered:
             return None  # nothing fetched: there is nothing to refresh
         # The grant is checked against the provider the credential came from.
-        self._checked_credential_key(
-            action, owner, stored.client_id, stored.authorization_endpoint,
-            stored.token_endpoint, scopes, stored.issuer, resource,
+        service.check_oauth(
+            requester=self.participant_id,
+            action=action,
+            target=owner,
+            client_id=stored.client_id,
+            authorization_endpoint=stored.authorization_endpoint,
+            token_endpoint=stored.token_endpoint,
+            scopes=scopes,
+            issuer=stored.issuer,
+            resource=resource,
+            brokered=True,
         )
         allow = self._stored_scopes_check(
             action, owner, stored.client_id, stored.authorization_endpoint,
-            stored.token_endpoint, scopes, stored.issuer, resource,
+            stored.token_endpoint, scopes, stored.issuer, resource, brokered=True,
         )
         return await self._brokered_token(key, scopes, allow, rejected)
 
@@ -843,8 +880,8 @@ class SecretsClient:
         (``invalid_client``) loses our registration: the next request registers
         again and asks the person."""
         service = self._service
-        _, stored = await service.refresher.load(key)
-        if stored is None or not stored.brokered:
+        before, stored = await service.refresher.load(key)
+        if before is None or stored is None or not stored.brokered:
             return None
         client = ClientCredentials(
             client_id=stored.client_id,
@@ -862,12 +899,9 @@ class SecretsClient:
             # so the next request registers again and asks the person.
             if stored.issuer is not None:
                 await service.broker.forget_registration(stored.issuer, stored.client_id)
-            record, current = await service.refresher.load(key)
-            if record is not None and current is not None and (
-                current.client_id == stored.client_id
-            ):
-                with contextlib.suppress(VersionConflict):
-                    await service.store.delete(key, expected_version=record.version)
+            # Only the credential refused, not a newer one stored meanwhile.
+            with contextlib.suppress(VersionConflict):
+                await service.store.delete(key, expected_version=before.version)
             return None
 
     async def provide_oauth_authorization(

@@ -75,6 +75,8 @@ _MAX_QUOTED = 120
 
 _RULE_PATTERNS = ("client_id", "issuer", "authorization_endpoint", "token_endpoint", "resource")
 _RULE_LISTS = ("scopes", "participants")
+#: The fields that name a provider and its client (what the broker discovers).
+_PROVIDER_FIELDS = ("client_id", "issuer", "authorization_endpoint", "token_endpoint")
 _RULE_KEYS = frozenset((*_RULE_PATTERNS, *_RULE_LISTS))
 _SECRET_RULE_PATTERNS = ("url", "type")
 _SECRET_RULE_KEYS = frozenset((*_SECRET_RULE_PATTERNS, "participants"))
@@ -335,8 +337,14 @@ def check_oauth_request(
     scopes: Optional[Iterable[str]],
     issuer: Optional[str] = None,
     resource: Optional[str] = None,
+    brokered: bool = False,
 ) -> GrantDecision:
     """May the holder of ``grant`` ask ``target`` for a token from this provider?
+
+    ``brokered``: the request names only a resource, and the server discovers the
+    provider and registers its own client (the MCP broker). A rule naming a
+    resource and no provider (no client id, issuer or endpoint) allows only such
+    requests; a rule naming a provider and no resource allows none of them.
 
     ``target`` is the participant being asked (``from_participant_id`` or
     ``delegated_by``). ``scopes`` is the requested scope list (None for none);
@@ -364,6 +372,7 @@ def check_oauth_request(
         endpoints=(authorization_endpoint, token_endpoint),
         scopes=scopes,
         resource=resource,
+        brokered=brokered,
     )
 
 
@@ -377,6 +386,7 @@ def check_oauth_request_before_discovery(
     token_endpoint: Optional[str],
     scopes: Optional[Iterable[str]],
     resource: Optional[str] = None,
+    brokered: bool = False,
 ) -> GrantDecision:
     """Could any rule of ``grant`` allow this request once ``issuer``'s metadata names
     the endpoints left out (None)?
@@ -413,6 +423,7 @@ def check_oauth_request_before_discovery(
         scopes=scopes,
         resource=resource,
         unknown_issuer=resource is not None and issuer is None,
+        brokered=brokered,
     )
 
 
@@ -426,6 +437,7 @@ def _decide(
     scopes: Optional[Iterable[str]],
     resource: Optional[str] = None,
     unknown_issuer: bool = False,
+    brokered: bool = False,
 ) -> GrantDecision:
     _check_arg(target, "target")
     if client_id is not None:
@@ -449,7 +461,8 @@ def _decide(
     )
     failures = []
     for index, rule in enumerate(grant.oauth):
-        why = _rule_mismatch(rule, target=target, values=values, scopes=tokens)
+        why = _rule_mismatch(rule, target=target, values=values, scopes=tokens,
+                             brokered=brokered)
         if why is None:
             return GrantDecision(
                 allowed=True, reason=f"allowed by oauth rule {index}", rule_index=index
@@ -678,12 +691,21 @@ def _rule_mismatch(
     target: str,
     values: tuple[Optional[str], ...],
     scopes: tuple[str, ...],
+    brokered: bool = False,
 ) -> Optional[str]:
     """Return the first field of ``rule`` the request fails, as a phrase; None if it matches.
 
     ``values`` are the request's values of ``_RULE_PATTERNS``, in order; None is
     a value not known yet, which every pattern may match.
     """
+    names_provider = any(getattr(rule, name) != "*" for name in _PROVIDER_FIELDS)
+    if brokered and rule.resource == "*" and names_provider:
+        # Its provider can only be learned by fetching what the agent names: such a
+        # rule never lets an agent make the server fetch anything.
+        return "names a provider and no resource: it allows no brokered request"
+    if not brokered and rule.resource != "*" and not names_provider:
+        # Else the agent could name any provider and client beside an allowed resource.
+        return "names only a resource: it allows only brokered requests (no client_id)"
     for name, value in zip(_RULE_PATTERNS, values):
         pattern: str = getattr(rule, name)
         if value is not None and not glob_match(value, pattern):

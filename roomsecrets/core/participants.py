@@ -97,6 +97,7 @@ class RoomService(Protocol):
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None: ...
 
     def check_stored_scopes(
@@ -111,6 +112,7 @@ class RoomService(Protocol):
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None: ...
 
     def check_issuer(self, issuer: object) -> str: ...

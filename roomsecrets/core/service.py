@@ -502,6 +502,7 @@ class SecretsService:
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         """Validate an OAuth call's arguments, check the grant (audited), raise on denial.
 
@@ -520,6 +521,7 @@ class SecretsService:
             scopes=scopes,
             issuer=issuer,
             resource=resource,
+            brokered=brokered,
         )
 
     def _check_oauth(
@@ -535,6 +537,7 @@ class SecretsService:
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         # Exact str, bounded and clean before the memo: nothing odd or huge is kept.
         check_id(target, "from participant")
@@ -556,6 +559,7 @@ class SecretsService:
                 token_endpoint,
                 scope_key,
                 resource,
+                brokered,
             )
             decision = self._oauth_decisions.get(memo_key)
         except TypeError:  # unhashable or non-iterable argument: validation rejects it
@@ -570,6 +574,7 @@ class SecretsService:
                 scopes=scopes,
                 issuer=issuer,
                 resource=resource,
+                brokered=brokered,
             )
             if memo_key is not None:
                 if len(self._oauth_decisions) >= _MAX_REMEMBERED_DECISIONS:
@@ -602,6 +607,7 @@ class SecretsService:
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> GrantDecision:
         check_endpoint(
             authorization_endpoint,
@@ -621,6 +627,7 @@ class SecretsService:
             scopes=scopes,
             issuer=issuer,
             resource=resource,
+            brokered=brokered,
         )
 
     def check_stored_scopes(
@@ -635,6 +642,7 @@ class SecretsService:
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         """Check (audited; raise GrantDenied) that ``requester``'s grant allows the
         scopes a stored credential carries, before its token is handed out.
@@ -653,6 +661,7 @@ class SecretsService:
             scopes=scopes,
             issuer=issuer,
             resource=resource,
+            brokered=brokered,
         )
 
     def _check_stored_scopes(
@@ -668,6 +677,7 @@ class SecretsService:
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         authorize(
             check_oauth_request(
@@ -679,6 +689,7 @@ class SecretsService:
                 scopes=scopes,
                 issuer=issuer,
                 resource=resource,
+                brokered=brokered,
             ),
             sink=self.audit,
             action=action,
@@ -900,6 +911,7 @@ class SecretsService:
             delegate_to=requester if delegate_to is None else delegate_to,
             resource=resource,
             resource_name=resource_name,
+            brokered=brokered,
         )
         target_participant.changed()
         return pending.request_id, outcome
@@ -1616,6 +1628,7 @@ class _Session:
         scopes: Optional[Sequence[str]],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         self._service._check_oauth(
             self.participant(requester).grant,
@@ -1628,6 +1641,7 @@ class _Session:
             scopes=scopes,
             issuer=issuer,
             resource=resource,
+            brokered=brokered,
         )
 
     def check_stored_scopes(
@@ -1642,6 +1656,7 @@ class _Session:
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
+        brokered: bool = False,
     ) -> None:
         self._service._check_stored_scopes(
             self.participant(requester).grant,
@@ -1654,6 +1669,7 @@ class _Session:
             scopes=scopes,
             issuer=issuer,
             resource=resource,
+            brokered=brokered,
         )
 
     def check_issuer(self, issuer: object) -> str:

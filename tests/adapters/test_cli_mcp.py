@@ -112,6 +112,12 @@ def test_a_denied_grant_fetches_nothing_from_the_mcp_server(
     asked = cli.run("oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
                     "--resource", mcp.url, token=agent, check=False)
     assert "resource" in one_error_line(asked) and "(grant_denied)" in asked.stderr
+    # The broker's codes come back to this server only: no agent-chosen redirect URI.
+    allowed = cli.mint("mcp-agent-5", "--grant", "allow-all")
+    elsewhere = cli.run("oauth2", "request", "--room", ROOM, "--from-participant-id", "alice",
+                        "--resource", mcp.url, "--redirect-uri", "https://attacker.example/cb",
+                        token=allowed, check=False)
+    assert "leave redirect_uri out" in one_error_line(elsewhere)
     assert mcp.requests == []
 
 

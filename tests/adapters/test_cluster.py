@@ -56,7 +56,7 @@ class Node:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "roomsecrets", "serve", "--port", str(self.port),
              "--store", store, "--public-url", public_url, "--node-url", self.url,
-             "--node-id", node_id],
+             "--node-id", node_id, "--node-timeout", "5"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         assert self.process.stderr is not None

@@ -582,6 +582,7 @@ def test_prompts_open_before_the_socket_are_sent_when_it_opens_and_none_is_left_
                     "delegate_to",
                     "resource",
                     "resource_name",
+                    "brokered",
                 }
                 assert prompt["delegate_to"] == "agent-1"
                 # The person's connection drops mid-request.

@@ -23,7 +23,7 @@ from tests.core.service_kit import (
 PROMPT_FIELDS = {
     "request_id", "authorization_url", "state", "code_challenge", "from_participant_id",
     "client_id", "scopes", "redirect_uri", "expires_at", "delegate_to", "resource",
-    "resource_name",
+    "resource_name", "brokered",
 }
 #: The authorization URL's query (RFC 6749 §4.1.1, RFC 7636 §4.3).
 URL_PARAMETERS = {

@@ -147,6 +147,8 @@ def test_the_method_the_server_answers_is_the_one_kept():
     assert answer(client_id="c").auth_method is ClientAuthMethod.NONE
     assert "s" * 64 not in repr(post)
     assert ClientRegistration.from_json(post.to_json()) == post
+    # A date no clock reaches (or a number float() cannot hold) is no expiry at all.
+    assert answer(client_id="c", client_secret_expires_at=10**400).secret_expires_at is None
 
 
 @pytest.mark.parametrize("fields", [

@@ -96,6 +96,7 @@ def test_an_agent_names_only_the_url_the_person_approves_and_the_mcp_call_is_the
             token = await asyncio.wait_for(asking, 20)
             # The prompt names the MCP server and its name; the client is the server's.
             assert prompt.resource == mcp.url and prompt.resource_name == "Test MCP"
+            assert prompt.brokered
             assert prompt.scopes == ("mcp:tools",)  # the resource's scopes_supported
             assert await whoami(mcp.url, token) == "alice"
             # RFC 8707: resource on the authorization and the token request.
@@ -256,6 +257,28 @@ def test_a_denied_grant_fetches_nothing() -> None:
                     resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI)
             with pytest.raises(errors.GrantDenied):
                 await agent.get_offline_oauth_token(resource=mcp.url, delegated_by="alice")
+            # A rule pinning a provider, with no resource, lets an agent make the
+            # server fetch nothing by naming a resource.
+            pinned = SecretsGrant(oauth=[OAuthRule(issuer="https://accounts.google.com",
+                                                   client_id="my-app")])
+            other = service.connect("agent-2", grant=pinned)
+            with pytest.raises(errors.GrantDenied, match="allows no brokered request"):
+                await other.request_oauth_token(
+                    resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI)
+            # A rule naming only a resource allows no explicit flow beside it.
+            only = SecretsGrant(oauth=[OAuthRule(resource=mcp.url)])
+            third = service.connect("agent-3", grant=only)
+            with pytest.raises(errors.GrantDenied, match="only brokered requests"):
+                await third.request_oauth_token(
+                    resource=mcp.url, client_id="evil-client", from_participant_id="alice",
+                    authorization_endpoint="https://accounts.google.com/o/oauth2/v2/auth",
+                    token_endpoint="https://oauth2.googleapis.com/token",
+                    redirect_uri=REDIRECT_URI)
+            # The broker always uses PKCE.
+            with pytest.raises(errors.InvalidInput, match="no_pkce"):
+                await third.request_oauth_token(
+                    resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI,
+                    no_pkce=True)
             assert mcp.requests == []
 
     asyncio.run(scenario())

@@ -456,7 +456,7 @@ def create_app(
 
             await cluster.start()
             rooms.peers = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=_NODE_TIMEOUT), trust_env=False
+                timeout=aiohttp.ClientTimeout(total=cluster.timeout), trust_env=False
             )
             yield
             await rooms.peers.close()
@@ -724,7 +724,14 @@ async def _delete_user_secret(
 async def _request_oauth_token(
     client: SecretsClient, args: dict[str, Any], request: web.Request
 ) -> dict[str, Any]:
-    args.setdefault("redirect_uri", request.app[_ROOMS].callback_url)
+    callback = request.app[_ROOMS].callback_url
+    if args.get("client_id") is None and args.get("redirect_uri", callback) != callback:
+        # The broker's client is the server's: its codes come back to this server only.
+        raise InvalidInput(
+            "with resource and no client_id the redirect_uri is the server's own "
+            "PUBLIC_URL/oauth/callback: leave redirect_uri out"
+        )
+    args.setdefault("redirect_uri", callback)
     token = await _unless_caller_leaves(request, client.request_oauth_token(**args))
     return {"access_token": token}
 
@@ -1205,8 +1212,6 @@ async def _complete_callback(rooms: _Rooms, params: Mapping[str, str]) -> web.Re
 
 #: Where a node forwards a callback to another (a POST: the code goes in the body).
 _CLUSTER_CALLBACK = "/cluster/callback"
-#: Node-to-node calls give up after this long: a browser is waiting.
-_NODE_TIMEOUT = 10.0
 #: Answers that may be forwarded: those naming a request id.
 _FORWARDED_ANSWERS = frozenset(
     {"provide_oauth_authorization", "reject_oauth_authorization", "provide_secret",
@@ -1248,14 +1253,17 @@ async def _forward_answer(request: web.Request, rooms: _Rooms, holder: str) -> w
     import aiohttp
 
     assert rooms.cluster is not None
-    url = await _peer_url(rooms, holder) + request.rel_url.path
+    # The raw path: a room name with an escaped "/" or "?" must reach the same route.
+    url = await _peer_url(rooms, holder) + request.rel_url.raw_path
     headers = {
         "Authorization": request.headers.get("Authorization", ""),
         "Content-Type": "application/json",
         NODE_HEADER: rooms.cluster.keys.node,
     }
     try:
-        async with rooms.peers.post(url, data=await request.read(), headers=headers) as answer:
+        async with rooms.peers.post(
+            url, data=await request.read(), headers=headers, allow_redirects=False
+        ) as answer:
             body = await answer.read()
             status = answer.status
             kind = answer.headers.get("Content-Type", "application/json")
@@ -1291,14 +1299,17 @@ async def _callback_elsewhere(
                      "This request has already ended, or it never existed.")
     try:
         async with rooms.peers.post(
-            url, json=dict(params), headers={NODE_HEADER: cluster.keys.node}
+            url, json=dict(params), headers={NODE_HEADER: cluster.keys.node},
+            allow_redirects=False,
         ) as answer:
             page = await answer.text()
             status = answer.status
     except (aiohttp.ClientError, asyncio.TimeoutError):
         _note(error=NodeUnreachable.code)
         return _unreachable_page()
-    return web.Response(status=status, text=page, content_type="text/html", charset="utf-8")
+    # The holder's page, with this server's page headers (no-store, CSP, no framing).
+    return web.Response(status=status, text=page, content_type="text/html", charset="utf-8",
+                        headers=_PAGE_HEADERS)
 
 
 def _unreachable_page() -> web.Response:

@@ -57,6 +57,9 @@ _NODE_RECORD_TYPE = "application/vnd.roomsecrets.node+json"
 _NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 #: 128 bits of MAC, base64url: as hard to guess as the random part.
 _MAC_BYTES = 16
+#: How long a node record read from the store is trusted (a node that just started
+#: is found at most this late; one that stopped gets calls that fail to connect).
+_FIND_TTL = 5.0
 
 
 def check_node_id(node_id: object) -> str:
@@ -121,6 +124,7 @@ class ClusterNode:
         jwt_key: bytes,
         store: SecretStore,
         clock: Callable[[], float] = time.time,
+        timeout: float = 45.0,
     ) -> None:
         self.node_id = check_node_id(node_id)
         if not isinstance(node_url, str) or not node_url.startswith(("http://", "https://")):
@@ -130,6 +134,14 @@ class ClusterNode:
         self._store = store
         self._clock = clock
         self._version: Optional[int] = None
+        self._found: dict[str, tuple[Optional[NodeRecord], float]] = {}
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+            0 < timeout <= 600
+        ):
+            raise InvalidInput("the node timeout must be more than 0 and at most 600 seconds")
+        #: How long a call to another node may take: a browser waits for it, and the
+        #: holder's own code exchange may take its provider's 30 s timeout.
+        self.timeout = float(timeout)
 
     def token_urlsafe(self, token_urlsafe: Callable[[int], str] = secrets.token_urlsafe
                       ) -> Callable[[int], str]:
@@ -179,7 +191,20 @@ class ClusterNode:
 
     async def find(self, node_id: str) -> Optional[NodeRecord]:
         """The record of node ``node_id``; None when it has none (it stopped, or never
-        ran)."""
+        ran). Kept for a few seconds: a value that names a node (anyone who saw one may
+        send it again and again) costs one store read per node per few seconds, not
+        one per request."""
+        now = self._clock()
+        cached = self._found.get(node_id)
+        if cached is not None and cached[1] <= now < cached[1] + _FIND_TTL:
+            return cached[0]
+        record = await self._read(node_id)
+        if len(self._found) >= 1024:
+            self._found.clear()  # bounded; node ids come only from MAC-checked values
+        self._found[node_id] = (record, now)
+        return record
+
+    async def _read(self, node_id: str) -> Optional[NodeRecord]:
         found = await self._store.get(self._key(node_id))
         if found is None or found.type != _NODE_RECORD_TYPE:
             return None

@@ -436,6 +436,7 @@ def prompt_to_json(prompt: OAuthPrompt) -> dict[str, Any]:
         "delegate_to": prompt.delegate_to,
         "resource": prompt.resource,
         "resource_name": prompt.resource_name,
+        "brokered": prompt.brokered,
     }
 
 
@@ -499,6 +500,7 @@ def prompt_from_json(data: object) -> OAuthPrompt:
         delegate_to=delegate_to,
         resource=resource,
         resource_name=resource_name,
+        brokered=data.get("brokered") is True,
     )
 
 
@@ -732,6 +734,10 @@ PROMPT_SCHEMA: Mapping[str, Any] = {
         "resource_name": {
             **_OPTIONAL_STRING,
             "description": "its name, from its RFC 9728 metadata, when it gives one",
+        },
+        "brokered": {
+            "type": "boolean",
+            "description": "the server brokers the flow: the client is its own registration",
         },
     },
 }

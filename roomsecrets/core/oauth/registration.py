@@ -272,7 +272,10 @@ def parse_registration_response(
         # RFC 7591 §3.2.1: 0 means the secret does not expire.
         secret_expires_at=(
             float(expires)
-            if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0
+            # 0: never (RFC 7591 §3.2.1); past year 9999 is no date a clock reaches.
+            if isinstance(expires, (int, float))
+            and not isinstance(expires, bool)
+            and 0 < expires < 253_402_300_800
             else None
         ),
     )

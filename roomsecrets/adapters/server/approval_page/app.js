@@ -243,8 +243,10 @@
     // An MCP server through the broker: the service is the MCP server (by its name
     // from its metadata, and host); the authorization server is where the person
     // signs in; the client is the room server's own, so it is not shown.
+    // Only a brokered request's client is the server's own: any other keeps its
+    // client row, and its "service" stays the provider the agent named.
     var resource = prompt.resource ? safeUrl(prompt.resource) : null;
-    if (prompt.resource) {
+    if (prompt.resource && prompt.brokered) {
       var mcpHost = resource ? resource.host : prompt.resource;
       item.querySelector(".mcp-row").hidden = false;
       item.querySelector(".mcp-server").textContent =
