@@ -273,21 +273,53 @@ class SecretsClient:
             )
             if token is not None and token != rejected_access_token:
                 return token
-        # The person is not asked for a credential their secrets have no room for.
-        owner_key = service.credential_key(
+        return await self._ask_person(
             owner=from_participant_id,
-            requester=delegate,
-            client_id=client_id,
-            token_endpoint=token_endpoint,
+            delegate=delegate,
+            client=client,
+            provider=provider,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+            timeout=timeout,
+            no_pkce=no_pkce,
+            allow=allow,
             resource=resource,
+        )
+
+    async def _ask_person(
+        self,
+        *,
+        owner: str,
+        delegate: str,
+        client: ClientCredentials,
+        provider: _Provider,
+        scopes: tuple[str, ...],
+        redirect_uri: str,
+        timeout: float,
+        no_pkce: bool,
+        allow: Callable[[tuple[str, ...]], None],
+        resource: Optional[str],
+        resource_name: Optional[str] = None,
+        brokered: bool = False,
+    ) -> str:
+        """Prompt ``owner`` and wait for the token (both flows end here), unless their
+        secrets have no room for the credential."""
+        service = self._service
+        owner_key = service.credential_key(
+            owner=owner,
+            requester=delegate,
+            client_id=client.client_id,
+            token_endpoint=provider.token_endpoint,
+            resource=resource,
+            brokered=brokered,
         )
         await service.check_quota(owner_key, size=0)
         return await service.request_token(
             requester=self.participant_id,
-            target=from_participant_id,
+            target=owner,
             client=client,
-            authorization_endpoint=authorization_endpoint,
-            token_endpoint=token_endpoint,
+            authorization_endpoint=provider.authorization_endpoint,
+            token_endpoint=provider.token_endpoint,
             scopes=scopes,
             redirect_uri=redirect_uri,
             timeout=timeout,
@@ -297,6 +329,8 @@ class SecretsClient:
             allow=allow,
             delegate_to=delegate,
             resource=resource,
+            resource_name=resource_name,
+            brokered=brokered,
         )
 
     def _check_oauth_arguments(
@@ -795,29 +829,21 @@ class SecretsClient:
                     action, owner, client_id, authorization_endpoint, token_endpoint, scopes,
                     issuer, resource, brokered=True,
                 )
-        owner_key = service.credential_key(
+        return await self._ask_person(
             owner=owner,
-            requester=delegate,
-            client_id=client_id,
-            token_endpoint=token_endpoint,
-            resource=resource,
-            brokered=True,
-        )
-        await service.check_quota(owner_key, size=0)
-        return await service.request_token(
-            requester=self.participant_id,
-            target=owner,
+            delegate=delegate,
             client=registration.client,
-            authorization_endpoint=authorization_endpoint,
-            token_endpoint=token_endpoint,
+            provider=_Provider(
+                authorization_endpoint=authorization_endpoint,
+                token_endpoint=token_endpoint,
+                issuer=issuer,
+                metadata=metadata,
+            ),
             scopes=scopes,
             redirect_uri=redirect_uri,
             timeout=timeout,
             no_pkce=no_pkce,
-            issuer=issuer,
-            metadata=metadata,
             allow=allow,
-            delegate_to=delegate,
             resource=resource,
             resource_name=protected.resource_name,
             brokered=True,
