@@ -775,19 +775,14 @@ class SecretsClient:
         registration = await service.broker.registration(
             metadata, redirect_uri=redirect_uri, scopes=register_for
         )
-        client_id = registration.client_id
-        service.check_oauth(
-            requester=self.participant_id,
-            action=action,
-            target=owner,
-            client_id=client_id,
+        checked = _Provider(
             authorization_endpoint=authorization_endpoint,
             token_endpoint=token_endpoint,
-            scopes=scopes,
             issuer=issuer,
-            resource=resource,
-            brokered=True,
+            metadata=metadata,
         )
+        client_id = registration.client_id
+        allow = self._brokered_grant(action, owner, client_id, checked, scopes, resource)
         key = service.credential_key(
             owner=owner,
             requester=self.participant_id,
@@ -795,10 +790,6 @@ class SecretsClient:
             token_endpoint=token_endpoint,
             resource=resource,
             brokered=True,
-        )
-        allow = self._stored_scopes_check(
-            action, owner, client_id, authorization_endpoint, token_endpoint, scopes, issuer,
-            resource, brokered=True,
         )
         if delegate == self.participant_id:
             # Handed back unasked only when delegated to us (see request_oauth_token).
@@ -812,33 +803,14 @@ class SecretsClient:
             )
             if registration.client_id != client_id:
                 # A new client: checked like the first, before the person is asked.
-                client_id = registration.client_id
-                service.check_oauth(
-                    requester=self.participant_id,
-                    action=action,
-                    target=owner,
-                    client_id=client_id,
-                    authorization_endpoint=authorization_endpoint,
-                    token_endpoint=token_endpoint,
-                    scopes=scopes,
-                    issuer=issuer,
-                    resource=resource,
-                    brokered=True,
-                )
-                allow = self._stored_scopes_check(
-                    action, owner, client_id, authorization_endpoint, token_endpoint, scopes,
-                    issuer, resource, brokered=True,
+                allow = self._brokered_grant(
+                    action, owner, registration.client_id, checked, scopes, resource
                 )
         return await self._ask_person(
             owner=owner,
             delegate=delegate,
             client=registration.client,
-            provider=_Provider(
-                authorization_endpoint=authorization_endpoint,
-                token_endpoint=token_endpoint,
-                issuer=issuer,
-                metadata=metadata,
-            ),
+            provider=checked,
             scopes=scopes,
             redirect_uri=redirect_uri,
             timeout=timeout,
@@ -847,6 +819,34 @@ class SecretsClient:
             resource=resource,
             resource_name=protected.resource_name,
             brokered=True,
+        )
+
+    def _brokered_grant(
+        self,
+        action: str,
+        owner: str,
+        client_id: str,
+        provider: _Provider,
+        scopes: tuple[str, ...],
+        resource: str,
+    ) -> Callable[[tuple[str, ...]], None]:
+        """Check a brokered call against our grant with the client the server registered
+        (audited; raises on denial); return the check the credential's scopes pass."""
+        self._service.check_oauth(
+            requester=self.participant_id,
+            action=action,
+            target=owner,
+            client_id=client_id,
+            authorization_endpoint=provider.authorization_endpoint,
+            token_endpoint=provider.token_endpoint,
+            scopes=scopes,
+            issuer=provider.issuer,
+            resource=resource,
+            brokered=True,
+        )
+        return self._stored_scopes_check(
+            action, owner, client_id, provider.authorization_endpoint,
+            provider.token_endpoint, scopes, provider.issuer, resource, brokered=True,
         )
 
     async def _brokered_offline(
@@ -874,22 +874,13 @@ class SecretsClient:
         if stored is None or not stored.brokered:
             return None  # nothing fetched: there is nothing to refresh
         # The grant is checked against the provider the credential came from.
-        service.check_oauth(
-            requester=self.participant_id,
-            action=action,
-            target=owner,
-            client_id=stored.client_id,
+        came_from = _Provider(
             authorization_endpoint=stored.authorization_endpoint,
             token_endpoint=stored.token_endpoint,
-            scopes=scopes,
             issuer=stored.issuer,
-            resource=resource,
-            brokered=True,
+            metadata=None,
         )
-        allow = self._stored_scopes_check(
-            action, owner, stored.client_id, stored.authorization_endpoint,
-            stored.token_endpoint, scopes, stored.issuer, resource, brokered=True,
-        )
+        allow = self._brokered_grant(action, owner, stored.client_id, came_from, scopes, resource)
         return await self._brokered_token(key, scopes, allow, rejected)
 
     async def _brokered_token(

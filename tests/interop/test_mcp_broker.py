@@ -222,6 +222,36 @@ def test_a_server_that_forgot_our_client_gets_a_new_registration_and_a_new_promp
     asyncio.run(scenario())
 
 
+def test_a_new_registration_is_checked_against_the_grant_before_anyone_is_asked() -> None:
+    async def scenario() -> None:
+        with McpServer(user="alice", access_token_lifetime=2) as mcp:
+            service = SecretsService(store=MemoryStore(), room="r")
+            alice = service.connect("alice")
+            # A grant that pins the client the server registered first.
+            first = service.connect("agent-0", grant=SecretsGrant.allow_all())
+            asking = ask(first, mcp)
+            await _approve_next(alice)
+            await asyncio.wait_for(asking, 20)
+            pinned = SecretsGrant(oauth=[OAuthRule(
+                resource=mcp.url, client_id=mcp.registrations[0]["client_id"])])
+            agent = service.connect("agent-1", grant=pinned)
+            asking = ask(agent, mcp)
+            await _approve_next(alice)
+            await asyncio.wait_for(asking, 20)
+            # The server forgets our client, and the token expires: asked again, the
+            # refresh meets invalid_client, the server registers another client,
+            # which this grant does not allow; the person is never asked for it.
+            mcp.forget_clients()
+            await asyncio.sleep(2.2)
+            with pytest.raises(errors.GrantDenied, match="client_id"):
+                await agent.request_oauth_token(
+                    resource=mcp.url, from_participant_id="alice", redirect_uri=REDIRECT_URI,
+                    timeout=5)  # were the person asked, this would time out instead
+            assert len(mcp.authorizations) == 2
+
+    asyncio.run(scenario())
+
+
 def test_delete_revokes_as_the_registered_client() -> None:
     async def scenario() -> None:
         with McpServer(user="alice") as mcp:
