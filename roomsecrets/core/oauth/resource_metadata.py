@@ -89,9 +89,8 @@ def check_resource(resource: object, *, allow_insecure_http: bool = False) -> st
     """
     check_url(resource, "resource")
     assert isinstance(resource, str)
+    # It refuses a fragment too (RFC 8707 §2 asks the same of a resource).
     check_endpoint(resource, what="resource", allow_insecure_http=allow_insecure_http)
-    if "#" in resource:
-        raise InvalidInput("resource must not contain a fragment (RFC 8707 §2)")
     return resource
 
 
