@@ -683,7 +683,7 @@ def pending_state_machine(
                     code_verifier=_VERIFIER,
                     client_secret=_CLIENT_SECRET,
                     timeout=timeout,
-                    build_authorization_url=lambda state: _AUTHORIZATION_URL + state,
+                    build_authorization_url=lambda r: _AUTHORIZATION_URL + r.oauth_state,
                     waiter=self.waiter_for(creation),
                 )
 

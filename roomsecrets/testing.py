@@ -2,7 +2,8 @@
 
 Subclass :class:`StoreContract` in a pytest module and say how to build your store;
 pytest then runs every rule a store must follow against it, including a Hypothesis
-state machine that compares the store with a plain dict after every step::
+state machine that compares the store with a plain dict after every step that
+touches a record, and at the end of every example::
 
     from roomsecrets.testing import StoreContract
 
@@ -898,8 +899,11 @@ def store_state_machine(
     resources such as sessions or locks), and at the end awaits
     ``close_store(store)`` and closes the loop. Steps are puts and deletes with
     right, wrong, ``None`` and ``0`` expected versions, gets, lists, lease
-    acquire/renew/release and clock advances; after every step every
-    ``(room, owner)`` list must equal the model.
+    acquire/renew/release and clock advances. After every step that touches a
+    record (put, delete, get) and at the end of every example, every ``(room,
+    owner)`` and ``(room, delegate)`` list must equal the model: a lease or clock
+    step that broke a list is caught at the next record step or at the end, and
+    a store whose lists cost round trips (AWS) runs 2-3 times faster.
 
     Run it with ``run_state_machine_as_test(machine)`` or as
     ``TestMyStore = store_state_machine(make).TestCase``.
@@ -926,6 +930,8 @@ def store_state_machine(
             #: Every version each key was ever given, across deletes.
             self.versions: dict[SecretKey, list[int]] = {}
             self.lease_model: dict[str, Lease] = {}
+            #: A record step ran since the lists were last compared.
+            self.unchecked = False
             self.loop = asyncio.new_event_loop()
             try:
                 self.store = self.loop.run_until_complete(make_store(self.clock))
@@ -938,10 +944,15 @@ def store_state_machine(
 
         def teardown(self) -> None:
             try:
-                if close_store is not None:
-                    self.run(close_store(self.store))
+                # The lists once more, whatever the last steps were.
+                self.unchecked = True
+                self.lists_agree_with_model()
             finally:
-                _close_loop(self.loop)
+                try:
+                    if close_store is not None:
+                        self.run(close_store(self.store))
+                finally:
+                    _close_loop(self.loop)
 
         # --- records ---------------------------------------------------------
 
@@ -966,6 +977,7 @@ def store_state_machine(
             how: str,
             offset: int,
         ) -> None:
+            self.unchecked = True
             current = self.records.get(key)
             version = 0 if current is None else current.version
             seen = self.versions.setdefault(key, [])
@@ -991,6 +1003,7 @@ def store_state_machine(
             offset=st.integers(min_value=1, max_value=3),
         )
         def delete(self, key: SecretKey, how: str, offset: int) -> None:
+            self.unchecked = True
             current = self.records.get(key)
             version = 0 if current is None else current.version
             expected = _expected_version(how, version, self.versions.get(key, []), offset)
@@ -1007,6 +1020,7 @@ def store_state_machine(
 
         @rule(key=keys)
         def get(self, key: SecretKey) -> None:
+            self.unchecked = True  # a read may fill a cache that a list then uses
             _same_record(self.run(self.store.get(key)), self.records.get(key), "get")
 
         async def list_everything(self) -> dict[tuple[str, str], list[SecretRecord]]:
@@ -1019,6 +1033,15 @@ def store_state_machine(
 
         @invariant()
         def lists_agree_with_model(self) -> None:
+            # One invariant for both kinds of list: Hypothesis does not promise
+            # an order between two, and the flag is cleared once both are done.
+            if not self.unchecked:
+                return
+            self.owner_lists_agree_with_model()
+            self.delegated_lists_agree_with_model()
+            self.unchecked = False
+
+        def owner_lists_agree_with_model(self) -> None:
             listed = self.run(self.list_everything())
             for (room, owner), got in listed.items():
                 want = sorted(
@@ -1044,7 +1067,6 @@ def store_state_machine(
                 if delegate is not None
             }
 
-        @invariant()
         def delegated_lists_agree_with_model(self) -> None:
             listed = self.run(self.list_every_delegate())
             for (room, delegate), got in listed.items():

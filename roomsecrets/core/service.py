@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import time
@@ -75,7 +76,7 @@ from .oauth.discovery import (
     parse_metadata_response,
 )
 from .oauth.endpoints import check_endpoint
-from .oauth.pkce import generate_pkce_pair
+from .oauth.pkce import generate_pkce_pair, s256_challenge
 from .oauth.retry import RetryPolicy
 from .oauth.revocation import (
     MAX_REVOCATION_RESPONSE_BYTES,
@@ -203,6 +204,38 @@ class _SecretAsk:
     key: SecretKey
     type: str
     name: str
+
+
+def _authorization_url(
+    request: PendingRequest, *, resource: Optional[str], allow_insecure_http: bool
+) -> str:
+    """The authorization URL of ``request`` (RFC 6749 §4.1.1), built from its fields.
+
+    The challenge is derived again from the verifier (RFC 7636 §4.2), so nothing
+    but the request is needed: the registry keeps this builder, not the URL.
+    """
+    verifier = request.code_verifier
+    return build_authorization_url(
+        authorization_endpoint=request.authorization_endpoint,
+        client_id=request.client_id,
+        redirect_uri=request.redirect_uri,
+        state=request.oauth_state,
+        scopes=request.scopes,
+        code_challenge=None if verifier is None else s256_challenge(verifier),
+        allow_insecure_http=allow_insecure_http,
+        # RFC 8707 §2.1: the resource the token is for.
+        extra_params=None if resource is None else {"resource": resource},
+    )
+
+
+_default_url_builder = functools.partial(
+    _authorization_url, resource=None, allow_insecure_http=False
+)
+
+
+def _secret_request_url(request: PendingRequest) -> str:
+    """A secret request's "authorization URL": the page that asks for the secret."""
+    return request.authorization_endpoint
 
 
 class SecretsService:
@@ -853,16 +886,16 @@ class SecretsService:
             code_verifier=verifier,
             client_secret=client.client_secret,
             timeout=timeout,
-            build_authorization_url=lambda state: build_authorization_url(
-                authorization_endpoint=authorization_endpoint,
-                client_id=client.client_id,
-                redirect_uri=redirect_uri,
-                state=state,
-                scopes=scopes,
-                code_challenge=challenge,
-                allow_insecure_http=self.allow_insecure_http,
-                # RFC 8707 §2.1: the resource the token is for.
-                extra_params=None if resource is None else {"resource": resource},
+            # One shared builder for the common case: the request keeps a
+            # reference to it, not its URL (the prompt below holds the URL).
+            build_authorization_url=(
+                _default_url_builder
+                if resource is None and not self.allow_insecure_http
+                else functools.partial(
+                    _authorization_url,
+                    resource=resource,
+                    allow_insecure_http=self.allow_insecure_http,
+                )
             ),
             waiter=self._request_ended_waiter,
             issuer=issuer,
@@ -1473,7 +1506,7 @@ class SecretsService:
             redirect_uri=url,
             code_verifier=None,
             timeout=timeout,
-            build_authorization_url=lambda state: url,
+            build_authorization_url=_secret_request_url,
             waiter=self._request_ended_waiter,
         )
         request_id = pending.request_id

@@ -54,7 +54,7 @@ def test_the_registry_accepts_bound_values_as_ids_and_states():
         requester="agent", target="alice", client_id="c",
         authorization_endpoint="https://as/a", token_endpoint="https://as/t",
         redirect_uri="https://r/cb", scopes=(), code_verifier=None, client_secret=None,
-        timeout=60, build_authorization_url=lambda state: "https://as/a?state=" + state,
+        timeout=60, build_authorization_url=lambda r: "https://as/a?state=" + r.oauth_state,
         waiter=lambda outcome: None,
     )
     assert pending.request_id.startswith("node-a.") and pending.oauth_state.startswith("node-a.")

@@ -198,7 +198,7 @@ def create(reg: PendingRegistry[str], **kw):
         requester="agent", target="alice", client_id="c",
         authorization_endpoint="https://as.example/a", token_endpoint="https://as.example/t",
         redirect_uri="https://app.example/cb", code_verifier=None, timeout=60,
-        build_authorization_url=lambda state: "https://as.example/a?state=" + state,
+        build_authorization_url=lambda r: "https://as.example/a?state=" + r.oauth_state,
         waiter=lambda outcome: None,
     )
     args.update(kw)

@@ -16,7 +16,7 @@ from roomsecrets.core.errors import InvalidInput
 from roomsecrets.core.inputs import MAX_SECRET_BYTES
 from roomsecrets.core.memory_store import MemoryStore
 from roomsecrets.core.ports import Clock, Lease, SecretKey, SecretRecord, SecretStore
-from roomsecrets.testing import FakeClock, StoreContract
+from roomsecrets.testing import FakeClock, StoreContract, store_state_machine
 
 KEY = SecretKey(room="room", owner="alice", secret_id="mail")
 
@@ -183,6 +183,20 @@ class StaleReleaseFreesLease(MemoryStore):
         self._leases.pop(lease.name, None)
 
 
+class ListsNothingAfterARelease(MemoryStore):
+    """A lease step breaks the lists (and nothing else): the machine compares lists
+    after record steps and at the end of each example, so it must still see this."""
+
+    released = False
+
+    async def release_lease(self, lease: Lease) -> None:
+        self.released = True
+        await super().release_lease(lease)
+
+    async def list(self, room: str, owner: str) -> list[SecretRecord]:
+        return [] if self.released else await super().list(room, owner)
+
+
 class ExpiresOneTickLate(MemoryStore):
     async def acquire_lease(self, name: str, *, holder: str, ttl: float) -> Optional[Lease]:
         current = self._leases.get(name)
@@ -300,11 +314,30 @@ def test_contract_check_fails_on_broken_store(store_class: type[MemoryStore], ch
         ExpiresOneTickLate,
         FoldsCase,
         ListsUnordered,
+        ListsNothingAfterARelease,
     ],
 )
 def test_state_machine_fails_on_broken_store(store_class: type[MemoryStore]) -> None:
     with pytest.raises(AssertionError):
         contract_for(store_class).test_agrees_with_model()
+
+
+def test_the_machine_compares_every_list_at_the_end_of_an_example() -> None:
+    """Lists are compared after record steps only, and once more at the end: a
+    lease step that broke them, with no record step after it, still fails."""
+
+    async def make(clock: FakeClock) -> MemoryStore:
+        return ListsNothingAfterARelease(clock=clock)
+
+    machine = store_state_machine(make)()
+    key = machine.new_key(SecretKey(room="r", owner="x", secret_id="a"))
+    machine.put(key, type="text/plain", name=None, data=b"1", how="none", offset=1)
+    machine.lists_agree_with_model()
+    lease = machine.acquire(name="refresh:a", holder="h1", ttl=1.0)
+    machine.release(lease)
+    machine.lists_agree_with_model()  # no record step since the last comparison
+    with pytest.raises(AssertionError, match=r"^list\('r', 'x'\) keys \[\]"):
+        machine.teardown()
 
 
 def test_the_kit_puts_exactly_the_documented_data_limit() -> None:

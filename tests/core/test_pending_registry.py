@@ -70,9 +70,9 @@ class Harness:
         self.outcomes: dict[str, list[Any]] = {}
         self.built_for: list[str] = []
 
-    def build_url(self, state: str) -> str:
-        self.built_for.append(state)
-        return f"https://as.example/auth?state={state}"
+    def build_url(self, request: PendingRequest) -> str:
+        self.built_for.append(request.oauth_state)
+        return f"https://as.example/auth?state={request.oauth_state}"
 
     def create(
         self, requester: str = "agent", target: str = "alice", timeout: float = 60, **extra: Any
@@ -119,8 +119,9 @@ def test_create_opens_a_pending_request_with_everything_the_exchange_needs(h):
     assert request.client_secret == CLIENT_SECRET
     assert request.scopes == ("mail.read",)
     assert (request.created_at, request.deadline) == (500.0, 530.0)
+    assert h.built_for == [request.oauth_state]  # built once, to check it builds
     assert request.authorization_url == f"https://as.example/auth?state={request.oauth_state}"
-    assert h.built_for == [request.oauth_state]
+    assert h.built_for == [request.oauth_state] * 2  # and again when read: never stored
     assert len(h.registry) == 1
     assert h.outcomes[request.request_id] == []
 
@@ -139,7 +140,8 @@ def test_default_randomness_gives_distinct_ids_and_states_of_128_bits():
             requester=f"agent{i}", target=f"person{i}", client_id="app",
             authorization_endpoint="https://as.example/auth",
             token_endpoint="https://as.example/token", redirect_uri="https://app.example/cb",
-            code_verifier=None, timeout=60, build_authorization_url=lambda s: "https://u?" + s,
+            code_verifier=None, timeout=60,
+            build_authorization_url=lambda r: "https://u?" + r.oauth_state,
             waiter=lambda outcome: None,
         )
         values |= {request.request_id, request.oauth_state}
@@ -188,11 +190,19 @@ def test_weak_or_repeating_randomness_is_refused_and_creates_nothing():
 
 
 def test_a_failing_url_builder_creates_nothing(h):
-    def broken(state: str) -> str:
+    def broken(request: PendingRequest) -> str:
         raise InvalidInput("bad endpoint")
 
     with pytest.raises(InvalidInput):
         h.create(build_authorization_url=broken)
+    assert len(h.registry) == 0
+    assert h.registry.pending_for_target("alice") == []
+
+
+@pytest.mark.parametrize("built", ["", None, b"https://as.example/auth"])
+def test_a_url_builder_that_builds_no_url_creates_nothing(h, built):
+    with pytest.raises(InvalidInput, match=r"^build_authorization_url must return a non-empty"):
+        h.create(build_authorization_url=lambda request: built)
     assert len(h.registry) == 0
     assert h.registry.pending_for_target("alice") == []
 

@@ -44,7 +44,7 @@ def create(registry: PendingRegistry[object], **extra: Any) -> PendingRequest:
         authorization_endpoint="https://as.example/auth",
         token_endpoint="https://as.example/token", redirect_uri="https://app.example/cb",
         code_verifier=None, timeout=60,
-        build_authorization_url=lambda state: "https://as.example/auth?state=" + state,
+        build_authorization_url=lambda r: "https://as.example/auth?state=" + r.oauth_state,
         waiter=lambda outcome: None,
     )
     arguments.update(extra)
@@ -145,7 +145,8 @@ REQUEST_FIELDS: dict[str, Any] = dict(
     requester="agent", target="alice", client_id="app",
     authorization_endpoint="https://as.example/auth", token_endpoint="https://as.example/token",
     scopes=("a",), redirect_uri="https://app.example/cb",
-    authorization_url="https://as.example/auth?state=x", created_at=10.0, deadline=20.0,
+    url_builder=lambda request: "https://as.example/auth?state=" + request.oauth_state,
+    created_at=10.0, deadline=20.0,
 )
 
 
@@ -156,10 +157,17 @@ def request_refusal(**changes: Any) -> str:
 @pytest.mark.parametrize(
     "name",
     ["request_id", "oauth_state", "requester", "target", "client_id", "authorization_endpoint",
-     "token_endpoint", "redirect_uri", "authorization_url"],
+     "token_endpoint", "redirect_uri"],
 )
 def test_each_text_field_of_a_request_must_be_a_non_empty_string(name: str) -> None:
     assert request_refusal(**{name: ""}) == f"{name} must be a non-empty string"
+
+
+@pytest.mark.parametrize("builder", [None, "https://as.example/auth?state=x"])
+def test_a_request_builds_its_url_with_a_callable_and_says_so(builder: Any) -> None:
+    assert request_refusal(url_builder=builder) == "url_builder must be callable"
+    request = PendingRequest(**REQUEST_FIELDS)
+    assert request.authorization_url == "https://as.example/auth?state=" + "s" * 22
 
 
 @pytest.mark.parametrize("name", ["code_verifier", "client_secret"])

@@ -84,7 +84,6 @@ _TEXT_FIELDS = (
     "authorization_endpoint",
     "token_endpoint",
     "redirect_uri",
-    "authorization_url",
 )
 
 
@@ -94,14 +93,16 @@ class PendingRequest:
 
     ``oauth_state`` is the OAuth ``state`` parameter (RFC 6749 §4.1.1), not the
     machine state (the registry holds that). ``code_verifier`` is None when PKCE
-    is off (``no_pkce``). The repr leaves out ``code_verifier``, ``oauth_state``,
-    ``client_secret`` and ``authorization_url`` (which contains the state).
+    is off (``no_pkce``). ``authorization_url`` is built from the request by
+    ``url_builder`` each time it is read, not stored: the URL is the largest
+    thing a request has (about 350 bytes), and it is read once, to prompt. The
+    repr leaves out ``code_verifier``, ``oauth_state``, ``client_secret`` and
+    ``authorization_url`` (which contains the state).
     """
 
     # Slots: a registry may hold many of these (the benchmark holds 100,000).
     __slots__ = (
         "authorization_endpoint",
-        "authorization_url",
         "client_id",
         "client_secret",
         "code_verifier",
@@ -114,6 +115,7 @@ class PendingRequest:
         "scopes",
         "target",
         "token_endpoint",
+        "url_builder",
     )
 
     request_id: str
@@ -129,9 +131,15 @@ class PendingRequest:
     token_endpoint: str
     scopes: tuple[str, ...]
     redirect_uri: str
-    authorization_url: str
+    #: Builds ``authorization_url`` from this request (the same string every time).
+    url_builder: Callable[[PendingRequest], str]
     created_at: float
     deadline: float
+
+    @property
+    def authorization_url(self) -> str:
+        """The URL to show the target (RFC 6749 §4.1.1), built now from the request."""
+        return self.url_builder(self)
 
     def __post_init__(self) -> None:
         texts = (
@@ -143,11 +151,12 @@ class PendingRequest:
             self.authorization_endpoint,
             self.token_endpoint,
             self.redirect_uri,
-            self.authorization_url,
         )
         for name, value in zip(_TEXT_FIELDS, texts):
             if not isinstance(value, str) or not value:
                 raise InvalidInput(f"{name} must be a non-empty string")
+        if not callable(self.url_builder):
+            raise InvalidInput("url_builder must be callable")
         for name, optional in (
             ("code_verifier", self.code_verifier),
             ("client_secret", self.client_secret),
@@ -304,7 +313,7 @@ class PendingRegistry(Generic[ResultT]):
     ...     authorization_endpoint="https://as.example/auth",
     ...     token_endpoint="https://as.example/token", redirect_uri="https://app.example/cb",
     ...     scopes=("mail.read",), code_verifier=None, timeout=300,
-    ...     build_authorization_url=lambda state: "https://as.example/auth?state=" + state,
+    ...     build_authorization_url=lambda r: "https://as.example/auth?state=" + r.oauth_state,
     ...     waiter=outcomes.append)
     >>> registry.pending_for_target("alice") == [request]
     True
@@ -421,7 +430,7 @@ class PendingRegistry(Generic[ResultT]):
         code_verifier: Optional[str],
         client_secret: Optional[str] = None,
         timeout: float,
-        build_authorization_url: Callable[[str], str],
+        build_authorization_url: Callable[[PendingRequest], str],
         waiter: Callable[[Outcome[ResultT]], None],
         issuer: Optional[str] = None,
         iss_required: bool = False,
@@ -429,8 +438,13 @@ class PendingRegistry(Generic[ResultT]):
         """Open a request from ``requester`` to ``target``; return it (state ``PENDING``).
 
         The request id and the OAuth state are two independent draws from
-        ``token_urlsafe`` (128 bits each). ``build_authorization_url`` is called
-        once with the new OAuth state and returns the URL to show the target.
+        ``token_urlsafe`` (128 bits each). ``build_authorization_url`` gives the
+        URL to show the target from the new request (its OAuth state, endpoint,
+        client, scopes, verifier): it is called once here, so a builder that
+        raises or returns no string opens nothing, and again each time the
+        request's ``authorization_url`` is read, so it must build the same string
+        from the same request. Pass one builder for many requests: the request
+        keeps a reference to it instead of the URL.
         The request's deadline is ``clock() + timeout``. ``waiter`` is called
         exactly once, with the outcome, when the request ends. ``issuer``: the
         issuer the authorization request goes to, when known; ``iss_required``:
@@ -483,10 +497,13 @@ class PendingRegistry(Generic[ResultT]):
             token_endpoint=token_endpoint,
             scopes=tuple(scopes),
             redirect_uri=redirect_uri,
-            authorization_url=build_authorization_url(oauth_state),
+            url_builder=build_authorization_url,
             created_at=now,
             deadline=now + timeout,
         )
+        url = build_authorization_url(request)
+        if not isinstance(url, str) or not url:
+            raise InvalidInput("build_authorization_url must return a non-empty string")
         entry = _Entry(request, waiter, issuer, iss_required)
         self._by_id[request_id] = entry
         self._by_state[oauth_state] = entry
