@@ -74,12 +74,13 @@ async def _our_app(key: bytes) -> Any:
 
     from roomsecrets import MemoryStore, SecretsService
     from roomsecrets.adapters.server import create_app
+    from roomsecrets.adapters.server.log_format import ServerLogFormatter
     from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
     from roomsecrets.core.oauth.tokens import TokenSet
 
     # As `roomsecrets serve` logs: INFO access records, here to /dev/null.
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(ServerLogFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
     store = MemoryStore()

@@ -774,10 +774,11 @@ async def _serve_until_stopped(
     import signal
 
     from .adapters.server import create_app, start_server
+    from .adapters.server.log_format import ServerLogFormatter
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(ServerLogFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     host = args.host
     shown = f"[{host}]" if ":" in host else host
     sock = None

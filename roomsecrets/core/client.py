@@ -30,7 +30,6 @@ from .grants import (
 )
 from .inputs import (
     MAX_ACCESS_TOKEN,
-    MAX_CLIENT_ID,
     MAX_CLIENT_SECRET,
     MAX_CODE,
     MAX_ERROR,
@@ -50,7 +49,7 @@ from .inputs import (
     check_vschar,
 )
 from .oauth.discovery import ProviderMetadata, resolve_endpoints
-from .oauth.endpoints import check_endpoint, check_redirect_uri
+from .oauth.endpoints import check_redirect_uri
 from .oauth.resource_metadata import check_resource
 from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .participants import Participant, RoomService
@@ -343,18 +342,9 @@ class SecretsClient:
     ) -> None:
         """Check every argument an OAuth call knows before it looks anything up
         (docs/limits.md): a bad one is InvalidInput before any fetch or audit."""
-        check_id(owner, "from participant")
-        check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
-        if issuer is not None:
-            self._service.check_issuer(issuer)
-        allow_http = self._service.allow_insecure_http
-        for value, name in (
-            (authorization_endpoint, "authorization_endpoint"),
-            (token_endpoint, "token_endpoint"),
-        ):
-            if value is not None:
-                check_url(value, name)
-                check_endpoint(value, what=name, allow_insecure_http=allow_http)
+        self._service.check_oauth_arguments(
+            owner, client_id, issuer, authorization_endpoint, token_endpoint
+        )
 
     async def _provider(
         self,

@@ -74,6 +74,15 @@ class RoomService(Protocol):
 
     def disconnect(self, participant_id: str) -> None: ...
 
+    def check_oauth_arguments(
+        self,
+        owner: object,
+        client_id: object,
+        issuer: object,
+        authorization_endpoint: object,
+        token_endpoint: object,
+    ) -> None: ...
+
     def credential_key(
         self,
         *,

@@ -105,6 +105,8 @@ from .values import frozen_value
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 _MAX_REMEMBERED_DECISIONS = 1024
 #: Compare-and-swap tries of a delete racing a refresh before it deletes unconditionally.
@@ -226,6 +228,19 @@ def _authorization_url(
         # RFC 8707 §2.1: the resource the token is for.
         extra_params=None if resource is None else {"resource": resource},
     )
+
+
+def _exact_strings(values: tuple[object, ...]) -> bool:
+    """True when every value is None or exactly a ``str`` (not a subclass, whose
+    ``__eq__`` or ``__hash__`` could make a memo find a tuple it is not)."""
+    return all(value is None or type(value) is str for value in values)
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> None:
+    """Put ``key`` in a bounded memo; a full memo starts afresh (no eviction order)."""
+    if len(memo) >= _MAX_REMEMBERED_DECISIONS:
+        memo.clear()
+    memo[key] = value
 
 
 _default_url_builder = functools.partial(
@@ -352,6 +367,9 @@ class SecretsService:
         self._token_bytes = token_bytes
         self._participants: dict[str, Participant] = {}
         self._oauth_decisions: dict[object, GrantDecision] = {}
+        # Pure functions of their arguments, remembered (bounded) per argument tuple.
+        self._valid_oauth_arguments: dict[tuple[object, ...], bool] = {}
+        self._credential_keys: dict[tuple[object, ...], SecretKey] = {}
         # Outcomes are TokenSets for OAuth requests and bytes for secret requests.
         self.registry: PendingRegistry[Any] = PendingRegistry(
             clock=clock,
@@ -515,13 +533,63 @@ class SecretsService:
     ) -> SecretKey:
         """Where ``owner``'s credential for ``client_id`` at ``token_endpoint`` (for
         ``resource``, RFC 8707), delegated to ``requester``, is stored. A brokered
-        credential (the server's own client) is found by its resource alone."""
+        credential (the server's own client) is found by its resource alone.
+
+        A pure function of its arguments (a hash and a key), remembered per
+        argument tuple of exact strings: an agent asks for the same one each call.
+        """
+        memo_key = (owner, requester, client_id, token_endpoint, resource, brokered)
+        exact = _exact_strings(memo_key[:5])
+        if exact:
+            found = self._credential_keys.get(memo_key)
+            if found is not None:
+                return found
         if brokered:
             assert resource is not None
             secret_id = brokered_credential_id(resource)
         else:
             secret_id = credential_secret_id(client_id, token_endpoint, resource)
-        return SecretKey(room=self.room, owner=owner, secret_id=secret_id, delegated_to=requester)
+        key = SecretKey(room=self.room, owner=owner, secret_id=secret_id, delegated_to=requester)
+        if exact:
+            _remember(self._credential_keys, memo_key, key)
+        return key
+
+    def check_oauth_arguments(
+        self,
+        owner: object,
+        client_id: object,
+        issuer: object,
+        authorization_endpoint: object,
+        token_endpoint: object,
+    ) -> None:
+        """Check every argument an OAuth call knows before it looks anything up
+        (docs/limits.md): a bad one is InvalidInput before any fetch or audit.
+
+        The checks (text, URL, RFC 8414 issuer and endpoint rules) are pure
+        functions of the strings and ``allow_insecure_http``, so a tuple of exact
+        strings that passed is remembered and passes again without the work.
+        """
+        memo_key = (
+            owner, client_id, issuer, authorization_endpoint, token_endpoint,
+            self.allow_insecure_http,
+        )
+        exact = _exact_strings(memo_key[:5])
+        if exact and memo_key in self._valid_oauth_arguments:
+            return
+        check_id(owner, "from participant")
+        check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
+        if issuer is not None:
+            self.check_issuer(issuer)
+        allow_http = self.allow_insecure_http
+        for value, name in (
+            (authorization_endpoint, "authorization_endpoint"),
+            (token_endpoint, "token_endpoint"),
+        ):
+            if value is not None:
+                check_url(value, name)
+                check_endpoint(value, what=name, allow_insecure_http=allow_http)
+        if exact:
+            _remember(self._valid_oauth_arguments, memo_key, True)
 
     def check_oauth(
         self,
@@ -1629,6 +1697,18 @@ class _Session:
         for request_id in list(self._asked):
             with contextlib.suppress(UnknownRequest):
                 self._service.registry.cancel(request_id)
+
+    def check_oauth_arguments(
+        self,
+        owner: object,
+        client_id: object,
+        issuer: object,
+        authorization_endpoint: object,
+        token_endpoint: object,
+    ) -> None:
+        self._service.check_oauth_arguments(
+            owner, client_id, issuer, authorization_endpoint, token_endpoint
+        )
 
     def credential_key(
         self,

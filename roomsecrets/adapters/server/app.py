@@ -661,11 +661,12 @@ async def _read_body(request: web.Request, op: Operation) -> dict[str, Any]:
             raise InvalidInput("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
-    unknown = sorted(set(body) - op.allowed)
-    if unknown:
+    keys = body.keys()
+    if not keys <= op.allowed:
+        unknown = sorted(keys - op.allowed)
         raise InvalidInput(f"{op.name} takes no field {unknown[0][:40]!r}")
-    missing = sorted(op.required - set(body))
-    if missing:
+    if not op.required <= keys:
+        missing = sorted(op.required - keys)
         raise InvalidInput(f"{op.name} needs the field {missing[0]!r}")
     return body
 

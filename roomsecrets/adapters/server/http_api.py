@@ -106,6 +106,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -616,11 +617,12 @@ class Operation:
     #: A JSON POST operation run on the participant's SecretsClient.
     json_operation: bool = True
 
-    @property
+    # Cached: every request's body is checked against them.
+    @functools.cached_property
     def required(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields if f.required)
 
-    @property
+    @functools.cached_property
     def allowed(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields)
 
