@@ -1,6 +1,9 @@
 """The AWS Secrets Manager store against bare boto3 and aws-secretsmanager-caching.
 
-Both sides talk to one moto server (server mode, real HTTP on 127.0.0.1).
+Both sides talk to one moto server (server mode, real HTTP on 127.0.0.1), run in
+a child process of its own, as AWS is not in the caller's process: moto's request
+handling then takes no share of the measured process's interpreter lock, which
+would charge a store's executor thread for work AWS does elsewhere.
 
 (a) ``SecretsManagerStore.get`` (executor hop and unpacking the record
     included) against a bare boto3 ``get_secret_value`` of the same secret with
@@ -15,8 +18,9 @@ Both sides talk to one moto server (server mode, real HTTP on 127.0.0.1).
 from __future__ import annotations
 
 import asyncio
-import logging
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -140,18 +144,34 @@ def _peer_cache_hit(endpoint: str, payload: bytes, number: int, repeat: int) -> 
     return best
 
 
+_MOTO_CHILD = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
+server.start()
+host, port = server.get_host_and_port()
+print(f"http://{host}:{port}", flush=True)
+sys.stdin.read()  # until the parent closes our stdin
+server.stop()
+"""
+
+
 def run(quick: bool = False) -> list[Row]:
     try:
         import boto3  # noqa: F401
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError:
         return []
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-c", _MOTO_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None and server.stdin is not None
+    endpoint = server.stdout.readline().strip()
     try:
+        if not endpoint.startswith("http://127.0.0.1:"):
+            raise RuntimeError("the moto server did not start")
         get_number, get_rounds = (10, 11) if quick else (10, 61)
         ours, bare, ratio = asyncio.run(_store_get(endpoint, get_number, get_rounds))
         rows = [
@@ -177,4 +197,9 @@ def run(quick: bool = False) -> list[Row]:
         ]
         return rows
     finally:
-        server.stop()
+        server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
