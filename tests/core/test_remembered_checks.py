@@ -37,7 +37,7 @@ def test_a_bad_argument_is_refused_after_good_ones_were_remembered() -> None:
 def test_a_str_subclass_that_equals_a_remembered_value_is_still_checked() -> None:
     checked = service()
     checked.check_oauth_arguments(*GOOD)
-    with pytest.raises(InvalidInput, match="^authorization_endpoint must be"):
+    with pytest.raises(InvalidInput, match=r"^authorization_endpoint must be"):
         checked.check_oauth_arguments(*GOOD[:3], Sly("javascript:alert(1)"), GOOD[4])
 
 
