@@ -212,7 +212,7 @@ class SecretsClient:
                     client_auth_method,
                 ),
             )
-        self._check_oauth_arguments(
+        self._service.check_oauth_arguments(
             from_participant_id, client_id, issuer, authorization_endpoint, token_endpoint
         )
         check_url(redirect_uri, "redirect_uri")
@@ -330,20 +330,6 @@ class SecretsClient:
             resource=resource,
             resource_name=resource_name,
             brokered=brokered,
-        )
-
-    def _check_oauth_arguments(
-        self,
-        owner: object,
-        client_id: object,
-        issuer: object,
-        authorization_endpoint: object,
-        token_endpoint: object,
-    ) -> None:
-        """Check every argument an OAuth call knows before it looks anything up
-        (docs/limits.md): a bad one is InvalidInput before any fetch or audit."""
-        self._service.check_oauth_arguments(
-            owner, client_id, issuer, authorization_endpoint, token_endpoint
         )
 
     async def _provider(
@@ -610,7 +596,7 @@ class SecretsClient:
                     client_auth_method,
                 ),
             )
-        self._check_oauth_arguments(
+        self._service.check_oauth_arguments(
             owner, client_id, issuer, authorization_endpoint, token_endpoint
         )
         check_timeout(timeout)
