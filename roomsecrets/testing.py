@@ -903,7 +903,7 @@ def store_state_machine(
     record (put, delete, get) and at the end of every example, every ``(room,
     owner)`` and ``(room, delegate)`` list must equal the model: a lease or clock
     step that broke a list is caught at the next record step or at the end, and
-    a store whose lists cost round trips (AWS) runs 2-3 times faster.
+    a store whose lists cost round trips runs faster (the AWS one about 4x).
 
     Run it with ``run_state_machine_as_test(machine)`` or as
     ``TestMyStore = store_state_machine(make).TestCase``.
