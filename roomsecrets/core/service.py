@@ -574,7 +574,7 @@ class SecretsService:
             self.allow_insecure_http,
         )
         exact = _exact_strings(memo_key[:5])
-        if exact and memo_key in self._valid_oauth_arguments:
+        if exact and self._valid_oauth_arguments.get(memo_key):
             return
         check_id(owner, "from participant")
         check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from roomsecrets import MemoryStore, SecretsService
+from roomsecrets.core import service as service_module
+from roomsecrets.core.credentials import brokered_credential_id, credential_secret_id
 from roomsecrets.core.errors import InvalidInput
 
 GOOD = ("alice", "app", None, "https://as.example/auth", "https://as.example/token")
@@ -67,9 +69,42 @@ def test_a_remembered_credential_key_is_the_one_computed_afresh() -> None:
     assert with_resource.secret_id != first.secret_id
 
 
-def test_the_memories_are_bounded() -> None:
+def test_a_remembered_tuple_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[str] = []
+    real = service_module.check_endpoint
+
+    def counting(value: str, **kw: object) -> str:
+        checked.append(value)
+        return real(value, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "check_endpoint", counting)
+    remembering = service()
+    for _ in range(3):
+        remembering.check_oauth_arguments(*GOOD)
+    assert checked == [GOOD[3], GOOD[4]]  # the first call only
+    remembering.check_oauth_arguments(*GOOD[:4], "https://as.example/other")
+    assert checked[2:] == [GOOD[3], "https://as.example/other"]
+
+
+def test_a_brokered_key_is_found_by_its_resource_alone_and_remembered_apart() -> None:
+    keys = service()
+    resource = "https://mcp.example/api"
+    brokered = keys.credential_key(owner="alice", requester="bot", client_id="app",
+                                   token_endpoint=GOOD[4], resource=resource, brokered=True)
+    assert brokered.secret_id == brokered_credential_id(resource)
+    explicit = keys.credential_key(owner="alice", requester="bot", client_id="app",
+                                   token_endpoint=GOOD[4], resource=resource)
+    assert explicit.secret_id == credential_secret_id("app", GOOD[4], resource)
+    assert explicit.secret_id != brokered.secret_id
+    other_client = keys.credential_key(owner="alice", requester="bot", client_id="other",
+                                       token_endpoint=GOOD[4], resource=resource, brokered=True)
+    assert other_client.secret_id == brokered.secret_id
+
+
+@pytest.mark.parametrize("count", [1024, 1025, 3000])
+def test_the_memories_are_bounded(count: int) -> None:
     many = service()
-    for i in range(3000):
+    for i in range(count):
         many.check_oauth_arguments("alice", f"app-{i}", None, GOOD[3], GOOD[4])
         many.credential_key(owner="alice", requester="bot", client_id=f"app-{i}",
                             token_endpoint=GOOD[4])
