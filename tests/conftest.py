@@ -33,6 +33,14 @@ def pytest_testnodedown(node: object, error: object) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     leak_watch.install()
+    if os.environ.get("ROOMSECRETS_NO_HYPOTHESIS_DEADLINE"):
+        # .ci/run runs tests/core on the other CPythons at low priority beside the main
+        # suite: a wall-clock deadline there measures the scheduler, not the code.
+        # Before collection, so every @settings made at import inherits it.
+        from hypothesis import settings
+
+        settings.register_profile("roomsecrets-no-deadline", deadline=None)
+        settings.load_profile("roomsecrets-no-deadline")
 
 
 @pytest.hookimpl(hookwrapper=True)
