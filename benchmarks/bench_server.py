@@ -14,11 +14,12 @@ KIND``) on 127.0.0.1, port chosen by the OS, with aiohttp's access log off:
 
 The load generator is this process: one ``aiohttp.ClientSession`` with
 ``CONCURRENCY`` workers sharing a fixed number of requests, the same JSON body
-and ``Authorization`` header against both servers. Rounds alternate the two
-servers so that a change in machine load hits both. Targets (issue "Fast where
-users feel it"): roomsecrets' median-round throughput >= 0.75x the bare handler's,
-and its p99 latency <= 1.3x the bare handler's (best round of each). The best
-rounds' throughput ratio is shown too.
+and ``Authorization`` header against both servers. Each round loads both
+servers back to back, in alternating order, so that a change in machine load hits both; each
+round gives a throughput ratio and a p99 ratio, and the targets are on the median
+of those per-round ratios (issue "Fast where users feel it"): roomsecrets'
+throughput >= 0.75x the bare handler's, its p99 latency <= 1.3x the bare
+handler's. The best rounds' throughput ratio is shown too.
 """
 
 from __future__ import annotations
@@ -70,18 +71,14 @@ async def _bare_app() -> Any:
 
 
 async def _our_app(key: bytes) -> Any:
-    import logging
-
     from roomsecrets import MemoryStore, SecretsService
     from roomsecrets.adapters.server import create_app
-    from roomsecrets.adapters.server.log_format import ServerLogFormatter
+    from roomsecrets.adapters.server.log_format import configure_server_logging
     from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
     from roomsecrets.core.oauth.tokens import TokenSet
 
     # As `roomsecrets serve` logs: INFO access records, here to /dev/null.
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
-    handler.setFormatter(ServerLogFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    configure_server_logging(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
 
     store = MemoryStore()
     key_of = SecretsService(store=store, room=ROOM).credential_key(
@@ -191,7 +188,7 @@ def run(quick: bool = False) -> list[Row]:
     from roomsecrets import SecretsGrant
     from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 
-    total, rounds = (500, 1) if quick else (4_000, 3)
+    total, rounds = (500, 1) if quick else (4_000, 7)
     key = secrets.token_hex(32)
     token = mint_participant_token(
         key.encode(), room=ROOM, participant_id="agent-1", grant=SecretsGrant.allow_all(),
@@ -202,32 +199,37 @@ def run(quick: bool = False) -> list[Row]:
     servers = {kind: _Server(kind, key) for kind in ("bare", "roomsecrets")}
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in servers}
     try:
-        for _ in range(rounds):
-            for kind, server in servers.items():
-                results[kind].append(asyncio.run(_load(server.url, headers, body, total)))
+        for index in range(rounds):
+            # A round loads both servers back to back, in alternating order.
+            order = ("bare", "roomsecrets") if index % 2 == 0 else ("roomsecrets", "bare")
+            for kind in order:
+                results[kind].append(asyncio.run(_load(servers[kind].url, headers, body, total)))
     finally:
         for server in servers.values():
             server.stop()
-    best = {kind: max(r[0] for r in rs) for kind, rs in results.items()}
-    p99 = {kind: min(r[1] for r in rs) for kind, rs in results.items()}
-    median = {kind: statistics.median(r[0] for r in rs) for kind, rs in results.items()}
-    ratio = best["roomsecrets"] / best["bare"]
-    median_ratio = median["roomsecrets"] / median["bare"]
-    p99_ratio = p99["roomsecrets"] / p99["bare"]
+    ours, bare = results["roomsecrets"], results["bare"]
+    best_ratio = max(r[0] for r in ours) / max(r[0] for r in bare)
+    # Per round, so that a change in machine load between rounds hits both sides.
+    median_ratio = statistics.median(o[0] / b[0] for o, b in zip(ours, bare))
+    p99_ratio = statistics.median(o[1] / b[1] for o, b in zip(ours, bare))
     name = f"offline token over HTTP (c={CONCURRENCY}, {total} req x {rounds})"
     return [
-        Row(name, "bare aiohttp JSON handler", best["bare"], "req/s"),
-        Row(name, "bare aiohttp p99", p99["bare"] * 1e3, "ms"),
-        Row(name, "roomsecrets server", best["roomsecrets"], "req/s"),
-        Row(name, "roomsecrets p99", p99["roomsecrets"] * 1e3, "ms"),
-        Row(name, "roomsecrets / bare (best round)", ratio, "x"),
+        Row(name, "bare aiohttp JSON handler (median round)",
+            statistics.median(r[0] for r in bare), "req/s"),
+        Row(name, "bare aiohttp p99 (median round)",
+            statistics.median(r[1] for r in bare) * 1e3, "ms"),
+        Row(name, "roomsecrets server (median round)",
+            statistics.median(r[0] for r in ours), "req/s"),
+        Row(name, "roomsecrets p99 (median round)",
+            statistics.median(r[1] for r in ours) * 1e3, "ms"),
+        Row(name, "roomsecrets / bare (best rounds)", best_ratio, "x"),
         Row(
-            name, "roomsecrets / bare (median round)", median_ratio, "x", f">= {TARGET}",
+            name, "roomsecrets / bare (median of rounds)", median_ratio, "x", f">= {TARGET}",
             median_ratio >= TARGET,
         ),
         Row(
-            name, "roomsecrets p99 / bare p99", p99_ratio, "x", f"<= {P99_TARGET}",
-            p99_ratio <= P99_TARGET,
+            name, "roomsecrets p99 / bare p99 (median of rounds)", p99_ratio, "x",
+            f"<= {P99_TARGET}", p99_ratio <= P99_TARGET,
         ),
     ]
 

@@ -770,15 +770,12 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_until_stopped(
     args: argparse.Namespace, store: SecretStore, key: bytes, spec: StoreSpec, key_said: str
 ) -> None:
-    import logging
     import signal
 
     from .adapters.server import create_app, start_server
-    from .adapters.server.log_format import ServerLogFormatter
+    from .adapters.server.log_format import configure_server_logging
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(ServerLogFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    configure_server_logging()
     host = args.host
     shown = f"[{host}]" if ":" in host else host
     sock = None

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Iterator
 
 import pytest
 
-from roomsecrets.adapters.server.log_format import SERVER_LOG_FORMAT, ServerLogFormatter
+from roomsecrets.adapters.server.log_format import (
+    SERVER_LOG_FORMAT,
+    ServerLogFormatter,
+    configure_server_logging,
+)
 
 
 def record_at(created: float, message: str = "POST /rooms/{room}/x 200") -> logging.LogRecord:
@@ -44,3 +50,41 @@ def test_a_date_format_of_its_own_is_the_standard_one(datefmt: str) -> None:
     assert ServerLogFormatter().formatTime(record, datefmt) == (
         logging.Formatter().formatTime(record, datefmt)
     )
+
+
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """Put back the root logger and logging's process-wide switches."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    switches = {name: getattr(logging, name) for name in SWITCHES if hasattr(logging, name)}
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+        for name, value in switches.items():
+            setattr(logging, name, value)
+
+
+SWITCHES = ("logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks")
+
+
+def test_the_server_logs_info_in_its_format_to_the_stream(own_logging: None) -> None:
+    stream = io.StringIO()
+    logging.getLogger().handlers = []  # as in a fresh process (pytest adds its own)
+    handler = configure_server_logging(stream)
+    assert isinstance(handler.formatter, ServerLogFormatter)
+    assert logging.getLogger().level == logging.INFO
+    logging.getLogger("roomsecrets.server.access").info("POST %s %s", "/rooms/{room}/x", 200)
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith(" INFO roomsecrets.server.access POST /rooms/{room}/x 200")
+
+
+def test_the_server_logging_looks_up_no_thread_or_process_names(own_logging: None) -> None:
+    configure_server_logging(io.StringIO())
+    record = logging.getLogger("roomsecrets.server.access").makeRecord(
+        "roomsecrets.server.access", logging.INFO, __file__, 1, "m", (), None
+    )
+    assert (record.thread, record.threadName) == (None, None)
+    assert (record.process, record.processName) == (None, None)
+    assert getattr(record, "taskName", None) is None

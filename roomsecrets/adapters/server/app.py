@@ -567,6 +567,8 @@ def _log_access(
     record: dict[str, Optional[str]],
     started: float,
 ) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
     duration_ms = (time.monotonic() - started) * 1000
     room = request.match_info.get("room")
     participant = record.get("participant")

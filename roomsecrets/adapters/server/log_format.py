@@ -5,15 +5,17 @@ formatted once per second instead of once per record.
 formatter, ``%(asctime)s`` costs a ``time.localtime`` and a ``time.strftime`` for
 every record, a measurable part of a cheap request (benchmarks/bench_server.py).
 The stamp only changes once a second, so it is kept until the second changes.
+
+:func:`configure_server_logging` is what ``roomsecrets serve`` does with logging.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Optional, TextIO
 
-__all__ = ["SERVER_LOG_FORMAT", "ServerLogFormatter"]
+__all__ = ["SERVER_LOG_FORMAT", "ServerLogFormatter", "configure_server_logging"]
 
 #: What ``roomsecrets serve`` logs: time, level, logger, message.
 SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -41,3 +43,24 @@ class ServerLogFormatter(logging.Formatter):
         if msec_format is None:  # a subclass turned milliseconds off
             return stamp
         return msec_format % (stamp, record.msecs)
+
+
+def configure_server_logging(stream: Optional[TextIO] = None) -> logging.Handler:
+    """Log INFO and up to ``stream`` (stderr by default) in :data:`SERVER_LOG_FORMAT`,
+    as ``roomsecrets serve`` does; return the handler installed on the root logger.
+
+    It also stops ``logging`` from looking up, for every record, the thread, process
+    and multiprocessing names (and, on Python 3.12+, the asyncio task name) that the
+    format never shows: with one access record per request, those lookups were a
+    measurable share of a cheap request. They are process-wide switches, so only a
+    program that owns its logging (the server) should call this.
+    """
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):  # Python 3.12+
+        logging.logAsyncioTasks = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(ServerLogFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    return handler
