@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .api import DeletedSecret, OAuthPrompt, Prompt, SecretInfo, SecretsAPI
-from .audit import AuditEvent
+from .audit import AuditDetails, AuditEvent
 from .credentials import OAUTH_TOKEN_TYPE
 from .errors import (
     GrantDenied,
@@ -23,6 +23,7 @@ from .errors import (
     safe_text,
 )
 from .grants import (
+    GrantDecision,
     authorize,
     check_manage_own_secrets,
     check_oauth_request_before_discovery,
@@ -375,24 +376,19 @@ class SecretsClient:
             scopes=scopes,
             resource=resource,
         )
-        if not maybe.allowed:
-            authorize(
-                maybe,
-                sink=service.audit,
-                action=action,
-                room=service.room,
-                actor=self.participant_id,
-                at=service.clock(),
-                # The shape of every OAuth decision's details; the issuer stands in
-                # for an endpoint not known yet.
-                details=(
-                    ("target", owner),
-                    ("client_id", client_id),
-                    ("token_endpoint", token_endpoint or issuer),
-                    ("scopes", " ".join(scopes)),
-                    ("issuer", issuer),
-                ),
-            )
+        self._refuse_before_discovery(
+            maybe,
+            action,
+            # The shape of every OAuth decision's details; the issuer stands in
+            # for an endpoint not known yet.
+            (
+                ("target", owner),
+                ("client_id", client_id),
+                ("token_endpoint", token_endpoint or issuer),
+                ("scopes", " ".join(scopes)),
+                ("issuer", issuer),
+            ),
+        )
         metadata = await service.provider_metadata(issuer, endpoints_given=given)
         chosen = resolve_endpoints(
             issuer=issuer,
@@ -674,7 +670,6 @@ class SecretsClient:
                 "and client_auth_method (or give client_id for the explicit flow)"
             )
         check_id(owner, "from participant")
-        service = self._service
         maybe = check_oauth_request_before_discovery(
             self._participant.grant,
             target=owner,
@@ -686,23 +681,38 @@ class SecretsClient:
             resource=resource,
             brokered=True,
         )
-        if not maybe.allowed:
-            authorize(
-                maybe,
-                sink=service.audit,
-                action=action,
-                room=service.room,
-                actor=self.participant_id,
-                at=service.clock(),
-                details=(
-                    ("target", owner),
-                    ("client_id", ""),
-                    ("token_endpoint", endpoints[1] or issuer or resource),
-                    ("scopes", " ".join(scopes)),
-                    ("resource", resource),
-                ),
-            )
+        self._refuse_before_discovery(
+            maybe,
+            action,
+            (
+                ("target", owner),
+                ("client_id", ""),
+                ("token_endpoint", endpoints[1] or issuer or resource),
+                ("scopes", " ".join(scopes)),
+                ("resource", resource),
+            ),
+        )
         return resource
+
+    def _refuse_before_discovery(
+        self, decision: GrantDecision, action: str, details: AuditDetails
+    ) -> None:
+        """Audit and raise ``decision`` (made before anything is discovered) if it is
+        a denial: a denied caller must make the server fetch nothing. An allowing
+        decision is not final, so it is not audited here; the full check after
+        discovery is."""
+        if decision.allowed:
+            return
+        service = self._service
+        authorize(
+            decision,
+            sink=service.audit,
+            action=action,
+            room=service.room,
+            actor=self.participant_id,
+            at=service.clock(),
+            details=details,
+        )
 
     async def _brokered_request(
         self,
