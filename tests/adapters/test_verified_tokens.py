@@ -147,3 +147,24 @@ def test_the_memory_is_bounded():
     for token in minted:
         tokens.read(token, room="r")
     assert len(tokens._verified) <= 3
+
+
+def test_a_token_not_valid_before_a_time_is_checked_again_when_the_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """RFC 7519 §4.1.5: valid now, it is not valid yet once the clock is set back
+    before its nbf, remembered or not."""
+    now = time.time()
+    token = jwt.encode({**claims(), "nbf": int(now) - 60}, KEY, algorithm="HS256")
+    tokens = VerifiedTokens(KEY)
+    assert tokens.read(token, room="r").participant_id == "mallory"
+    assert tokens.read(token, room="r").participant_id == "mallory"
+
+    class SteppedBack(jwt.api_jwt.datetime):  # type: ignore[name-defined, misc]
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return jwt.api_jwt.datetime.fromtimestamp(now - 3600, tz)
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", SteppedBack)
+    with pytest.raises(InvalidParticipantToken, match="not valid yet"):
+        tokens.read(token, room="r")

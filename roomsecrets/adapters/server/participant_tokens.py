@@ -126,6 +126,11 @@ def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantTok
 
     Raises :class:`~roomsecrets.adapters.server.http_api.InvalidParticipantToken`.
     """
+    return _verify(token, key, room=room)[0]
+
+
+def _verify(token: str, key: Key, *, room: str) -> tuple[ParticipantToken, bool]:
+    """:func:`read_participant_token`, and whether the token has an ``nbf`` claim."""
     if not isinstance(token, str) or not token:
         raise InvalidParticipantToken("no participant token")
     try:
@@ -178,13 +183,14 @@ def read_participant_token(token: str, key: Key, *, room: str) -> ParticipantTok
         raise InvalidParticipantToken(
             f"the participant token's claims are invalid: {bad}"
         ) from None
-    return ParticipantToken(
+    who = ParticipantToken(
         room=room,
         participant_id=participant_id,
         name=name,
         grant=grant,
         expires_at=float(exp),
     )
+    return who, "nbf" in claims
 
 
 def _finite(number: float) -> bool:
@@ -202,6 +208,9 @@ class VerifiedTokens:
     string under the same key always verifies the same way, except for expiry,
     which is checked on every hit. Only verified tokens are remembered, so junk
     cannot fill the memory; the memory is bounded and starts afresh when full.
+    A token with an ``nbf`` ("not before", RFC 7519 §4.1.5) claim is never
+    remembered: whether it is valid yet depends on the clock, which can step back
+    (our own tokens have none).
     """
 
     def __init__(self, key: Key, *, size: int = 4096, clock: Callable[[], float] = time.time):
@@ -215,7 +224,9 @@ class VerifiedTokens:
         hit = self._verified.get((token, room))
         if hit is not None and hit.expires_at > self._clock():
             return hit
-        who = read_participant_token(token, self._key, room=room)
+        who, not_before = _verify(token, self._key, room=room)
+        if not_before:
+            return who
         if len(self._verified) >= self._size:
             self._verified.clear()
         self._verified[(token, room)] = who
