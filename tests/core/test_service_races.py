@@ -69,12 +69,15 @@ def test_a_post_slower_than_the_lease_ttl_keeps_the_lease_and_refreshes_once():
     async def scenario():
         with running_provider() as provider:
             store = MemoryStore()
-            first = make_service(store, lease_ttl=0.3)
+            # The POST takes three lease TTLs; the holder renews every third of one.
+            # A TTL of a second, not less: a process starved of CPU for longer than
+            # the TTL (a niced CI run) loses its lease, which is what leases are for.
+            first = make_service(store, lease_ttl=1.0)
             agent1, alice = room(first)
             await approved(agent1, alice, provider)
-            second = make_service(store, lease_ttl=0.3)
+            second = make_service(store, lease_ttl=1.0)
             agent2 = second.connect("agent-1", grant=SecretsGrant.allow_all())
-            provider.queue_token_responses(TokenQuirk(delay=1.0))
+            provider.queue_token_responses(TokenQuirk(delay=3.0))
             first.clock.advance(3600)
             second.clock.advance(3600)
             one = asyncio.create_task(offline(agent1, provider))
