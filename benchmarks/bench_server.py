@@ -73,12 +73,13 @@ async def _bare_app() -> Any:
 async def _our_app(key: bytes) -> Any:
     from roomsecrets import MemoryStore, SecretsService
     from roomsecrets.adapters.server import create_app
+    from roomsecrets.adapters.server.access_log import StreamAccessLog
     from roomsecrets.adapters.server.log_format import configure_server_logging
     from roomsecrets.core.credentials import OAUTH_TOKEN_TYPE, StoredCredential
     from roomsecrets.core.oauth.tokens import TokenSet
 
     # As `roomsecrets serve` logs: INFO access records, here to /dev/null.
-    configure_server_logging(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler = configure_server_logging(open(os.devnull, "w"))  # noqa: SIM115 - process-long
 
     store = MemoryStore()
     key_of = SecretsService(store=store, room=ROOM).credential_key(
@@ -93,7 +94,8 @@ async def _our_app(key: bytes) -> Any:
         token_endpoint=str(ARGS["token_endpoint"]),
     )
     await store.put(key_of, type=OAUTH_TOKEN_TYPE, name="n", data=cred.to_json())
-    return create_app(store=store, jwt_key=key, public_url="http://127.0.0.1:1")
+    return create_app(store=store, jwt_key=key, public_url="http://127.0.0.1:1",
+                      access_log=StreamAccessLog(handler))
 
 
 async def _serve(kind: str) -> None:

@@ -10,6 +10,8 @@ is the server's work per request, whatever the load generator costs. Variants:
 
 - ``bare``: bench_server's bare aiohttp JSON handler.
 - ``roomsecrets``: bench_server's server, as ``roomsecrets serve`` logs.
+- ``logging-access-log``: the same with the access records as ``logging`` records
+  (``AccessLog``, what ``create_app`` does unless given a ``StreamAccessLog``).
 - ``no-access-log``: the same with the access logger above INFO.
 - ``constant-core``: the same with ``get_offline_oauth_token``'s call into the core
   (session, grant check, audit, store read) replaced by a constant answer.
@@ -33,7 +35,9 @@ from typing import Any
 
 from . import bench_server
 
-VARIANTS = ("bare", "roomsecrets", "no-access-log", "constant-core", "no-middleware")
+VARIANTS = (
+    "bare", "roomsecrets", "logging-access-log", "no-access-log", "constant-core", "no-middleware"
+)
 ROUNDS = 5
 REQUESTS = 6_000
 
@@ -46,6 +50,11 @@ async def _variant_app(variant: str, key: bytes) -> Any:
         import logging
 
         logging.getLogger("roomsecrets.server.access").setLevel(logging.WARNING)
+    elif variant == "logging-access-log":
+        from roomsecrets.adapters.server.access_log import AccessLog
+        from roomsecrets.adapters.server.app import _ROOMS
+
+        app[_ROOMS].access_log = AccessLog()
     elif variant == "constant-core":
         from roomsecrets.adapters.server import app as server_app
 

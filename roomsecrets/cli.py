@@ -773,9 +773,10 @@ async def _serve_until_stopped(
     import signal
 
     from .adapters.server import create_app, start_server
+    from .adapters.server.access_log import StreamAccessLog
     from .adapters.server.log_format import configure_server_logging
 
-    configure_server_logging()
+    log_handler = configure_server_logging()
     host = args.host
     shown = f"[{host}]" if ":" in host else host
     sock = None
@@ -822,6 +823,7 @@ async def _serve_until_stopped(
                 "max_secret_bytes_per_participant": args.max_secret_bytes,
             },
             cluster=cluster,
+            access_log=StreamAccessLog(log_handler),
         )
     except InvalidInput as bad:
         if sock is not None:

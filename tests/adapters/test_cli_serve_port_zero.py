@@ -45,4 +45,10 @@ def test_serve_on_port_zero_names_the_port_it_got() -> None:
             assert "/oauth/callback" in answer.read().decode()
     finally:
         server.terminate()
-        server.communicate(timeout=10)
+        _, rest = server.communicate(timeout=10)
+    # One access line per request, in the server's log format.
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO roomsecrets.server.access "
+        r"GET /openapi.json 200 room=None participant=None error=- \d+\.\dms$",
+        rest, re.MULTILINE,
+    ), rest

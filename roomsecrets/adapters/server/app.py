@@ -31,10 +31,12 @@ How it works:
 - **``/oauth/callback``** finds the open request by its ``state`` (at least 128
   random bits: the state is the proof, no token is needed) and answers it as its
   addressee would, with the addressee's own grant.
-- **Logs.** One access record per request on the ``roomsecrets.server.access``
-  logger: method, the route's template (never the raw path or the query string),
-  room, participant, status, error code, duration; the same values ride in the
-  record's ``roomsecrets`` attribute for structured handlers. Run the app with
+- **Logs.** One access record per request (:mod:`.access_log`): method, the
+  route's template (never the raw path or the query string), room, participant,
+  status, error code, duration. By default a record on the
+  ``roomsecrets.server.access`` logger, the same values in its ``roomsecrets``
+  attribute for structured handlers; ``roomsecrets serve`` writes the same line
+  straight to its log stream (``create_app(access_log=StreamAccessLog(...))``). Run the app with
   :func:`start_server`, or pass ``access_log=None`` and ``logger=protocol_log`` to
   aiohttp's runner: its own access log prints query strings, which on
   ``/oauth/callback`` hold the code, and so do its reports of requests it cannot parse.
@@ -80,6 +82,7 @@ from ...core.ports import HttpTransport, SecretStore
 from ...core.service import SecretsService
 from ..aiohttp_transport import AiohttpTransport
 from ..meshagent.room import add_meshagent_routes
+from .access_log import ACCESS_LOGGER, AccessLog
 from .approval import PAGE_PATH, add_approval_page, public_origin
 from .cluster import NODE_HEADER, ClusterNode
 from .http_api import (
@@ -106,7 +109,7 @@ from .participant_tokens import Key, ParticipantToken, VerifiedTokens
 
 __all__ = ["RunningServer", "create_app", "start_server"]
 
-access_log = logging.getLogger("roomsecrets.server.access")
+access_log = ACCESS_LOGGER
 log = logging.getLogger("roomsecrets.server")
 #: What aiohttp's HTTP protocol says (requests it cannot parse), redacted: see
 #: :class:`_RedactedProtocolLog`. :func:`start_server` hands it to aiohttp.
@@ -162,8 +165,10 @@ class _Rooms:
         max_body: int,
         disconnect_grace: float,
         room_idle_ttl: float,
+        access_log: AccessLog,
     ) -> None:
         self.store = store
+        self.access_log = access_log
         self.max_body = max_body
         self.jwt_key = jwt_key
         self.tokens = VerifiedTokens(jwt_key)
@@ -365,6 +370,7 @@ def create_app(
     disconnect_grace: float = DEFAULT_DISCONNECT_GRACE,
     room_idle_ttl: float = DEFAULT_ROOM_IDLE_TTL,
     cluster: Optional[ClusterNode] = None,
+    access_log: Optional[AccessLog] = None,
 ) -> web.Application:
     """The room server as an aiohttp application, for embedding or :func:`start_server`.
 
@@ -391,6 +397,10 @@ def create_app(
             :class:`~.cluster.ClusterNode`. Its request ids and states name it, and
             a callback or an answer for a request another node holds is forwarded
             there (``docs/scaling.md``).
+        access_log: where the access records go (default: an
+            :class:`~.access_log.AccessLog`, records on the
+            ``roomsecrets.server.access`` logger). ``roomsecrets serve`` passes a
+            :class:`~.access_log.StreamAccessLog`.
     """
     if not isinstance(public_url, str) or not public_url.startswith(("http://", "https://")):
         raise InvalidInput("public_url must be an http or https URL")
@@ -425,6 +435,7 @@ def create_app(
         max_body=max_body,
         disconnect_grace=float(disconnect_grace),
         room_idle_ttl=float(room_idle_ttl),
+        access_log=AccessLog() if access_log is None else access_log,
     )
     app = web.Application(client_max_size=max_body, middlewares=[_access_and_errors])
     app[_ROOMS] = rooms
@@ -547,7 +558,17 @@ async def _access_and_errors(
     finally:
         if room is not None:
             rooms.call_ended(room, asyncio.get_running_loop().time())
-    _log_access(request, response.status, error or record.get("error"), record, started)
+    access = rooms.access_log
+    if access.enabled():
+        access.write(
+            method=request.method,
+            route=_route(request),
+            room=room,
+            participant=record.get("participant"),
+            status=response.status,
+            error=error or record.get("error"),
+            duration_ms=(time.monotonic() - started) * 1000,
+        )
     return response
 
 
@@ -558,40 +579,6 @@ def _route(request: web.Request) -> str:
     """The matched route's template, never the raw path (nor the query string)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "<unmatched>"
-
-
-def _log_access(
-    request: web.Request,
-    status: int,
-    error: Optional[str],
-    record: dict[str, Optional[str]],
-    started: float,
-) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    duration_ms = (time.monotonic() - started) * 1000
-    room = request.match_info.get("room")
-    participant = record.get("participant")
-    fields = {
-        "method": request.method,
-        "route": _route(request),
-        "room": room,
-        "participant": participant,
-        "status": status,
-        "error": error,
-        "duration_ms": round(duration_ms, 1),
-    }
-    access_log.info(
-        "%s %s %s room=%r participant=%r error=%s %.1fms",
-        request.method,
-        fields["route"],
-        status,
-        room,
-        participant,
-        error or "-",
-        duration_ms,
-        extra={"roomsecrets": fields},
-    )
 
 
 # A URL's query (up to the quote or space that ends the quoted request line) and a

@@ -33,19 +33,23 @@ class ServerLogFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
         if datefmt is not None:  # not ours: the standard way
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self.stamp(record.created, record.msecs)
+
+    def stamp(self, created: float, msecs: float) -> str:
+        """The time stamp of a record made at ``created`` (``msecs`` as LogRecord has it)."""
+        second = int(created)
         last_second, stamp = self._last
         if second != last_second:
             # The standard formatter's own steps (default_time_format), once a second.
-            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            stamp = time.strftime(self.default_time_format, self.converter(created))
             self._last = (second, stamp)
         msec_format = self.default_msec_format
         if msec_format is None:  # a subclass turned milliseconds off
             return stamp
-        return msec_format % (stamp, record.msecs)
+        return msec_format % (stamp, msecs)
 
 
-def configure_server_logging(stream: Optional[TextIO] = None) -> logging.Handler:
+def configure_server_logging(stream: Optional[TextIO] = None) -> logging.StreamHandler[TextIO]:
     """Log INFO and up to ``stream`` (stderr by default) in :data:`SERVER_LOG_FORMAT`,
     as ``roomsecrets serve`` does; return the handler installed on the root logger.
 
