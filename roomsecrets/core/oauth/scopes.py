@@ -22,6 +22,8 @@ __all__ = ["check_scope", "join_scopes", "split_all", "split_scopes"]
 
 #: Between scopes: whitespace (RFC 6749 §3.3) or commas (GitHub, Slack).
 _SEPARATORS = re.compile(r"[\s,]+")
+#: One scope-token: NQCHAR = %x21 / %x23-5B / %x5D-7E (RFC 6749 §3.3), at least one.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def check_scope(scope: object) -> str:
@@ -35,11 +37,7 @@ def check_scope(scope: object) -> str:
     ...
     roomsecrets.core.errors.InvalidInput: a scope must not contain a comma...
     """
-    if (
-        not isinstance(scope, str)
-        or not scope
-        or any(not (0x21 <= ord(c) <= 0x7E) or c in '"\\' for c in scope)
-    ):
+    if not isinstance(scope, str) or not _SCOPE_TOKEN.fullmatch(scope):
         raise InvalidInput(
             "each scope must be a non-empty string of printable ASCII without spaces, "
             "quotes or backslashes (RFC 6749 §3.3)"
