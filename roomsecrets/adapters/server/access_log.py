@@ -13,9 +13,10 @@ code and duration. Two destinations, one interface:
   own handler (:func:`~.log_format.configure_server_logging`) would write for that
   record, written to the handler's stream directly, under the handler's lock.
   ``logging``'s per-record machinery (a LogRecord, the caller lookup, the walk up
-  the logger tree, two lock rounds, the formatter's dictionary formatting) was
-  about a sixth of the server's work on a cheap request
-  (``python -m benchmarks.server_cpu``); the line itself costs a string format.
+  the logger tree, two lock rounds, the formatter's dictionary formatting) is a
+  tenth or more of the server's work on a cheap request (``python -m
+  benchmarks.server_cpu roomsecrets logging-access-log`` compares the two); the
+  line itself costs a string format.
   The access logger's level still switches it off; filters added to that logger or
   to the handler are not consulted (use :class:`AccessLog` for those).
 """
