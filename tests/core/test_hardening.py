@@ -166,13 +166,16 @@ def test_a_refresh_in_flight_does_not_overwrite_an_approval_made_after_a_delete(
             service = make_service()
             agent, alice = room(service)
             await approved(agent, alice, provider)
-            provider.queue_token_responses(TokenQuirk(delay=0.5))
+            # The refresh answer waits 3 s: the delete and a whole new approval must
+            # come first, and under a loaded CI (niced core runs) 0.5 s was too short.
+            provider.queue_token_responses(TokenQuirk(delay=3.0))
             service.clock.advance(3600)
             in_flight = asyncio.create_task(offline(agent, provider))
             await until(lambda: provider.refresh_posts == 1)
             (info,) = await alice.list_user_secrets()
             await alice.delete_user_secret(id=info.id, delegated_to="agent-1")
             wider = await approved(agent, alice, provider, scopes=["mail.read", "mail.send"])
+            assert not in_flight.done()  # the interleaving this test is about
             # The old grant's refresh ends after the new approval was stored.
             got = await in_flight
             _, cred = await stored(service.store)
@@ -191,7 +194,8 @@ def test_an_invalid_grant_cleanup_does_not_delete_an_approval_made_after_a_delet
             agent, alice = room(service)
             await approved(agent, alice, provider)
             provider.queue_token_responses(
-                CannedResponse.json({"error": "invalid_grant"}, status=400, delay=0.5)
+                # 3 s: the delete and a whole new approval must come first (see above).
+                CannedResponse.json({"error": "invalid_grant"}, status=400, delay=3.0)
             )
             service.clock.advance(3600)
             in_flight = asyncio.create_task(offline(agent, provider))
@@ -199,6 +203,7 @@ def test_an_invalid_grant_cleanup_does_not_delete_an_approval_made_after_a_delet
             (info,) = await alice.list_user_secrets()
             await alice.delete_user_secret(id=info.id, delegated_to="agent-1")
             fresh = await approved(agent, alice, provider)
+            assert not in_flight.done()  # the interleaving this test is about
             await in_flight
             _, cred = await stored(service.store)
             assert cred.tokens.access_token == fresh
