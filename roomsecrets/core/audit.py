@@ -60,9 +60,18 @@ class AuditEvent:
     details: AuditDetails = ()
 
     def __post_init__(self) -> None:
-        for name in ("action", "room", "actor", "outcome", "reason"):
-            if not isinstance(getattr(self, name), str):
-                raise InvalidInput(f"AuditEvent.{name} must be a string")
+        # One event per audited call: the all-strings case is tested in one
+        # expression, the loop only finds which field is wrong.
+        if not (
+            isinstance(self.action, str)
+            and isinstance(self.room, str)
+            and isinstance(self.actor, str)
+            and isinstance(self.outcome, str)
+            and isinstance(self.reason, str)
+        ):
+            for name in ("action", "room", "actor", "outcome", "reason"):
+                if not isinstance(getattr(self, name), str):
+                    raise InvalidInput(f"AuditEvent.{name} must be a string")
         if isinstance(self.at, bool) or not isinstance(self.at, (int, float)):
             raise InvalidInput("AuditEvent.at must be a number of seconds")
         object.__setattr__(self, "details", _details(self.details))
@@ -76,6 +85,18 @@ class AuditEvent:
 
 
 def _details(pairs: Iterable[tuple[str, str]]) -> AuditDetails:
+    if type(pairs) is tuple:
+        # Already the stored shape (how the service builds them): kept as it is.
+        for pair in pairs:
+            if (
+                type(pair) is not tuple
+                or len(pair) != 2
+                or type(pair[0]) is not str
+                or type(pair[1]) is not str
+            ):
+                break
+        else:
+            return pairs
     if isinstance(pairs, (str, bytes)):
         raise InvalidInput("AuditEvent.details must be (name, value) string pairs")
     result = []

@@ -233,7 +233,10 @@ def _authorization_url(
 def _exact_strings(values: tuple[object, ...]) -> bool:
     """True when every value is None or exactly a ``str`` (not a subclass, whose
     ``__eq__`` or ``__hash__`` could make a memo find a tuple it is not)."""
-    return all(value is None or type(value) is str for value in values)
+    for value in values:  # noqa: SIM110 - a loop, not all(genexpr): it runs on every OAuth call
+        if value is not None and type(value) is not str:
+            return False
+    return True
 
 
 def _remember(memo: dict[_K, _V], key: _K, value: _V) -> None:

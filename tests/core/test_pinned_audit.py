@@ -42,3 +42,20 @@ def test_details_keep_their_order_and_repeats() -> None:
     event = AuditEvent(**FIELDS, details=iter([["k", "1"], ("k", "2"), ("j", "3")]))  # type: ignore[arg-type]
     assert event.details == (("k", "1"), ("k", "2"), ("j", "3"))
     assert event.detail("j") == "3"
+
+
+@pytest.mark.parametrize(
+    "details",
+    [(("a", "b"), ("c",)), (("a", "b", "c"),), ((1, "b"),), (("a", 2),), ((b"a", "b"),),
+     (None,), (("a", "b"), ["c", None])],
+)
+def test_a_tuple_of_pairs_the_service_s_shape_is_checked_the_same(details: object) -> None:
+    assert refusal(details=details) == "AuditEvent.details must be (name, value) string pairs"
+
+
+def test_a_tuple_of_string_pairs_is_kept_as_it_is_and_other_pairs_become_tuples() -> None:
+    given = (("k", "1"), ("j", "2"))
+    assert AuditEvent(**FIELDS, details=given).details is given  # type: ignore[arg-type]
+    mixed = AuditEvent(**FIELDS, details=(("k", "1"), ["j", "2"]))  # type: ignore[arg-type]
+    assert mixed.details == (("k", "1"), ("j", "2"))
+    assert all(type(pair) is tuple for pair in mixed.details)
