@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import Row
+from .harness import Row, separate_cpus
 
 TARGET = 0.75
 P99_TARGET = 1.3
@@ -124,14 +124,6 @@ async def _serve(kind: str) -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
     await runner.cleanup()
-
-
-def _cpus() -> tuple[int, int] | None:
-    """A CPU for the servers and another for the load generator, if there are two."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
-    return (allowed[-1], allowed[0]) if len(allowed) >= 2 else None
 
 
 class _Server:
@@ -217,7 +209,7 @@ def run(quick: bool = False) -> list[Row]:
     )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = json.dumps(ARGS).encode()
-    cpus = _cpus()
+    cpus = separate_cpus()
     servers = {
         kind: _Server(kind, key, None if cpus is None else cpus[0])
         for kind in ("bare", "roomsecrets")

@@ -8,6 +8,7 @@ measured in the same run, so a slow or busy machine moves both sides alike.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -53,3 +54,18 @@ def interleaved_best(
                 fn()
             best[name] = min(best[name], (time.perf_counter() - start) / number)
     return best
+
+
+def separate_cpus() -> Optional[tuple[int, int]]:
+    """Two CPUs of this process's set, (for the peer process, for this one), if it has two.
+
+    A peer that stands for another machine (a server under load, AWS) runs on one
+    CPU and the measuring process on another, as across a network: left to the
+    scheduler, the two sometimes share one CPU for part of a round, and on this
+    project's 2-CPU virtual machines that alone moved ratios by 10 to 20 percent
+    from run to run. None where affinity cannot be set (not Linux) or there is one CPU.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[-1], allowed[0]) if len(allowed) >= 2 else None
