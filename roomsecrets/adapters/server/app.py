@@ -439,7 +439,7 @@ def create_app(
     )
     app = web.Application(client_max_size=max_body, middlewares=[_access_and_errors])
     app[_ROOMS] = rooms
-    for op in OPERATIONS:
+    for op in sorted(OPERATIONS, key=lambda op: op.name not in _REPEATED_READS):
         app.router.add_route(op.method, op.path, _handler_for(op), name=op.name)
     add_approval_page(app, public_url=rooms.public_url)
     # Someone who opens the server's address in a browser wants the approval page.
@@ -475,6 +475,13 @@ def create_app(
 
         app.cleanup_ctx.append(run_cluster)
     return app
+
+
+# Registered first: aiohttp tries the routes that share a path prefix ("/rooms")
+# one by one, in registration order, each a coroutine and a regular expression;
+# an agent makes these calls every time it uses a credential or secret, the
+# others once per approval or change.
+_REPEATED_READS = frozenset({"get_offline_oauth_token", "get_secret"})
 
 
 def _check_public_url(public_url: str) -> None:
