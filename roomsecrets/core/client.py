@@ -7,6 +7,7 @@ Method names and keywords follow the reference Secrets API
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -69,6 +70,25 @@ class _Provider:
     token_endpoint: str
     issuer: Optional[str]
     metadata: Optional[ProviderMetadata]
+
+
+# An agent names the same endpoints and client on every call; these two values are
+# immutable and depend on nothing else, so one of each is kept per argument (exact
+# strings only, as a str subclass's __eq__ could match another). No client secret
+# is kept: a client with one is built for each call.
+@functools.lru_cache(maxsize=256)
+def _explicit_provider(authorization_endpoint: str, token_endpoint: str) -> _Provider:
+    return _Provider(
+        authorization_endpoint=authorization_endpoint,
+        token_endpoint=token_endpoint,
+        issuer=None,
+        metadata=None,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _public_client(client_id: str) -> ClientCredentials:
+    return ClientCredentials(client_id=client_id)
 
 
 def _checked_auth_method(
@@ -351,6 +371,8 @@ class SecretsClient:
                 raise InvalidInput(
                     "authorization_endpoint and token_endpoint are required unless issuer is given"
                 )
+            if type(authorization_endpoint) is str and type(token_endpoint) is str:
+                return _explicit_provider(authorization_endpoint, token_endpoint)
             return _Provider(
                 authorization_endpoint=authorization_endpoint,
                 token_endpoint=token_endpoint,
@@ -413,6 +435,8 @@ class SecretsClient:
         """The client as a new code exchange authenticates it: the method named,
         else what the issuer's metadata implies for this token endpoint, else
         ``client_secret_basic`` (RFC 6749 §2.3.1: servers MUST support it)."""
+        if client_secret is None and method is None and type(client_id) is str:
+            return _public_client(client_id)
         if client_secret is not None and method is None and provider.metadata is not None:
             method = provider.metadata.secret_auth_method_for(provider.token_endpoint)
         return ClientCredentials(client_id=client_id, client_secret=client_secret, method=method)

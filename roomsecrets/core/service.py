@@ -643,32 +643,26 @@ class SecretsService:
         resource: Optional[str] = None,
         brokered: bool = False,
     ) -> None:
-        # Exact str, bounded and clean before the memo: nothing odd or huge is kept.
-        check_id(target, "from participant")
-        check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
-        check_url(authorization_endpoint, "authorization_endpoint")
-        check_url(token_endpoint, "token_endpoint")
-        if resource is not None:
-            check_url(resource, "resource")
         memo_key: object = None
         decision: Optional[GrantDecision] = None
-        try:
-            scope_key = None if scopes is None else (type(scopes), tuple(scopes))
-            memo_key = (
-                grant,
-                target,
-                client_id,
-                issuer,
-                authorization_endpoint,
-                token_endpoint,
-                scope_key,
-                resource,
-                brokered,
-            )
-            decision = self._oauth_decisions.get(memo_key)
-        except TypeError:  # unhashable or non-iterable argument: validation rejects it
-            memo_key = None
+        texts = (target, client_id, issuer, authorization_endpoint, token_endpoint, resource)
+        if _exact_strings(texts):
+            try:
+                scope_key = None if scopes is None else (type(scopes), tuple(scopes))
+                if scope_key is None or _exact_strings(scope_key[1]):
+                    memo_key = (grant, *texts, scope_key, brokered)
+                    decision = self._oauth_decisions.get(memo_key)
+            except TypeError:  # unhashable or non-iterable argument: validation rejects it
+                memo_key = None
         if decision is None:
+            # Bounded and clean before anything is remembered: nothing odd or huge is
+            # kept. A remembered tuple of exact strings passed these checks already.
+            check_id(target, "from participant")
+            check_vschar(client_id, "client_id", limit=MAX_CLIENT_ID)
+            check_url(authorization_endpoint, "authorization_endpoint")
+            check_url(token_endpoint, "token_endpoint")
+            if resource is not None:
+                check_url(resource, "resource")
             decision = self._decide_oauth(
                 grant,
                 target=target,

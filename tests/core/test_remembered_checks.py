@@ -110,3 +110,116 @@ def test_the_memories_are_bounded(count: int) -> None:
                             token_endpoint=GOOD[4])
     assert len(many._valid_oauth_arguments) <= 1024
     assert len(many._credential_keys) <= 1024
+
+
+# --- grant decisions (SecretsService.check_oauth) ---------------------------------------
+
+OAUTH = dict(
+    target="alice", client_id="app", authorization_endpoint=GOOD[3],
+    token_endpoint=GOOD[4], scopes=("mail.read",),
+)
+
+
+def decided(**kw: object) -> tuple[SecretsService, list[object]]:
+    from roomsecrets import SecretsGrant
+
+    events: list[object] = []
+    deciding = SecretsService(store=MemoryStore(), room="r", audit=events.append)
+    deciding.connect("bot", grant=SecretsGrant.allow_all())
+    return deciding, events
+
+
+def test_a_remembered_decision_skips_the_argument_checks_and_is_audited_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    real = service_module.check_url
+
+    def counting(value: str, what: str) -> str:
+        checked.append(what)
+        return real(value, what)
+
+    monkeypatch.setattr(service_module, "check_url", counting)
+    deciding, events = decided()
+    for _ in range(3):
+        deciding.check_oauth(requester="bot", action="oauth.get_offline_token", **OAUTH)  # type: ignore[arg-type]
+    assert checked == ["authorization_endpoint", "token_endpoint"]  # the first call only
+    assert len(events) == 3
+
+
+class SlyScope(str):
+    """A str subclass that claims to equal (and hashes like) a remembered scope."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("mail.read")
+
+
+@pytest.mark.parametrize(
+    "field, value, error",
+    [
+        ("authorization_endpoint", Sly("javascript:alert(1)"), r"^authorization_endpoint must be"),
+        ("scopes", (SlyScope("bad scope\x00"),), r"scope"),
+    ],
+)
+def test_a_str_subclass_that_equals_a_remembered_argument_gets_its_own_decision(
+    field: str, value: object, error: str
+) -> None:
+    deciding, _ = decided()
+    deciding.check_oauth(requester="bot", action="oauth.get_offline_token", **OAUTH)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=error):
+        deciding.check_oauth(  # type: ignore[arg-type]
+            requester="bot", action="oauth.get_offline_token", **{**OAUTH, field: value}
+        )
+
+
+# --- the client and endpoints an OAuth call uses (core/client.py) ------------------------
+
+
+class SlyClient(str):
+    """A str subclass that claims to equal (and hashes like) a remembered client id."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("app")
+
+
+def test_a_public_client_is_built_once_and_a_client_with_a_secret_every_time() -> None:
+    from roomsecrets.core.client import SecretsClient, _Provider
+
+    provider = _Provider(authorization_endpoint=GOOD[3], token_endpoint=GOOD[4], issuer=None,
+                         metadata=None)
+    public = SecretsClient._new_client("app", None, None, provider)
+    assert SecretsClient._new_client("app", None, None, provider) is public
+    assert public.client_id == "app" and public.client_secret is None
+    secret = SecretsClient._new_client("app", "s3cret-value", None, provider)
+    again = SecretsClient._new_client("app", "s3cret-value", None, provider)
+    assert secret is not again and secret == again and secret.client_secret == "s3cret-value"
+    one, two = SlyClient("one"), SlyClient("two")
+    assert SecretsClient._new_client(one, None, None, provider).client_id is one
+    assert SecretsClient._new_client(two, None, None, provider).client_id is two
+
+
+def test_explicit_endpoints_are_one_provider_value_per_pair() -> None:
+    import asyncio
+
+    from roomsecrets import SecretsGrant
+
+    svc = SecretsService(store=MemoryStore(), room="r")
+    bot = svc.connect("bot", grant=SecretsGrant.allow_all())
+
+    def provider(authorization_endpoint: str, token_endpoint: str) -> object:
+        return asyncio.run(bot._provider(
+            "a", "alice", "app", None, authorization_endpoint, token_endpoint, ()
+        ))
+
+    first = provider(GOOD[3], GOOD[4])
+    assert provider(GOOD[3], GOOD[4]) is first
+    other = provider(GOOD[3], GOOD[4] + "2")
+    assert other.token_endpoint == GOOD[4] + "2" and other is not first  # type: ignore[attr-defined]
+    sly = provider(Sly(GOOD[3]), GOOD[4])
+    assert sly is not first and type(sly.authorization_endpoint) is Sly  # type: ignore[attr-defined]
