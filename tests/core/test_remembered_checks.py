@@ -223,3 +223,25 @@ def test_explicit_endpoints_are_one_provider_value_per_pair() -> None:
     assert other.token_endpoint == GOOD[4] + "2" and other is not first  # type: ignore[attr-defined]
     sly = provider(Sly(GOOD[3]), GOOD[4])
     assert sly is not first and type(sly.authorization_endpoint) is Sly  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "field, value, error",
+    [
+        ("target", "", r"^from participant must be"),
+        ("target", None, r"^from participant must be"),
+        ("client_id", "", r"^client_id must be"),
+        ("client_id", "a\x00b", r"^client_id must"),
+        ("resource", "", r"^resource must be"),
+    ],
+)
+def test_a_bad_argument_is_refused_by_name_after_a_decision_was_remembered(
+    field: str, value: object, error: str
+) -> None:
+    deciding, events = decided()
+    deciding.check_oauth(requester="bot", action="oauth.get_offline_token", **OAUTH)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=error):
+        deciding.check_oauth(  # type: ignore[arg-type]
+            requester="bot", action="oauth.get_offline_token", **{**OAUTH, field: value}
+        )
+    assert len(events) == 1  # refused before any decision: nothing audited
