@@ -245,3 +245,35 @@ def test_a_bad_argument_is_refused_by_name_after_a_decision_was_remembered(
             requester="bot", action="oauth.get_offline_token", **{**OAUTH, field: value}
         )
     assert len(events) == 1  # refused before any decision: nothing audited
+
+
+@pytest.mark.parametrize(
+    "rule, call, allowed",
+    [
+        ({"issuer": "https://as.example"}, {"issuer": "https://as.example"}, True),
+        ({"issuer": "https://as.example"}, {"issuer": "https://other.example"}, False),
+        ({"resource": "https://mcp.example/*"},
+         {"resource": "https://mcp.example/api", "brokered": True}, True),
+        ({"resource": "https://mcp.example/*"},
+         {"resource": "https://mcp.example/api", "brokered": False}, False),
+        ({"resource": "https://mcp.example/*"}, {"brokered": True}, False),
+    ],
+)
+def test_the_decision_weighs_the_issuer_the_resource_and_the_broker_each_time(
+    rule: dict[str, object], call: dict[str, object], allowed: bool
+) -> None:
+    from roomsecrets import OAuthRule, SecretsGrant
+    from roomsecrets.core.errors import GrantDenied
+
+    deciding = SecretsService(store=MemoryStore(), room="r")
+    deciding.connect("bot", grant=SecretsGrant(oauth=[OAuthRule(**rule)]))  # type: ignore[arg-type]
+    for _ in range(2):  # decided, then remembered
+        if allowed:
+            deciding.check_oauth(  # type: ignore[arg-type]
+                requester="bot", action="oauth.get_offline_token", **{**OAUTH, **call}
+            )
+        else:
+            with pytest.raises(GrantDenied):
+                deciding.check_oauth(  # type: ignore[arg-type]
+                    requester="bot", action="oauth.get_offline_token", **{**OAUTH, **call}
+                )
