@@ -7,6 +7,7 @@ import pytest
 
 from roomsecrets import MemoryStore, SecretsService
 from roomsecrets.core import service as service_module
+from roomsecrets.core.audit import AuditEvent
 from roomsecrets.core.credentials import brokered_credential_id, credential_secret_id
 from roomsecrets.core.errors import InvalidInput
 
@@ -265,7 +266,8 @@ def test_the_decision_weighs_the_issuer_the_resource_and_the_broker_each_time(
     from roomsecrets import OAuthRule, SecretsGrant
     from roomsecrets.core.errors import GrantDenied
 
-    deciding = SecretsService(store=MemoryStore(), room="r")
+    events: list[AuditEvent] = []
+    deciding = SecretsService(store=MemoryStore(), room="r", audit=events.append)
     deciding.connect("bot", grant=SecretsGrant(oauth=[OAuthRule(**rule)]))  # type: ignore[arg-type]
     for _ in range(2):  # decided, then remembered
         if allowed:
@@ -277,3 +279,7 @@ def test_the_decision_weighs_the_issuer_the_resource_and_the_broker_each_time(
                 deciding.check_oauth(  # type: ignore[arg-type]
                     requester="bot", action="oauth.get_offline_token", **{**OAUTH, **call}
                 )
+    # Every call is audited, with the resource when one was named.
+    assert [event.outcome for event in events] == ["allowed" if allowed else "denied"] * 2
+    named = [value for event in events for key, value in event.details if key == "resource"]
+    assert named == ([call["resource"]] * 2 if "resource" in call else [])
