@@ -236,3 +236,29 @@ def test_a_token_request_naming_another_method_than_the_stored_one_refreshes_wit
             assert provider.token_requests[-1] == ("refresh_token", "ok")
 
     run(scenario())
+
+
+class NoMetadataTransport:
+    """Answers every request with 404: the issuer publishes no metadata."""
+
+    async def send(self, request, *, timeout, max_body):
+        return HttpResponse(status=404, headers=(), body=b"")
+
+
+@pytest.mark.parametrize("call", ["offline", "request"])
+@pytest.mark.parametrize("given", ["authorization_endpoint", "token_endpoint"])
+def test_with_one_endpoint_given_an_issuer_without_metadata_is_an_error(call, given):
+    """Only both endpoints make the metadata optional (it adds revocation and RFC 9207
+    then); with one, the other must come from the metadata, so its absence is said."""
+
+    async def scenario():
+        issuer = "https://as.example"
+        service = make_service(transport=NoMetadataTransport())
+        agent, _alice = room(service)
+        with pytest.raises(errors.ProviderMetadataNotFound) as info:
+            await call_as(agent, call, issuer=issuer, **{given: issuer + "/x"})
+        # The error names the well-known URLs that were tried (RFC 8414 §3.1).
+        assert str(info.value).startswith(
+            f"the issuer {issuer!r} publishes no metadata at {issuer}/.well-known/")
+
+    run(scenario())

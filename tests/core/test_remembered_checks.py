@@ -224,6 +224,7 @@ def test_explicit_endpoints_are_one_provider_value_per_pair() -> None:
     assert other.token_endpoint == GOOD[4] + "2" and other is not first  # type: ignore[attr-defined]
     sly = provider(Sly(GOOD[3]), GOOD[4])
     assert sly is not first and type(sly.authorization_endpoint) is Sly  # type: ignore[attr-defined]
+    assert sly.token_endpoint == GOOD[4]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
