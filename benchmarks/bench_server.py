@@ -29,6 +29,16 @@ throughput ratio measured this way includes the load generator: the bare handler
 is fast enough that the generator, not the server, limits it, so the ratio
 understates the difference in server work. ``python -m benchmarks.server_cpu``
 measures that work itself (server CPU per request).
+
+On this project's 2-CPU virtual machines each CPU's speed changes on its own, by up
+to 2x, for seconds at a time (the host's other work): a fixed loop took 16 ms on one
+CPU and 30 ms on the other, then the other way round. A slow server CPU slows the
+roomsecrets server (which the server limits) more than the bare one (which the load
+generator limits), and a slow load-generator CPU the other way round. So the rounds
+are short (a pair of loads takes well under two seconds, so both sides of a pair mostly
+see the same CPU speeds) and many, and the two CPUs swap roles every round, so that
+neither CPU's state is charged to one side: each of the four combinations (CPU roles,
+which server first) runs equally often.
 """
 
 from __future__ import annotations
@@ -201,7 +211,8 @@ def run(quick: bool = False) -> list[Row]:
     from roomsecrets import SecretsGrant
     from roomsecrets.adapters.server.participant_tokens import mint_participant_token
 
-    total, rounds = (500, 1) if quick else (4_000, 7)
+    # 28 rounds: 7 of each combination of CPU roles and order.
+    total, rounds = (500, 1) if quick else (1_000, 28)
     key = secrets.token_hex(32)
     token = mint_participant_token(
         key.encode(), room=ROOM, participant_id="agent-1", grant=SecretsGrant.allow_all(),
@@ -217,11 +228,16 @@ def run(quick: bool = False) -> list[Row]:
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in servers}
     ours_before = os.sched_getaffinity(0) if cpus is not None else None
     try:
-        if cpus is not None:
-            os.sched_setaffinity(0, {cpus[1]})
         for index in range(rounds):
-            # A round loads both servers back to back, in alternating order.
-            order = ("bare", "roomsecrets") if index % 2 == 0 else ("roomsecrets", "bare")
+            if cpus is not None:
+                # The CPUs swap roles every round (see the module's docstring).
+                serving, loading = cpus if index % 2 == 0 else cpus[::-1]
+                for server in servers.values():
+                    os.sched_setaffinity(server.process.pid, {serving})
+                os.sched_setaffinity(0, {loading})
+            # A round loads both servers back to back; the order changes every two rounds.
+            first = index // 2 % 2 == 0
+            order = ("bare", "roomsecrets") if first else ("roomsecrets", "bare")
             for kind in order:
                 results[kind].append(asyncio.run(_load(servers[kind].url, headers, body, total)))
     finally:
@@ -234,7 +250,7 @@ def run(quick: bool = False) -> list[Row]:
     # Per round, so that a change in machine load between rounds hits both sides.
     median_ratio = statistics.median(o[0] / b[0] for o, b in zip(ours, bare))
     p99_ratio = statistics.median(o[1] / b[1] for o, b in zip(ours, bare))
-    placed = "servers, load on separate CPUs" if cpus is not None else "CPUs shared"
+    placed = "servers, load on separate CPUs, swapped" if cpus is not None else "CPUs shared"
     name = f"offline token over HTTP (c={CONCURRENCY}, {total} req x {rounds}, {placed})"
     return [
         Row(name, "bare aiohttp JSON handler (median round)",
