@@ -1,0 +1,123 @@
+"""What the MCP broker sends and how it reads the answers, pinned where the broker's
+own tests agreed with it by construction (mutation testing of
+``roomsecrets.core.broker``, docs/testing.md): every request carries the service's
+HTTP timeout and a body cap, the probe of the resource asks as an MCP client asks,
+and the metadata answer's headers, the clock and the loopback-http setting reach
+the parser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from roomsecrets import MemoryStore
+from roomsecrets.core import errors
+from roomsecrets.core.broker import ResourceBroker
+from roomsecrets.core.oauth.http import HttpResponse, header_value
+from roomsecrets.core.oauth.resource_metadata import (
+    MAX_RESOURCE_METADATA_BYTES,
+    resource_metadata_urls,
+)
+
+RESOURCE = "https://mcp.example.com/mcp"
+AS = "https://auth.example.com"
+TIMEOUT = 7.5
+
+
+def document(**fields: object) -> bytes:
+    base: dict[str, object] = {"resource": RESOURCE, "authorization_servers": [AS]}
+    base.update(fields)
+    return json.dumps(base).encode()
+
+
+class Recording:
+    """Answers by URL (404 otherwise); records each request with its limits."""
+
+    def __init__(self, answers: dict[str, HttpResponse]) -> None:
+        self.answers = answers
+        self.sent: list[tuple[object, object, object]] = []
+
+    async def send(self, request, *, timeout, max_body):
+        self.sent.append((request, timeout, max_body))
+        return self.answers.get(request.url, HttpResponse(status=404))
+
+
+class StrictMcpResource(Recording):
+    """An MCP Streamable HTTP endpoint that checks Accept before anything else, as the
+    official Python SDK's transport does (406, "Client must accept both
+    application/json and text/event-stream"): only a probe that asks as an MCP
+    client does gets the 401 and its hint."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__({hint: HttpResponse(status=200, body=document(resource_name="hinted"))})
+        self.hint = hint
+
+    async def send(self, request, *, timeout, max_body):
+        if request.url != RESOURCE:
+            return await super().send(request, timeout=timeout, max_body=max_body)
+        self.sent.append((request, timeout, max_body))
+        accept = (header_value(request.headers, "Accept") or "").lower()
+        kinds = {part.strip() for part in accept.split(",")}
+        if not {"application/json", "text/event-stream"} <= kinds:
+            return HttpResponse(status=406)
+        return HttpResponse(status=401, headers=(
+            ("WWW-Authenticate", f'Bearer resource_metadata="{self.hint}"'),))
+
+
+def broker(transport, *, clock=lambda: 0.0, allow_insecure_http=False) -> ResourceBroker:
+    return ResourceBroker(store=MemoryStore(), transport=transport, clock=clock,
+                          http_timeout=TIMEOUT, allow_insecure_http=allow_insecure_http,
+                          ttl=60.0, failure_ttl=0.0)
+
+
+def test_every_metadata_request_carries_the_http_timeout_and_the_body_cap():
+    transport = Recording({})
+    with pytest.raises(errors.ResourceMetadataNotFound):
+        asyncio.run(broker(transport).resource_metadata(RESOURCE))
+    assert len(transport.sent) == 1 + len(resource_metadata_urls(RESOURCE))
+    assert {(timeout, cap) for _, timeout, cap in transport.sent} == {
+        (TIMEOUT, MAX_RESOURCE_METADATA_BYTES)
+    }
+
+
+def test_the_probe_asks_as_an_mcp_client_so_a_strict_server_names_its_metadata():
+    hint = "https://mcp.example.com/custom/prm"
+    transport = StrictMcpResource(hint)
+    found = asyncio.run(broker(transport).resource_metadata(RESOURCE))
+    assert found.resource_name == "hinted"
+    assert [request.url for request, _, _ in transport.sent] == [RESOURCE, hint]
+
+
+def test_when_no_url_has_metadata_the_error_names_them_all_as_alternatives():
+    with pytest.raises(errors.ResourceMetadataNotFound) as missing:
+        asyncio.run(broker(Recording({})).resource_metadata(RESOURCE))
+    urls = resource_metadata_urls(RESOURCE)
+    assert (
+        f"{' or '.join(urls)} (RFC 9728 §3.1): the broker cannot learn which "
+        "authorization server protects it"
+    ) in str(missing.value)
+
+
+def test_a_busy_metadata_url_says_when_to_come_back_from_its_retry_after_date():
+    # An HTTP-date Retry-After (RFC 9110 §10.2.3) needs the answer's headers and
+    # the broker's clock: 00:01:00 is 60 s after a clock at the epoch.
+    busy = HttpResponse(status=503, headers=(("Retry-After", "Thu, 01 Jan 1970 00:01:00 GMT"),))
+    transport = Recording({url: busy for url in resource_metadata_urls(RESOURCE)})
+    with pytest.raises(errors.ProviderUnavailable) as unavailable:
+        asyncio.run(broker(transport).resource_metadata(RESOURCE))
+    assert unavailable.value.retry_after == 60
+
+
+def test_a_plain_http_authorization_server_is_taken_only_when_the_service_allows_it():
+    # Not loopback (plain http there is always allowed): only allow_insecure_http
+    # lets it through (RFC 6749 §3.1).
+    local = "http://as.internal:9000"
+    answers = {resource_metadata_urls(RESOURCE)[0]:
+               HttpResponse(status=200, body=document(authorization_servers=[local]))}
+    found = asyncio.run(
+        broker(Recording(answers), allow_insecure_http=True).resource_metadata(RESOURCE))
+    assert found.authorization_servers == (local,)
+    with pytest.raises(errors.InvalidResourceMetadata):
+        asyncio.run(broker(Recording(answers)).resource_metadata(RESOURCE))
