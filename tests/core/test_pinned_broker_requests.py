@@ -1,9 +1,10 @@
 """What the MCP broker sends and how it reads the answers, pinned where the broker's
 own tests agreed with it by construction (mutation testing of
-``roomsecrets.core.broker``, docs/testing.md): every request carries the service's
-HTTP timeout and a body cap, the probe of the resource asks as an MCP client asks,
-and the metadata answer's headers, the clock and the loopback-http setting reach
-the parser."""
+``roomsecrets.core.broker`` and ``roomsecrets.core.oauth.registration``,
+docs/testing.md): every request carries the service's HTTP timeout and a body cap,
+the probe of the resource asks as an MCP client asks, the metadata answer's
+headers, the clock and the plain-http setting reach the parser, the registration
+request is JSON, and a stored registration keeps its secret's expiry."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from roomsecrets import MemoryStore
 from roomsecrets.core import errors
 from roomsecrets.core.broker import ResourceBroker
+from roomsecrets.core.oauth.discovery import ProviderMetadata
 from roomsecrets.core.oauth.http import HttpResponse, header_value
+from roomsecrets.core.oauth.registration import build_registration_request
 from roomsecrets.core.oauth.resource_metadata import (
     MAX_RESOURCE_METADATA_BYTES,
     resource_metadata_urls,
@@ -66,8 +69,8 @@ class StrictMcpResource(Recording):
             ("WWW-Authenticate", f'Bearer resource_metadata="{self.hint}"'),))
 
 
-def broker(transport, *, clock=lambda: 0.0, allow_insecure_http=False) -> ResourceBroker:
-    return ResourceBroker(store=MemoryStore(), transport=transport, clock=clock,
+def broker(transport, *, clock=lambda: 0.0, allow_insecure_http=False, store=None):
+    return ResourceBroker(store=store or MemoryStore(), transport=transport, clock=clock,
                           http_timeout=TIMEOUT, allow_insecure_http=allow_insecure_http,
                           ttl=60.0, failure_ttl=0.0)
 
@@ -121,3 +124,56 @@ def test_a_plain_http_authorization_server_is_taken_only_when_the_service_allows
     assert found.authorization_servers == (local,)
     with pytest.raises(errors.InvalidResourceMetadata):
         asyncio.run(broker(Recording(answers)).resource_metadata(RESOURCE))
+
+
+# --- RFC 7591: the registration request and the stored registration ------------------
+
+METADATA = ProviderMetadata(issuer=AS, authorization_endpoint=AS + "/authorize",
+                            token_endpoint=AS + "/token", registration_endpoint=AS + "/register")
+
+
+def registered(client_id: str, expires_at: int) -> HttpResponse:
+    return HttpResponse(status=201, body=json.dumps({
+        "client_id": client_id, "client_secret": "secret-" + client_id,
+        "token_endpoint_auth_method": "client_secret_post",
+        "client_secret_expires_at": expires_at}).encode())
+
+
+def test_the_registration_request_sends_json_and_asks_for_json_rfc7591_3_1():
+    request = build_registration_request(
+        registration_endpoint=AS + "/register", redirect_uri="https://r/cb", scopes=["a"]
+    )
+    assert header_value(request.headers, "Content-Type") == "application/json"
+    assert header_value(request.headers, "Accept") == "application/json"
+
+
+def test_a_plain_http_registration_endpoint_needs_allow_insecure_http():
+    endpoint = "http://as.internal/register"
+    with pytest.raises(errors.InvalidInput, match=r"^registration_endpoint must use https"):
+        build_registration_request(registration_endpoint=endpoint, redirect_uri="https://r/cb")
+    request = build_registration_request(
+        registration_endpoint=endpoint, redirect_uri="https://r/cb", allow_insecure_http=True
+    )
+    assert request.url == endpoint
+
+
+def test_a_stored_registration_is_replaced_once_its_secret_expires_on_any_node():
+    async def scenario():
+        store = MemoryStore()
+        now = [0.0]
+        first = Recording({AS + "/register": registered("c1", expires_at=100)})
+        made = await broker(first, clock=lambda: now[0], store=store).registration(
+            METADATA, redirect_uri="https://r/cb", scopes=())
+        assert made.secret_expires_at == 100.0
+        # Another node reads it from the store: the expiry came with it.
+        other = Recording({AS + "/register": registered("c2", expires_at=0)})
+        node = broker(other, clock=lambda: now[0], store=store)
+        now[0] = 99.0
+        kept = await node.registration(METADATA, redirect_uri="https://r/cb", scopes=())
+        assert (kept.client_id, kept.secret_expires_at, other.sent) == ("c1", 100.0, [])
+        now[0] = 100.0
+        renewed = await node.registration(METADATA, redirect_uri="https://r/cb", scopes=())
+        assert renewed.client_id == "c2"
+        assert [request.url for request, _, _ in other.sent] == [AS + "/register"]
+
+    asyncio.run(scenario())
