@@ -224,7 +224,9 @@ def registered(client_id: str) -> HttpResponse:
         "token_endpoint_auth_method": "client_secret_post"}).encode())
 
 
-def test_concurrent_callers_share_one_registration_which_the_store_then_keeps():
+def test_callers_share_one_registration_which_the_store_then_keeps():
+    # These five callers do not overlap (nothing here yields to the loop): callers
+    # that do are test_pinned_broker_requests.py's.
     async def scenario():
         store = MemoryStore()
         transport = Transport({AS + "/register": registered("c1")})

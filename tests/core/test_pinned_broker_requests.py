@@ -15,7 +15,7 @@ import pytest
 
 from roomsecrets import MemoryStore
 from roomsecrets.core import errors
-from roomsecrets.core.broker import ResourceBroker
+from roomsecrets.core.broker import ResourceBroker, registration_key
 from roomsecrets.core.oauth.discovery import ProviderMetadata
 from roomsecrets.core.oauth.http import HttpResponse, header_value
 from roomsecrets.core.oauth.registration import build_registration_request
@@ -175,5 +175,58 @@ def test_a_stored_registration_is_replaced_once_its_secret_expires_on_any_node()
         renewed = await node.registration(METADATA, redirect_uri="https://r/cb", scopes=())
         assert renewed.client_id == "c2"
         assert [request.url for request, _, _ in other.sent] == [AS + "/register"]
+
+    asyncio.run(scenario())
+
+
+def test_where_a_registration_is_kept_does_not_change_between_releases():
+    # Registrations written by an earlier release must be found by this one: the key
+    # is fixed data, not an implementation detail (a new key would register again
+    # at every authorization server, leaving the old clients behind).
+    key = registration_key(AS)
+    assert (key.room, key.owner, key.secret_id, key.delegated_to) == (
+        "roomsecrets:server", "roomsecrets:server",
+        "registration-1ce18487e0b9bfefc8259d779bfe9874", None,
+    )
+
+
+class Gated(Recording):
+    """Holds every request until ``gate`` is set: callers really overlap."""
+
+    def __init__(self, answers: dict[str, HttpResponse]) -> None:
+        super().__init__(answers)
+        self.gate = asyncio.Event()
+
+    async def send(self, request, *, timeout, max_body):
+        answer = await super().send(request, timeout=timeout, max_body=max_body)
+        await self.gate.wait()
+        return answer
+
+
+def test_callers_that_overlap_share_one_registration_post():
+    async def scenario():
+        transport = Gated({AS + "/register": registered("c1", expires_at=0)})
+        one = broker(transport)
+        calls = [asyncio.ensure_future(one.registration(
+            METADATA, redirect_uri="https://r/cb", scopes=("mail.read",))) for _ in range(5)]
+        while not transport.sent:  # the first POST is out, and held
+            await asyncio.sleep(0)
+        for _ in range(10):  # every caller has had its turn to ask too
+            await asyncio.sleep(0)
+        transport.gate.set()
+        found = await asyncio.gather(*calls)
+        assert {r.client_id for r in found} == {"c1"}
+        assert [request.url for request, _, _ in transport.sent] == [AS + "/register"]
+
+    asyncio.run(scenario())
+
+
+def test_the_registration_asks_for_the_scopes_it_is_given():
+    async def scenario():
+        transport = Recording({AS + "/register": registered("c1", expires_at=0)})
+        await broker(transport).registration(
+            METADATA, redirect_uri="https://r/cb", scopes=("mail.read", "mail.send"))
+        (request, _, _), = transport.sent
+        assert json.loads(request.body)["scope"] == "mail.read mail.send"
 
     asyncio.run(scenario())
