@@ -9,6 +9,7 @@ request is JSON, and a stored registration keeps its secret's expiry."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import pytest
@@ -18,7 +19,12 @@ from roomsecrets.core import errors
 from roomsecrets.core.broker import ResourceBroker, registration_key
 from roomsecrets.core.oauth.discovery import ProviderMetadata
 from roomsecrets.core.oauth.http import HttpResponse, header_value
-from roomsecrets.core.oauth.registration import build_registration_request
+from roomsecrets.core.oauth.registration import (
+    MAX_REGISTRATION_BYTES,
+    ClientRegistration,
+    build_registration_request,
+    parse_registration_response,
+)
 from roomsecrets.core.oauth.resource_metadata import (
     MAX_RESOURCE_METADATA_BYTES,
     resource_metadata_urls,
@@ -230,3 +236,150 @@ def test_the_registration_asks_for_the_scopes_it_is_given():
         assert json.loads(request.body)["scope"] == "mail.read mail.send"
 
     asyncio.run(scenario())
+
+
+def test_the_registration_post_names_our_redirect_uri_and_carries_the_limits():
+    async def scenario():
+        transport = Recording({AS + "/register": registered("c1", expires_at=0)})
+        await broker(transport).registration(METADATA, redirect_uri="https://r/cb", scopes=())
+        (request, timeout, cap), = transport.sent
+        assert json.loads(request.body)["redirect_uris"] == ["https://r/cb"]
+        assert (timeout, cap) == (TIMEOUT, MAX_REGISTRATION_BYTES)
+
+    asyncio.run(scenario())
+
+
+def test_a_plain_http_registration_endpoint_is_used_when_the_service_allows_it():
+    async def scenario():
+        local = "http://as.internal"
+        metadata = ProviderMetadata(issuer=local, authorization_endpoint=local + "/a",
+                                    token_endpoint=local + "/t",
+                                    registration_endpoint=local + "/register")
+        transport = Recording({local + "/register": registered("c1", expires_at=0)})
+        made = await broker(transport, allow_insecure_http=True).registration(
+            metadata, redirect_uri="https://r/cb", scopes=())
+        assert made.client_id == "c1"
+
+    asyncio.run(scenario())
+
+
+def test_the_new_registration_is_told_to_the_on_registered_hook():
+    async def scenario():
+        told = []
+        transport = Recording({AS + "/register": registered("c1", expires_at=0)})
+        one = ResourceBroker(store=MemoryStore(), transport=transport, clock=lambda: 0.0,
+                             http_timeout=TIMEOUT, allow_insecure_http=False, ttl=60.0,
+                             failure_ttl=0.0, on_registered=told.append)
+        await one.registration(METADATA, redirect_uri="https://r/cb", scopes=())
+        assert [r.client_id for r in told] == ["c1"]
+
+    asyncio.run(scenario())
+
+
+def test_without_a_registration_endpoint_the_error_says_what_to_do_instead():
+    bare = ProviderMetadata(issuer=AS, authorization_endpoint=AS + "/a", token_endpoint=AS + "/t")
+    with pytest.raises(errors.RegistrationNotSupported) as refused:
+        asyncio.run(broker(Recording({})).registration(
+            bare, redirect_uri="https://r/cb", scopes=()))
+    assert str(refused.value).endswith(
+        "the broker cannot register a client there; give a client_id registered by hand instead"
+    )
+
+
+def test_the_same_broker_registers_again_for_another_redirect_uri():
+    async def scenario():
+        transport = Recording({AS + "/register": registered("c1", expires_at=0)})
+        one = broker(transport)
+        first = await one.registration(METADATA, redirect_uri="https://r/cb", scopes=())
+        transport.answers[AS + "/register"] = registered("c2", expires_at=0)
+        moved = await one.registration(METADATA, redirect_uri="https://r/cb2", scopes=())
+        assert (first.client_id, moved.client_id) == ("c1", "c2")
+        assert moved.redirect_uri == "https://r/cb2"
+
+    asyncio.run(scenario())
+
+
+async def _race(other_redirect_uri: str):
+    """Our registration POST is held while another node registers (for
+    ``other_redirect_uri``) and keeps its registration; then ours lands."""
+    store = MemoryStore()
+    ours = Gated({AS + "/register": registered("c-ours", expires_at=0)})
+    mine = asyncio.ensure_future(broker(ours, store=store).registration(
+        METADATA, redirect_uri="https://r/cb", scopes=()))
+    while not ours.sent:
+        await asyncio.sleep(0)
+    theirs = Recording({AS + "/register": registered("c-theirs", expires_at=0)})
+    await broker(theirs, store=store).registration(
+        METADATA, redirect_uri=other_redirect_uri, scopes=())
+    ours.gate.set()
+    return store, mine
+
+
+def test_a_node_that_loses_the_race_to_keep_a_registration_uses_the_winners():
+    async def scenario():
+        store, mine = await _race("https://r/cb")
+        assert (await mine).client_id == "c-theirs"
+        kept = ClientRegistration.from_json((await store.get(registration_key(AS))).data)
+        assert kept.client_id == "c-theirs"
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_race_to_a_registration_for_another_redirect_uri_is_a_store_error():
+    async def scenario():
+        store, mine = await _race("https://r/elsewhere")
+        with pytest.raises(errors.StoreError) as failed:
+            await mine
+        assert str(failed.value) == (
+            f"could not keep the client registration at {AS!r}: the store changed under "
+            "it; try again"
+        )
+        kept = ClientRegistration.from_json((await store.get(registration_key(AS))).data)
+        assert kept.client_id == "c-theirs"  # theirs stays
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_registration_nobody_waits_for_any_more_leaves_no_unretrieved_error():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        reported = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+        refused = HttpResponse(status=400, body=b'{"error": "invalid_client_metadata"}')
+        transport = Gated({AS + "/register": refused})
+        caller = asyncio.ensure_future(broker(transport).registration(
+            METADATA, redirect_uri="https://r/cb", scopes=()))
+        while not transport.sent:
+            await asyncio.sleep(0)
+        caller.cancel()  # the only caller gives up; the registration goes on
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        transport.gate.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        del caller
+        gc.collect()
+        assert reported == []
+
+    asyncio.run(scenario())
+
+
+def test_a_registration_answer_exactly_at_the_cap_is_read_and_one_byte_more_is_refused():
+    fields = {"client_id": "c1", "token_endpoint_auth_method": "none"}
+    raw = json.dumps(fields).encode()
+    at_cap = raw[:-1] + b" " * (MAX_REGISTRATION_BYTES - len(raw)) + b"}"
+    assert len(at_cap) == MAX_REGISTRATION_BYTES
+
+    def parse(body: bytes) -> ClientRegistration:
+        return parse_registration_response(
+            issuer=AS, registration_endpoint=AS + "/register", redirect_uri="https://r/cb",
+            status=201, headers=(), body=body, now=0.0)
+
+    assert parse(at_cap).client_id == "c1"
+    with pytest.raises(errors.ResponseTooLarge) as too_large:
+        parse(at_cap + b" ")
+    assert too_large.value.status == 201
+    assert str(too_large.value) == (
+        f"registration answer of {MAX_REGISTRATION_BYTES + 1} bytes exceeds the "
+        f"{MAX_REGISTRATION_BYTES}-byte cap"
+    )
