@@ -383,3 +383,12 @@ def test_a_registration_answer_exactly_at_the_cap_is_read_and_one_byte_more_is_r
         f"registration answer of {MAX_REGISTRATION_BYTES + 1} bytes exceeds the "
         f"{MAX_REGISTRATION_BYTES}-byte cap"
     )
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_busy_registration_endpoint_is_retryable_and_says_when_to_come_back(status):
+    with pytest.raises(errors.ProviderUnavailable) as busy:
+        parse_registration_response(
+            issuer=AS, registration_endpoint=AS + "/register", redirect_uri="https://r/cb",
+            status=status, headers=(("Retry-After", "30"),), body=b"", now=0.0)
+    assert (busy.value.status, busy.value.retry_after) == (status, 30)
