@@ -392,3 +392,42 @@ def test_a_busy_registration_endpoint_is_retryable_and_says_when_to_come_back(st
             issuer=AS, registration_endpoint=AS + "/register", redirect_uri="https://r/cb",
             status=status, headers=(("Retry-After", "30"),), body=b"", now=0.0)
     assert (busy.value.status, busy.value.retry_after) == (status, 30)
+
+
+def _answer(status: int, body: bytes) -> ClientRegistration:
+    return parse_registration_response(
+        issuer=AS, registration_endpoint=AS + "/register", redirect_uri="https://r/cb",
+        status=status, headers=(), body=body, now=0.0)
+
+
+def test_a_refusal_carries_the_servers_error_description_and_status_rfc7591_3_2_2():
+    body = json.dumps({"error": "invalid_redirect_uri", "error_description": "not https"})
+    with pytest.raises(errors.RegistrationRefused) as refused:
+        _answer(400, body.encode())
+    assert (refused.value.error, refused.value.description, refused.value.status) == (
+        "invalid_redirect_uri", "not https", 400)
+    with pytest.raises(errors.RegistrationRefused) as unnamed:
+        _answer(403, b"<html>no</html>")
+    assert (unnamed.value.error, unnamed.value.description, unnamed.value.status) == (
+        "registration_refused", None, 403)
+
+
+def test_any_2xx_is_a_registration_and_a_3xx_is_not():
+    fields = json.dumps({"client_id": "c1", "token_endpoint_auth_method": "none"}).encode()
+    assert _answer(200, fields).client_id == "c1"
+    assert _answer(299, fields).client_id == "c1"
+    with pytest.raises(errors.ProviderResponseError) as moved:
+        _answer(300, fields)
+    assert type(moved.value) is errors.ProviderResponseError
+    assert moved.value.status == 300
+    assert str(moved.value) == "the registration answer is HTTP 300, not 201 (RFC 7591 §3.2.1)"
+
+
+@pytest.mark.parametrize("field, value", [("client_id", "c\x01"), ("client_secret", "s\x01")])
+def test_an_unusable_client_id_or_secret_is_named_in_the_error(field, value):
+    fields = {"client_id": "c1", "client_secret": "s1",
+              "token_endpoint_auth_method": "client_secret_post", field: value}
+    with pytest.raises(errors.ProviderResponseError) as unusable:
+        _answer(201, json.dumps(fields).encode())
+    assert f"the registered {field} " in str(unusable.value)
+    assert "\x01" not in str(unusable.value)
