@@ -431,3 +431,106 @@ def test_an_unusable_client_id_or_secret_is_named_in_the_error(field, value):
         _answer(201, json.dumps(fields).encode())
     assert f"the registered {field} " in str(unusable.value)
     assert "\x01" not in str(unusable.value)
+
+
+# --- what an unusable registration answer says ---------------------------------------
+
+
+def _fields(**changes: object) -> bytes:
+    fields: dict[str, object] = {"client_id": "c1", "client_secret": "s1",
+                                 "token_endpoint_auth_method": "client_secret_post"}
+    fields.update(changes)
+    return json.dumps({k: v for k, v in fields.items() if v is not None}).encode()
+
+
+def test_a_busy_registration_endpoint_says_so_and_reads_a_retry_after_date():
+    with pytest.raises(errors.ProviderUnavailable) as busy:
+        parse_registration_response(
+            issuer=AS, registration_endpoint=AS + "/register", redirect_uri="https://r/cb",
+            status=503, headers=(("Retry-After", "Thu, 01 Jan 1970 00:01:40 GMT"),), body=b"",
+            now=40.0)
+    assert str(busy.value) == "the registration endpoint is unavailable (HTTP 503)"
+    assert busy.value.retry_after == 60
+
+
+def test_a_refusal_with_an_error_or_description_that_is_not_text_keeps_neither():
+    with pytest.raises(errors.RegistrationRefused) as refused:
+        _answer(400, json.dumps({"error": 5, "error_description": ["x"]}).encode())
+    assert (refused.value.error, refused.value.description) == ("registration_refused", None)
+
+
+def test_an_unusable_client_id_is_a_provider_error_with_the_status():
+    with pytest.raises(errors.ProviderResponseError) as unusable:
+        _answer(201, _fields(client_id="c\x01"))
+    assert unusable.value.status == 201
+
+
+@pytest.mark.parametrize("named, shown", [
+    ("private_key_jwt", "'private_key_jwt'"),
+    ("m" * 100, repr("m" * 57 + "...")),
+    (["none"], "'list'"),
+    (5, "'int'"),
+])
+def test_an_auth_method_we_do_not_speak_is_named_in_the_error(named, shown):
+    with pytest.raises(errors.ProviderResponseError) as unknown:
+        _answer(201, _fields(token_endpoint_auth_method=named))
+    assert type(unknown.value) is errors.ProviderResponseError
+    assert unknown.value.status == 201
+    assert str(unknown.value) == (
+        f"the server registered us for token_endpoint_auth_method {shown}, which this server "
+        "does not speak (none, client_secret_basic, client_secret_post)"
+    )
+
+
+def test_a_secret_method_without_a_secret_is_named_in_the_error():
+    with pytest.raises(errors.ProviderResponseError) as unusable:
+        _answer(201, _fields(client_secret=None))
+    assert unusable.value.status == 201
+    assert str(unusable.value) == (
+        "the server registered us for client_secret_post without a client_secret"
+    )
+
+
+def test_a_public_client_keeps_no_secret_even_when_the_server_sent_one():
+    public = _answer(201, _fields(token_endpoint_auth_method="none"))
+    assert public.client_secret is None
+
+
+@pytest.mark.parametrize("expires, kept", [
+    (0, None), (1, 1.0), (253_402_300_799, 253_402_300_799.0), (253_402_300_800, None),
+])
+def test_a_secret_expiry_is_kept_from_one_second_to_the_end_of_year_9999(expires, kept):
+    assert _answer(201, _fields(client_secret_expires_at=expires)).secret_expires_at == kept
+
+
+def test_resource_metadata_is_kept_for_the_ttl_and_a_failure_for_the_failure_ttl():
+    async def scenario():
+        now = [0.0]
+        found = {resource_metadata_urls(RESOURCE)[0]: HttpResponse(status=200, body=document())}
+        transport = Recording(found)
+        one = ResourceBroker(store=MemoryStore(), transport=transport, clock=lambda: now[0],
+                             http_timeout=TIMEOUT, allow_insecure_http=False, ttl=100.0,
+                             failure_ttl=20.0)
+        await one.resource_metadata(RESOURCE)
+        asked = len(transport.sent)
+        now[0] = 99.0
+        await one.resource_metadata(RESOURCE)
+        assert len(transport.sent) == asked  # within the ttl: kept
+        now[0] = 101.0
+        await one.resource_metadata(RESOURCE)
+        assert len(transport.sent) == 2 * asked  # past it: asked again
+        transport.answers.clear()
+        now[0] = 202.0
+        with pytest.raises(errors.ResourceMetadataNotFound):
+            await one.resource_metadata(RESOURCE)
+        failed = len(transport.sent)
+        now[0] = 221.0
+        with pytest.raises(errors.ResourceMetadataNotFound):
+            await one.resource_metadata(RESOURCE)
+        assert len(transport.sent) == failed  # the failure is kept for failure_ttl
+        now[0] = 223.0
+        with pytest.raises(errors.ResourceMetadataNotFound):
+            await one.resource_metadata(RESOURCE)
+        assert len(transport.sent) > failed
+
+    asyncio.run(scenario())
