@@ -534,3 +534,36 @@ def test_resource_metadata_is_kept_for_the_ttl_and_a_failure_for_the_failure_ttl
         assert len(transport.sent) > failed
 
     asyncio.run(scenario())
+
+
+class ReplacedAfterRead(MemoryStore):
+    """Another node replaces the registration right after the next read of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replacement: bytes | None = None
+
+    async def get(self, key):
+        record = await super().get(key)
+        if self.replacement is not None and record is not None:
+            data, self.replacement = self.replacement, None
+            await self.put(key, type=record.type, name=record.name, data=data,
+                           expected_version=record.version)
+        return record
+
+
+def test_forgetting_a_registration_another_node_replaced_meanwhile_keeps_the_new_one():
+    async def scenario():
+        store = ReplacedAfterRead()
+        first = Recording({AS + "/register": registered("c1", expires_at=0)})
+        one = broker(first, store=store)
+        made = await one.registration(METADATA, redirect_uri="https://r/cb", scopes=())
+        theirs = ClientRegistration(
+            issuer=AS, registration_endpoint=AS + "/register", redirect_uri="https://r/cb",
+            client_id="c2")
+        store.replacement = theirs.to_json()
+        await one.forget_registration(AS, made.client_id)  # c1 was refused: forget it
+        kept = ClientRegistration.from_json((await store.get(registration_key(AS))).data)
+        assert kept.client_id == "c2"
+
+    asyncio.run(scenario())
