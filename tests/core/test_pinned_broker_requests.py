@@ -21,6 +21,7 @@ from roomsecrets.core.oauth.discovery import ProviderMetadata
 from roomsecrets.core.oauth.http import HttpResponse, header_value
 from roomsecrets.core.oauth.registration import (
     MAX_REGISTRATION_BYTES,
+    REGISTRATION_TYPE,
     ClientRegistration,
     build_registration_request,
     parse_registration_response,
@@ -567,3 +568,102 @@ def test_forgetting_a_registration_another_node_replaced_meanwhile_keeps_the_new
         assert kept.client_id == "c2"
 
     asyncio.run(scenario())
+
+
+class RegisteredByAnotherNodeAfterFirstRead(MemoryStore):
+    """The first read of the registration finds nothing; right after it, another
+    node's registration lands (between the broker's first look and its second)."""
+
+    def __init__(self, theirs: ClientRegistration) -> None:
+        super().__init__()
+        self.theirs: ClientRegistration | None = theirs
+
+    async def get(self, key):
+        record = await super().get(key)
+        if self.theirs is not None and key == registration_key(AS):
+            theirs, self.theirs = self.theirs, None
+            await self.put(key, type=REGISTRATION_TYPE, name="theirs",
+                           data=theirs.to_json(), expected_version=0)
+        return record
+
+
+def test_a_registration_another_node_kept_since_we_first_looked_is_used_without_a_post():
+    async def scenario():
+        theirs = ClientRegistration(issuer=AS, registration_endpoint=AS + "/register",
+                                    redirect_uri="https://r/cb", client_id="c-theirs")
+        store = RegisteredByAnotherNodeAfterFirstRead(theirs)
+        transport = Recording({AS + "/register": registered("c-ours", expires_at=0)})
+        got = await broker(transport, store=store).registration(
+            METADATA, redirect_uri="https://r/cb", scopes=())
+        assert (got.client_id, transport.sent) == ("c-theirs", [])
+
+    asyncio.run(scenario())
+
+
+def test_the_kept_registration_is_named_for_its_issuer():
+    async def scenario():
+        store = MemoryStore()
+        transport = Recording({AS + "/register": registered("c1", expires_at=0)})
+        await broker(transport, store=store).registration(
+            METADATA, redirect_uri="https://r/cb", scopes=())
+        assert (await store.get(registration_key(AS))).name == f"client registration at {AS}"
+
+    asyncio.run(scenario())
+
+
+def test_a_busy_registration_endpoint_reached_by_the_broker_says_when_to_come_back():
+    async def scenario():
+        busy = HttpResponse(status=503,
+                            headers=(("Retry-After", "Thu, 01 Jan 1970 00:01:40 GMT"),))
+        transport = Recording({AS + "/register": busy})
+        with pytest.raises(errors.ProviderUnavailable) as unavailable:
+            await broker(transport, clock=lambda: 40.0).registration(
+                METADATA, redirect_uri="https://r/cb", scopes=())
+        assert unavailable.value.retry_after == 60
+
+    asyncio.run(scenario())
+
+
+def test_no_registration_endpoint_is_explained_in_full():
+    bare = ProviderMetadata(issuer=AS, authorization_endpoint=AS + "/a", token_endpoint=AS + "/t")
+    with pytest.raises(errors.RegistrationNotSupported) as refused:
+        asyncio.run(broker(Recording({})).registration(
+            bare, redirect_uri="https://r/cb", scopes=()))
+    assert str(refused.value) == (
+        f"the authorization server {AS!r} names no registration_endpoint in its metadata "
+        "(RFC 8414 §2, RFC 7591 §3): the broker cannot register a client there; give a "
+        "client_id registered by hand instead"
+    )
+
+
+def test_a_secret_method_registration_without_a_secret_cannot_be_made():
+    from roomsecrets.core.oauth.token_request import ClientAuthMethod
+
+    with pytest.raises(errors.InvalidInput) as invalid:
+        ClientRegistration(issuer=AS, registration_endpoint=AS + "/register",
+                           redirect_uri="https://r/cb", client_id="c1",
+                           auth_method=ClientAuthMethod.CLIENT_SECRET_POST)
+    assert str(invalid.value) == "a client_secret_post client needs a client_secret"
+
+
+_STORED = {"version": 1, "issuer": AS, "registration_endpoint": AS + "/register",
+           "redirect_uri": "https://r/cb", "client_id": "c1",
+           "token_endpoint_auth_method": "client_secret_post", "client_secret": "s1"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"{not json", "stored registration is not valid JSON"),
+    (b"\xff", "stored registration is not valid JSON"),
+    (b"[]", "stored registration has an unknown format"),
+    (json.dumps({**_STORED, "version": 2}).encode(), "stored registration has an unknown format"),
+    (json.dumps({**_STORED, "client_id": ""}).encode(), "stored registration lacks a field"),
+    (json.dumps({**_STORED, "issuer": 5}).encode(), "stored registration lacks a field"),
+    (json.dumps({**_STORED, "client_secret": 5}).encode(),
+     "stored registration has an unknown format"),
+    (json.dumps({**_STORED, "token_endpoint_auth_method": "private_key_jwt"}).encode(),
+     "stored registration has an unknown format"),
+])
+def test_an_unreadable_stored_registration_is_invalid_input_saying_why(raw, message):
+    with pytest.raises(errors.InvalidInput) as unreadable:
+        ClientRegistration.from_json(raw)
+    assert str(unreadable.value) == message
