@@ -277,16 +277,6 @@ def test_the_new_registration_is_told_to_the_on_registered_hook():
     asyncio.run(scenario())
 
 
-def test_without_a_registration_endpoint_the_error_says_what_to_do_instead():
-    bare = ProviderMetadata(issuer=AS, authorization_endpoint=AS + "/a", token_endpoint=AS + "/t")
-    with pytest.raises(errors.RegistrationNotSupported) as refused:
-        asyncio.run(broker(Recording({})).registration(
-            bare, redirect_uri="https://r/cb", scopes=()))
-    assert str(refused.value).endswith(
-        "the broker cannot register a client there; give a client_id registered by hand instead"
-    )
-
-
 def test_the_same_broker_registers_again_for_another_redirect_uri():
     async def scenario():
         transport = Recording({AS + "/register": registered("c1", expires_at=0)})
