@@ -21,36 +21,24 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_an_authorization_endpoint_the_grant_refuses_is_refused_before_discovery():
+@pytest.mark.parametrize("field, refused_pattern", [
+    ("authorization_endpoint", "https://elsewhere/*"),
+    ("resource", "https://mcp.elsewhere/*"),
+])
+def test_a_value_the_grant_refuses_is_refused_before_discovery(field, refused_pattern):
     async def scenario():
         with running_provider() as provider:
             service = make_service()
-            grant = SecretsGrant(oauth=[OAuthRule(authorization_endpoint="https://elsewhere/*")])
+            grant = SecretsGrant(oauth=[OAuthRule(**{field: refused_pattern})])
             agent, _alice = room(service, grant=grant)
+            named = {
+                "authorization_endpoint": provider.authorization_endpoint,
+                "resource": "https://mcp.example/api",
+            }[field]
             with pytest.raises(errors.GrantDenied):
-                await ask_by_issuer(
-                    agent, provider.issuer, authorization_endpoint=provider.authorization_endpoint
-                )
+                await ask_by_issuer(agent, provider.issuer, **{field: named})
             with pytest.raises(errors.GrantDenied):
-                await offline_by_issuer(
-                    agent, provider.issuer, authorization_endpoint=provider.authorization_endpoint
-                )
-            assert provider.metadata_requests == 0
-
-    run(scenario())
-
-
-def test_a_resource_the_grant_refuses_is_refused_before_discovery():
-    async def scenario():
-        with running_provider() as provider:
-            service = make_service()
-            grant = SecretsGrant(oauth=[OAuthRule(resource="https://mcp.elsewhere/*")])
-            agent, _alice = room(service, grant=grant)
-            resource = "https://mcp.example/api"
-            with pytest.raises(errors.GrantDenied):
-                await ask_by_issuer(agent, provider.issuer, resource=resource)
-            with pytest.raises(errors.GrantDenied):
-                await offline_by_issuer(agent, provider.issuer, resource=resource)
+                await offline_by_issuer(agent, provider.issuer, **{field: named})
             assert provider.metadata_requests == 0
 
     run(scenario())
