@@ -16,6 +16,13 @@ def test_scan_reports_a_planted_secret_without_repeating_it():
     assert "<SECRET>" in leaks[0]
 
 
+def test_scan_reports_a_leak_repeated_in_many_outputs_once_where_first_seen():
+    outputs = [("audit", "clean")] + [(f"log {n}", "token=s3cret-value-123") for n in range(3)]
+    outputs.append(("repr", "other s3cret-value-123"))
+    leaks = leak_watch.scan(["s3cret-value-123", "never-seen-456"], outputs)
+    assert [leak.split(":")[0] for leak in leaks] == ["log 0", "repr"]
+
+
 def test_exceptions_logs_audit_events_and_reprs_are_recorded():
     marker = "MARKER-not-a-secret-7f3a"
     RoomSecretsError(f"message {marker}-exc")
