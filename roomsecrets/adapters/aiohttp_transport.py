@@ -5,7 +5,9 @@ with one pooled connection set instead of a thread per request:
 
 - **One pooled** ``ClientSession``, made on the first :meth:`AiohttpTransport.send`
   inside the running event loop (a session belongs to one loop) and closed by
-  :meth:`AiohttpTransport.aclose`; a later ``send`` opens a new one.
+  :meth:`AiohttpTransport.aclose`; a later ``send`` opens a new one. A connection
+  idle for over a second is not reused (see ``_IDLE_REUSE_LIMIT``): a provider may
+  close it just as a POST is sent on it.
 - **Never follows redirects; every status is a response.** A token endpoint that
   redirects is a misconfiguration, and replaying a POST carrying a code or a
   client secret to wherever ``Location`` points would leak it.
@@ -58,6 +60,14 @@ __all__ = ["AiohttpTransport", "translate_aiohttp_error"]
 
 _READ_CHUNK = 64 * 1024
 _USER_AGENT = "roomsecrets"
+#: Seconds a pooled connection may sit idle and still be reused. A server closes an
+#: idle keep-alive connection when it likes (RFC 9112 §9.5; Node's default is 5 s,
+#: gunicorn's 2 s), and a POST sent as that close crosses it fails with nothing to
+#: say whether the provider acted on it. It is never sent again (RFC 9112 §9.3.1: a
+#: refresh token may have been used), so the caller would get a TransportError for a
+#: provider that is fine. Idle longer than this, a new connection is opened instead;
+#: the requests of one flow (discovery, registration, token) still share one.
+_IDLE_REUSE_LIMIT = 1.0
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 # RFC 9110 §5.1 field names are tokens; values must not break the header block.
 _TOKEN_CHARS = frozenset(
@@ -134,7 +144,9 @@ class AiohttpTransport:
             # Its loop is gone, and its connections with it: nothing to close.
             session.detach()
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
+            connector=aiohttp.TCPConnector(
+                limit=self._limit, ssl=self._ssl, keepalive_timeout=_IDLE_REUSE_LIMIT
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": _USER_AGENT},
             # Sent only when the core put them in the request.

@@ -15,7 +15,11 @@ pytest.importorskip("aiohttp")
 
 import aiohttp
 
-from roomsecrets.adapters.aiohttp_transport import AiohttpTransport, translate_aiohttp_error
+from roomsecrets.adapters.aiohttp_transport import (
+    _IDLE_REUSE_LIMIT,
+    AiohttpTransport,
+    translate_aiohttp_error,
+)
 from roomsecrets.core.errors import (
     ConfigurationError,
     ConnectError,
@@ -51,6 +55,44 @@ class TestAiohttpTransport(TransportContract):
                 return ports
 
         assert len(asyncio.run(main())) == 1
+
+    def test_a_connection_idle_past_the_reuse_limit_is_not_reused(self) -> None:
+        """A provider that closes idle keep-alive connections (Node after 5 s) could close
+        ours as a refresh POST is sent on it; an idle connection is not reused."""
+
+        async def main() -> list[int]:
+            connections = 0
+
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                nonlocal connections
+                connections += 1
+                try:
+                    while True:  # keep-alive: answer every request on this connection
+                        await reader.readuntil(b"\r\n\r\n")
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                        await writer.drain()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    pass
+                finally:
+                    writer.close()
+
+            server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
+            seen = []
+            try:
+                async with AiohttpTransport() as transport:
+                    for pause in (0.0, 0.0, _IDLE_REUSE_LIMIT / 2, _IDLE_REUSE_LIMIT + 0.3, 0.0):
+                        await asyncio.sleep(pause)
+                        response = await transport.send(get(url), timeout=5, max_body=100)
+                        assert response.status == 200
+                        seen.append(connections)
+            finally:
+                server.close()
+                await server.wait_closed()
+            return seen
+
+        # Reused back to back and within the limit; a new connection after it.
+        assert asyncio.run(main()) == [1, 1, 1, 2, 2]
 
     def test_aclose_closes_the_session_and_a_later_send_opens_a_new_one(
         self, server: _Server
