@@ -31,12 +31,17 @@ from tests.adapters.test_cli import (  # noqa: F401 - the fixtures are used by n
 from tests.interop.test_mcp_broker import whoami
 from tests.support.mcp_server import McpServer
 
+#: Short, so that the room server's own clock sees a token expire (the refresh leeway is
+#: capped at half a token's lifetime) and "after expiry" needs no 401 to know it. Not
+#: shorter: a refreshed token is fresh for half of it, and the ten `oauth2 get`
+#: processes below must all ask within that, or a late one rightly refreshes again. On
+#: a loaded 2-core machine, ten interpreters starting took over the 1 s that 2 s gave.
+LIFETIME = 12
+
 
 @pytest.fixture
 def mcp() -> Iterator[McpServer]:
-    # Two seconds: the room server's own clock sees the token expire (refresh leeway is
-    # capped at half a token's lifetime), so "after expiry" needs no 401 to know it.
-    with McpServer(user="alice", access_token_lifetime=2) as running:
+    with McpServer(user="alice", access_token_lifetime=LIFETIME) as running:
         yield running
 
 
@@ -81,7 +86,7 @@ def test_oauth2_request_resource_then_the_official_client_calls_whoami_as_the_pe
         prompts.stop()
 
     # After expiry, ten concurrent `oauth2 get --resource`: one refresh POST.
-    time.sleep(2.2)
+    time.sleep(LIFETIME / 2 + 0.2)  # the agent's token is now within its leeway
     before = refreshes(mcp)
     argv = ["oauth2", "get", "--room", ROOM, "--delegated-by", "alice", "--resource", mcp.url]
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
