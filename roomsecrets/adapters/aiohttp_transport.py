@@ -86,6 +86,9 @@ class AiohttpTransport:
         connect_timeout: seconds allowed to open a connection (capped by each
             request's own ``timeout``).
         limit: the most connections open at once (all hosts together).
+        idle_reuse_limit: seconds a pooled connection may sit idle and still be
+            reused (default 1 s; see ``_IDLE_REUSE_LIMIT``). Raise it only for a
+            caller that sends nothing it cannot send again (idempotent reads).
 
     Use it as ``async with AiohttpTransport() as transport:`` or call
     :meth:`aclose` when done. Example::
@@ -104,15 +107,19 @@ class AiohttpTransport:
         trust_env: bool = True,
         connect_timeout: float = 10.0,
         limit: int = 100,
+        idle_reuse_limit: float = _IDLE_REUSE_LIMIT,
     ) -> None:
         if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
             raise InvalidInput("connect_timeout must be a positive, finite number of seconds")
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
+        if not (idle_reuse_limit > 0 and math.isfinite(idle_reuse_limit)):
+            raise InvalidInput("idle_reuse_limit must be a positive, finite number of seconds")
         self._ssl: Union[ssl.SSLContext, bool] = True if ssl_context is None else ssl_context
         self._trust_env = trust_env
         self._connect_timeout = connect_timeout
         self._limit = limit
+        self._idle_reuse_limit = idle_reuse_limit
         self._session: Optional[aiohttp.ClientSession] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -145,7 +152,7 @@ class AiohttpTransport:
             session.detach()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self._limit, ssl=self._ssl, keepalive_timeout=_IDLE_REUSE_LIMIT
+                limit=self._limit, ssl=self._ssl, keepalive_timeout=self._idle_reuse_limit
             ),
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": _USER_AGENT},

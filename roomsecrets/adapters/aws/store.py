@@ -1,7 +1,10 @@
 """``SecretsManagerStore``: a :class:`~roomsecrets.core.ports.SecretStore` on AWS Secrets Manager.
 
-One AWS secret per record, one per lease; boto3 calls run in a thread
-executor, never on the event loop, and every botocore/boto3 exception becomes
+One AWS secret per record, one per lease. Reads (``GetSecretValue``) are sent
+from the event loop with aiohttp, signed by the boto3 client
+(:mod:`roomsecrets.adapters.aws.loop_reader` says why and when not); every
+other boto3 call runs in a thread executor, never on the event loop, and every
+botocore/boto3 exception or error response becomes
 one of ours at the boundary (:class:`~roomsecrets.core.errors.StoreError`, or
 ``None``/``False`` where AWS says the secret does not exist).
 
@@ -143,7 +146,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
     BotoCoreError,
@@ -162,6 +165,8 @@ from ...core.store_arguments import (
     delegated_order,
     list_order,
 )
+from .errors import AwsError
+from .loop_reader import LoopReader
 from .names import (
     MAX_NAME,
     check_prefix,
@@ -202,15 +207,6 @@ _BACKOFF = RetryPolicy(attempts=_ATTEMPTS, base_delay=0.005, max_delay=0.2)
 _LOST_RACE = StoreError("another writer changed the secret first")
 _MAX_CACHED = 10_000
 _TOMBSTONE = json.dumps({"roomsecrets": _FORMAT, "kind": "deleted"}, separators=(",", ":"))
-
-
-class _AwsError(StoreError):
-    """An error response from Secrets Manager; ``error_code`` is AWS's code."""
-
-    def __init__(self, operation: str, error_code: str, status: object) -> None:
-        self.error_code = error_code
-        detail = f" (HTTP {status})" if isinstance(status, int) else ""
-        super().__init__(f"Secrets Manager {operation} failed: {error_code}{detail}")
 
 
 class _Absent(enum.Enum):
@@ -303,7 +299,9 @@ class SecretsManagerStore:
     ``recovery_window_days`` (7-30) is how long a deleted secret stays
     restorable; ``None`` leaves AWS's default (30 days). ``cache_ttl`` turns on
     the read cache (module docstring). ``executor`` runs the boto3 calls (the
-    event loop's default executor otherwise).
+    event loop's default executor otherwise); reads go out from the event loop
+    where the client allows it (:mod:`~roomsecrets.adapters.aws.loop_reader`),
+    and :meth:`aclose` closes their connections.
 
     Invalid arguments raise :class:`~roomsecrets.core.errors.InvalidInput`
     (also a key whose AWS name would exceed 512 characters, or data too large
@@ -346,6 +344,8 @@ class SecretsManagerStore:
         self._client = client
         self._owns_client = client is None
         self._client_lock = threading.Lock()
+        # None: not decided yet; False: reads go through boto3 too.
+        self._reader: Union[LoopReader, Literal[False], None] = None
         self._clock = clock
         self._kms_key_id = kms_key_id
         self._recovery_window_days = recovery_window_days
@@ -368,8 +368,11 @@ class SecretsManagerStore:
         return self._prefix
 
     async def aclose(self) -> None:
-        """Close the boto3 client if this store created it."""
+        """Close the read connections, and the boto3 client if this store created it."""
         client, self._client = self._client, None
+        reader, self._reader = self._reader, None
+        if reader:
+            await reader.aclose()
         if self._owns_client and client is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
 
@@ -603,7 +606,7 @@ class SecretsManagerStore:
                 VersionStages=[_STAGED],
                 **{field: value},
             )
-        except _AwsError as exc:
+        except AwsError as exc:
             if exc.error_code in ("ResourceNotFoundException", "InvalidRequestException"):
                 return _Swap.ABSENT
             raise
@@ -630,7 +633,7 @@ class SecretsManagerStore:
         """The current version of ``name`` (always asked for by label: see moto above)."""
         try:
             response = await self._call("get_secret_value", SecretId=name, VersionStage=_CURRENT)
-        except _AwsError as exc:
+        except AwsError as exc:
             if exc.error_code == "ResourceNotFoundException":
                 return _Absent.MISSING
             if exc.error_code == "InvalidRequestException":
@@ -657,7 +660,7 @@ class SecretsManagerStore:
         """The version id holding AWSCURRENT (None if no secret) and "scheduled for deletion"."""
         try:
             response = await self._call("describe_secret", SecretId=name)
-        except _AwsError as exc:
+        except AwsError as exc:
             if exc.error_code == "ResourceNotFoundException":
                 return None, False
             raise
@@ -677,7 +680,7 @@ class SecretsManagerStore:
             params["KmsKeyId"] = self._kms_key_id
         try:
             await self._call("create_secret", **params)
-        except _AwsError as exc:
+        except AwsError as exc:
             # Exists; or (AWS) scheduled for deletion: the next read sees which.
             if exc.error_code in ("ResourceExistsException", "InvalidRequestException"):
                 return None
@@ -687,7 +690,7 @@ class SecretsManagerStore:
     async def _restore(self, name: str) -> None:
         try:
             await self._call("restore_secret", SecretId=name)
-        except _AwsError as exc:
+        except AwsError as exc:
             if exc.error_code != "ResourceNotFoundException":
                 raise
 
@@ -795,9 +798,33 @@ class SecretsManagerStore:
     # --- the boto3 boundary ---------------------------------------------------
 
     async def _call(self, operation: str, **params: Any) -> Any:
-        """Run one boto3 call in the executor; errors come back as StoreError."""
+        """Make one Secrets Manager call; errors come back as StoreError.
+
+        A read goes out from the event loop when the client allows it (see
+        :mod:`roomsecrets.adapters.aws.loop_reader`); every other call is boto3's,
+        in the executor.
+        """
         loop = asyncio.get_running_loop()
+        if operation == "get_secret_value":
+            reader = self._reader
+            if reader is None:
+                reader = await loop.run_in_executor(self._executor, self._reader_now)
+            if isinstance(reader, LoopReader) and reader.usable_here():
+                return await reader.get_secret_value(**params)
         return await loop.run_in_executor(self._executor, self._call_now, operation, params)
+
+    def _reader_now(self) -> Union[LoopReader, Literal[False]]:
+        """The client's loop reader, or False (made once: it may load a CA bundle)."""
+        try:
+            client = self._client_now()
+        except BotoCoreError as exc:  # no region or credentials configuration
+            raise StoreError(
+                f"Secrets Manager get_secret_value failed: {type(exc).__name__}"
+            ) from None
+        with self._client_lock:
+            if self._reader is None:
+                self._reader = LoopReader.for_client(client) or False
+            return self._reader
 
     def _call_now(self, operation: str, params: dict[str, Any]) -> Any:
         try:
@@ -805,7 +832,7 @@ class SecretsManagerStore:
         except ClientError as exc:
             error = exc.response.get("Error") or {}
             status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            raise _AwsError(operation, str(error.get("Code") or "Unknown"), status) from None
+            raise AwsError(operation, str(error.get("Code") or "Unknown"), status) from None
         except BotoCoreError as exc:
             # Connection refused, timeouts, no credentials or region, bad parameters.
             raise StoreError(f"Secrets Manager {operation} failed: {type(exc).__name__}") from None
