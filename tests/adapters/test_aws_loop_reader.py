@@ -389,7 +389,13 @@ def test_a_binary_value_comes_back_as_bytes() -> None:
     assert got == {"VersionId": "v", "SecretBinary": packed}
 
 
-def test_a_read_after_aclose_opens_new_connections(moto_client) -> None:
+def test_a_read_after_aclose_opens_new_connections_with_the_callers_client(
+    moto_client, monkeypatch
+) -> None:
+    # Were the caller's client dropped, boto3's default would be built: no region here.
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     store = SecretsManagerStore(prefix="after-aclose", client=moto_client)
 
     async def main() -> None:
@@ -398,6 +404,5 @@ def test_a_read_after_aclose_opens_new_connections(moto_client) -> None:
             got = await store.get(KEY)
             assert got is not None and got.data == b"v"
             await store.aclose()
-            store._client = moto_client  # aclose let go of the caller's client too
 
     asyncio.run(main())

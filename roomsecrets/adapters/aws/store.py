@@ -369,11 +369,13 @@ class SecretsManagerStore:
 
     async def aclose(self) -> None:
         """Close the read connections, and the boto3 client if this store created it."""
-        client, self._client = self._client, None
         reader, self._reader = self._reader, None
         if reader:
             await reader.aclose()
-        if self._owns_client and client is not None:
+        # A caller's client is the caller's: kept, so a later call still uses it
+        # (not boto3's default client on the default credentials).
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
             await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
 
     # --- records --------------------------------------------------------------
