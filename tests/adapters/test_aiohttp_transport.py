@@ -59,40 +59,46 @@ class TestAiohttpTransport(TransportContract):
     def test_a_connection_idle_past_the_reuse_limit_is_not_reused(self) -> None:
         """A provider that closes idle keep-alive connections (Node after 5 s) could close
         ours as a refresh POST is sent on it; an idle connection is not reused."""
-
-        async def main() -> list[int]:
-            connections = 0
-
-            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                nonlocal connections
-                connections += 1
-                try:
-                    while True:  # keep-alive: answer every request on this connection
-                        await reader.readuntil(b"\r\n\r\n")
-                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                        await writer.drain()
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    pass
-                finally:
-                    writer.close()
-
-            server = await asyncio.start_server(serve, "127.0.0.1", 0)
-            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
-            seen = []
-            try:
-                async with AiohttpTransport() as transport:
-                    for pause in (0.0, 0.0, _IDLE_REUSE_LIMIT / 2, _IDLE_REUSE_LIMIT + 0.3, 0.0):
-                        await asyncio.sleep(pause)
-                        response = await transport.send(get(url), timeout=5, max_body=100)
-                        assert response.status == 200
-                        seen.append(connections)
-            finally:
-                server.close()
-                await server.wait_closed()
-            return seen
-
+        pauses = (0.0, 0.0, _IDLE_REUSE_LIMIT / 2, _IDLE_REUSE_LIMIT + 0.3, 0.0)
         # Reused back to back and within the limit; a new connection after it.
-        assert asyncio.run(main()) == [1, 1, 1, 2, 2]
+        assert asyncio.run(self._connections_seen(pauses)) == [1, 1, 1, 2, 2]
+
+    def test_a_longer_idle_reuse_limit_keeps_the_connection(self) -> None:
+        pauses = (0.0, _IDLE_REUSE_LIMIT + 0.3)
+        assert asyncio.run(self._connections_seen(pauses, idle_reuse_limit=5.0)) == [1, 1]
+
+    @staticmethod
+    async def _connections_seen(pauses: tuple[float, ...], **settings: float) -> list[int]:
+        """How many connections the server had seen after each request (sent after its pause)."""
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                while True:  # keep-alive: answer every request on this connection
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
+        seen = []
+        try:
+            async with AiohttpTransport(**settings) as transport:  # type: ignore[arg-type]
+                for pause in pauses:
+                    await asyncio.sleep(pause)
+                    response = await transport.send(get(url), timeout=5, max_body=100)
+                    assert response.status == 200
+                    seen.append(connections)
+        finally:
+            server.close()
+            await server.wait_closed()
+        return seen
 
     def test_aclose_closes_the_session_and_a_later_send_opens_a_new_one(
         self, server: _Server
@@ -144,7 +150,16 @@ class TestAiohttpTransport(TransportContract):
         assert repr(AiohttpTransport(trust_env=False)) == "AiohttpTransport(trust_env=False)"
 
     @pytest.mark.parametrize(
-        "kwargs", [{"connect_timeout": 0}, {"connect_timeout": float("inf")}, {"limit": 0}]
+        "kwargs",
+        [
+            {"connect_timeout": 0},
+            {"connect_timeout": float("inf")},
+            {"limit": 0},
+            {"idle_reuse_limit": 0},
+            {"idle_reuse_limit": -1.0},
+            {"idle_reuse_limit": float("nan")},
+            {"idle_reuse_limit": float("inf")},
+        ],
     )
     def test_bad_settings_are_invalid_input(self, kwargs: dict[str, float]) -> None:
         with pytest.raises(InvalidInput):

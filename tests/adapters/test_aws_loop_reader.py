@@ -406,3 +406,15 @@ def test_a_read_after_aclose_opens_new_connections_with_the_callers_client(
             await store.aclose()
 
     asyncio.run(main())
+
+
+def test_many_concurrent_reads_share_the_pool_and_all_succeed(moto_client) -> None:
+    store = SecretsManagerStore(prefix="concurrent-reads", client=moto_client)
+
+    async def main() -> None:
+        await store.put(KEY, type="t", name=None, data=b"v")
+        got = await asyncio.gather(*(store.get(KEY) for _ in range(200)))
+        assert all(record is not None and record.data == b"v" for record in got)
+        await store.aclose()
+
+    asyncio.run(main())
