@@ -29,6 +29,8 @@ from roomsecrets.adapters.aws.loop_reader import LoopReader
 from roomsecrets.core.errors import StoreError
 from roomsecrets.core.ports import SecretKey
 
+from .conftest import secretsmanager_client
+
 KEY = SecretKey(room="r", owner="alice", secret_id="cred")
 ACCESS_KEY, SECRET_KEY = "AKIDLOOPREADER", "loop-reader-secret-key"
 OK = (200, {}, json.dumps({"VersionId": "v-1", "SecretString": "hello"}).encode())
@@ -89,7 +91,6 @@ async def read_with(
         reader = LoopReader.for_client(client_for(endpoint, **config))
         assert reader is not None
         reader._sleep = _recording(sleeps if sleeps is not None else [])
-        reader._jitter = lambda: 0.5
         try:
             return await reader.get_secret_value(SecretId="s", VersionStage="AWSCURRENT"), reader
         finally:
@@ -161,53 +162,91 @@ def test_a_read_is_signed_by_the_clients_signer_over_the_bytes_that_arrive() -> 
     assert SECRET_KEY not in json.dumps(headers)
 
 
-# --- retries: botocore's standard mode ----------------------------------------------
+# --- retries: the client's own retry mode ---------------------------------------------
+
+THROTTLED = (400, {}, json.dumps({"__type": "ThrottlingException", "message": "slow"}).encode())
+DENIED = (400, {}, json.dumps({"__type": "AccessDeniedException"}).encode())
+INTERNAL = (500, {}, json.dumps({"__type": "com.amazon#InternalServiceError"}).encode())
+SCENARIOS = {
+    "5xx-then-ok": [(503, {}, b""), (502, {}, b""), OK],
+    "throttled-then-ok": [THROTTLED, OK],
+    "always-throttled": [THROTTLED],
+    "429-without-a-code": [(429, {}, b"")],
+    "denied": [DENIED],
+    "always-internal": [INTERNAL],
+}
 
 
-def test_a_5xx_and_a_throttle_are_sent_again_with_backoff() -> None:
-    throttle = (400, {}, json.dumps({"__type": "ThrottlingException", "message": "slow"}).encode())
-    script = Scripted((503, {}, b""), throttle, OK)
-    sleeps: list[float] = []
-    got, _ = asyncio.run(read_with(script, sleeps, retries={"mode": "standard", "max_attempts": 4}))
-    assert got["SecretString"] == "hello"
-    assert len(script.seen) == 3
-    assert sleeps == [0.5 * 1, 0.5 * 2]  # jitter * min(20, 2 ** (attempt - 1))
-
-
-def test_attempts_are_the_clients_total_and_the_last_error_is_raised() -> None:
-    busy = (500, {}, json.dumps({"__type": "com.amazon#InternalServiceError"}).encode())
-    script = Scripted(busy)
-    sleeps: list[float] = []
-    with pytest.raises(AwsError, match=r"get_secret_value failed: InternalServiceError \(HTTP 500\)"):
-        asyncio.run(read_with(script, sleeps, retries={"mode": "standard", "max_attempts": 2}))
-    assert len(script.seen) == 3  # botocore's max_attempts counts retries: 1 + 2
-    assert sleeps == [0.5, 1.0]
-
-
-def test_backoff_is_capped_at_20_seconds() -> None:
-    script = Scripted((503, {}, b""))
-    sleeps: list[float] = []
-    with pytest.raises(StoreError):
-        asyncio.run(read_with(script, sleeps, retries={"mode": "standard", "max_attempts": 7}))
-    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+async def _outcome(call: Any) -> tuple[str, Optional[str]]:
+    try:
+        got = await call()
+    except AwsError as exc:
+        return "error", exc.error_code
+    except Exception as exc:  # boto3's ClientError
+        response = getattr(exc, "response", None)
+        return "error", (response or {}).get("Error", {}).get("Code")
+    return "ok", got["SecretString"]
 
 
 @pytest.mark.parametrize(
-    "error",
-    [
-        (400, {}, json.dumps({"__type": "AccessDeniedException"}).encode()),
-        (400, {"x-amzn-ErrorType": "ResourceNotFoundException:http://internal/"}, b"{}"),
-    ],
+    "retries",
+    [{"mode": "standard", "max_attempts": 2}, {"mode": "standard"}, {"mode": "legacy"}],
+    ids=["standard-3", "standard-default", "legacy-default"],
 )
-def test_an_error_that_will_not_change_is_sent_once(error) -> None:
-    script = Scripted(error)
-    with pytest.raises(AwsError) as caught:
-        asyncio.run(read_with(script))
-    assert len(script.seen) == 1
-    assert caught.value.error_code in ("AccessDeniedException", "ResourceNotFoundException")
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_read_is_sent_as_often_as_boto3_sends_it_and_ends_the_same(
+    scenario: str, retries: dict[str, Any], monkeypatch
+) -> None:
+    import time
+
+    import boto3
+    from botocore.config import Config
+
+    boto3_sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", boto3_sleeps.append)  # botocore's retry sleep
+
+    async def both() -> list[tuple[int, tuple[str, Optional[str]], int]]:
+        seen = []
+        for side in ("boto3", "ours"):
+            script = Scripted(*SCENARIOS[scenario])
+            async with serving(script) as endpoint:
+                client = boto3.session.Session().client(
+                    "secretsmanager", region_name="us-east-1", endpoint_url=endpoint,
+                    aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                    config=Config(retries=retries),
+                )
+                sleeps: list[float] = []
+                if side == "boto3":
+                    outcome = await _outcome(lambda client=client: asyncio.to_thread(
+                        client.get_secret_value, SecretId="s", VersionStage="AWSCURRENT"
+                    ))
+                    sleeps = boto3_sleeps
+                else:
+                    reader = LoopReader.for_client(client)
+                    assert reader is not None
+                    reader._sleep = _recording(sleeps)
+                    outcome = await _outcome(lambda reader=reader: reader.get_secret_value(
+                        SecretId="s", VersionStage="AWSCURRENT"
+                    ))
+                    await reader.aclose()
+            seen.append((len(script.seen), outcome, len(sleeps)))
+        return seen
+
+    boto3_side, ours = asyncio.run(both())
+    assert ours == boto3_side
+    assert ours[0] >= 1
 
 
-def test_a_refused_connection_is_retried_then_a_store_error() -> None:
+def test_a_refused_connection_is_retried_as_boto3_does_then_a_store_error(monkeypatch) -> None:
+    import time
+
+    from botocore.exceptions import EndpointConnectionError
+
+    boto3_sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", boto3_sleeps.append)
+    client = client_for("http://127.0.0.1:9")
+    with pytest.raises(EndpointConnectionError):
+        client.get_secret_value(SecretId="s", VersionStage="AWSCURRENT")
     reader = LoopReader.for_client(client_for("http://127.0.0.1:9"))
     assert reader is not None
     sleeps: list[float] = []
@@ -221,7 +260,14 @@ def test_a_refused_connection_is_retried_then_a_store_error() -> None:
 
     with pytest.raises(StoreError, match=r"POST 127\.0\.0\.1:9: connection refused"):
         asyncio.run(main())
-    assert len(sleeps) == 2  # three attempts
+    assert len(sleeps) == len(boto3_sleeps) == 2  # three attempts (max_attempts=2 retries)
+
+
+def test_an_error_code_is_read_as_botocore_reads_it() -> None:
+    typed = json.dumps({"__type": "aws.api#ResourceNotFoundException:http://internal/"}).encode()
+    with pytest.raises(AwsError) as caught:
+        asyncio.run(read_with(Scripted((400, {}, typed))))
+    assert caught.value.error_code == "ResourceNotFoundException"  # the store's "missing"
 
 
 # --- hostile answers -----------------------------------------------------------------
@@ -233,10 +279,10 @@ def test_a_refused_connection_is_retried_then_a_store_error() -> None:
         (200, {}, b"not json at all, with secret-in-body"),
         (200, {}, b"[" * 200_000),  # deeper than any parser's recursion limit
         (200, {}, json.dumps(["secret-in-body"]).encode()),
-        (200, {}, json.dumps({"VersionId": "v", "SecretBinary": "%%secret-in-body%%"}).encode()),
+        (200, {}, json.dumps({"SecretString": "secret-in-body"}).encode()),  # no VersionId
         (200, {}, b'{"SecretString": "' + b"x" * 300_000 + b'"}'),
     ],
-    ids=["not-json", "deep", "not-an-object", "bad-base64", "too-large"],
+    ids=["not-json", "deep", "not-an-object", "no-version", "too-large"],
 )
 def test_a_malformed_answer_is_a_store_error_sent_once_and_never_quoted(reply) -> None:
     script = Scripted(reply)
@@ -253,7 +299,7 @@ def test_an_error_code_that_is_not_a_code_is_not_repeated(error_type: str) -> No
     body = json.dumps({"__type": error_type}).encode()
     with pytest.raises(AwsError) as caught:
         asyncio.run(read_with(Scripted((400, {}, body))))
-    assert caught.value.error_code == "HTTP400"
+    assert caught.value.error_code == "Unknown"
     assert error_type not in str(caught.value)
 
 
@@ -278,8 +324,14 @@ def test_a_stubber_on_the_client_answers_reads(moto_client) -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [{"retries": {"mode": "adaptive"}}, {"proxies": {"https": "http://127.0.0.1:3128"}}],
-    ids=["adaptive", "proxies"],
+    [
+        {"retries": {"mode": "adaptive"}},
+        {"proxies": {"https": "http://127.0.0.1:3128"}},
+        {"proxies_config": {"proxy_use_forwarding_for_https": True}},
+        {"read_timeout": None},
+        {"connect_timeout": None},
+    ],
+    ids=["adaptive", "proxies", "proxies-config", "no-read-timeout", "no-connect-timeout"],
 )
 def test_a_client_it_cannot_follow_keeps_reading_through_boto3(moto_endpoint, config) -> None:
     client = client_for(moto_endpoint, **config)
@@ -418,3 +470,118 @@ def test_many_concurrent_reads_share_the_pool_and_all_succeed(moto_client) -> No
         await store.aclose()
 
     asyncio.run(main())
+
+
+def test_a_dual_stack_client_reads_through_boto3() -> None:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "secretsmanager", region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(use_dualstack_endpoint=True),
+    )
+    assert LoopReader.for_client(client) is None  # its rule set sends reads elsewhere
+    client = boto3.session.Session().client(
+        "secretsmanager", region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    assert LoopReader.for_client(client) is not None
+
+
+def test_tls_is_verified_against_botocores_ca_bundle(monkeypatch, tmp_path) -> None:
+    import boto3
+    import botocore.httpsession
+
+    def client(**kw: Any) -> Any:
+        return boto3.session.Session().client(
+            "secretsmanager", region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY, **kw,
+        )
+
+    assert LoopReader.for_client(client(verify=False)) is not None
+    # verify=True means botocore's bundle: with it missing, we cannot follow the client.
+    monkeypatch.setattr(botocore.httpsession, "where", lambda: str(tmp_path / "missing.pem"))
+    assert LoopReader.for_client(client(verify=True)) is None
+    assert LoopReader.for_client(client(verify=str(tmp_path / "missing.pem"))) is None
+
+
+def test_credentials_still_due_after_a_refresh_in_the_executor_are_read_through_boto3(
+    moto_client,
+) -> None:
+    import datetime
+
+    from botocore.credentials import RefreshableCredentials
+
+    refreshed_on: list[int] = []
+
+    def failing_refresh() -> dict[str, str]:
+        refreshed_on.append(threading.get_ident())
+        raise RuntimeError("STS is down")
+
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=12)
+    client = secretsmanager_client(moto_client.meta.endpoint_url)
+    # In botocore's advisory window (15 min), not its mandatory one (10 min): a failed
+    # refresh is logged and the old credentials stay, still due.
+    client._request_signer._credentials = RefreshableCredentials.create_from_metadata(
+        {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "token": "t",
+         "expiry_time": soon.isoformat()},
+        refresh_using=failing_refresh, method="test",
+    )
+    store = SecretsManagerStore(prefix="still-due", client=client)
+    boto3_reads: list[int] = []
+    real = store._call_now
+
+    def spy(operation: str, params: dict[str, Any]) -> Any:
+        boto3_reads.append(threading.get_ident())
+        return real(operation, params)
+
+    store._call_now = spy  # type: ignore[method-assign]
+
+    async def main() -> int:
+        assert await store.get(KEY) is None
+        await store.aclose()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert len(boto3_reads) == 1  # the read went through boto3, in the executor
+    assert refreshed_on and loop_thread not in refreshed_on
+
+
+def test_a_store_dropped_on_a_running_loop_logs_nothing(moto_client, caplog) -> None:
+    async def main() -> None:
+        store = SecretsManagerStore(prefix="dropped", client=moto_client)
+        assert await store.get(KEY) is None
+        del store
+        gc.collect()
+        await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert not [r.getMessage() for r in caplog.records], caplog.text
+
+
+def test_reads_after_aclose_keep_their_new_connections() -> None:
+    script = Scripted(OK)
+
+    async def main() -> None:
+        async with serving(script) as endpoint:
+            # One attempt only: a read whose pool is closed under it fails outright.
+            reader = LoopReader.for_client(
+                client_for(endpoint, retries={"mode": "standard", "max_attempts": 0})
+            )
+            assert reader is not None
+            # Bound to the loop with no pool open yet: aclose has nothing to close, and
+            # the cancelled closer must be done before a read opens the next pool.
+            reader._bind(asyncio.get_running_loop())
+            await asyncio.sleep(0)
+            await reader.aclose()
+            await reader.get_secret_value(SecretId="s", VersionStage="AWSCURRENT")
+            await reader.aclose()
+            for _ in range(3):
+                await reader.get_secret_value(SecretId="s", VersionStage="AWSCURRENT")
+                await asyncio.sleep(0.01)
+            await reader.aclose()
+
+    asyncio.run(main())
+    assert len(script.seen) == 4

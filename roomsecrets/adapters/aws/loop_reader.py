@@ -1,4 +1,4 @@
-"""``LoopReader``: ``GetSecretValue`` as async HTTP on the event loop, signed by the boto3 client.
+"""``LoopReader``: ``GetSecretValue`` as async HTTP on the event loop, by the boto3 client's rules.
 
 Why: boto3 blocks, so the store runs its calls in a thread executor. A read then
 crosses threads twice (to the worker, and back to the loop), and each crossing is
@@ -10,58 +10,71 @@ writes, leases and listings stay on boto3 in the executor (rare, multi-step, and
 where botocore's own request machinery matters most).
 
 What is still the client's
-    The request is built for the ``json`` protocol Secrets Manager speaks (``POST
-    /``, ``X-Amz-Target: secretsmanager.GetSecretValue``) and signed by the
-    client's own signer: the store emits the client's ``request-created`` event
-    (public botocore events), where botocore signs every request with the client's
-    credentials, region and signature version. The client's ``before-parameter-build``
-    and ``before-call`` events run as well (a ``botocore.stub.Stubber`` answers
-    there) and so does ``before-send`` (moto's in-process mock answers there). The
-    endpoint, timeouts and retry budget are the client's: ``meta.endpoint_url``
-    (FIPS and the partition already applied), ``connect_timeout``,
-    ``read_timeout`` and ``retries``. Credentials that are due for a refresh are
-    refreshed in the executor first, so signing never waits on STS or IMDS on the
-    loop.
+    Only the socket work is ours. The request is built for the ``json`` protocol
+    Secrets Manager speaks (``POST /``, ``X-Amz-Target:
+    secretsmanager.GetSecretValue``) and then goes through the client's own
+    botocore events, as ``Endpoint`` sends them: ``before-parameter-build`` and
+    ``before-call`` (a ``botocore.stub.Stubber`` answers there, and then nothing
+    is sent), ``request-created`` (where botocore's signer signs it with the
+    client's credentials, region and signature version, and adds its retry
+    headers), ``before-send`` (moto's in-process mock answers there),
+    ``needs-retry`` after every attempt (the client's retry mode decides whether
+    and after how long to send again, with its attempt budget and retry quota;
+    we sleep with ``asyncio.sleep``) and ``after-call``. The answer is parsed by
+    botocore's parser for the protocol. The endpoint is ``meta.endpoint_url``,
+    the timeouts ``connect_timeout`` and ``read_timeout``, and TLS is verified
+    against the client's CA bundle (botocore's default one when ``verify`` is
+    True). Credentials that are due for a refresh are refreshed in the store's
+    executor first, so signing never waits on STS or IMDS on the loop.
 
-When the executor is used instead
-    :meth:`LoopReader.for_client` returns None, and the store keeps reading through
-    boto3, for a client this module cannot follow faithfully: not a botocore
-    client, a protocol other than ``json``, proxies or a client certificate in its
-    config (botocore applies those itself), ``adaptive`` retries (a client-side
-    rate limiter that sleeps in ``before-send``), or a TLS setting it cannot read.
-    The store also uses boto3 for a read made on a second event loop while the
-    first is still open (a connection pool belongs to one loop).
+When boto3 makes the read instead
+    :meth:`LoopReader.for_client` returns None, and the store keeps reading
+    through boto3, for a client this module cannot follow faithfully: not a
+    botocore client, a protocol other than ``json``, proxies, proxy settings or a
+    client certificate in its config (botocore applies those itself), ``adaptive``
+    retries (a client-side rate limiter that sleeps in ``before-send``), timeouts
+    that are not numbers, an endpoint that the client's rule set resolves
+    differently from ``meta.endpoint_url`` (dual-stack), a TLS setting it cannot
+    read, or no aiohttp installed. The store also uses boto3 for a read made on a
+    second event loop while the first is still open (a connection pool belongs
+    to one loop), and for a read whose credentials still need a refresh after the
+    executor tried one (botocore would retry it while signing, on the loop).
 
-Retries (botocore's ``standard`` mode, as boto3's "Retries" guide lists it)
-    A read is idempotent, so it is sent again after any network failure, an HTTP
-    500/502/503/504, or a throttling or transient error code, up to the client's
-    total attempts (``retries["total_max_attempts"]``; 3 when unset), sleeping
-    ``random() * min(20, 2 ** (attempt - 1))`` seconds between attempts
-    (exponential backoff with full jitter). botocore's retry quota (a token bucket
-    shared by a client's calls) is not applied to these reads.
+What differs from boto3
+    The ``User-Agent`` is ``roomsecrets``. Code that wraps botocore's
+    ``_make_api_call`` (some tracers) does not see these reads; handlers of the
+    events above do. At most ``max(100, max_pool_connections)`` reads are in
+    flight at once per store; a read waiting for a connection counts that wait
+    toward its timeout.
+
+Connections
+    :meth:`aclose` closes them. A store dropped without it closes them when its
+    loop shuts down: ``asyncio.run`` (and aiohttp's runner) cancel the tasks left
+    when their main coroutine returns, and a task kept for that closes the pool.
+    A loop closed without cancelling its tasks leaves them open until exit: call
+    the store's ``aclose`` first.
 
 Responses
     At most 256 KiB is read (a value is at most 64 KiB, 88 KiB as base64). An
-    error's code comes from the body's ``__type`` (after any ``#``) or the
-    ``x-amzn-ErrorType`` header, and is kept only if it looks like a code: it ends
-    up in an exception message. A body that is not the JSON object AWS sends is a
+    error's code is kept only if it looks like a code: it ends up in an
+    exception message. An answer botocore cannot parse is a
     :class:`~roomsecrets.core.errors.StoreError`, never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import os
-import random
 import re
 import ssl
-from typing import TYPE_CHECKING, Any, Callable, Optional
+import uuid
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Optional
 
 from ...core.errors import (
-    ConfigurationError,
+    ConnectError,
+    ProviderTimeout,
     ResponseTooLarge,
     StoreError,
     TransportError,
@@ -72,41 +85,24 @@ from .errors import AwsError
 if TYPE_CHECKING:
     from ..aiohttp_transport import AiohttpTransport
 
-__all__ = ["LoopReader"]
+__all__ = ["LoopReader", "ReadThroughBoto3"]
 
 _OPERATION = "GetSecretValue"
 _METHOD = "get_secret_value"  # the boto3 name, as in the store's other messages
 _MAX_BODY = 256 * 1024
 #: AWS closes idle connections after about a minute; a read that meets a closed
-#: one fails before or as it is sent and is simply sent again (it is idempotent).
+#: one fails before or as it is sent, and the retry mode sends it again.
 _IDLE_REUSE = 20.0
-_RETRY_STATUSES = frozenset({500, 502, 503, 504})
-# botocore/retries/standard.py: the transient and throttling error codes.
-_RETRY_CODES = frozenset(
-    {
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestThrottled",
-        "SlowDown",
-        "EC2ThrottledException",
-    }
-)
-_CODE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}\Z")
-_STANDARD_ATTEMPTS = 3
-_MAX_BACKOFF = 20.0
+_MIN_IN_FLIGHT = 100
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_MALFORMED = f"Secrets Manager {_METHOD} returned a malformed response"
+#: Tasks that close a reader's pool when their loop shuts down (held here: the
+#: loop keeps only weak references to its tasks).
+_CLOSERS: set[asyncio.Task[None]] = set()
 
-Sleep = Callable[[float], Any]
+
+class ReadThroughBoto3(Exception):
+    """This read has to be made by boto3 (credentials whose refresh would block)."""
 
 
 class LoopReader:
@@ -117,41 +113,41 @@ class LoopReader:
         client: Any,
         *,
         ssl_context: Optional[ssl.SSLContext],
-        attempts: int,
-        sleep: Sleep = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
+        executor: Optional[Executor] = None,
     ) -> None:
-        meta = client.meta
-        self._client = client
-        self._events = meta.events
-        self._model = meta.service_model.operation_model(_OPERATION)
-        self._service_id = meta.service_model.service_id.hyphenize()
-        self._url = meta.endpoint_url
-        config = meta.config
-        self._timeout = float(config.connect_timeout) + float(config.read_timeout)
+        from botocore.parsers import create_parser  # type: ignore[import-untyped, unused-ignore]
+
         from ..aiohttp_transport import AiohttpTransport  # for_client saw it import
 
+        meta = client.meta
+        config = meta.config
+        self._client = client
+        self._events = meta.events
+        self._config = config
+        self._model = meta.service_model.operation_model(_OPERATION)
+        self._parser = create_parser(meta.service_model.protocol)
+        self._event = f"{meta.service_model.service_id.hyphenize()}.{_OPERATION}"
+        self._url = meta.endpoint_url
+        self._timeout = float(config.connect_timeout) + float(config.read_timeout)
         self._transport: AiohttpTransport = AiohttpTransport(
             ssl_context=ssl_context,
             connect_timeout=float(config.connect_timeout),
-            limit=max(1, int(config.max_pool_connections)),
+            limit=max(_MIN_IN_FLIGHT, int(config.max_pool_connections)),
             idle_reuse_limit=_IDLE_REUSE,
         )
-        self._attempts = attempts
-        self._sleep = sleep
-        self._jitter = jitter
+        self._executor = executor
+        self._sleep = asyncio.sleep
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closer: Optional[asyncio.Task[None]] = None
 
     def __repr__(self) -> str:
-        return f"LoopReader(url={self._url!r}, attempts={self._attempts})"
+        return f"LoopReader(url={self._url!r})"
 
     @classmethod
-    def for_client(cls, client: Any) -> Optional[LoopReader]:
+    def for_client(cls, client: Any, executor: Optional[Executor] = None) -> Optional[LoopReader]:
         """A reader for ``client``, or None where the store should keep using boto3.
 
-        Reads the client's TLS setting (a CA bundle file is loaded here, so call
-        it off the loop). None as well without aiohttp (extra ``aiohttp``).
+        Loads the client's CA bundle, so call it off the loop.
         """
         try:
             from .. import aiohttp_transport  # noqa: F401
@@ -162,24 +158,26 @@ class LoopReader:
             config = meta.config
             protocol = meta.service_model.protocol
             verify = client._endpoint.http_session._verify
-            retries = dict(config.retries or {})
+            mode = (config.retries or {}).get("mode", "legacy")
             url = meta.endpoint_url
+            timeouts = (config.connect_timeout, config.read_timeout)
         except AttributeError:
             return None
-        if protocol != "json" or not isinstance(url, str):
+        if protocol != "json" or not isinstance(url, str) or mode == "adaptive":
             return None
-        if config.proxies or getattr(config, "client_cert", None):
+        if config.proxies or config.proxies_config or getattr(config, "client_cert", None):
             return None
-        mode = retries.get("mode", "legacy")
-        if mode == "adaptive":
+        if not all(isinstance(t, (int, float)) and t > 0 for t in timeouts):
             return None
-        attempts = retries.get("total_max_attempts")
-        if not isinstance(attempts, int) or attempts < 1:
-            attempts = _STANDARD_ATTEMPTS
+        if not _resolves_to(client, url):
+            return None
         known, context = _ssl_context(verify)
         if not known:
             return None
-        return cls(client, ssl_context=context, attempts=attempts)
+        try:
+            return cls(client, ssl_context=context, executor=executor)
+        except Exception:  # a botocore without what we use: boto3 reads, as before
+            return None
 
     def usable_here(self) -> bool:
         """False when another event loop that is still open holds the connection pool."""
@@ -191,20 +189,21 @@ class LoopReader:
         closer, self._closer, self._loop = self._closer, None, None
         if closer is not None and not closer.done():
             closer.cancel()
+            if closer.get_loop() is asyncio.get_running_loop():
+                # Let it finish now: cancelled later, it would close a pool
+                # that a read after this aclose had opened.
+                await asyncio.wait({closer})
         await self._transport.aclose()
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Use ``loop``, and close the connections it opens when it shuts down.
-
-        A pooled aiohttp session has to be closed on its loop, and a store is
-        often dropped without ``aclose`` (boto3 clients need none). So a task
-        waits on the loop for the end: ``asyncio.run`` (and aiohttp's runner)
-        cancel the tasks left when their main coroutine returns, and the
-        cancelled task closes the connections then.
-        """
+        """Use ``loop``, and close the connections it opens when it shuts down
+        (module docstring, "Connections")."""
         if self._loop is not loop:
             self._loop = loop
-            self._closer = loop.create_task(self._close_at_shutdown())
+            closer = loop.create_task(self._close_at_shutdown())
+            _CLOSERS.add(closer)
+            closer.add_done_callback(_CLOSERS.discard)
+            self._closer = closer
 
     async def _close_at_shutdown(self) -> None:
         try:
@@ -216,104 +215,191 @@ class LoopReader:
         """``GetSecretValue``: its ``VersionId``, and ``SecretBinary`` or ``SecretString``.
 
         Raises :class:`~roomsecrets.adapters.aws.errors.AwsError` for an error
-        response (after retries) and StoreError for anything else that fails.
+        answer, StoreError for anything else that fails, and
+        :class:`ReadThroughBoto3` when boto3 has to make this read.
         """
         self._bind(asyncio.get_running_loop())
+        events, name = self._events, self._event
         params = {"SecretId": SecretId, "VersionStage": VersionStage}
-        attempt = 1
-        while True:
-            try:
-                return await self._attempt(params)
-            except _Retryable as retryable:
-                if attempt >= self._attempts:
-                    raise retryable.final from None
-            backoff = self._jitter() * min(_MAX_BACKOFF, 2.0 ** (attempt - 1))
-            attempt += 1
-            await self._sleep(backoff)
-
-    async def _attempt(self, params: dict[str, Any]) -> dict[str, Any]:
-        events, name = self._events, f"{self._service_id}.{_OPERATION}"
-        context: dict[str, Any] = {}
+        context: dict[str, Any] = {"client_config": self._config}
         events.emit(
             f"before-parameter-build.{name}", params=params, model=self._model, context=context
         )
         request_dict = _request_dict(self._url, params, context)
-        answered = events.emit_until_response(
-            f"before-call.{name}",
-            model=self._model,
-            params=request_dict,
-            request_signer=None,
-            context=context,
+        stubbed = events.emit_until_response(
+            f"before-call.{name}", model=self._model, params=request_dict,
+            request_signer=None, context=context,
         )[1]
-        if answered is not None:  # a Stubber: (http response, parsed response)
-            return _from_parsed(answered[0].status_code, answered[1])
-        await self._fresh_credentials()
-        from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped, unused-ignore]
+        if stubbed is not None:  # a Stubber: (http response, parsed), nothing sent
+            http, parsed = stubbed
+        else:
+            http, parsed = await self._send(request_dict)
+        events.emit(
+            f"after-call.{name}", http_response=http, parsed=parsed, model=self._model,
+            context=context,
+        )
+        if http.status_code >= 300:
+            code = str((parsed.get("Error") or {}).get("Code") or "")
+            raise AwsError(_METHOD, code if _CODE.match(code) else "Unknown", http.status_code)
+        return {k: parsed[k] for k in ("VersionId", "SecretBinary", "SecretString") if k in parsed}
 
+    async def _send(self, request_dict: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Send until the client's retry mode is content (``Endpoint._send_request``)."""
+        context = request_dict["context"]
+        retries = context.setdefault("retries", {"invocation-id": str(uuid.uuid4())})
+        attempts = 1
+        while True:
+            retries["attempt"] = attempts
+            failure: Optional[TransportError] = None
+            answer: Optional[tuple[Any, dict[str, Any]]] = None
+            try:
+                answer = await self._attempt(request_dict)
+            except TransportError as exc:
+                failure = exc
+            delay = _first_answer(self._events.emit(
+                f"needs-retry.{self._event}", response=answer, endpoint=None,
+                operation=self._model, attempts=attempts,
+                caught_exception=None if failure is None else _as_botocore(failure, self._url),
+                request_dict=request_dict,
+            ))
+            if delay is None or delay is False:
+                if failure is not None:
+                    # The message names the method, host and kind of failure only.
+                    raise StoreError(f"Secrets Manager {_METHOD} failed: {failure}") from None
+                assert answer is not None
+                return answer
+            attempts += 1
+            await self._sleep(float(delay))
+
+    async def _attempt(self, request_dict: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """One signed request and its parsed answer (TransportError: nothing came back)."""
+        from botocore.awsrequest import (  # type: ignore[import-untyped, unused-ignore]
+            AWSRequest,
+            AWSResponse,
+        )
+
+        await self._fresh_credentials()
         request = AWSRequest(
-            method="POST",
-            url=request_dict["url"],
-            data=request_dict["body"],
+            method="POST", url=request_dict["url"], data=request_dict["body"],
             headers=request_dict["headers"],
         )
-        request.context = context
+        request.context = request_dict["context"]
         try:
-            events.emit(f"request-created.{name}", request=request, operation_name=_OPERATION)
+            self._events.emit(
+                f"request-created.{self._event}", request=request, operation_name=_OPERATION
+            )
             prepared = request.prepare()
         except Exception as exc:  # botocore's NoCredentialsError, and any hook's failure
             raise StoreError(f"Secrets Manager {_METHOD} failed: {type(exc).__name__}") from None
-        mocked = next(
-            (r for _, r in events.emit(f"before-send.{name}", request=prepared) if r is not None),
-            None,
-        )
+        mocked = _first_answer(self._events.emit(f"before-send.{self._event}", request=prepared))
         if mocked is not None:  # moto's in-process mock: a botocore AWSResponse
-            return _from_http(mocked.status_code, dict(mocked.headers), mocked.content)
-        http = HttpRequest(
-            method="POST",
-            url=prepared.url,
-            headers=tuple((k, str(v)) for k, v in prepared.headers.items()),
-            body=prepared.body if isinstance(prepared.body, bytes) else b"",
-        )
+            http = mocked
+            body = mocked.content
+        else:
+            sent = HttpRequest(
+                method="POST",
+                url=prepared.url,
+                headers=tuple((k, str(v)) for k, v in prepared.headers.items()),
+                body=prepared.body if isinstance(prepared.body, bytes) else b"",
+            )
+            try:
+                response = await self._transport.send(
+                    sent, timeout=self._timeout, max_body=_MAX_BODY
+                )
+            except ResponseTooLarge:
+                raise StoreError(
+                    f"Secrets Manager {_METHOD} failed: response over {_MAX_BODY} bytes"
+                ) from None
+            http = AWSResponse(prepared.url, response.status, dict(response.headers), None)
+            http._content = body = response.body  # the whole body, already read
         try:
-            response = await self._transport.send(http, timeout=self._timeout, max_body=_MAX_BODY)
-        except ResponseTooLarge:
-            raise StoreError(
-                f"Secrets Manager {_METHOD} failed: response over {_MAX_BODY} bytes"
-            ) from None
-        except ConfigurationError:
-            raise
-        except TransportError as exc:
-            # The message names the method, host and kind of failure only.
-            raise _Retryable(StoreError(f"Secrets Manager {_METHOD} failed: {exc}")) from None
-        return _from_http(response.status, dict(response.headers), response.body)
+            parsed = self._parser.parse(
+                {
+                    "headers": http.headers,
+                    "status_code": http.status_code,
+                    "body": body,
+                    "context": {"operation_name": _OPERATION},
+                },
+                self._model.output_shape,
+            )
+        except Exception:  # not JSON, too deep, bad base64: botocore's own errors
+            raise StoreError(_MALFORMED) from None
+        if not isinstance(parsed, dict) or (
+            http.status_code < 300 and not isinstance(parsed.get("VersionId"), str)
+        ):
+            raise StoreError(_MALFORMED)
+        return http, parsed
 
     async def _fresh_credentials(self) -> None:
         # botocore refreshes credentials inside signing when they are due, with a
-        # blocking call (STS, IMDS, SSO): done in the executor instead.
+        # blocking call (STS, IMDS, SSO): done in the executor instead, and if
+        # they are still due (an early refresh failed, and botocore would try
+        # again while signing), this read is boto3's.
         credentials = getattr(getattr(self._client, "_request_signer", None), "_credentials", None)
         due = getattr(credentials, "refresh_needed", None)
-        if credentials is not None and callable(due) and due():
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(None, credentials.get_frozen_credentials)
-            except Exception as exc:
-                raise StoreError(
-                    f"Secrets Manager {_METHOD} failed: {type(exc).__name__}"
-                ) from None
+        if credentials is None or not callable(due) or not due():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, credentials.get_frozen_credentials)
+        except Exception as exc:
+            raise StoreError(f"Secrets Manager {_METHOD} failed: {type(exc).__name__}") from None
+        if due():
+            raise ReadThroughBoto3()
 
 
-class _Retryable(Exception):
-    """An attempt that may succeed if sent again; ``final`` is raised after the last."""
+def _first_answer(responses: list[tuple[Any, Any]]) -> Any:
+    """botocore's ``first_non_none_response``: the first handler's answer that is not None."""
+    return next((answer for _, answer in responses if answer is not None), None)
 
-    def __init__(self, final: StoreError) -> None:
-        super().__init__()
-        self.final = final
+
+def _as_botocore(failure: TransportError, url: str) -> Exception:
+    """The botocore exception urllib3's failure would have been (retry modes test the class)."""
+    from botocore import exceptions  # type: ignore[import-untyped, unused-ignore]
+
+    if isinstance(failure, ConnectError):
+        if "timed out" in str(failure):
+            kind = exceptions.ConnectTimeoutError
+        else:
+            kind = exceptions.EndpointConnectionError
+    elif isinstance(failure, ProviderTimeout):
+        kind = exceptions.ReadTimeoutError
+    else:
+        kind = exceptions.ConnectionClosedError
+    error: Exception = kind(endpoint_url=url)
+    return error
+
+
+def _resolves_to(client: Any, url: str) -> bool:
+    """Whether the client's endpoint rule set sends this operation to ``url``, and
+    asks nothing more of the request (no extra headers, no other signing region)."""
+    resolve = getattr(client, "_resolve_endpoint_ruleset", None)
+    if resolve is None:
+        return not client.meta.config.use_dualstack_endpoint
+    try:
+        model = client.meta.service_model.operation_model(_OPERATION)
+        context = {"client_region": client.meta.region_name, "client_config": client.meta.config}
+        resolved, headers, properties = resolve(
+            model, {"SecretId": "x", "VersionStage": "AWSCURRENT"}, context
+        )
+    except Exception:
+        return False
+    region = client.meta.region_name
+    schemes = (properties or {}).get("authSchemes") or []
+    return (
+        resolved == url
+        and not headers
+        and all(s.get("signingRegion", region) == region for s in schemes)
+    )
 
 
 def _ssl_context(verify: object) -> tuple[bool, Optional[ssl.SSLContext]]:
-    """(understood, the SSL context for the client's ``verify``; None: the system's)."""
-    if verify is True or verify is None:
-        return True, None
+    """(understood, the SSL context for the client's ``verify``)."""
+    if verify is None or verify is True:
+        # botocore's default bundle (certifi's, where installed), not the system's.
+        from botocore.httpsession import where  # type: ignore[import-untyped, unused-ignore]
+
+        verify = where()
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -343,52 +429,3 @@ def _request_dict(url: str, params: dict[str, Any], context: dict[str, Any]) -> 
         "url": url,
         "context": context,
     }
-
-
-def _from_http(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """The parsed response, or the error it carries (retryable or not)."""
-    try:
-        payload = json.loads(body) if body else {}
-    except (ValueError, RecursionError):
-        payload = None
-    if status >= 300:
-        code = _error_code(payload, headers) or f"HTTP{status}"
-        error = AwsError(_METHOD, code, status)
-        if status in _RETRY_STATUSES or code in _RETRY_CODES:
-            raise _Retryable(error)
-        raise error
-    if not isinstance(payload, dict):
-        raise StoreError(f"Secrets Manager {_METHOD} returned a malformed response")
-    parsed: dict[str, Any] = {}
-    version = payload.get("VersionId")
-    if isinstance(version, str):
-        parsed["VersionId"] = version
-    binary = payload.get("SecretBinary")
-    if isinstance(binary, str):
-        try:
-            parsed["SecretBinary"] = base64.b64decode(binary, validate=True)
-        except (binascii.Error, ValueError):
-            raise StoreError(f"Secrets Manager {_METHOD} returned a malformed response") from None
-    text = payload.get("SecretString")
-    if isinstance(text, str):
-        parsed["SecretString"] = text
-    return parsed
-
-
-def _from_parsed(status: int, parsed: dict[str, Any]) -> dict[str, Any]:
-    """A response a ``before-call`` handler gave, already parsed by botocore's rules."""
-    if status >= 300:
-        code = str((parsed.get("Error") or {}).get("Code") or "")
-        raise AwsError(_METHOD, code if _CODE.match(code) else "Unknown", status)
-    return parsed
-
-
-def _error_code(payload: object, headers: dict[str, str]) -> Optional[str]:
-    """AWS's error code: the body's ``__type`` (after ``#``), else ``x-amzn-ErrorType``."""
-    raw: object = payload.get("__type") if isinstance(payload, dict) else None
-    if isinstance(raw, str):
-        raw = raw.rsplit("#", 1)[-1]
-    else:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        raw = lowered.get("x-amzn-errortype", "").split(":", 1)[0]
-    return raw if isinstance(raw, str) and _CODE.match(raw) else None

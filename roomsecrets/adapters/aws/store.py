@@ -166,7 +166,7 @@ from ...core.store_arguments import (
     list_order,
 )
 from .errors import AwsError
-from .loop_reader import LoopReader
+from .loop_reader import LoopReader, ReadThroughBoto3
 from .names import (
     MAX_NAME,
     check_prefix,
@@ -812,7 +812,10 @@ class SecretsManagerStore:
             if reader is None:
                 reader = await loop.run_in_executor(self._executor, self._reader_now)
             if isinstance(reader, LoopReader) and reader.usable_here():
-                return await reader.get_secret_value(**params)
+                try:
+                    return await reader.get_secret_value(**params)
+                except ReadThroughBoto3:
+                    pass  # the loop reader's docstring says when
         return await loop.run_in_executor(self._executor, self._call_now, operation, params)
 
     def _reader_now(self) -> Union[LoopReader, Literal[False]]:
@@ -825,7 +828,7 @@ class SecretsManagerStore:
             ) from None
         with self._client_lock:
             if self._reader is None:
-                self._reader = LoopReader.for_client(client) or False
+                self._reader = LoopReader.for_client(client, self._executor) or False
             return self._reader
 
     def _call_now(self, operation: str, params: dict[str, Any]) -> Any:
