@@ -276,7 +276,9 @@ class OAuthProvider:
       metadata lists as ``token_endpoint_auth_methods_supported`` and
       ``revocation_endpoint_auth_methods_supported`` (RFC 8414 §2). Only the
       list changes: each client is still held to the one method it registered
-      (``invalid_client`` for any other).
+      (``invalid_client`` for any other),
+    - ``clock`` (default ``time.time``): where code and token expiry read the
+      time, so a test can move it instead of sleeping past a lifetime.
 
     Read-only records (copies, taken under the lock): ``token_requests``,
     ``refresh_posts``, ``revoked_grants``, ``revocation_requests``,
@@ -313,6 +315,7 @@ class OAuthProvider:
         self.issue_refresh_tokens = True
         self.send_iss = True
         self.advertised_auth_methods: tuple[str, ...] = AUTH_METHODS
+        self.clock: Callable[[], float] = time.time
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._clients: dict[str, _Client] = {}
@@ -615,7 +618,7 @@ class OAuthProvider:
                 redirect_uri=redirect_uri,
                 redirect_uri_sent=sent_uri is not None,
                 challenge=challenge,
-                expires_at=time.time() + self.code_lifetime,
+                expires_at=self.clock() + self.code_lifetime,
             )
         return _redirect(redirect_uri, code=code, state=state, iss=self._iss())
 
@@ -764,7 +767,7 @@ class OAuthProvider:
         # Spent by any attempt from its client, right or wrong: a failed PKCE
         # check must not leave the code open to guessing.
         code.used = True
-        if time.time() >= code.expires_at:
+        if self.clock() >= code.expires_at:
             raise _OAuthFailure("invalid_grant", "authorization code expired")
         sent_uri = params.get("redirect_uri")
         if (code.redirect_uri_sent or sent_uri is not None) and sent_uri != code.redirect_uri:
@@ -815,7 +818,7 @@ class OAuthProvider:
         lifetime = self.access_token_lifetime
         access = "at_" + secrets.token_urlsafe(32)
         self._note_secret(access)
-        self._access[access] = _AccessToken(grant, scope, time.time() + lifetime)
+        self._access[access] = _AccessToken(grant, scope, self.clock() + lifetime)
         payload: dict[str, object] = {
             "access_token": access,
             "token_type": "Bearer",
@@ -904,7 +907,7 @@ class OAuthProvider:
         token = self._access.get(value)
         if token is None or token.revoked or token.grant.revoked:
             return None
-        if time.time() >= token.expires_at:
+        if self.clock() >= token.expires_at:
             return None
         return token
 
