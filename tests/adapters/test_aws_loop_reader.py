@@ -585,3 +585,25 @@ def test_reads_after_aclose_keep_their_new_connections() -> None:
 
     asyncio.run(main())
     assert len(script.seen) == 4
+
+
+def test_a_read_that_meets_another_open_loops_pool_goes_through_boto3(moto_client) -> None:
+    store = SecretsManagerStore(prefix="crossed-loops", client=moto_client)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(
+            store.put(KEY, type="t", name=None, data=b"v"), other
+        ).result(30)
+        asyncio.run_coroutine_threadsafe(store.get(KEY), other).result(30)  # pool on `other`
+        reader = store._reader
+        assert isinstance(reader, LoopReader)
+        reader._loop = None  # as if this thread's check ran before the other bound it
+        got = asyncio.run(store.get(KEY))
+        assert got is not None and got.data == b"v"
+        asyncio.run_coroutine_threadsafe(store.aclose(), other).result(30)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(10)
+        other.close()

@@ -73,6 +73,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...core.errors import (
+    ConfigurationError,
     ConnectError,
     ProviderTimeout,
     ResponseTooLarge,
@@ -310,6 +311,10 @@ class LoopReader:
                 raise StoreError(
                     f"Secrets Manager {_METHOD} failed: response over {_MAX_BODY} bytes"
                 ) from None
+            except ConfigurationError:
+                # The pool is another open loop's: two threads' first reads crossed
+                # between usable_here and the send.
+                raise ReadThroughBoto3() from None
             http = AWSResponse(prepared.url, response.status, dict(response.headers), None)
             http._content = body = response.body  # the whole body, already read
         try:
