@@ -354,8 +354,10 @@ class LoopReader:
 
 
 def _first_answer(responses: list[tuple[Any, Any]]) -> Any:
-    """botocore's ``first_non_none_response``: the first handler's answer that is not None."""
-    return next((answer for _, answer in responses if answer is not None), None)
+    """The first handler's answer that is not None, as botocore's ``Endpoint`` takes it."""
+    from botocore.hooks import first_non_none_response  # type: ignore[import-untyped, unused-ignore]
+
+    return first_non_none_response(responses)
 
 
 def _as_botocore(failure: TransportError, url: str) -> Exception:
