@@ -76,6 +76,19 @@ class AuditEvent:
             raise InvalidInput("AuditEvent.at must be a number of seconds")
         object.__setattr__(self, "details", _details(self.details))
 
+    def at_time(self, at: float) -> AuditEvent:
+        """This event as it happens again at ``at``: a remembered decision is audited
+        on every call, and its other fields were checked when it was first made."""
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            raise InvalidInput("AuditEvent.at must be a number of seconds")
+        # A copy of the frozen fields with another time, without running every
+        # check again (dataclasses.replace would: it calls __init__).
+        event = object.__new__(type(self))
+        fields = event.__dict__
+        fields.update(self.__dict__)
+        fields["at"] = at
+        return event
+
     def detail(self, name: str) -> Optional[str]:
         """Return the first detail called ``name``, or None."""
         for key, value in self.details:

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .grants import (
     GrantDecision,
+    SecretsGrant,
     authorize,
     check_manage_own_secrets,
     check_oauth_request_before_discovery,
@@ -57,7 +58,7 @@ from .oauth.token_request import ClientAuthMethod, ClientCredentials
 from .participants import Participant, RoomService
 from .ports import SecretKey
 from .secret_requests import requested_secret_id, requested_secret_name
-from .values import frozen_value
+from .values import exact_strings, frozen_value
 
 __all__ = ["SecretsClient"]
 
@@ -99,6 +100,64 @@ def _checked_auth_method(
         check_vschar(client_secret, "client_secret", limit=MAX_CLIENT_SECRET)
     method = check_client_auth_method(client_auth_method, client_secret=client_secret)
     return None if method is None else ClientAuthMethod(method)
+
+
+# Remembered get_offline_oauth_token calls per service (a full memo starts afresh).
+_MAX_OFFLINE_CALLS = 1024
+
+
+@frozen_value
+class _OfflineCall:
+    """What a ``get_offline_oauth_token`` call with explicit endpoints and a public
+    client decided before reading the store: its (allowed, audited) grant decision,
+    where the credential lives and the client that refreshes it."""
+
+    grant: SecretsGrant
+    decided: AuditEvent
+    key: SecretKey
+    client: ClientCredentials
+    owner: str
+    client_id: str
+    authorization_endpoint: str
+    token_endpoint: str
+    scopes: tuple[str, ...]
+    resource: Optional[str]
+
+
+def _offline_memo_key(
+    grant: SecretsGrant,
+    requester: str,
+    owner: object,
+    client_id: object,
+    authorization_endpoint: object,
+    token_endpoint: object,
+    scopes: object,
+    issuer: object,
+    client_secret: object,
+    client_auth_method: object,
+    delegated_to: object,
+    resource: object,
+) -> Optional[tuple[object, ...]]:
+    """The memo key of a ``get_offline_oauth_token`` call, or None when it cannot be
+    remembered: discovery (``issuer``) can change its endpoints, a client secret is
+    not kept, and only exact strings (see :func:`~.values.exact_strings`) compare
+    as themselves. The grant is keyed by identity (hashing it would hash every
+    rule): the entry holds the grant, so no other object can have its id while
+    the entry exists."""
+    if issuer is not None or client_secret is not None or client_auth_method is not None:
+        return None
+    texts = (owner, client_id, authorization_endpoint, token_endpoint, delegated_to, resource)
+    if not exact_strings(texts):
+        return None
+    if scopes is None:
+        scope_key: Optional[tuple[object, ...]] = None
+    elif type(scopes) is list or type(scopes) is tuple:
+        scope_key = tuple(scopes)
+        if not exact_strings(scope_key):
+            return None
+    else:
+        return None
+    return (id(grant), requester, *texts, scope_key)
 
 
 class SecretsClient:
@@ -535,6 +594,26 @@ class SecretsClient:
 
         return allow
 
+    async def _read_offline(self, call: _OfflineCall, rejected: Optional[str]) -> Optional[str]:
+        """The access token of the credential ``call`` decided on (its grant check audited)."""
+        return await self._service.refresher.access_token(
+            call.key,
+            client=call.client,
+            token_endpoint=call.token_endpoint,
+            scopes=call.scopes,
+            rejected=rejected,
+            allow=self._stored_scopes_check(
+                "oauth.get_offline_token",
+                call.owner,
+                call.client_id,
+                call.authorization_endpoint,
+                call.token_endpoint,
+                call.scopes,
+                None,
+                call.resource,
+            ),
+        )
+
     async def get_offline_oauth_token(
         self,
         *,
@@ -596,6 +675,25 @@ class SecretsClient:
                     f"only {check_id(owner, 'delegated_by')} may get a credential of theirs "
                     "delegated to another participant"
                 )
+        # A call made before with the same plain strings, explicit endpoints and no
+        # client secret decided the same (every step below is a pure function of
+        # them and our grant): only the audit event and the store read are per call.
+        memo_key = _offline_memo_key(
+            self._participant.grant, self.participant_id, owner, client_id,
+            authorization_endpoint, token_endpoint, scopes, issuer, client_secret,
+            client_auth_method, delegated_to, resource,
+        )
+        if memo_key is not None:
+            known: Optional[_OfflineCall] = self._service.offline_calls.get(memo_key)
+            if known is not None:
+                check_timeout(timeout)
+                if rejected_access_token is not None:
+                    check_vschar(
+                        rejected_access_token, "rejected_access_token", limit=MAX_ACCESS_TOKEN
+                    )
+                service = self._service
+                service.audit(known.decided.at_time(service.clock()))
+                return await self._read_offline(known, rejected_access_token)
         scopes = check_scopes(scopes)
         if rejected_access_token is not None:
             check_vschar(rejected_access_token, "rejected_access_token", limit=MAX_ACCESS_TOKEN)
@@ -633,25 +731,45 @@ class SecretsClient:
         )
         authorization_endpoint = provider.authorization_endpoint
         token_endpoint = provider.token_endpoint
-        key = self._checked_credential_key(
-            "oauth.get_offline_token",
-            owner,
-            client_id,
-            authorization_endpoint,
-            token_endpoint,
-            scopes,
-            provider.issuer,
-            resource,
+        self._check_connected()
+        service = self._service
+        decided = service.check_oauth(
+            requester=self.participant_id,
+            action="oauth.get_offline_token",
+            target=owner,
+            client_id=client_id,
+            authorization_endpoint=authorization_endpoint,
+            token_endpoint=token_endpoint,
+            scopes=scopes,
+            issuer=provider.issuer,
+            resource=resource,
         )
-        if delegated_to is not None and delegated_to != key.delegated_to:
-            key = self._service.credential_key(
+        key = service.credential_key(
+            owner=owner,
+            requester=self.participant_id if delegated_to is None else delegated_to,
+            client_id=client_id,
+            token_endpoint=token_endpoint,
+            resource=resource,
+        )
+        client = self._new_client(client_id, client_secret, method, provider)
+        if memo_key is not None:
+            call = _OfflineCall(
+                grant=self._participant.grant,
+                decided=decided,
+                key=key,
+                client=client,
                 owner=owner,
-                requester=delegated_to,
                 client_id=client_id,
+                authorization_endpoint=authorization_endpoint,
                 token_endpoint=token_endpoint,
+                scopes=scopes,
                 resource=resource,
             )
-        client = self._new_client(client_id, client_secret, method, provider)
+            calls = service.offline_calls
+            if len(calls) >= _MAX_OFFLINE_CALLS:
+                calls.clear()  # bounded; refilled by the next calls
+            calls[memo_key] = call
+            return await self._read_offline(call, rejected_access_token)
         return await self._service.refresher.access_token(
             key,
             client=await self._refresh_client(key, client, method),

@@ -551,17 +551,19 @@ def authorize(
     actor: str,
     at: float,
     details: Iterable[tuple[str, str]] = (),
-) -> None:
-    """Send ``decision`` to ``sink``, then raise if it is a denial.
+) -> AuditEvent:
+    """Send ``decision`` to ``sink``, then raise if it is a denial; return the event sent.
 
     Call it before changing anything. Raises
     :class:`~roomsecrets.core.errors.GrantDenied` (a ``PermissionError``) with
     the decision's reason when denied. An exception from ``sink`` propagates
     instead, so an operation whose audit could not be written does not proceed.
     """
-    sink(decision_event(decision, action=action, room=room, actor=actor, at=at, details=details))
+    event = decision_event(decision, action=action, room=room, actor=actor, at=at, details=details)
+    sink(event)
     if not decision.allowed:
         raise GrantDenied(decision.reason)
+    return event
 
 
 # --- helpers ------------------------------------------------------------------

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from .api import DeletedSecret, Prompt
-from .audit import AuditSink
+from .audit import AuditEvent, AuditSink
 from .broker import ResourceBroker
 from .grants import SecretsGrant
 from .oauth.discovery import ProviderMetadata
@@ -67,6 +67,7 @@ class RoomService(Protocol):
     refresher: CredentialRefresher
     allow_insecure_http: bool
     broker: ResourceBroker
+    offline_calls: dict[tuple[object, ...], Any]
 
     def participant(self, participant_id: str) -> Participant: ...
 
@@ -107,7 +108,7 @@ class RoomService(Protocol):
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
         brokered: bool = False,
-    ) -> None: ...
+    ) -> AuditEvent: ...
 
     def check_stored_scopes(
         self,

@@ -100,7 +100,7 @@ from .pending.registry import (
 )
 from .ports import Clock, HttpTransport, SecretKey, SecretStore
 from .refresh import CredentialRefresher
-from .values import frozen_value
+from .values import exact_strings, frozen_value
 
 __all__ = ["OAuthPrompt", "SecretInfo", "SecretsService"]
 
@@ -228,15 +228,6 @@ def _authorization_url(
         # RFC 8707 §2.1: the resource the token is for.
         extra_params=None if resource is None else {"resource": resource},
     )
-
-
-def _exact_strings(values: tuple[object, ...]) -> bool:
-    """True when every value is None or exactly a ``str`` (not a subclass, whose
-    ``__eq__`` or ``__hash__`` could make a memo find a tuple it is not)."""
-    for value in values:  # noqa: SIM110 - a loop, not all(genexpr): it runs on every OAuth call
-        if value is not None and type(value) is not str:
-            return False
-    return True
 
 
 def _remember(memo: dict[_K, _V], key: _K, value: _V) -> None:
@@ -369,10 +360,17 @@ class SecretsService:
         self.allow_insecure_http = allow_insecure_http
         self._token_bytes = token_bytes
         self._participants: dict[str, Participant] = {}
-        self._oauth_decisions: dict[object, GrantDecision] = {}
+        # Keyed by the grant's identity, not its value: hashing a grant hashes every
+        # rule on every call. The grant is kept with its decision, so no other
+        # object can have its id while the entry exists; an equal grant in another
+        # object only misses the memo.
+        self._oauth_decisions: dict[object, tuple[SecretsGrant, GrantDecision]] = {}
         # Pure functions of their arguments, remembered (bounded) per argument tuple.
         self._valid_oauth_arguments: dict[tuple[object, ...], bool] = {}
         self._credential_keys: dict[tuple[object, ...], SecretKey] = {}
+        #: What a get_offline_oauth_token call decided before reading the store, per
+        #: argument tuple (see SecretsClient); shared with every session.
+        self.offline_calls: dict[tuple[object, ...], Any] = {}
         # Outcomes are TokenSets for OAuth requests and bytes for secret requests.
         self.registry: PendingRegistry[Any] = PendingRegistry(
             clock=clock,
@@ -542,7 +540,7 @@ class SecretsService:
         argument tuple of exact strings: an agent asks for the same one each call.
         """
         memo_key = (owner, requester, client_id, token_endpoint, resource, brokered)
-        exact = _exact_strings(memo_key[:5])
+        exact = exact_strings(memo_key[:5])
         if exact:
             found = self._credential_keys.get(memo_key)
             if found is not None:
@@ -576,7 +574,7 @@ class SecretsService:
             owner, client_id, issuer, authorization_endpoint, token_endpoint,
             self.allow_insecure_http,
         )
-        exact = _exact_strings(memo_key[:5])
+        exact = exact_strings(memo_key[:5])
         if exact and self._valid_oauth_arguments.get(memo_key):
             return
         check_id(owner, "from participant")
@@ -607,14 +605,15 @@ class SecretsService:
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
         brokered: bool = False,
-    ) -> None:
-        """Validate an OAuth call's arguments, check the grant (audited), raise on denial.
+    ) -> AuditEvent:
+        """Validate an OAuth call's arguments, check the grant (audited), raise on
+        denial; return the audit event of the decision (an allowed one).
 
         Validation and the grant decision are pure functions of the arguments
         and the (immutable) grant, so they are remembered per argument tuple;
         the audit event is still sent on every call.
         """
-        self._check_oauth(
+        return self._check_oauth(
             self.participant(requester).grant,
             requester=requester,
             action=action,
@@ -642,16 +641,18 @@ class SecretsService:
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
         brokered: bool = False,
-    ) -> None:
+    ) -> AuditEvent:
         memo_key: object = None
         decision: Optional[GrantDecision] = None
         texts = (target, client_id, issuer, authorization_endpoint, token_endpoint, resource)
-        if _exact_strings(texts):
+        if exact_strings(texts):
             try:
                 scope_key = None if scopes is None else (type(scopes), tuple(scopes))
-                if scope_key is None or _exact_strings(scope_key[1]):
-                    memo_key = (grant, *texts, scope_key, brokered)
-                    decision = self._oauth_decisions.get(memo_key)
+                if scope_key is None or exact_strings(scope_key[1]):
+                    memo_key = (id(grant), *texts, scope_key, brokered)
+                    found = self._oauth_decisions.get(memo_key)
+                    if found is not None:
+                        decision = found[1]
             except TypeError:  # unhashable or non-iterable argument: validation rejects it
                 memo_key = None
         if decision is None:
@@ -677,8 +678,8 @@ class SecretsService:
             if memo_key is not None:
                 if len(self._oauth_decisions) >= _MAX_REMEMBERED_DECISIONS:
                     self._oauth_decisions.clear()
-                self._oauth_decisions[memo_key] = decision
-        authorize(
+                self._oauth_decisions[memo_key] = (grant, decision)
+        return authorize(
             decision,
             sink=self.audit,
             action=action,
@@ -1674,6 +1675,7 @@ class _Session:
         self.refresher = service.refresher
         self.allow_insecure_http = service.allow_insecure_http
         self.broker = service.broker
+        self.offline_calls = service.offline_calls
 
     def participant(self, participant_id: str) -> Participant:
         if participant_id != self._participant.participant_id:
@@ -1739,8 +1741,8 @@ class _Session:
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
         brokered: bool = False,
-    ) -> None:
-        self._service._check_oauth(
+    ) -> AuditEvent:
+        return self._service._check_oauth(
             self.participant(requester).grant,
             requester=requester,
             action=action,

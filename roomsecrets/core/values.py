@@ -19,7 +19,7 @@ else:  # pragma: no cover - type checkers read the branch above
         return lambda decorated: decorated
 
 
-__all__ = ["frozen_value"]
+__all__ = ["exact_strings", "frozen_value"]
 
 _T = TypeVar("_T")
 
@@ -30,3 +30,12 @@ def frozen_value(cls: type[_T]) -> type[_T]:
     if sys.version_info >= (3, 10):
         return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
     return dataclasses.dataclass(frozen=True)(cls)  # pragma: no cover
+
+
+def exact_strings(values: tuple[object, ...]) -> bool:
+    """True when every value is None or exactly a ``str`` (not a subclass, whose
+    ``__eq__`` or ``__hash__`` could make a memo find a tuple it is not)."""
+    for value in values:  # noqa: SIM110 - a loop, not all(genexpr): it runs on every OAuth call
+        if value is not None and type(value) is not str:
+            return False
+    return True
