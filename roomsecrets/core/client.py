@@ -146,16 +146,14 @@ def _offline_memo_key(
     the entry exists."""
     if issuer is not None or client_secret is not None or client_auth_method is not None:
         return None
-    texts = (owner, client_id, authorization_endpoint, token_endpoint, delegated_to, resource)
-    if not exact_strings(texts):
-        return None
     if scopes is None:
         scope_key: Optional[tuple[object, ...]] = None
     elif type(scopes) is list or type(scopes) is tuple:
         scope_key = tuple(scopes)
-        if not exact_strings(scope_key):
-            return None
     else:
+        return None
+    texts = (owner, client_id, authorization_endpoint, token_endpoint, delegated_to, resource)
+    if not exact_strings(texts if scope_key is None else texts + scope_key):
         return None
     return (id(grant), requester, *texts, scope_key)
 

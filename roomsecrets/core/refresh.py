@@ -131,7 +131,8 @@ class CredentialRefresher:
     ) -> tuple[Optional[SecretRecord], Optional[StoredCredential]]:
         """The record at ``key`` and its credential; (record, None) if it is not one."""
         record = await self._store.get(key)
-        unsaved = self._unsaved.get(key)
+        # (Only looked up when there is any: hashing a key costs a Python call.)
+        unsaved = self._unsaved.get(key) if self._unsaved else None
         if unsaved is not None:
             if record is not None and record.version == unsaved[0]:
                 return record, unsaved[1]  # newer than the store's copy
@@ -175,7 +176,7 @@ class CredentialRefresher:
         carries before its token is handed out or refreshed; what it raises
         (GrantDenied) propagates. Provider errors propagate (typed).
         """
-        if key in self._unsaved:
+        if self._unsaved and key in self._unsaved:
             await self._save_unsaved(key)
         rounds = 0
         while True:

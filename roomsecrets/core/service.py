@@ -1664,6 +1664,12 @@ class _Session:
     :class:`~.participants.RoomService`): its own id resolves to the session's
     participant (its grant, its closed flag); everything else is the service's."""
 
+    # One is made for every call a server runs: slots, not a dict per session.
+    __slots__ = (
+        "_asked", "_participant", "_service", "allow_insecure_http", "audit", "broker",
+        "clock", "offline_calls", "refresher", "room", "store",
+    )
+
     def __init__(self, service: SecretsService, participant: Participant) -> None:
         self._service = service
         self._participant = participant

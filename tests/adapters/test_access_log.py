@@ -16,8 +16,13 @@ from typing import Any
 import pytest
 
 from roomsecrets import MemoryStore, SecretsGrant
+from roomsecrets.adapters.server import access_log as access_log_module
 from roomsecrets.adapters.server.access_log import ACCESS_LOGGER, AccessLog, StreamAccessLog
-from roomsecrets.adapters.server.log_format import ServerLogFormatter, configure_server_logging
+from roomsecrets.adapters.server.log_format import (
+    SERVER_LOG_FORMAT,
+    ServerLogFormatter,
+    configure_server_logging,
+)
 from tests.support import leak_watch
 
 aiohttp = pytest.importorskip("aiohttp")
@@ -99,6 +104,62 @@ def test_each_line_is_the_line_the_servers_handler_writes_for_the_logging_record
         " INFO roomsecrets.server.access POST /rooms/{room}/get_secret 403 room='lab' "
         "participant='agent-1' error=grant_denied 1.2ms\n"
     )
+
+
+class Sly(str):
+    """A str subclass that equals any string (and hashes like "agent-1")."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("agent-1")
+
+
+def test_one_stream_log_writes_the_logging_line_for_every_record_it_has_seen_before(
+    own_logging: None,
+) -> None:
+    # One StreamAccessLog remembers the repeated part of its lines and the last
+    # time stamp: records that repeat earlier values, at times within one
+    # millisecond, across milliseconds and back, still get logging's own line.
+    stream = io.StringIO()
+    logging.getLogger().handlers = []
+    handler = configure_server_logging(stream)
+    now = [0.0]
+    access = StreamAccessLog(handler, clock=lambda: now[0])
+    records = [
+        VALUES,
+        {**VALUES, "status": 200, "error": None, "duration_ms": 0.05},
+        {**VALUES, "participant": Sly("mallory")},
+        {**VALUES, "room": None, "participant": None},
+    ]
+    expected = []
+    times = [1_700_000_000.0011, 1_700_000_000.0012, 1_700_000_000.0025, 1_700_000_000.0011,
+             1_700_000_001.0011]
+    for created in times:
+        for values in records + records[::-1]:
+            now[0] = created
+            access.write(**values)
+            expected.append(logged_line(handler, created, values))
+    lines = stream.getvalue().splitlines(keepends=True)
+    assert lines == expected
+    assert sum("participant='mallory'" in line for line in lines) == 2 * len(times)
+    # And the standard formatter's own stamps (not the server formatter's).
+    standard = logging.Formatter(SERVER_LOG_FORMAT)
+    for line, created in zip(lines[:: 2 * len(records)], times):
+        record = logging.makeLogRecord({"created": created})
+        record.msecs = int((created - int(created)) * 1000)
+        assert line.startswith(standard.formatTime(record) + " INFO ")
+
+
+def test_the_remembered_lines_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_log_module, "_MIDDLES_KEPT", 3)
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(ServerLogFormatter())
+    access = StreamAccessLog(handler)
+    for index in range(10):
+        access.write(**{**VALUES, "participant": f"agent-{index}"})
+        assert len(access._middles) <= 3
 
 
 def test_the_logging_record_carries_the_values_for_structured_handlers(

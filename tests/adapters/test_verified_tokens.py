@@ -168,3 +168,16 @@ def test_a_token_not_valid_before_a_time_is_checked_again_when_the_clock_steps_b
     monkeypatch.setattr(jwt.api_jwt, "datetime", SteppedBack)
     with pytest.raises(InvalidParticipantToken, match="not valid yet"):
         tokens.read(token, room="r")
+
+
+@pytest.mark.parametrize("room", ["bad\x01room", "x" * 300, "\ud800"])
+def test_a_signed_token_for_an_invalid_room_name_is_refused_every_time(room: str) -> None:
+    # Only a holder of the key could sign one (minting checks the room); the room
+    # is checked where verified tokens are remembered, so it is never remembered.
+    token = jwt.encode({**claims(), "room": room}, KEY, algorithm="HS256")
+    tokens = VerifiedTokens(KEY)
+    for _ in range(2):
+        with pytest.raises(InvalidParticipantToken, match=r"^the room name is invalid$"):
+            tokens.read(token, room=room)
+    with pytest.raises(InvalidParticipantToken, match=r"^the room name is invalid$"):
+        read_participant_token(token, KEY, room=room)

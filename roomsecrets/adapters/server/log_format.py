@@ -29,6 +29,9 @@ class ServerLogFormatter(logging.Formatter):
         # One tuple, replaced whole: a thread never sees one second's stamp
         # paired with another second.
         self._last: tuple[Optional[int], str] = (None, "")
+        # The last whole stamp with its millisecond: a busy server writes several
+        # records a millisecond.
+        self._last_msec: tuple[Optional[int], float, str] = (None, -1.0, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
         if datefmt is not None:  # not ours: the standard way
@@ -38,6 +41,14 @@ class ServerLogFormatter(logging.Formatter):
     def stamp(self, created: float, msecs: float) -> str:
         """The time stamp of a record made at ``created`` (``msecs`` as LogRecord has it)."""
         second = int(created)
+        last_second, last_msecs, whole = self._last_msec
+        if second == last_second and msecs == last_msecs:
+            return whole
+        whole = self._stamp(second, created, msecs)
+        self._last_msec = (second, msecs, whole)
+        return whole
+
+    def _stamp(self, second: int, created: float, msecs: float) -> str:
         last_second, stamp = self._last
         if second != last_second:
             # The standard formatter's own steps (default_time_format), once a second.

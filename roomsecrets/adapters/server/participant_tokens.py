@@ -167,6 +167,12 @@ def _verify(token: str, key: Key, *, room: str) -> tuple[ParticipantToken, bool]
         raise InvalidParticipantToken("the participant token is malformed") from None
     if claims.get("room") != room:
         raise InvalidParticipantToken("the participant token is for another room")
+    try:
+        # Checked here, where a verified token is remembered with its room: a
+        # remembered (token, room) pair is not checked again.
+        check_id(room, "room")
+    except InvalidInput:  # only a key holder can sign one: minting checks the room
+        raise InvalidParticipantToken("the room name is invalid") from None
     exp = claims["exp"]
     # RFC 7519 §2: a NumericDate is a JSON number. PyJWT would also take a string,
     # and an integer too large for a float, which failed later as a server error.
