@@ -103,9 +103,10 @@ def check_text(value: object, what: str, *, limit: int, empty: bool = False) -> 
         raise InvalidInput(f"{what} must be a string")
     if not (0 if empty else 1) <= len(value) <= limit:
         raise InvalidInput(f"{what} must be {'0' if empty else '1'}-{limit} characters long")
-    if value.isascii() and value.isprintable():
-        # The usual id or name (" " to "~"): no control character, and UTF-8 encodes
-        # it; two C calls instead of a regular expression and an encoding.
+    if value.isprintable():
+        # The usual id or name: a printable string has no control character (C0,
+        # DEL, C1) and no lone surrogate, so UTF-8 encodes it; one C call instead
+        # of a regular expression and an encoding.
         return value
     if _CONTROL.search(value):
         raise InvalidInput(f"{what} must not contain control characters")

@@ -121,3 +121,30 @@ def test_a_scope_one_character_too_long_is_refused_naming_the_limit() -> None:
 def test_text_with_a_control_character_is_refused_saying_so() -> None:
     with pytest.raises(InvalidInput, match=r"^name must not contain control characters$"):
         check_name("a\x85b", "name")
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\t", "\n", "\x1f", "\x7f", "\x85", "\x9f"])
+@pytest.mark.parametrize("where", ["a{}b", "{}", "{}ab", "ab{}"])
+def test_every_control_character_is_refused_ascii_or_not(bad: str, where: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^participant_id must not contain control characters$"):
+        check_id(where.format(bad), "participant_id")
+
+
+@pytest.mark.parametrize("good", [" ", "~", "agent-1", "a b~!", "Zoë", "\u00a0x", "\U0001f600"])
+def test_printable_text_ascii_or_not_is_accepted_as_it_is(good: str) -> None:
+    assert check_id(good, "participant_id") is good
+
+
+def test_a_lone_surrogate_is_refused_after_the_ascii_fast_path() -> None:
+    with pytest.raises(InvalidInput, match=r"no lone surrogates"):
+        check_id("ab\ud800", "participant_id")
+
+
+def test_no_printable_code_point_is_a_control_character_or_a_surrogate() -> None:
+    # What check_text's fast path relies on, for this Python's Unicode database.
+    import unicodedata
+
+    assert not [
+        c for c in map(chr, range(0x110000))
+        if c.isprintable() and unicodedata.category(c) in ("Cc", "Cs")
+    ]
