@@ -319,6 +319,59 @@ def test_unknown_routes_and_methods_answer_json() -> None:
     run(scenario())
 
 
+def test_requests_no_route_takes_get_aiohttps_status_as_json_and_one_access_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The server has no middleware: one route takes every request the others do not,
+    # and answers as aiohttp would (404, or 405 naming the methods the path has).
+    caplog.set_level(logging.INFO, logger="roomsecrets")
+
+    async def scenario() -> None:
+        async with serving() as served, aiohttp.ClientSession() as session:
+            cases = [
+                ("GET", "/nowhere", 404, None),
+                ("HEAD", "/nowhere/deeper", 404, None),
+                ("POST", f"/rooms/{ROOM}/no_such_operation", 404, None),
+                ("GET", f"/rooms/{ROOM}/get_offline_oauth_token", 405, "POST"),
+                ("DELETE", "/", 405, "GET,HEAD"),
+                ("PUT", "/openapi.json", 405, "GET"),
+                ("POST", f"/rooms/{ROOM}", 405, "GET,HEAD"),
+            ]
+            for method, path, status, allow in cases:
+                caplog.clear()
+                async with session.request(method, served.url + path) as response:
+                    assert response.status == status, (method, path)
+                    assert response.headers.get("Allow") == allow
+                    if method != "HEAD":
+                        error = "not_found" if status == 404 else "method_not_allowed"
+                        assert (await response.json())["error"] == error
+                access = [r for r in caplog.records if r.name == "roomsecrets.server.access"]
+                assert len(access) == 1
+                fields = access[0].roomsecrets  # type: ignore[attr-defined]
+                assert (fields["method"], fields["route"], fields["room"], fields["status"]) == (
+                    method, "<unmatched>", None, status
+                )
+            rooms = served.app[_ROOMS]
+            assert not rooms._calls and ROOM not in rooms._last_used
+
+    run(scenario())
+
+
+def test_a_route_not_served_through_the_access_wrapper_is_refused_at_creation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from roomsecrets.adapters.server import app as app_module
+
+    real = app_module.add_approval_page
+
+    def forgetful(app: Any, *, public_url: str, wrap: Any = None) -> None:
+        real(app, public_url=public_url)  # registers its routes unwrapped
+
+    monkeypatch.setattr(app_module, "add_approval_page", forgetful)
+    with pytest.raises(AssertionError, match="is not served by _served"):
+        create_app(store=MemoryStore(), jwt_key=KEY, public_url="http://127.0.0.1:1")
+
+
 def test_a_grant_denial_is_403() -> None:
     async def scenario() -> None:
         with running_provider() as provider:
@@ -779,6 +832,8 @@ def test_openapi_describes_exactly_the_routes_the_server_serves() -> None:
                 (route.method, route.resource.canonical)
                 for route in served.app.router.routes()
                 if route.method != "HEAD" and route.resource is not None
+                # Where requests no route takes get their 404 or 405: not an API route.
+                and route.resource.name != "unmatched"
             }
             assert documented == served_routes
             for op in OPERATIONS:

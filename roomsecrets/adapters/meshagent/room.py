@@ -205,8 +205,17 @@ _HOST = web.AppKey("roomsecrets.meshagent.host", RoomHost)
 _CONNECTIONS = web.AppKey("roomsecrets.meshagent.connections", _Connections)
 
 
-def add_meshagent_routes(app: web.Application, host: RoomHost) -> None:
-    """Serve meshagent-api's room protocol on ``GET /rooms/{room}`` of ``app``."""
+def add_meshagent_routes(
+    app: web.Application,
+    host: RoomHost,
+    *,
+    wrap: Optional[
+        Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]], str],
+                 Callable[[web.Request], Awaitable[web.StreamResponse]]]
+    ] = None,
+) -> None:
+    """Serve meshagent-api's room protocol on ``GET /rooms/{room}`` of ``app``;
+    ``wrap(handler, path)``, if given, is what the route serves instead."""
     app[_HOST] = host
     connections = app[_CONNECTIONS] = _Connections()
 
@@ -214,7 +223,9 @@ def add_meshagent_routes(app: web.Application, host: RoomHost) -> None:
         await connections.close()
 
     app.on_cleanup.append(leave_all)
-    app.router.add_get(ROUTE, _room_socket, name="meshagent_room")
+    app.router.add_get(
+        ROUTE, _room_socket if wrap is None else wrap(_room_socket, ROUTE), name="meshagent_room"
+    )
 
 
 def _refuse(status: int, code: str, message: str) -> web.Response:

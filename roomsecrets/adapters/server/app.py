@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -137,7 +138,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 T = TypeVar("T")
 
 # Who the current request acts for, and how it failed: set by handlers, read by
-# the access log (a context variable: the middleware awaits the handler in the
+# the access log (a context variable: _access_and_errors awaits the handler in the
 # same task).
 _ACCESS: contextvars.ContextVar[dict[str, Optional[str]]] = contextvars.ContextVar(
     "roomsecrets_access"
@@ -436,14 +437,20 @@ def create_app(
         room_idle_ttl=float(room_idle_ttl),
         access_log=AccessLog() if access_log is None else access_log,
     )
-    app = web.Application(client_max_size=max_body, middlewares=[_access_and_errors])
+    # No middleware: every route's handler is wrapped instead (_served), which
+    # saves aiohttp's middleware chain on every request.
+    app = web.Application(client_max_size=max_body)
     app[_ROOMS] = rooms
+
+    def served(handler: Handler, route: str) -> Handler:
+        return _served(rooms, route, handler)
+
     for op in sorted(OPERATIONS, key=lambda op: op.name not in _REPEATED_READS):
-        app.router.add_route(op.method, op.path, _handler_for(op), name=op.name)
-    add_approval_page(app, public_url=rooms.public_url)
+        app.router.add_route(op.method, op.path, served(_handler_for(op), op.path), name=op.name)
+    add_approval_page(app, public_url=rooms.public_url, wrap=served)
     # Someone who opens the server's address in a browser wants the approval page.
-    app.router.add_get(ROOT_PATH, _to_the_approval_page, name="root")
-    add_meshagent_routes(app, rooms)
+    app.router.add_get(ROOT_PATH, served(_to_the_approval_page, ROOT_PATH), name="root")
+    add_meshagent_routes(app, rooms, wrap=served)
 
     async def evict_idle_rooms(app: web.Application) -> AsyncIterator[None]:
         sweeper = asyncio.ensure_future(rooms.evict_idle_forever())
@@ -459,7 +466,10 @@ def create_app(
     app.on_shutdown.append(close_rooms)
     if cluster is not None:
         rooms.cluster = cluster
-        app.router.add_post(_CLUSTER_CALLBACK, _forwarded_callback, name="cluster_callback")
+        app.router.add_post(
+            _CLUSTER_CALLBACK, served(_forwarded_callback, _CLUSTER_CALLBACK),
+            name="cluster_callback",
+        )
 
         async def run_cluster(app: web.Application) -> AsyncIterator[None]:
             import aiohttp
@@ -473,6 +483,16 @@ def create_app(
             await cluster.stop()
 
         app.cleanup_ctx.append(run_cluster)
+    # Last: aiohttp tries it after every other route (its index key is "/").
+    app.router.add_route("*", _UNMATCHED_PATH, served(_unmatched, _UNMATCHED), name="unmatched")
+    for route in app.router.routes():
+        handler = route.handler
+        if not (isinstance(handler, functools.partial) and handler.func is _access_and_errors):
+            raise AssertionError(f"route {route.resource!r} is not served by _served")
+        template = handler.keywords["route"]
+        canonical = route.resource.canonical if route.resource is not None else None
+        if template != _UNMATCHED and template != canonical:
+            raise AssertionError(f"route {canonical!r} is logged as {template!r}")
     return app
 
 
@@ -507,14 +527,14 @@ def _check_public_url(public_url: str) -> None:
         raise InvalidInput("public_url must have no query and no fragment")
 
 
-def _handler_for(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _handler_for(op: Operation) -> Handler:
     if op.json_operation:
-
-        async def run_operation(request: web.Request) -> web.StreamResponse:
-            return await _json_operation(request, op)
-
-        return run_operation
-    handlers: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
+        # A partial, not a closure: one coroutine per request instead of two.
+        return functools.partial(_json_operation, op=op)
+    handlers: dict[str, Handler] = {
         "list_participants": _list_participants,
         "websocket": _websocket,
         "oauth_callback": _oauth_callback,
@@ -523,19 +543,25 @@ def _handler_for(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamR
     return handlers[op.name]
 
 
-# --- middleware: errors as JSON, one access record per request ------------------------
+# --- every route: errors as JSON, one access record per request ------------------------
 
 
-@web.middleware
+def _served(rooms: _Rooms, route: str, handler: Handler) -> Handler:
+    """``handler`` as the server serves every route (see :func:`_access_and_errors`);
+    ``route`` is its template, what the access record names."""
+    return functools.partial(_access_and_errors, rooms=rooms, route=route, handler=handler)
+
+
 async def _access_and_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    request: web.Request, *, rooms: _Rooms, route: str, handler: Handler
 ) -> web.StreamResponse:
+    """Run ``handler``: a typed error becomes its JSON answer, anything else a bare
+    500; then write the request's access record."""
     started = time.monotonic()
     error: Optional[str] = None
     record: dict[str, Optional[str]] = {}
     _ACCESS.set(record)
     room = request.match_info.get("room")
-    rooms = request.app[_ROOMS]
     if room is not None:
         rooms.call_started(room)
     try:
@@ -557,7 +583,7 @@ async def _access_and_errors(
         # A bug: say nothing of it to the caller, and log only its kind (its
         # message or traceback locals may hold a secret).
         error = "internal_error"
-        log.error("internal error handling %s: %s", _route(request), type(exc).__name__)
+        log.error("internal error handling %s: %s", route, type(exc).__name__)
         response = web.json_response(
             {"error": error, "message": "internal server error"}, status=500
         )
@@ -568,7 +594,7 @@ async def _access_and_errors(
     if access.enabled():
         access.write(
             method=request.method,
-            route=_route(request),
+            route=route,
             room=room,
             participant=record.get("participant"),
             status=response.status,
@@ -578,13 +604,27 @@ async def _access_and_errors(
     return response
 
 
+# The route every request no other route takes goes to (its variable is not "room":
+# no room's count of running calls is touched), and how its access record names it.
+_UNMATCHED_PATH = "/{unmatched_path:.*}"
+_UNMATCHED = "<unmatched>"
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """No route has this path (404), or none has it for this method (405, with the
+    methods that it has), as aiohttp itself answers."""
+    allowed: set[str] = set()
+    own = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not own:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: BodyTooLarge.code}
-
-
-def _route(request: web.Request) -> str:
-    """The matched route's template, never the raw path (nor the query string)."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "<unmatched>"
 
 
 # A URL's query (up to the quote or space that ends the quoted request line) and a
@@ -1090,7 +1130,7 @@ async def _push_prompts(
 async def _to_the_approval_page(request: web.Request) -> web.StreamResponse:
     # The public URL, not a relative one: behind a proxy that routes by path, "/" here
     # is PUBLIC_URL/ there, and the page must open on the origin its WebSocket checks.
-    # Returned, not raised: the middleware turns a raised HTTPException into JSON.
+    # Returned, not raised: _access_and_errors turns a raised HTTPException into JSON.
     location = request.app[_ROOMS].public_url + PAGE_PATH
     return web.Response(status=302, headers={"Location": location, **_NO_STORE})
 

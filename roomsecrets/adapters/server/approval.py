@@ -26,10 +26,14 @@ import importlib.resources
 import urllib.parse
 from collections.abc import Awaitable, Mapping
 from html import escape as html_escape
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+    #: Makes the handler a route serves from the page's own handler and the path.
+    Wrap = Callable[[Handler, str], Handler]
 
 __all__ = ["PAGE_PATH", "PAGE_ROUTES", "add_approval_page", "login_url", "public_origin"]
 
@@ -91,14 +95,20 @@ def _read(name: str) -> bytes:
     return importlib.resources.files(__package__).joinpath("approval_page", name).read_bytes()
 
 
-def add_approval_page(app: web.Application, *, public_url: str) -> None:
-    """Register the page's routes (:data:`PAGE_ROUTES`) on ``app``."""
+def add_approval_page(
+    app: web.Application, *, public_url: str, wrap: Optional[Wrap] = None
+) -> None:
+    """Register the page's routes (:data:`PAGE_ROUTES`) on ``app``; ``wrap(handler,
+    path)``, if given, is what each route serves instead of ``handler``."""
     headers = security_headers(public_url)
     for path, name, content_type, _ in PAGE_ROUTES:
         body = _read(name)
         if name == "index.html":
             body = _under_public_path(body, public_url)
-        app.router.add_get(path, _static(body, content_type, headers), name="approval_" + name)
+        handler = _static(body, content_type, headers)
+        if wrap is not None:
+            handler = wrap(handler, path)
+        app.router.add_get(path, handler, name="approval_" + name)
 
 
 def _under_public_path(html: bytes, public_url: str) -> bytes:
