@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from roomsecrets import MemoryStore, SecretsGrant
-from roomsecrets.adapters.server import access_log as access_log_module
 from roomsecrets.adapters.server.access_log import ACCESS_LOGGER, AccessLog, StreamAccessLog
 from roomsecrets.adapters.server.log_format import (
     SERVER_LOG_FORMAT,
@@ -119,9 +118,9 @@ class Sly(str):
 def test_one_stream_log_writes_the_logging_line_for_every_record_it_has_seen_before(
     own_logging: None,
 ) -> None:
-    # One StreamAccessLog remembers the repeated part of its lines and the last
-    # time stamp: records that repeat earlier values, at times within one
-    # millisecond, across milliseconds and back, still get logging's own line.
+    # One StreamAccessLog's formatter remembers the last time stamp: records that
+    # repeat earlier values, at times within one millisecond, across milliseconds
+    # and back, still get logging's own line.
     stream = io.StringIO()
     logging.getLogger().handlers = []
     handler = configure_server_logging(stream)
@@ -150,16 +149,6 @@ def test_one_stream_log_writes_the_logging_line_for_every_record_it_has_seen_bef
         record = logging.makeLogRecord({"created": created})
         record.msecs = int((created - int(created)) * 1000)
         assert line.startswith(standard.formatTime(record) + " INFO ")
-
-
-def test_the_remembered_lines_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(access_log_module, "_MIDDLES_KEPT", 3)
-    handler = logging.StreamHandler(io.StringIO())
-    handler.setFormatter(ServerLogFormatter())
-    access = StreamAccessLog(handler)
-    for index in range(10):
-        access.write(**{**VALUES, "participant": f"agent-{index}"})
-        assert len(access._middles) <= 3
 
 
 def test_the_logging_record_carries_the_values_for_structured_handlers(

@@ -35,20 +35,6 @@ __all__ = ["ACCESS_LOGGER", "AccessLog", "StreamAccessLog"]
 ACCESS_LOGGER = logging.getLogger("roomsecrets.server.access")
 
 _MESSAGE = "%s %s %s room=%r participant=%r error=%s %.1fms"
-# _MESSAGE in two parts: what repeats from call to call, and the duration.
-_MIDDLE = "%s %s %s room=%r participant=%r error=%s "
-_DURATION = "%.1fms"
-_MIDDLES_KEPT = 256
-
-
-def _plain(values: tuple[object, ...]) -> bool:
-    """True when every value is None, an int or exactly a str (whose equality is
-    its value's)."""
-    for value in values:  # a loop, not all(genexpr): once per request
-        if value is not None and type(value) is not str and type(value) is not int:
-            return False
-    return True
-
 
 class AccessLog:
     """Access records as ``logging`` records on ``logger`` (INFO)."""
@@ -114,10 +100,6 @@ class StreamAccessLog(AccessLog):
         # The head of every line: "LEVEL logger " after the time stamp.
         self._head = f" {logging.getLevelName(logging.INFO)} {logger.name} "
         self._clock = clock
-        # Each line's text between the time stamp and the duration, per record
-        # values: a client makes the same call again and again, and formatting
-        # the quoted values was a third of the cost of a line. Bounded.
-        self._middles: dict[tuple[object, ...], str] = {}
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO) and self._handler.level <= logging.INFO
@@ -134,23 +116,11 @@ class StreamAccessLog(AccessLog):
         duration_ms: float,
     ) -> None:
         created = self._clock()
-        values = (method, route, status, room, participant, error)
-        middle = self._middles.get(values)
-        # Only plain values are remembered: a str subclass's __eq__ could find
-        # another record's text.
-        if middle is None or not _plain(values):
-            middle = self._head + _MIDDLE % (method, route, status, room, participant, error or "-")
-            if _plain(values):
-                if len(self._middles) >= _MIDDLES_KEPT:
-                    self._middles.clear()
-                self._middles[values] = middle
+        message = _MESSAGE % (method, route, status, room, participant, error or "-", duration_ms)
         # The msecs of logging.LogRecord (3.11's rule) for the formatter's stamp.
         msecs = int((created - int(created)) * 1000)
         handler = self._handler
-        line = (
-            self._formatter.stamp(created, msecs) + middle + _DURATION % duration_ms
-            + handler.terminator
-        )
+        line = self._formatter.stamp(created, msecs) + self._head + message + handler.terminator
         handler.acquire()
         try:
             handler.stream.write(line)
