@@ -126,6 +126,11 @@ DEFAULT_ROOM_IDLE_TTL = 600.0
 _LOGIN_TIMEOUT = 10.0
 # How many requesters' display names the server remembers for its prompts.
 _NAMES_REMEMBERED = 4096
+# Sessions kept for the calls that open no pending request (see _Rooms.reader).
+_READERS_KEPT = 4096
+# Those calls: a session they use has nothing to end when they return, so one is
+# kept per verified token rather than made and closed for every call.
+_READS = frozenset({"get_offline_oauth_token", "get_secret"})
 _MAX_WS_MESSAGE = 64 * 1024
 # The longest a WebSocket waits for a frame before it looks at its token's expiry again.
 _EXPIRY_RECHECK = 3600.0
@@ -195,6 +200,8 @@ class _Rooms:
         self.room_idle_ttl = room_idle_ttl
         self._calls: dict[str, int] = {}  # requests (WebSockets too) running, by room
         self._last_used: dict[str, float] = {}
+        # (room, participant id) -> (the verified token, its session).
+        self._readers: dict[tuple[str, str], tuple[ParticipantToken, SecretsClient]] = {}
 
     def service(self, room: str) -> SecretsService:
         found = self.services.get(room)
@@ -204,6 +211,25 @@ class _Rooms:
             )
             self.services[room] = found
         return found
+
+    def reader(self, service: SecretsService, who: ParticipantToken) -> SecretsClient:
+        """A session of ``who`` in ``service`` for calls that open no pending request
+        (:data:`_READS`), shared by such calls while the token is the same one.
+
+        A session's ``close()`` only ends the pending requests made through it, and
+        these calls make none; the token is the verified one remembered by
+        ``tokens`` (the same object while it is remembered), so the grant and name
+        are the token's own. A room's readers go with its service (evict_idle).
+        """
+        key = (who.room, who.participant_id)
+        found = self._readers.get(key)
+        if found is not None and found[0] is who:
+            return found[1]
+        client = service.session(who.participant_id, name=who.name, grant=who.grant)
+        if len(self._readers) >= _READERS_KEPT:
+            self._readers.clear()
+        self._readers[key] = (who, client)
+        return client
 
     def call_started(self, room: str) -> None:
         self._calls[room] = self._calls.get(room, 0) + 1
@@ -232,6 +258,10 @@ class _Rooms:
             del self.services[room]
             self._last_used.pop(room, None)
             gone.append(room)
+        if gone:
+            evicted = set(gone)
+            for key in [key for key in self._readers if key[0] in evicted]:
+                del self._readers[key]
         return gone
 
     async def evict_idle_forever(self) -> None:
@@ -866,6 +896,9 @@ async def _json_operation(request: web.Request, op: Operation) -> web.StreamResp
     if op.name in ("request_oauth_token", "request_secret"):
         rooms.remember_name(who)
     service = rooms.service(who.room)
+    if op.name in _READS:
+        result = await _RUNNERS[op.name](rooms.reader(service, who), args, request)
+        return web.json_response(result, headers=_NO_STORE)
     client = service.session(who.participant_id, name=who.name, grant=who.grant)
     try:
         result = await _RUNNERS[op.name](client, args, request)
