@@ -23,6 +23,7 @@ code and duration. Two destinations, one interface:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Callable, Optional, TextIO
@@ -121,13 +122,12 @@ class StreamAccessLog(AccessLog):
         msecs = int((created - int(created)) * 1000)
         handler = self._handler
         line = self._formatter.stamp(created, msecs) + self._head + message + handler.terminator
-        handler.acquire()
-        try:
-            handler.stream.write(line)
-            handler.stream.flush()
-        except (OSError, ValueError):
-            # A log stream that is gone (closed, broken pipe) must not fail the
-            # request; logging's own handlers report such errors and carry on too.
-            pass
-        finally:
-            handler.release()
+        # The handler's own lock (what handler.acquire() takes), held directly.
+        with handler.lock or contextlib.nullcontext():
+            try:
+                handler.stream.write(line)
+                handler.stream.flush()
+            except (OSError, ValueError):
+                # A log stream that is gone (closed, broken pipe) must not fail the
+                # request; logging's own handlers report such errors and carry on too.
+                pass
