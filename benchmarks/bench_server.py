@@ -28,7 +28,9 @@ the same code gave median ratios from 0.64 to 0.88 from run to run. Any
 throughput ratio measured this way includes the load generator: the bare handler
 is fast enough that the generator, not the server, limits it, so the ratio
 understates the difference in server work. ``python -m benchmarks.server_cpu``
-measures that work itself (server CPU per request).
+measures that work itself (server CPU per request), and
+``python -m benchmarks.server_instructions`` counts it in instructions (valgrind),
+which the machine's changing speed does not move.
 
 On this project's 2-CPU virtual machines each CPU's speed changes on its own, by up
 to 2x, for seconds at a time (the host's other work): a fixed loop took 16 ms on one
