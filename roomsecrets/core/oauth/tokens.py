@@ -96,8 +96,8 @@ class TokenSet:
         """True when every requested scope is among this token's scopes."""
         if not requested:
             return True
-        have = set(self.scopes)
-        return all(scope in have for scope in requested)
+        # One C call, where all(genexpr) ran a generator: it runs on every token read.
+        return set(self.scopes).issuperset(requested)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, for storage. It contains the token values."""
