@@ -79,8 +79,10 @@ class MemoryStore:
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock
-        # (room, owner) -> key -> record: ``list`` reads one bucket, not everything.
-        self._buckets: dict[tuple[str, str], dict[SecretKey, SecretRecord]] = {}
+        # (room, owner) -> (secret id, delegate) -> record: ``list`` reads one bucket,
+        # not everything. Plain tuples as keys: hashing and comparing them is done in
+        # C, a SecretKey's (a dataclass) in Python, on every read.
+        self._buckets: dict[tuple[str, str], dict[tuple[str, Optional[str]], SecretRecord]] = {}
         self._leases: dict[str, Lease] = {}
         # One counter for every write of every key: a version is never handed out
         # twice, so a deleted key written again cannot repeat an old version.
@@ -93,7 +95,8 @@ class MemoryStore:
     async def get(self, key: SecretKey) -> Optional[SecretRecord]:
         """Return the record at ``key``, or None."""
         check_key(key)
-        return self._buckets.get((key.room, key.owner), {}).get(key)
+        bucket = self._buckets.get((key.room, key.owner))
+        return None if bucket is None else bucket.get((key.secret_id, key.delegated_to))
 
     async def put(
         self,
@@ -116,7 +119,9 @@ class MemoryStore:
         if not isinstance(data, bytes):
             raise InvalidInput(f"data must be bytes, not {data.__class__.__name__}")
         check_expected_version(expected_version)
-        current = self._buckets.get((key.room, key.owner), {}).get(key)
+        current = self._buckets.get((key.room, key.owner), {}).get(
+            (key.secret_id, key.delegated_to)
+        )
         compare_version(expected_version, current)
         self._last_version += 1
         record = SecretRecord(
@@ -126,7 +131,8 @@ class MemoryStore:
             data=bytes(data),  # a bytes subclass could carry mutable state
             version=self._last_version,
         )
-        self._buckets.setdefault((key.room, key.owner), {})[key] = record
+        bucket = self._buckets.setdefault((key.room, key.owner), {})
+        bucket[(key.secret_id, key.delegated_to)] = record
         return record
 
     async def delete(self, key: SecretKey, *, expected_version: Optional[int] = None) -> bool:
@@ -138,11 +144,11 @@ class MemoryStore:
         check_key(key)
         check_expected_version(expected_version)
         bucket = self._buckets.get((key.room, key.owner), {})
-        current = bucket.get(key)
+        current = bucket.get((key.secret_id, key.delegated_to))
         compare_version(expected_version, current)
         if current is None:
             return False
-        del bucket[key]
+        del bucket[(key.secret_id, key.delegated_to)]
         if not bucket:
             del self._buckets[(key.room, key.owner)]
         return True
