@@ -212,8 +212,8 @@ class _Rooms:
             self.services[room] = found
         return found
 
-    def reader(self, service: SecretsService, who: ParticipantToken) -> SecretsClient:
-        """A session of ``who`` in ``service`` for calls that open no pending request
+    def reader(self, who: ParticipantToken) -> SecretsClient:
+        """A session of ``who`` in its room's service for calls that open no pending request
         (:data:`_READS`), shared by such calls while the token is the same one.
 
         A session's ``close()`` only ends the pending requests made through it, and
@@ -225,6 +225,7 @@ class _Rooms:
         found = self._readers.get(key)
         if found is not None and found[0] is who:
             return found[1]
+        service = self.service(who.room)
         client = service.session(who.participant_id, name=who.name, grant=who.grant)
         if len(self._readers) >= _READERS_KEPT:
             self._readers.clear()
@@ -905,10 +906,10 @@ async def _json_operation(
     args = await _read_body(request, op)
     if op.name in ("request_oauth_token", "request_secret"):
         rooms.remember_name(who)
-    service = rooms.service(who.room)
     if op.name in _READS:
-        result = await _RUNNERS[op.name](rooms.reader(service, who), args, request)
+        result = await _RUNNERS[op.name](rooms.reader(who), args, request)
         return web.json_response(result, headers=_NO_STORE)
+    service = rooms.service(who.room)
     client = service.session(who.participant_id, name=who.name, grant=who.grant)
     try:
         result = await _RUNNERS[op.name](client, args, request)
