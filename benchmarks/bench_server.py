@@ -169,6 +169,20 @@ class _Server:
 # --- the load generator (this process) ------------------------------------------------
 
 
+def request_parts(key: str) -> tuple[dict[str, str], bytes]:
+    """The headers (a participant token signed with ``key``, allowed everything) and
+    the JSON body every request of the load sends."""
+    from roomsecrets import SecretsGrant
+    from roomsecrets.adapters.server.participant_tokens import mint_participant_token
+
+    token = mint_participant_token(
+        key.encode(), room=ROOM, participant_id="agent-1", grant=SecretsGrant.allow_all(),
+        ttl=3600,
+    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return headers, json.dumps(ARGS).encode()
+
+
 async def _load(url: str, headers: dict[str, str], body: bytes, total: int) -> tuple[float, float]:
     """Requests per second and p99 latency (s) of ``total`` POSTs, CONCURRENCY at a time."""
     import aiohttp
@@ -210,18 +224,10 @@ def run(quick: bool = False) -> list[Row]:
         return []
     import secrets
 
-    from roomsecrets import SecretsGrant
-    from roomsecrets.adapters.server.participant_tokens import mint_participant_token
-
     # 28 rounds: 7 of each combination of CPU roles and order.
     total, rounds = (500, 1) if quick else (1_000, 28)
     key = secrets.token_hex(32)
-    token = mint_participant_token(
-        key.encode(), room=ROOM, participant_id="agent-1", grant=SecretsGrant.allow_all(),
-        ttl=3600,
-    )
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    body = json.dumps(ARGS).encode()
+    headers, body = request_parts(key)
     cpus = separate_cpus()
     servers = {
         kind: _Server(kind, key, None if cpus is None else cpus[0])

@@ -25,7 +25,6 @@ machine's noise is large: compare medians of several rounds, run twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import statistics
@@ -89,16 +88,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def main(variants: list[str]) -> None:
-    from roomsecrets import SecretsGrant
-    from roomsecrets.adapters.server.participant_tokens import mint_participant_token
-
     key = secrets.token_hex(32)
-    token = mint_participant_token(
-        key.encode(), room=bench_server.ROOM, participant_id="agent-1",
-        grant=SecretsGrant.allow_all(), ttl=3600,
-    )
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    body = json.dumps(bench_server.ARGS).encode()
+    headers, body = bench_server.request_parts(key)
     env = dict(os.environ, **{bench_server.KEY_ENV: key})
     env["PYTHONPATH"] = str(bench_server.REPO) + os.pathsep + env.get("PYTHONPATH", "")
     servers: dict[str, tuple[subprocess.Popen[str], str]] = {}

@@ -23,7 +23,6 @@ variant.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import secrets
@@ -63,18 +62,10 @@ def _count(variant: str, requests: int, key: str, headers: dict[str, str], body:
 
 
 def main(variants: list[str]) -> None:
-    from roomsecrets import SecretsGrant
-    from roomsecrets.adapters.server.participant_tokens import mint_participant_token
-
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt install valgrind)")
     key = secrets.token_hex(32)
-    token = mint_participant_token(
-        key.encode(), room=bench_server.ROOM, participant_id="agent-1",
-        grant=SecretsGrant.allow_all(), ttl=3600,
-    )
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    body = json.dumps(bench_server.ARGS).encode()
+    headers, body = bench_server.request_parts(key)
     per_request = {}
     for variant in variants:
         low = _count(variant, N1, key, headers, body)
