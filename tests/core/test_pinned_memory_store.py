@@ -20,6 +20,12 @@ BAD_KEYS = {
     "empty delegated_to": dict(GOOD, delegated_to=""),
     "non-string room": dict(GOOD, room=7),
     "non-string owner": dict(GOOD, owner=None),
+    # Truthy values of another type: check_key's one-expression fast path must not
+    # take them for strings.
+    "int room": dict(GOOD, room=7),
+    "bytes owner": dict(GOOD, owner=b"alice"),
+    "list secret_id": dict(GOOD, secret_id=["mail"]),
+    "int delegated_to": dict(GOOD, delegated_to=5),
 }
 
 
@@ -107,3 +113,17 @@ def test_putting_a_non_string_name_is_refused_saying_so() -> None:
 def test_putting_data_that_is_not_bytes_is_refused_naming_its_type() -> None:
     with pytest.raises(InvalidInput, match=r"^data must be bytes, not str$"):
         run(MemoryStore().put(SecretKey(**GOOD), type="text/plain", name=None, data="x"))
+
+
+class _Text(str):
+    """A str subclass: a key made of these is valid, through check_key's slower path."""
+
+
+def test_a_key_of_str_subclasses_is_accepted_like_one_of_str() -> None:
+    store = MemoryStore(clock=lambda: 0.0)
+    key = SecretKey(room=_Text("room"), owner=_Text("alice"), secret_id=_Text("mail"),
+                    delegated_to=_Text("bob"))
+    assert run(store.get(key)) is None
+    run(store.put(key, type="text/plain", name=None, data=b"x"))
+    assert run(store.get(SecretKey(room="room", owner="alice", secret_id="mail",
+                                   delegated_to="bob"))).data == b"x"

@@ -327,5 +327,65 @@ def test_a_remembered_event_at_another_time_keeps_every_other_field() -> None:
                                reason="ok", at=5.0, details=(("k", "v"), ("rule_index", "2")))
     assert event.at == 1.0
     for bad in (True, "5", None):
-        with pytest.raises(InvalidInput, match="at must be a number"):
+        with pytest.raises(InvalidInput, match=r"^AuditEvent\.at must be a number of seconds$"):
             event.at_time(bad)  # type: ignore[arg-type]
+
+
+def test_scopes_given_as_a_tuple_are_remembered_like_a_list() -> None:
+    async def scenario() -> None:
+        room = Room()
+        await room.store_token()
+        assert await room.offline(ALL, scopes=("mail.read",)) == "AT-1"
+        assert await room.offline(ALL, scopes=("mail.read",)) == "AT-1"
+        assert len(room.service.offline_calls) == 1
+
+    run(scenario())
+
+
+def test_a_remembered_call_refreshes_a_token_the_resource_server_rejected() -> None:
+    from tests.core.service_kit import approved, make_service, offline, room, running_provider
+
+    async def scenario() -> None:
+        with running_provider() as provider:
+            service = make_service()
+            agent, alice = room(service)
+            first = await approved(agent, alice, provider)
+            assert await offline(agent, provider) == first
+            assert len(service.offline_calls) == 1  # remembered: the next call is a hit
+            fresh = await offline(agent, provider, rejected_access_token=first)
+            assert fresh != first and provider.is_active(fresh)
+            assert await offline(agent, provider) == fresh
+
+    run(scenario())
+
+
+def test_a_remembered_call_checks_carried_scopes_against_the_rule_for_its_resource() -> None:
+    resource = "https://api.example/mcp"
+    # The stored credential carries more scopes than asked: a second decision, which
+    # only the rule for this resource allows (a rule naming a resource matches no
+    # request without one).
+    grant = SecretsGrant(oauth=(
+        OAuthRule(client_id="app", resource=resource, scopes=["mail.read", "mail.send"]),
+    ))
+
+    async def scenario() -> None:
+        room = Room()
+        key = room.service.credential_key(
+            owner="alice", requester="agent-1", client_id="app", token_endpoint=TOKEN,
+            resource=resource,
+        )
+        now = room.clock.now
+        cred = StoredCredential(
+            tokens=TokenSet(access_token="AT-r", refresh_token="RT", issued_at=now,
+                            expires_at=now + 3600, scopes=("mail.read", "mail.send")),
+            client_id="app", authorization_endpoint=AUTH, token_endpoint=TOKEN,
+            resource=resource,
+        )
+        await room.store.put(key, type=OAUTH_TOKEN_TYPE, name="n", data=cred.to_json())
+        for _ in range(2):
+            assert await room.offline(grant, resource=resource) == "AT-r"
+        assert len(room.service.offline_calls) == 1
+        stored = [e for e in room.events if e.detail("stored_scopes") is not None]
+        assert [e.outcome for e in stored] == ["allowed", "allowed"]
+
+    run(scenario())
