@@ -313,7 +313,7 @@ class SecretsClient:
         )
         authorization_endpoint = provider.authorization_endpoint
         token_endpoint = provider.token_endpoint
-        key = self._checked_credential_key(
+        key, _ = self._checked_credential_key(
             "oauth.request_token",
             from_participant_id,
             client_id,
@@ -530,12 +530,14 @@ class SecretsClient:
         scopes: tuple[str, ...],
         issuer: Optional[str] = None,
         resource: Optional[str] = None,
-    ) -> SecretKey:
+        delegate: Optional[str] = None,
+    ) -> tuple[SecretKey, AuditEvent]:
         """Check the call against our grant (audited; raises on denial), then return
-        where ``owner``'s credential for this client, delegated to us, lives."""
+        where ``owner``'s credential for this client, delegated to us (or to
+        ``delegate``), lives, and the audit event of the decision."""
         self._check_connected()
         service = self._service
-        service.check_oauth(
+        decided = service.check_oauth(
             requester=self.participant_id,
             action=action,
             target=owner,
@@ -546,13 +548,14 @@ class SecretsClient:
             issuer=issuer,
             resource=resource,
         )
-        return service.credential_key(
+        key = service.credential_key(
             owner=owner,
-            requester=self.participant_id,
+            requester=self.participant_id if delegate is None else delegate,
             client_id=client_id,
             token_endpoint=token_endpoint,
             resource=resource,
         )
+        return key, decided
 
     def _stored_scopes_check(
         self,
@@ -729,27 +732,19 @@ class SecretsClient:
         )
         authorization_endpoint = provider.authorization_endpoint
         token_endpoint = provider.token_endpoint
-        self._check_connected()
-        service = self._service
-        decided = service.check_oauth(
-            requester=self.participant_id,
-            action="oauth.get_offline_token",
-            target=owner,
-            client_id=client_id,
-            authorization_endpoint=authorization_endpoint,
-            token_endpoint=token_endpoint,
-            scopes=scopes,
-            issuer=provider.issuer,
-            resource=resource,
-        )
-        key = service.credential_key(
-            owner=owner,
-            requester=self.participant_id if delegated_to is None else delegated_to,
-            client_id=client_id,
-            token_endpoint=token_endpoint,
-            resource=resource,
+        key, decided = self._checked_credential_key(
+            "oauth.get_offline_token",
+            owner,
+            client_id,
+            authorization_endpoint,
+            token_endpoint,
+            scopes,
+            provider.issuer,
+            resource,
+            delegated_to,
         )
         client = self._new_client(client_id, client_secret, method, provider)
+        service = self._service
         if memo_key is not None:
             call = _OfflineCall(
                 grant=self._participant.grant,
