@@ -211,3 +211,21 @@ def test_the_full_check_names_an_issuer_of_the_wrong_type_and_a_missing_issuer()
     assert check_oauth_request(grant, **common).reason == (
         "no oauth rule matches: rule 0 issuer: the request names none, and the rule needs "
         "'https://accounts.example.com'")
+
+
+def test_a_rule_naming_an_issuer_allows_a_call_by_that_issuer_after_discovery():
+    # The full grant check (after discovery) must see the issuer asked for: a rule
+    # that needs it matches no request that names none.
+    from tests.core.discovery_kit import offline_by_issuer
+    from tests.core.service_kit import running_provider
+
+    async def scenario():
+        with running_provider() as provider:
+            service = make_service()
+            agent, _alice = room(service, grant=SecretsGrant(
+                oauth=[OAuthRule(issuer=provider.issuer)]))
+            assert await offline_by_issuer(agent, provider.issuer) is None
+            [event] = service.audit.events
+            assert (event.action, event.outcome) == ("oauth.get_offline_token", "allowed")
+
+    run(scenario())
